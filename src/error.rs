@@ -1,0 +1,89 @@
+//! The crate's one error type. Every variant maps to one C status code (see `capi`).
+
+use std::path::PathBuf;
+
+/// What is wrong with a model file; carried by [`Error::InvalidModel`] so that callers (and
+/// tests) can tell the failure modes apart without parsing messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelProblem {
+    /// The bytes are not a safetensors file (no valid header).
+    NotSafetensors,
+    /// The header promises more bytes than the file holds.
+    Truncated,
+    /// The header's shapes, dtypes and offsets contradict each other (e.g. a declared shape
+    /// larger than its data).
+    InconsistentHeader,
+    /// A tensor the architecture needs is absent.
+    MissingTensor,
+    /// A tensor has a shape the architecture cannot use.
+    WrongShape,
+    /// A tensor is not float32.
+    WrongDtype,
+    /// A weight is NaN or infinite.
+    NonFiniteWeight,
+    /// `__metadata__` (or an override) is missing a required key or holds an invalid value.
+    BadMetadata,
+}
+
+/// Every failure the SDK reports. Messages are complete sentences for end users.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A caller passed an argument that cannot be used (empty batch, bad shape, bad option...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A model file could not be loaded.
+    #[error("invalid model ({problem:?}): {detail}")]
+    InvalidModel {
+        /// Which kind of problem.
+        problem: ModelProblem,
+        /// What exactly, naming the tensor or key involved.
+        detail: String,
+    },
+    /// An image could not be decoded or is unusable (corrupt, empty, unsupported format).
+    #[error("invalid image: {0}")]
+    InvalidImage(String),
+    /// An image (or another input) exceeds a resource limit.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// The requested device is not compiled in or not present.
+    #[error("device unavailable: {0}")]
+    DeviceUnavailable(String),
+    /// A numeric backend (candle) failed.
+    #[error("backend error: {0}")]
+    Backend(String),
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Backend(e.to_string())
+    }
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Builds an [`Error::InvalidModel`].
+    pub(crate) fn model(problem: ModelProblem, detail: impl Into<String>) -> Self {
+        Error::InvalidModel {
+            problem,
+            detail: detail.into(),
+        }
+    }
+
+    /// Builds an [`Error::Io`] for `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

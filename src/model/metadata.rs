@@ -1,0 +1,263 @@
+//! What a model file says about itself beyond its weights: the `__metadata__` map of a
+//! safetensors file (all values are strings, lists are JSON), merged with caller overrides.
+//!
+//! Keys read here (see `shared/reference/README.md`): `arch` (`resnet12` | `conv4`),
+//! `image_size` (`"84"` or `"[84, 84]"` as height, width), `mean`, `std` (JSON lists, one
+//! value per input channel), `in_channels` (checked against the weights), `bn_eps`
+//! (default 1e-5), `leaky_relu_slope` (ResNet-12, default 0.1), `invert` (`"true"` maps each
+//! u8 pixel v to 255 - v). Every other key is kept verbatim in [`Metadata::raw`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, ModelProblem, Result};
+
+/// The encoder architectures mgecl runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// RFS ResNet-12: four residual blocks, LeakyReLU, max-pool, global average pool.
+    ResNet12,
+    /// RFS Conv-4: four conv-BN-ReLU blocks, max-pool after the first three, global average pool.
+    Conv4,
+}
+
+impl Architecture {
+    /// The name used in metadata (`resnet12`, `conv4`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::ResNet12 => "resnet12",
+            Architecture::Conv4 => "conv4",
+        }
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = Error;
+
+    /// # Errors
+    /// [`Error::InvalidModel`] ([`ModelProblem::BadMetadata`]) for an unknown name.
+    fn from_str(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "resnet12" | "resnet-12" => Ok(Architecture::ResNet12),
+            "conv4" | "conv-4" | "convnet4" => Ok(Architecture::Conv4),
+            other => Err(Error::model(
+                ModelProblem::BadMetadata,
+                format!("unknown architecture {other:?} (expected resnet12 or conv4)"),
+            )),
+        }
+    }
+}
+
+/// Parsed metadata of a model: everything preprocessing and the forward pass need that the
+/// weight shapes cannot tell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    /// The architecture (from `arch`, or guessed from the tensor names when absent).
+    pub arch: Architecture,
+    /// Input height and width in pixels.
+    pub image_size: (usize, usize),
+    /// Per-channel mean subtracted after scaling pixels to [0, 1].
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by after subtracting the mean.
+    pub std: Vec<f32>,
+    /// Map each u8 pixel v to 255 - v before normalising (bright strokes on dark).
+    pub invert: bool,
+    /// BatchNorm epsilon.
+    pub bn_eps: f64,
+    /// Negative slope of ResNet-12's LeakyReLU.
+    pub leaky_relu_slope: f64,
+    /// The merged key/value map (file metadata with overrides applied), kept verbatim.
+    pub raw: BTreeMap<String, String>,
+}
+
+fn bad(detail: String) -> Error {
+    Error::model(ModelProblem::BadMetadata, detail)
+}
+
+fn parse_f64(raw: &BTreeMap<String, String>, key: &str, default: f64) -> Result<f64> {
+    match raw.get(key) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| {
+                bad(format!(
+                    "metadata {key:?} = {text:?} is not a finite number"
+                ))
+            }),
+    }
+}
+
+fn parse_list(raw: &BTreeMap<String, String>, key: &str) -> Result<Vec<f32>> {
+    let text = raw.get(key).ok_or_else(|| {
+        bad(format!(
+            "metadata key {key:?} is missing (supply it as an override when loading)"
+        ))
+    })?;
+    let values: Vec<f64> = serde_json::from_str(text).map_err(|e| {
+        bad(format!(
+            "metadata {key:?} = {text:?} is not a JSON number list: {e}"
+        ))
+    })?;
+    if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "metadata {key:?} must be a non-empty list of finite numbers"
+        )));
+    }
+    Ok(values.into_iter().map(|v| v as f32).collect())
+}
+
+fn parse_image_size(text: &str) -> Result<(usize, usize)> {
+    let trimmed = text.trim();
+    let size = if let Ok(side) = trimmed.parse::<usize>() {
+        (side, side)
+    } else {
+        match serde_json::from_str::<Vec<usize>>(trimmed) {
+            Ok(v) if v.len() == 2 => (v[0], v[1]),
+            _ => {
+                return Err(bad(format!(
+                    "metadata \"image_size\" = {text:?}: expected \"N\" or \"[H, W]\""
+                )))
+            }
+        }
+    };
+    // 4096 px is far above any few-shot encoder input; it also bounds the work a hostile file
+    // can ask for.
+    if size.0 == 0 || size.1 == 0 || size.0 > 4096 || size.1 > 4096 {
+        return Err(bad(format!(
+            "metadata \"image_size\" = {text:?} out of range 1..=4096"
+        )));
+    }
+    Ok(size)
+}
+
+impl Metadata {
+    /// Parses the merged map. `guessed_arch` is used when `arch` is absent; `in_channels` is
+    /// the channel count read from the first convolution's weight.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] with [`ModelProblem::BadMetadata`] for a missing or malformed
+    /// key, or a `mean`/`std`/`in_channels` that disagrees with the weights.
+    pub fn parse(
+        raw: BTreeMap<String, String>,
+        guessed_arch: Option<Architecture>,
+        in_channels: usize,
+    ) -> Result<Self> {
+        let arch = match raw.get("arch") {
+            Some(name) => name.parse()?,
+            None => guessed_arch.ok_or_else(|| bad("metadata key \"arch\" is missing".into()))?,
+        };
+        let image_size = parse_image_size(raw.get("image_size").ok_or_else(|| {
+            bad("metadata key \"image_size\" is missing (supply it as an override)".into())
+        })?)?;
+        if let Some(text) = raw.get("in_channels") {
+            if text.trim().parse::<usize>().ok() != Some(in_channels) {
+                return Err(bad(format!(
+                    "metadata in_channels = {text:?} but the first convolution takes {in_channels} channels"
+                )));
+            }
+        }
+        let mean = parse_list(&raw, "mean")?;
+        let std = parse_list(&raw, "std")?;
+        for (key, values) in [("mean", &mean), ("std", &std)] {
+            if values.len() != in_channels {
+                return Err(bad(format!(
+                    "metadata {key:?} has {} values but the model takes {in_channels} channels",
+                    values.len()
+                )));
+            }
+        }
+        if std.iter().any(|&s| s <= 0.0) {
+            return Err(bad("metadata \"std\" values must be positive".into()));
+        }
+        let invert = match raw.get("invert").map(|s| s.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(v) if v == "true" => true,
+            Some(v) if v == "false" => false,
+            Some(v) => {
+                return Err(bad(format!(
+                    "metadata \"invert\" = {v:?}: expected true or false"
+                )))
+            }
+        };
+        let bn_eps = parse_f64(&raw, "bn_eps", 1e-5)?;
+        if bn_eps <= 0.0 {
+            return Err(bad("metadata \"bn_eps\" must be positive".into()));
+        }
+        let leaky_relu_slope = parse_f64(&raw, "leaky_relu_slope", 0.1)?;
+        Ok(Metadata {
+            arch,
+            image_size,
+            mean,
+            std,
+            invert,
+            bn_eps,
+            leaky_relu_slope,
+            raw,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_reference_metadata() {
+        let m = Metadata::parse(
+            map(&[
+                ("arch", "conv4"),
+                ("image_size", "28"),
+                ("mean", "[0.9]"),
+                ("std", "[0.25]"),
+                ("in_channels", "1"),
+            ]),
+            None,
+            1,
+        )
+        .unwrap();
+        assert_eq!(m.arch, Architecture::Conv4);
+        assert_eq!(m.image_size, (28, 28));
+        assert_eq!(m.bn_eps, 1e-5);
+        assert!(!m.invert);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let base = [("image_size", "28"), ("mean", "[0.9]"), ("std", "[0.25]")];
+        let with = |k: &'static str, v: &'static str| {
+            let mut m = map(&base);
+            m.insert(k.into(), v.into());
+            Metadata::parse(m, Some(Architecture::Conv4), 1)
+        };
+        assert!(with("arch", "vit").is_err());
+        assert!(with("image_size", "0").is_err());
+        assert!(with("image_size", "[28]").is_err());
+        assert!(with("mean", "[0.1, 0.2]").is_err());
+        assert!(with("std", "[0]").is_err());
+        assert!(with("in_channels", "3").is_err());
+        assert!(with("invert", "maybe").is_err());
+        assert!(with("bn_eps", "nan").is_err());
+        assert_eq!(with("image_size", "[32, 48]").unwrap().image_size, (32, 48));
+        assert!(
+            Metadata::parse(map(&base), None, 1).is_err(),
+            "no arch, no guess"
+        );
+    }
+}

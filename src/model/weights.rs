@@ -1,0 +1,197 @@
+//! Reading float32 weights out of a safetensors buffer, with every check a hostile file needs:
+//! the safetensors parser validates header and offsets against the buffer (so a declared shape
+//! larger than the file is rejected before anything is allocated), and this module checks
+//! presence, dtype, shape and finiteness of each tensor the architecture asks for.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+
+use crate::error::{Error, ModelProblem, Result};
+
+/// A parsed safetensors buffer plus its `__metadata__`.
+pub(crate) struct Weights<'a> {
+    tensors: SafeTensors<'a>,
+    metadata: BTreeMap<String, String>,
+}
+
+fn parse_error(e: SafeTensorError) -> Error {
+    use SafeTensorError as E;
+    let problem = match &e {
+        E::MetadataIncompleteBuffer | E::InvalidHeaderLength => ModelProblem::Truncated,
+        E::TensorInvalidInfo
+        | E::InvalidOffset(_)
+        | E::ValidationOverflow
+        | E::MisalignedSlice
+        | E::InvalidTensorView(..) => ModelProblem::InconsistentHeader,
+        _ => ModelProblem::NotSafetensors,
+    };
+    let detail = match problem {
+        ModelProblem::Truncated => format!("the file is shorter than its header declares ({e})"),
+        ModelProblem::InconsistentHeader => {
+            format!("tensor shapes, dtypes and offsets in the header disagree ({e})")
+        }
+        _ => format!("not a safetensors file ({e})"),
+    };
+    Error::model(problem, detail)
+}
+
+impl<'a> Weights<'a> {
+    /// Parses `bytes` as safetensors.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] with `NotSafetensors`, `Truncated` or `InconsistentHeader`.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let tensors = SafeTensors::deserialize(bytes).map_err(parse_error)?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(parse_error)?;
+        let metadata = header
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        Ok(Weights { tensors, metadata })
+    }
+
+    /// The file's `__metadata__` (empty when absent).
+    pub(crate) fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Whether a tensor of that name exists.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.tensors.tensor(name).is_ok()
+    }
+
+    /// The shape of tensor `name`.
+    ///
+    /// # Errors
+    /// `MissingTensor` when absent.
+    pub(crate) fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.view(name)?.shape().to_vec())
+    }
+
+    fn view(&self, name: &str) -> Result<safetensors::tensor::TensorView<'a>> {
+        self.tensors.tensor(name).map_err(|_| {
+            Error::model(
+                ModelProblem::MissingTensor,
+                format!("tensor {name:?} is missing"),
+            )
+        })
+    }
+
+    /// Reads tensor `name`, which must be float32 of exactly `expected` shape with only finite
+    /// values.
+    ///
+    /// # Errors
+    /// `MissingTensor`, `WrongDtype`, `WrongShape` or `NonFiniteWeight`.
+    pub(crate) fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let view = self.view(name)?;
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::model(
+                ModelProblem::WrongDtype,
+                format!("tensor {name:?} is {:?}, expected F32", view.dtype()),
+            ));
+        }
+        if view.shape() != expected {
+            return Err(Error::model(
+                ModelProblem::WrongShape,
+                format!(
+                    "tensor {name:?} has shape {:?}, expected {expected:?}",
+                    view.shape()
+                ),
+            ));
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::model(
+                ModelProblem::NonFiniteWeight,
+                format!(
+                    "tensor {name:?} holds a non-finite value ({}) at index {i}",
+                    values[i]
+                ),
+            ));
+        }
+        Ok(values)
+    }
+
+    /// [`Weights::read`] into a tensor on `device`.
+    pub(crate) fn tensor(&self, name: &str, expected: &[usize], device: &Device) -> Result<Tensor> {
+        let values = self.read(name, expected)?;
+        Ok(Tensor::from_vec(values, expected, device)?)
+    }
+}
+
+/// Inference-mode BatchNorm folded to a per-channel affine map `y = x * scale + shift`
+/// (computed in f64 from the f32 parameters, then rounded once).
+pub(crate) struct BatchNorm {
+    /// `gamma / sqrt(running_var + eps)`, shape (1, C, 1, 1).
+    pub(crate) scale: Tensor,
+    /// `beta - running_mean * scale`, shape (1, C, 1, 1).
+    pub(crate) shift: Tensor,
+}
+
+impl BatchNorm {
+    /// Loads `{prefix}.weight`, `.bias`, `.running_mean`, `.running_var` for `channels`.
+    ///
+    /// # Errors
+    /// As [`Weights::read`]; `NonFiniteWeight` when `running_var + eps <= 0`.
+    pub(crate) fn load(
+        weights: &Weights<'_>,
+        prefix: &str,
+        channels: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        let shape = [channels];
+        let gamma = weights.read(&format!("{prefix}.weight"), &shape)?;
+        let beta = weights.read(&format!("{prefix}.bias"), &shape)?;
+        let mean = weights.read(&format!("{prefix}.running_mean"), &shape)?;
+        let var = weights.read(&format!("{prefix}.running_var"), &shape)?;
+        let mut scale = Vec::with_capacity(channels);
+        let mut shift = Vec::with_capacity(channels);
+        for c in 0..channels {
+            let denom = f64::from(var[c]) + eps;
+            if denom <= 0.0 {
+                return Err(Error::model(
+                    ModelProblem::NonFiniteWeight,
+                    format!(
+                        "{prefix}.running_var[{c}] = {} makes the output NaN",
+                        var[c]
+                    ),
+                ));
+            }
+            let s = f64::from(gamma[c]) / denom.sqrt();
+            scale.push(s as f32);
+            shift.push((f64::from(beta[c]) - f64::from(mean[c]) * s) as f32);
+        }
+        Ok(BatchNorm {
+            scale: Tensor::from_vec(scale, (1, channels, 1, 1), device)?,
+            shift: Tensor::from_vec(shift, (1, channels, 1, 1), device)?,
+        })
+    }
+
+    /// Applies the affine map to an NCHW tensor.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)?)
+    }
+}
+
+/// Reads the shape of a 3x3 (or 1x1) convolution weight and checks it is `(out, in, k, k)`.
+///
+/// # Errors
+/// `MissingTensor`, or `WrongShape` when it is not a square `k`x`k` 4-d kernel.
+pub(crate) fn conv_shape(weights: &Weights<'_>, name: &str, k: usize) -> Result<(usize, usize)> {
+    let shape = weights.shape(name)?;
+    match shape.as_slice() {
+        &[out, inp, kh, kw] if kh == k && kw == k && out > 0 && inp > 0 => Ok((out, inp)),
+        _ => Err(Error::model(
+            ModelProblem::WrongShape,
+            format!("tensor {name:?} has shape {shape:?}, expected (out, in, {k}, {k})"),
+        )),
+    }
+}

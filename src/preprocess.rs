@@ -1,0 +1,318 @@
+//! Image bytes or pixels -> the normalised NCHW f32 input the encoder saw in training
+//! (DESIGN.md section 3): decode -> convert to the model's channel count -> optional invert
+//! -> resize to the input size -> `u8 / 255` -> `(x - mean) / std` per channel.
+//!
+//! Grey images are replicated to RGB for 3-channel models; colour images become luma
+//! (`image`'s Rec. 709 weights) for 1-channel models; alpha is dropped. Resizing uses
+//! Lanczos3 and happens only when the size differs.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, GrayImage, ImageBuffer, ImageReader, Luma, Rgb, RgbImage};
+
+use crate::error::{Error, Result};
+use crate::model::Metadata;
+
+/// Limits a decoded image may not exceed, so that a small hostile file (a "decompression
+/// bomb") cannot make the decoder allocate gigabytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest accepted width in pixels (default 16384).
+    pub max_width: u32,
+    /// Largest accepted height in pixels (default 16384).
+    pub max_height: u32,
+    /// Largest number of bytes the decoder may allocate (default 512 MiB).
+    pub max_decoded_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_width: 16384,
+            max_height: 16384,
+            max_decoded_bytes: 512 << 20,
+        }
+    }
+}
+
+/// Layout of a raw pixel buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// 3 bytes per pixel, R, G, B.
+    Rgb8,
+    /// 4 bytes per pixel, R, G, B, A (alpha is ignored).
+    Rgba8,
+    /// 1 byte per pixel.
+    Gray8,
+}
+
+impl PixelFormat {
+    /// Bytes per pixel.
+    pub fn bytes_per_pixel(self) -> usize {
+        match self {
+            PixelFormat::Rgb8 => 3,
+            PixelFormat::Rgba8 => 4,
+            PixelFormat::Gray8 => 1,
+        }
+    }
+}
+
+/// A borrowed raw image, e.g. a camera frame: `height` rows of `stride` bytes, each row
+/// starting with `width` pixels in `format`.
+#[derive(Debug, Clone, Copy)]
+pub struct PixelBuffer<'a> {
+    /// The bytes; at least `stride * (height - 1) + width * bytes_per_pixel` long.
+    pub data: &'a [u8],
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Bytes from the start of one row to the next (>= `width * bytes_per_pixel`).
+    pub stride: usize,
+    /// Pixel layout.
+    pub format: PixelFormat,
+}
+
+/// One image to embed, in whichever form the caller holds it.
+#[derive(Debug, Clone, Copy)]
+pub enum ImageSource<'a> {
+    /// An encoded image file (PNG or JPEG) on disk.
+    Path(&'a Path),
+    /// An encoded image (PNG or JPEG) in memory.
+    Encoded(&'a [u8]),
+    /// Raw pixels.
+    Pixels(PixelBuffer<'a>),
+}
+
+/// The preprocessing of one model: its channel count, input size and normalisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocessor {
+    channels: usize,
+    height: u32,
+    width: u32,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    invert: bool,
+    limits: ImageLimits,
+}
+
+/// An image already converted to the model's channel count (1 or 3) and inverted if the
+/// model asks for it, not yet resized: the point where training augmentation plugs in.
+#[derive(Debug, Clone)]
+pub enum ModelPixels {
+    /// For 1-channel models.
+    Gray(GrayImage),
+    /// For 3-channel models.
+    Rgb(RgbImage),
+}
+
+impl Preprocessor {
+    /// The preprocessing described by a model's metadata, for a model taking `channels`
+    /// input channels (1 or 3).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a channel count other than 1 or 3.
+    pub fn new(metadata: &Metadata, channels: usize) -> Result<Self> {
+        if channels != 1 && channels != 3 {
+            return Err(Error::InvalidArgument(format!(
+                "models with {channels} input channels cannot take images (1 or 3 supported)"
+            )));
+        }
+        Ok(Preprocessor {
+            channels,
+            height: metadata.image_size.0 as u32,
+            width: metadata.image_size.1 as u32,
+            mean: metadata.mean.clone(),
+            std: metadata.std.clone(),
+            invert: metadata.invert,
+            limits: ImageLimits::default(),
+        })
+    }
+
+    /// The same preprocessing with other decoding limits.
+    pub fn with_limits(mut self, limits: ImageLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The decoding limits in force.
+    pub fn limits(&self) -> ImageLimits {
+        self.limits
+    }
+
+    /// Number of f32 values one image becomes (`C * H * W`).
+    pub fn input_len(&self) -> usize {
+        self.channels * self.height as usize * self.width as usize
+    }
+
+    /// `(C, H, W)` of one preprocessed image.
+    pub fn input_shape(&self) -> (usize, usize, usize) {
+        (self.channels, self.height as usize, self.width as usize)
+    }
+
+    /// Decodes an image of any supported form into model pixels.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for an unreadable file, [`Error::InvalidImage`] for empty, corrupt or
+    /// unsupported data, [`Error::LimitExceeded`] when the image is larger than the limits.
+    pub fn decode(&self, source: &ImageSource<'_>) -> Result<ModelPixels> {
+        let image = match source {
+            ImageSource::Path(path) => {
+                let bytes = std::fs::read(path).map_err(|e| Error::io(*path, e))?;
+                self.decode_encoded(&bytes).map_err(|e| match e {
+                    Error::InvalidImage(m) => {
+                        Error::InvalidImage(format!("{}: {m}", path.display()))
+                    }
+                    other => other,
+                })?
+            }
+            ImageSource::Encoded(bytes) => self.decode_encoded(bytes)?,
+            ImageSource::Pixels(pixels) => self.pixels_to_image(pixels)?,
+        };
+        Ok(self.to_model_pixels(image))
+    }
+
+    /// Preprocesses one image into `C*H*W` normalised values (CHW order).
+    ///
+    /// # Errors
+    /// As [`Preprocessor::decode`].
+    pub fn preprocess(&self, source: &ImageSource<'_>) -> Result<Vec<f32>> {
+        Ok(self.normalize(&self.decode(source)?))
+    }
+
+    fn decode_encoded(&self, bytes: &[u8]) -> Result<DynamicImage> {
+        if bytes.is_empty() {
+            return Err(Error::InvalidImage("the image data is empty".into()));
+        }
+        let mut reader = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| Error::InvalidImage(format!("cannot read image: {e}")))?;
+        if reader.format().is_none() {
+            return Err(Error::InvalidImage(
+                "unrecognised image format (PNG and JPEG are supported)".into(),
+            ));
+        }
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(self.limits.max_width);
+        limits.max_image_height = Some(self.limits.max_height);
+        limits.max_alloc = Some(self.limits.max_decoded_bytes);
+        reader.limits(limits);
+        reader.decode().map_err(|e| match e {
+            image::ImageError::Limits(l) => Error::LimitExceeded(format!(
+                "image exceeds the decoding limits ({l}); limits: {}x{} px, {} bytes",
+                self.limits.max_width, self.limits.max_height, self.limits.max_decoded_bytes
+            )),
+            other => Error::InvalidImage(format!("cannot decode image: {other}")),
+        })
+    }
+
+    fn pixels_to_image(&self, p: &PixelBuffer<'_>) -> Result<DynamicImage> {
+        let bpp = p.format.bytes_per_pixel();
+        if p.width == 0 || p.height == 0 {
+            return Err(Error::InvalidImage(format!(
+                "pixel buffer is empty ({}x{})",
+                p.width, p.height
+            )));
+        }
+        if p.width > self.limits.max_width || p.height > self.limits.max_height {
+            return Err(Error::LimitExceeded(format!(
+                "pixel buffer {}x{} exceeds {}x{}",
+                p.width, p.height, self.limits.max_width, self.limits.max_height
+            )));
+        }
+        let row_bytes = p.width as usize * bpp;
+        if p.stride < row_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "stride {} is smaller than a row ({} px x {bpp} bytes = {row_bytes})",
+                p.stride, p.width
+            )));
+        }
+        let needed = p.stride * (p.height as usize - 1) + row_bytes;
+        if p.data.len() < needed {
+            return Err(Error::InvalidArgument(format!(
+                "pixel buffer holds {} bytes, {}x{} with stride {} needs {needed}",
+                p.data.len(),
+                p.width,
+                p.height,
+                p.stride
+            )));
+        }
+        let keep = bpp.min(3);
+        let mut packed = Vec::with_capacity(p.width as usize * p.height as usize * keep);
+        for row in p.data.chunks(p.stride).take(p.height as usize) {
+            for px in row[..row_bytes].chunks_exact(bpp) {
+                packed.extend_from_slice(&px[..keep]);
+            }
+        }
+        let image = if keep == 1 {
+            ImageBuffer::<Luma<u8>, _>::from_raw(p.width, p.height, packed)
+                .map(DynamicImage::ImageLuma8)
+        } else {
+            ImageBuffer::<Rgb<u8>, _>::from_raw(p.width, p.height, packed)
+                .map(DynamicImage::ImageRgb8)
+        };
+        image.ok_or_else(|| Error::InvalidImage("pixel buffer has the wrong size".into()))
+    }
+
+    /// Converts a decoded image to the model's channel count and applies `invert`.
+    pub fn to_model_pixels(&self, image: DynamicImage) -> ModelPixels {
+        let mut pixels = if self.channels == 1 {
+            ModelPixels::Gray(image.into_luma8())
+        } else {
+            ModelPixels::Rgb(image.into_rgb8())
+        };
+        if self.invert {
+            match &mut pixels {
+                ModelPixels::Gray(img) => img.iter_mut().for_each(|v| *v = 255 - *v),
+                ModelPixels::Rgb(img) => img.iter_mut().for_each(|v| *v = 255 - *v),
+            }
+        }
+        pixels
+    }
+
+    /// Resizes model pixels to the input size and normalises them into CHW f32.
+    pub fn normalize(&self, pixels: &ModelPixels) -> Vec<f32> {
+        let (w, h) = (self.width, self.height);
+        let mut out = vec![0f32; self.input_len()];
+        let plane = (w * h) as usize;
+        let scale: Vec<(f32, f32)> = self
+            .mean
+            .iter()
+            .zip(&self.std)
+            .map(|(&m, &s)| (m, s))
+            .collect();
+        match pixels {
+            ModelPixels::Gray(img) => {
+                let resized;
+                let img = if img.dimensions() == (w, h) {
+                    img
+                } else {
+                    resized = image::imageops::resize(img, w, h, FilterType::Lanczos3);
+                    &resized
+                };
+                let (m, s) = scale[0];
+                for (o, &v) in out.iter_mut().zip(img.as_raw()) {
+                    *o = (f32::from(v) / 255.0 - m) / s;
+                }
+            }
+            ModelPixels::Rgb(img) => {
+                let resized;
+                let img = if img.dimensions() == (w, h) {
+                    img
+                } else {
+                    resized = image::imageops::resize(img, w, h, FilterType::Lanczos3);
+                    &resized
+                };
+                for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
+                    for c in 0..3 {
+                        let (m, s) = scale[c];
+                        out[c * plane + i] = (f32::from(px[c]) / 255.0 - m) / s;
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,145 @@
+//! The encoders reproduce the PyTorch reference fixtures from their PNG inputs through the
+//! public API: features within 1e-4 of `features_f64`, block outputs within 2e-4.
+
+mod common;
+
+use candle_core::Tensor;
+use common::{data, max_abs_diff, read_tensor};
+use mgecl::{ImageSource, LoadOptions, Model};
+
+const FEATURE_BOUND: f64 = 1e-4;
+const BLOCK_BOUND: f64 = 2e-4;
+
+fn inputs(folder: &str) -> Vec<std::path::PathBuf> {
+    (0..4).map(|i| data(&format!("{folder}/{i}.png"))).collect()
+}
+
+fn check_fixture(name: &str, expect_widths: &[usize], expect_channels: usize) {
+    let model = Model::load(
+        data(&format!("{name}.safetensors")),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let info = model.info();
+    assert_eq!(info.widths, expect_widths);
+    assert_eq!(info.in_channels, expect_channels);
+    assert_eq!(info.feature_dim, *expect_widths.last().unwrap());
+
+    let expected_file = format!("{name}_expected.safetensors");
+    let paths = inputs(&format!("{name}_inputs"));
+
+    // Preprocessing matches the reference `input` tensor (computed in f64, rounded to f32).
+    let pre = model.preprocessor();
+    let mut ours = Vec::new();
+    for p in &paths {
+        ours.extend(
+            pre.preprocess(&ImageSource::Path(p))
+                .unwrap()
+                .into_iter()
+                .map(f64::from),
+        );
+    }
+    let (input, input_shape) = read_tensor(&expected_file, "input");
+    let d = max_abs_diff(ours, input.iter().copied());
+    assert!(d <= 1e-6, "{name}: preprocessing differs by {d}");
+
+    // Features from the PNGs.
+    let features = model.embed_paths(&paths).unwrap();
+    let (expected, shape) = read_tensor(&expected_file, "features_f64");
+    assert_eq!(features.shape(), shape.as_slice());
+    let d = max_abs_diff(features.iter().map(|&v| f64::from(v)), expected);
+    println!("{name}: max |features - features_f64| = {d:.3e}");
+    assert!(d <= FEATURE_BOUND, "{name}: features differ by {d}");
+
+    // Block outputs for image 0, from the reference input tensor.
+    let image0: Vec<f32> = input[..input.len() / 4].iter().map(|&v| v as f32).collect();
+    let x = Tensor::from_vec(
+        image0,
+        (1, input_shape[1], input_shape[2], input_shape[3]),
+        model.device(),
+    )
+    .unwrap();
+    let blocks = model.forward_blocks(&x).unwrap();
+    for (i, block) in blocks.iter().enumerate() {
+        let (expected, shape) = read_tensor(&expected_file, &format!("block{}", i + 1));
+        assert_eq!(block.dims(), shape.as_slice(), "{name} block{}", i + 1);
+        let ours: Vec<f32> = block.flatten_all().unwrap().to_vec1().unwrap();
+        let d = max_abs_diff(ours.into_iter().map(f64::from), expected);
+        println!("{name}: block{} max diff {d:.3e}", i + 1);
+        assert!(d <= BLOCK_BOUND, "{name}: block{} differs by {d}", i + 1);
+    }
+}
+
+#[test]
+fn resnet12_small_matches_pytorch() {
+    check_fixture("resnet12_small", &[16, 40, 80, 160], 3);
+}
+
+#[test]
+fn conv4_gray_matches_pytorch() {
+    check_fixture("conv4_gray", &[64, 64, 64, 64], 1);
+}
+
+#[test]
+fn an_image_alone_or_in_a_batch_gives_the_same_feature() {
+    for name in ["resnet12_small", "conv4_gray"] {
+        let model = Model::load(
+            data(&format!("{name}.safetensors")),
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let paths = inputs(&format!("{name}_inputs"));
+        let batch = model.embed_paths(&paths).unwrap();
+        // Repeat the set so the batch spans several internal chunks.
+        let many: Vec<_> = paths.iter().cycle().take(70).cloned().collect();
+        let big = model.embed_paths(&many).unwrap();
+        for (i, p) in paths.iter().enumerate() {
+            let alone = model.embed_paths(&[p]).unwrap();
+            let d = max_abs_diff(
+                alone.iter().map(|&v| f64::from(v)),
+                batch.row(i).iter().map(|&v| f64::from(v)),
+            );
+            assert!(d <= 1e-5, "{name} image {i}: alone vs batch differ by {d}");
+            for j in (i..70).step_by(4) {
+                let d = max_abs_diff(
+                    alone.iter().map(|&v| f64::from(v)),
+                    big.row(j).iter().map(|&v| f64::from(v)),
+                );
+                assert!(
+                    d <= 1e-5,
+                    "{name} image {i} at row {j} of 70 differs by {d}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn encoded_bytes_and_raw_pixels_match_the_file_path() {
+    let model = Model::load(data("resnet12_small.safetensors"), &LoadOptions::default()).unwrap();
+    let path = data("resnet12_small_inputs/1.png");
+    let from_path = model.embed_paths(&[&path]).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let from_bytes = model.embed(&[ImageSource::Encoded(&bytes)]).unwrap();
+    assert_eq!(from_path, from_bytes);
+
+    // The same pixels as RGBA with a padded stride.
+    let rgb = image::open(&path).unwrap().into_rgb8();
+    let (w, h) = rgb.dimensions();
+    let stride = w as usize * 4 + 12;
+    let mut rgba = vec![0u8; stride * h as usize];
+    for (x, y, px) in rgb.enumerate_pixels() {
+        let o = y as usize * stride + x as usize * 4;
+        rgba[o..o + 3].copy_from_slice(&px.0);
+        rgba[o + 3] = 255;
+    }
+    let pixels = mgecl::PixelBuffer {
+        data: &rgba,
+        width: w,
+        height: h,
+        stride,
+        format: mgecl::PixelFormat::Rgba8,
+    };
+    let from_pixels = model.embed(&[ImageSource::Pixels(pixels)]).unwrap();
+    assert_eq!(from_path, from_pixels);
+}

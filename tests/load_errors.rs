@@ -1,0 +1,335 @@
+//! Every way a model file or an image can be bad gives a distinct, clear error — never a panic.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::data;
+use mgecl::{Error, ImageLimits, ImageSource, LoadOptions, Model, ModelProblem};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+
+fn conv4_bytes() -> Vec<u8> {
+    std::fs::read(data("conv4_gray.safetensors")).unwrap()
+}
+
+fn load(bytes: &[u8]) -> Result<Model, Error> {
+    Model::from_bytes(bytes, &LoadOptions::default())
+}
+
+fn problem(result: Result<Model, Error>) -> ModelProblem {
+    match result {
+        Err(Error::InvalidModel { problem, detail }) => {
+            println!("{problem:?}: {detail}");
+            problem
+        }
+        Err(other) => panic!("expected InvalidModel, got {other}"),
+        Ok(_) => panic!("expected an error, the model loaded"),
+    }
+}
+
+type Entry = (Dtype, Vec<usize>, Vec<u8>);
+
+/// Rewrites the conv4 fixture through `edit`, which sees every tensor and may change or drop it.
+fn rewrite(edit: impl Fn(&str, Entry) -> Option<Entry>) -> Vec<u8> {
+    let bytes = conv4_bytes();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut entries = Vec::new();
+    for (name, view) in st.tensors() {
+        if let Some(e) = edit(
+            &name,
+            (view.dtype(), view.shape().to_vec(), view.data().to_vec()),
+        ) {
+            entries.push((name, e));
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = entries
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize(views, header.metadata().clone()).unwrap()
+}
+
+/// Replaces the JSON header of a safetensors buffer, keeping the data.
+fn with_header(bytes: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let text = serde_json::to_vec(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(&bytes[8 + n..]);
+    out
+}
+
+#[test]
+fn the_unmodified_fixture_loads() {
+    assert!(load(&conv4_bytes()).is_ok());
+    assert!(
+        load(&rewrite(|_, e| Some(e))).is_ok(),
+        "the rewrite helper itself must be lossless"
+    );
+}
+
+#[test]
+fn missing_file() {
+    let err = Model::load(data("no-such-model.safetensors"), &LoadOptions::default())
+        .err()
+        .unwrap();
+    match err {
+        Error::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::NotFound),
+        other => panic!("expected Io, got {other}"),
+    }
+}
+
+#[test]
+fn not_safetensors() {
+    let png = std::fs::read(data("conv4_gray_inputs/0.png")).unwrap();
+    assert_eq!(problem(load(&png)), ModelProblem::NotSafetensors);
+    assert_eq!(problem(load(b"")), ModelProblem::NotSafetensors);
+    assert_eq!(
+        problem(load(b"\x10\0\0\0\0\0\0\0not json at all!")),
+        ModelProblem::NotSafetensors
+    );
+}
+
+#[test]
+fn truncated() {
+    let bytes = conv4_bytes();
+    assert_eq!(
+        problem(load(&bytes[..bytes.len() / 2])),
+        ModelProblem::Truncated
+    );
+    assert_eq!(
+        problem(load(&bytes[..bytes.len() - 1])),
+        ModelProblem::Truncated
+    );
+    assert_eq!(
+        problem(load(&bytes[..100])),
+        ModelProblem::Truncated,
+        "cut inside the header"
+    );
+}
+
+#[test]
+fn missing_tensor() {
+    let bytes = rewrite(|name, e| (name != "layer3.1.running_var").then_some(e));
+    assert_eq!(problem(load(&bytes)), ModelProblem::MissingTensor);
+}
+
+#[test]
+fn wrong_shape() {
+    let bytes = rewrite(|name, (d, s, b)| {
+        if name == "layer2.0.bias" {
+            Some((d, vec![32], b[..32 * 4].to_vec()))
+        } else {
+            Some((d, s, b))
+        }
+    });
+    assert_eq!(problem(load(&bytes)), ModelProblem::WrongShape);
+    let bytes = rewrite(|name, (d, s, b)| {
+        if name == "layer1.0.weight" {
+            Some((d, vec![64, 1, 9], b))
+        } else {
+            Some((d, s, b))
+        }
+    });
+    assert_eq!(problem(load(&bytes)), ModelProblem::WrongShape);
+}
+
+#[test]
+fn wrong_dtype() {
+    let bytes = rewrite(|name, (d, s, b)| {
+        if name == "layer4.1.weight" {
+            let widened: Vec<u8> = b
+                .chunks_exact(4)
+                .flat_map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes())
+                .collect();
+            Some((Dtype::F64, s, widened))
+        } else {
+            Some((d, s, b))
+        }
+    });
+    assert_eq!(problem(load(&bytes)), ModelProblem::WrongDtype);
+}
+
+#[test]
+fn declared_shape_larger_than_the_file() {
+    // Shape grown, offsets untouched: the header contradicts itself.
+    let bytes = with_header(&conv4_bytes(), |h| {
+        h["layer1.0.bias"]["shape"] = serde_json::json!([4_000_000_000u64]);
+    });
+    assert_eq!(problem(load(&bytes)), ModelProblem::InconsistentHeader);
+    // Shape and offsets grown consistently: the data would lie beyond the end of the file.
+    // (Must fail without allocating the declared 16 GB.)
+    let bytes = with_header(&conv4_bytes(), |h| {
+        let map = h.as_object_mut().unwrap();
+        let (name, last_end) = map
+            .iter()
+            .filter(|(k, _)| *k != "__metadata__")
+            .map(|(k, v)| (k.clone(), v["data_offsets"][1].as_u64().unwrap()))
+            .max_by_key(|(_, end)| *end)
+            .unwrap();
+        let start = map[&name]["data_offsets"][0].as_u64().unwrap();
+        let n = 4_000_000_000u64;
+        map.get_mut(&name).unwrap()["shape"] = serde_json::json!([n]);
+        map.get_mut(&name).unwrap()["data_offsets"] = serde_json::json!([start, start + 4 * n]);
+        assert!(last_end > start);
+    });
+    assert_eq!(problem(load(&bytes)), ModelProblem::Truncated);
+}
+
+#[test]
+fn non_finite_weights() {
+    for bad in [f32::NAN, f32::INFINITY] {
+        let bytes = rewrite(|name, (d, s, mut b)| {
+            if name == "layer2.0.weight" {
+                b[40..44].copy_from_slice(&bad.to_le_bytes());
+            }
+            Some((d, s, b))
+        });
+        assert_eq!(problem(load(&bytes)), ModelProblem::NonFiniteWeight);
+    }
+}
+
+#[test]
+fn metadata_missing_then_supplied_by_the_caller() {
+    let stripped = with_header(&conv4_bytes(), |h| {
+        h.as_object_mut().unwrap().remove("__metadata__");
+    });
+    assert_eq!(problem(load(&stripped)), ModelProblem::BadMetadata);
+    let overrides: BTreeMap<String, String> =
+        [("image_size", "28"), ("mean", "[0.9]"), ("std", "[0.25]")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let options = LoadOptions {
+        metadata_overrides: overrides,
+        ..Default::default()
+    };
+    let model = Model::from_bytes(&stripped, &options).unwrap();
+    assert_eq!(
+        model.info().arch,
+        "conv4",
+        "architecture guessed from the key names"
+    );
+    // Same features as the file with metadata.
+    let full = load(&conv4_bytes()).unwrap();
+    let p = data("conv4_gray_inputs/2.png");
+    assert_eq!(
+        model.embed_paths(&[&p]).unwrap(),
+        full.embed_paths(&[&p]).unwrap()
+    );
+    // A wrong override is caught.
+    let mut bad = options.clone();
+    bad.metadata_overrides
+        .insert("mean".into(), "[0.5, 0.5, 0.5]".into());
+    assert_eq!(
+        problem(Model::from_bytes(&stripped, &bad)),
+        ModelProblem::BadMetadata
+    );
+}
+
+fn conv4() -> Model {
+    load(&conv4_bytes()).unwrap()
+}
+
+#[test]
+fn empty_and_corrupt_images() {
+    let model = conv4();
+    let err = model.embed(&[ImageSource::Encoded(b"")]).unwrap_err();
+    assert!(matches!(err, Error::InvalidImage(_)), "{err}");
+    let err = model
+        .embed(&[ImageSource::Encoded(b"this is not an image")])
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidImage(_)), "{err}");
+    let png = std::fs::read(data("conv4_gray_inputs/0.png")).unwrap();
+    let mut corrupt = png.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid..].iter_mut().for_each(|b| *b ^= 0x5a);
+    let err = model.embed(&[ImageSource::Encoded(&corrupt)]).unwrap_err();
+    assert!(matches!(err, Error::InvalidImage(_)), "{err}");
+    let err = model
+        .embed(&[ImageSource::Encoded(&png[..png.len() / 3])])
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidImage(_)), "{err}");
+    let err = model.embed(&[]).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let err = model.embed_paths(&[data("missing.png")]).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+}
+
+/// CRC-32 (IEEE), for re-sealing a hand-edited PNG chunk.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn decompression_bomb_is_refused_before_allocation() {
+    // A valid 1x1 PNG whose header then claims 100000 x 100000 pixels (10 GB decoded).
+    let mut png = Vec::new();
+    image::GrayImage::new(1, 1)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let model = conv4();
+    let err = model.embed(&[ImageSource::Encoded(&png)]).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+
+    // Limits are configurable: a real 300x20 image against a 256-px limit.
+    let mut wide = Vec::new();
+    image::GrayImage::new(300, 20)
+        .write_to(
+            &mut std::io::Cursor::new(&mut wide),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    let strict = model.preprocessor().clone().with_limits(ImageLimits {
+        max_width: 256,
+        ..Default::default()
+    });
+    let err = strict.preprocess(&ImageSource::Encoded(&wide)).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+    assert!(model
+        .preprocessor()
+        .preprocess(&ImageSource::Encoded(&wide))
+        .is_ok());
+}
+
+#[test]
+fn bad_pixel_buffers() {
+    let model = conv4();
+    let data = [0u8; 100];
+    let buf = |w, h, stride| mgecl::PixelBuffer {
+        data: &data,
+        width: w,
+        height: h,
+        stride,
+        format: mgecl::PixelFormat::Rgb8,
+    };
+    for (w, h, stride) in [(0, 5, 15), (5, 0, 15), (5, 5, 14), (10, 10, 30)] {
+        let err = model
+            .embed(&[ImageSource::Pixels(buf(w, h, stride))])
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidImage(_) | Error::InvalidArgument(_)),
+            "{err}"
+        );
+    }
+    assert!(model.embed(&[ImageSource::Pixels(buf(5, 5, 15))]).is_ok());
+}
