@@ -56,6 +56,32 @@ pub enum Error {
     /// The requested device is not compiled in or not present.
     #[error("device unavailable: {0}")]
     DeviceUnavailable(String),
+    /// A task was asked to classify before it was fitted (or after it changed since).
+    #[error("the task is not fitted: call fit() after adding or removing examples")]
+    NotFitted,
+    /// A task cannot be fitted as it stands (fewer than two classes, a class without examples).
+    #[error("task not ready: {0}")]
+    InvalidTask(String),
+    /// A class label is already in the task.
+    #[error("duplicate label {0:?}")]
+    DuplicateLabel(String),
+    /// A class label is not in the task.
+    #[error("unknown label {0:?}")]
+    UnknownLabel(String),
+    /// An example id is not in the task.
+    #[error("unknown example id {0}")]
+    UnknownExample(u64),
+    /// A task file is not one, is truncated, or was modified after it was written.
+    #[error("invalid task file: {0}")]
+    InvalidTaskFile(String),
+    /// A task file was made with a different model.
+    #[error("the task was made with model {expected}, not with the loaded model {found}")]
+    ModelMismatch {
+        /// Fingerprint stored in the task file.
+        expected: String,
+        /// Fingerprint of the model it was loaded against.
+        found: String,
+    },
     /// A numeric backend (candle) failed.
     #[error("backend error: {0}")]
     Backend(String),

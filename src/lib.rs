@@ -13,10 +13,13 @@
 //! ```
 
 pub mod atomic;
+pub mod classifier;
 pub mod device;
 pub mod error;
+mod hash;
 pub mod model;
 pub mod preprocess;
+pub mod task;
 
 pub use device::DeviceChoice;
 pub use error::{Error, ModelProblem, Result};
@@ -24,3 +27,4 @@ pub use model::{Architecture, LoadOptions, Metadata, Model, ModelInfo, MAX_MODEL
 pub use preprocess::{
     ImageLimits, ImageSource, ModelPixels, PixelBuffer, PixelFormat, Preprocessor,
 };
+pub use task::{ClassSummary, ClassifierKind, FitReport, Prediction, Task, TaskConfig};

@@ -109,3 +109,57 @@ fn errors_exit_nonzero_with_a_message_and_write_nothing() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn classify_names_each_image_by_its_support_folder() {
+    let dir = std::env::temp_dir().join(format!("mgecl-cli-classify-{}", std::process::id()));
+    for i in 0..3 {
+        std::fs::create_dir_all(dir.join(format!("class{i}"))).unwrap();
+        std::fs::copy(
+            data(&format!("conv4_gray_inputs/{i}.png")),
+            dir.join(format!("class{i}/a.png")),
+        )
+        .unwrap();
+    }
+    let out = mgecl()
+        .args(["classify", "--json", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .arg("--support")
+        .arg(&dir)
+        .args((0..3).map(|i| data(&format!("conv4_gray_inputs/{i}.png"))))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["label"], format!("class{i}"));
+        let p = line["probability"].as_f64().unwrap();
+        assert_eq!(
+            line["probabilities"][format!("class{i}")].as_f64().unwrap(),
+            p
+        );
+        assert!(line["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{i}.png")));
+    }
+    let out = mgecl()
+        .args(["classify", "--threshold", "1.0", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .arg("--support")
+        .arg(&dir)
+        .arg(data("conv4_gray_inputs/0.png"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\tunknown\t"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use mgecl::{DeviceChoice, Error, LoadOptions, Model};
+use std::sync::Arc;
+
+use mgecl::{ClassifierKind, DeviceChoice, Error, LoadOptions, Model, Task, TaskConfig};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +40,27 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Images (PNG or JPEG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Classify images against a support folder holding one sub-folder of example images per
+    /// class (the folder name is the label). One line per image: path, label, probability.
+    Classify {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Folder of class folders.
+        #[arg(long)]
+        support: PathBuf,
+        /// logistic or prototype.
+        #[arg(long, default_value = "logistic")]
+        classifier: String,
+        /// Answer "unknown" when the best probability is below this.
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// One JSON object per line: path, label, probability, probabilities.
+        #[arg(long)]
+        json: bool,
+        /// Images to classify.
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -150,10 +173,126 @@ fn embed(model: &Model, out: &Path, images: &[PathBuf]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Image files directly inside `dir`, sorted by name.
+fn images_in(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::Io {
+        path: dir.into(),
+        source: e,
+    })? {
+        let path = entry
+            .map_err(|e| Error::Io {
+                path: dir.into(),
+                source: e,
+            })?
+            .path();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        if path.is_file() && matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+struct ClassifyArgs {
+    support: PathBuf,
+    classifier: String,
+    threshold: Option<f64>,
+    json: bool,
+    images: Vec<PathBuf>,
+}
+
+fn classify(model: Model, args: ClassifyArgs) -> Result<(), Error> {
+    let config = TaskConfig {
+        classifier: args.classifier.parse::<ClassifierKind>()?,
+        threshold: args.threshold,
+        ..TaskConfig::default()
+    };
+    let mut task = Task::new(Arc::new(model), config)?;
+    let mut class_dirs: Vec<PathBuf> = std::fs::read_dir(&args.support)
+        .map_err(|e| Error::Io {
+            path: args.support.clone(),
+            source: e,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    class_dirs.sort();
+    let total: usize = class_dirs
+        .iter()
+        .map(|d| images_in(d).map(|v| v.len()).unwrap_or(0))
+        .sum();
+    let bar = progress(total + args.images.len(), "embedding");
+    for dir in &class_dirs {
+        let label = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        task.add_class(&label)?;
+        for image in images_in(dir)? {
+            task.add_example_path(&label, &image)?;
+            bar.inc(1);
+        }
+    }
+    let report = task.fit()?;
+    if !report.converged {
+        eprintln!(
+            "warning: the classifier did not converge (gradient {:.2e})",
+            report.gradient_max_abs
+        );
+    }
+    let labels: Vec<String> = task.classes().into_iter().map(|c| c.label).collect();
+    let mut answers = Vec::with_capacity(args.images.len());
+    for chunk in args.images.chunks(16) {
+        answers.extend(task.classify_paths(chunk)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    for (path, answer) in args.images.iter().zip(answers) {
+        let label = answer.label.unwrap_or_else(|| "unknown".to_string());
+        if args.json {
+            let probabilities: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .cloned()
+                .zip(answer.probabilities.iter().map(|&p| serde_json::json!(p)))
+                .collect();
+            let line = serde_json::json!({
+                "path": path, "label": label, "probability": answer.probability,
+                "probabilities": probabilities,
+            });
+            println!("{line}");
+        } else {
+            println!("{}\t{label}\t{:.4}", path.display(), answer.probability);
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Info { model, json } => info(&model.load()?, json),
         Command::Embed { model, out, images } => embed(&model.load()?, &out, &images),
+        Command::Classify {
+            model,
+            support,
+            classifier,
+            threshold,
+            json,
+            images,
+        } => classify(
+            model.load()?,
+            ClassifyArgs {
+                support,
+                classifier,
+                threshold,
+                json,
+                images,
+            },
+        ),
     }
 }
 

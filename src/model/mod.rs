@@ -18,6 +18,7 @@ pub use metadata::{Architecture, Metadata};
 
 use crate::device::{device_name, DeviceChoice};
 use crate::error::{Error, ModelProblem, Result};
+use crate::hash::{fnv1a, FNV_OFFSET};
 use crate::preprocess::{ImageSource, Preprocessor};
 use conv4::Conv4;
 use resnet12::ResNet12;
@@ -88,14 +89,6 @@ pub struct Model {
     info: ModelInfo,
     preprocessor: Preprocessor,
     device: Device,
-}
-
-/// FNV-1a, 64-bit: a hash that never changes between builds or platforms, so fingerprints
-/// saved in task files stay valid.
-fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(hash, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 impl Model {
@@ -173,7 +166,7 @@ impl Model {
             }
         };
         let preprocessor = Preprocessor::new(&metadata, in_channels)?;
-        let mut hash = fnv1a(0xcbf2_9ce4_8422_2325, bytes);
+        let mut hash = fnv1a(FNV_OFFSET, bytes);
         for (k, v) in &metadata.raw {
             hash = fnv1a(fnv1a(hash, k.as_bytes()), v.as_bytes());
         }
@@ -229,31 +222,43 @@ impl Model {
         if images.is_empty() {
             return Err(Error::InvalidArgument("no images to embed".into()));
         }
+        let mut inputs = Vec::with_capacity(images.len() * self.preprocessor.input_len());
+        for (index, image) in images.iter().enumerate() {
+            let values = self.preprocessor.preprocess(image).map_err(|e| match e {
+                Error::InvalidImage(m) => Error::InvalidImage(format!("image {index}: {m}")),
+                Error::LimitExceeded(m) => Error::LimitExceeded(format!("image {index}: {m}")),
+                other => other,
+            })?;
+            inputs.extend_from_slice(&values);
+        }
+        self.embed_preprocessed(&inputs)
+    }
+
+    /// Embeds images already preprocessed: `inputs` holds N images of
+    /// [`Preprocessor::input_len`] values each (CHW, normalised), back to back.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `inputs` is empty or not a whole number of images;
+    /// [`Error::Backend`] if the forward pass fails.
+    pub fn embed_preprocessed(&self, inputs: &[f32]) -> Result<Array2<f32>> {
+        let per_image = self.preprocessor.input_len();
+        if inputs.is_empty() || inputs.len() % per_image != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{} input values are not a whole number of {per_image}-value images",
+                inputs.len()
+            )));
+        }
+        let n = inputs.len() / per_image;
+        let (c, h, w) = self.preprocessor.input_shape();
         let dim = self.feature_dim();
-        let mut out = Vec::with_capacity(images.len() * dim);
-        for (chunk_index, chunk) in images.chunks(EMBED_CHUNK).enumerate() {
-            let mut input = Vec::with_capacity(chunk.len() * self.preprocessor.input_len());
-            for (i, image) in chunk.iter().enumerate() {
-                let values = self.preprocessor.preprocess(image).map_err(|e| {
-                    let index = chunk_index * EMBED_CHUNK + i;
-                    match e {
-                        Error::InvalidImage(m) => {
-                            Error::InvalidImage(format!("image {index}: {m}"))
-                        }
-                        Error::LimitExceeded(m) => {
-                            Error::LimitExceeded(format!("image {index}: {m}"))
-                        }
-                        other => other,
-                    }
-                })?;
-                input.extend_from_slice(&values);
-            }
-            let (c, h, w) = self.preprocessor.input_shape();
-            let batch = Tensor::from_vec(input, (chunk.len(), c, h, w), &self.device)?;
+        let mut out = Vec::with_capacity(n * dim);
+        for chunk in inputs.chunks(EMBED_CHUNK * per_image) {
+            let batch =
+                Tensor::from_slice(chunk, (chunk.len() / per_image, c, h, w), &self.device)?;
             let features = self.embed_tensor(&batch)?;
             out.extend(features.flatten_all()?.to_vec1::<f32>()?);
         }
-        Array2::from_shape_vec((images.len(), dim), out)
+        Array2::from_shape_vec((n, dim), out)
             .map_err(|e| Error::Backend(format!("feature buffer has the wrong size: {e}")))
     }
 

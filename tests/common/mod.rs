@@ -47,3 +47,70 @@ pub fn max_abs_diff(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item 
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f64::max)
 }
+
+pub mod lr_fixture;
+
+/// A Conv-4 model file (1 input channel, 8x8 input) of width `dim` with seeded pseudo-random
+/// weights: a real model whose feature dimension matches a fixture's, for task tests that
+/// work from stored features.
+pub fn synthetic_conv4(dim: usize) -> std::sync::Arc<mgecl::Model> {
+    use safetensors::tensor::TensorView;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, values: Vec<f32>| {
+        tensors.push((
+            name,
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    };
+    let mut c_in = 1;
+    for i in 1..=4 {
+        let n = dim * c_in * 9;
+        push(
+            format!("layer{i}.0.weight"),
+            vec![dim, c_in, 3, 3],
+            (0..n).map(|_| rand() * 0.5).collect(),
+        );
+        push(
+            format!("layer{i}.0.bias"),
+            vec![dim],
+            (0..dim).map(|_| rand() * 0.1).collect(),
+        );
+        push(format!("layer{i}.1.weight"), vec![dim], vec![1.0; dim]);
+        push(format!("layer{i}.1.bias"), vec![dim], vec![0.0; dim]);
+        push(
+            format!("layer{i}.1.running_mean"),
+            vec![dim],
+            vec![0.0; dim],
+        );
+        push(format!("layer{i}.1.running_var"), vec![dim], vec![1.0; dim]);
+        c_in = dim;
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let metadata = [
+        ("arch", "conv4"),
+        ("image_size", "8"),
+        ("mean", "[0.5]"),
+        ("std", "[0.25]"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let bytes = safetensors::serialize(views, Some(metadata)).unwrap();
+    std::sync::Arc::new(mgecl::Model::from_bytes(&bytes, &mgecl::LoadOptions::default()).unwrap())
+}

@@ -1,0 +1,792 @@
+//! A few-shot task: labelled support examples (kept as features, embedded once when added),
+//! a per-task classifier fitted on their L2-normalised features, classification of new
+//! images, and persistence to one crash-safe file.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use mgecl::{LoadOptions, Model, Task, TaskConfig};
+//! let model = Arc::new(Model::load("model.safetensors", &LoadOptions::default())?);
+//! let mut task = Task::new(model, TaskConfig::default())?;
+//! task.add_class("cat")?;
+//! task.add_example_path("cat", "cat1.jpg")?;
+//! task.add_class("dog")?;
+//! task.add_example_path("dog", "dog1.jpg")?;
+//! let report = task.fit()?;
+//! assert!(report.converged);
+//! let answers = task.classify_paths(&["unknown.jpg"])?;
+//! println!("{:?} {:.3}", answers[0].label, answers[0].probability);
+//! # Ok::<(), mgecl::Error>(())
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ndarray::{Array2, ArrayView2, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::classifier::logistic::{LogisticConfig, LogisticModel};
+use crate::classifier::prototype::PrototypeModel;
+use crate::error::{Error, Result};
+use crate::hash::{fnv1a, FNV_OFFSET};
+use crate::model::Model;
+use crate::preprocess::ImageSource;
+
+/// Longest accepted class label, in bytes.
+pub const MAX_LABEL_BYTES: usize = 1024;
+
+/// Which classifier a task fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifierKind {
+    /// Multinomial logistic regression (scikit-learn's `LogisticRegression(C=1/alpha)`), fitted
+    /// with linfa-logistic. The MGECL/RFS meta-test classifier.
+    #[default]
+    Logistic,
+    /// Cosine similarity to class means, softmax with a temperature. Fits in microseconds.
+    Prototype,
+}
+
+impl std::str::FromStr for ClassifierKind {
+    type Err = Error;
+
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name other than `logistic` or `prototype`.
+    fn from_str(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "logistic" => Ok(ClassifierKind::Logistic),
+            "prototype" => Ok(ClassifierKind::Prototype),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown classifier {other:?} (expected logistic or prototype)"
+            ))),
+        }
+    }
+}
+
+/// Settings of a task; saved with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskConfig {
+    /// The classifier to fit.
+    pub classifier: ClassifierKind,
+    /// Logistic regression: L2 penalty `alpha = 1/C` (default 1, scikit-learn's C = 1).
+    pub alpha: f64,
+    /// Logistic regression: iteration cap (default 1000).
+    pub max_iterations: u64,
+    /// Logistic regression: the fit counts as converged when the largest absolute gradient
+    /// entry of the objective is at most this (default 1e-7).
+    pub gradient_tolerance: f64,
+    /// Prototype classifier: softmax temperature on cosine similarities (default 0.1).
+    pub temperature: f64,
+    /// Augmented copies embedded with each support image (0 = off, the default; up to
+    /// [`MAX_AUGMENTED_COPIES`]): horizontal flip, then shifted crops, as RFS fits on
+    /// augmented support sets. Applies to examples added after it is set.
+    pub augmented_copies: usize,
+    /// Open-set rejection: an answer whose probability is below this becomes "unknown"
+    /// (`label: None`). `None` (default) always answers.
+    pub threshold: Option<f64>,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        let logistic = LogisticConfig::default();
+        TaskConfig {
+            classifier: ClassifierKind::Logistic,
+            alpha: logistic.alpha,
+            max_iterations: logistic.max_iterations,
+            gradient_tolerance: logistic.gradient_tolerance,
+            temperature: 0.1,
+            augmented_copies: 0,
+            threshold: None,
+        }
+    }
+}
+
+/// Most augmented copies per support image.
+pub const MAX_AUGMENTED_COPIES: usize = 8;
+
+impl TaskConfig {
+    fn validate(&self) -> Result<()> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.alpha) {
+            return Err(Error::InvalidArgument(format!(
+                "alpha must be > 0, got {}",
+                self.alpha
+            )));
+        }
+        if self.max_iterations == 0 {
+            return Err(Error::InvalidArgument("max_iterations must be >= 1".into()));
+        }
+        if !positive(self.gradient_tolerance) {
+            return Err(Error::InvalidArgument(format!(
+                "gradient_tolerance must be > 0, got {}",
+                self.gradient_tolerance
+            )));
+        }
+        if !positive(self.temperature) {
+            return Err(Error::InvalidArgument(format!(
+                "temperature must be > 0, got {}",
+                self.temperature
+            )));
+        }
+        if self.augmented_copies > MAX_AUGMENTED_COPIES {
+            return Err(Error::InvalidArgument(format!(
+                "augmented_copies must be <= {MAX_AUGMENTED_COPIES}"
+            )));
+        }
+        if let Some(t) = self.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(Error::InvalidArgument(format!(
+                    "threshold must be in [0, 1], got {t}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn logistic(&self) -> LogisticConfig {
+        LogisticConfig {
+            alpha: self.alpha,
+            max_iterations: self.max_iterations,
+            gradient_tolerance: self.gradient_tolerance,
+        }
+    }
+}
+
+/// What a fit did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FitReport {
+    /// The classifier fitted.
+    pub classifier: ClassifierKind,
+    /// Whether the solver reached `gradient_tolerance` (always true for the prototype one).
+    pub converged: bool,
+    /// Largest absolute gradient entry of the logistic objective at the solution (0 for the
+    /// prototype classifier).
+    pub gradient_max_abs: f64,
+    /// Feature rows the classifier was fitted on (support examples and augmented copies).
+    pub rows: usize,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+/// The answer for one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The best class, or `None` ("unknown") when its probability is below the threshold.
+    pub label: Option<String>,
+    /// Index of the best class in [`Task::classes`] (also set when the label is rejected).
+    pub class_index: usize,
+    /// Probability of the best class.
+    pub probability: f64,
+    /// Probability of every class, in [`Task::classes`] order.
+    pub probabilities: Vec<f64>,
+}
+
+impl Prediction {
+    /// The `k` most probable classes as (class index, probability), best first.
+    pub fn top_k(&self, k: usize) -> Vec<(usize, f64)> {
+        let mut ranked: Vec<(usize, f64)> =
+            self.probabilities.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(k);
+        ranked
+    }
+}
+
+/// One class of a task, as listed by [`Task::classes`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassSummary {
+    /// The label.
+    pub label: String,
+    /// Ids of its examples, in the order they were added.
+    pub example_ids: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Example {
+    id: u64,
+    /// The example's feature first, then those of its augmented copies (`rows x dim`).
+    #[serde(skip)]
+    features: Vec<f32>,
+    rows: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Class {
+    label: String,
+    examples: Vec<Example>,
+}
+
+enum Fitted {
+    Logistic(LogisticModel),
+    Prototype(PrototypeModel),
+}
+
+/// A few-shot task bound to a model. Use from one thread at a time (`&mut` for changes);
+/// many tasks may share one [`Model`].
+pub struct Task {
+    model: Arc<Model>,
+    config: TaskConfig,
+    classes: Vec<Class>,
+    next_id: u64,
+    fitted: Option<Fitted>,
+}
+
+fn check_label(label: &str) -> Result<()> {
+    if label.is_empty() || label.len() > MAX_LABEL_BYTES || label.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "labels must be 1..={MAX_LABEL_BYTES} bytes without control characters, got {label:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// L2-normalises each row into f64 (a zero row stays zero).
+fn normalized_rows(features: ArrayView2<f32>) -> Array2<f64> {
+    let mut out = features.mapv(f64::from);
+    for mut row in out.axis_iter_mut(Axis(0)) {
+        let norm = row.dot(&row).sqrt();
+        if norm > 0.0 {
+            row /= norm;
+        }
+    }
+    out
+}
+
+impl Task {
+    /// An empty task for `model`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an invalid `config`.
+    pub fn new(model: Arc<Model>, config: TaskConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Task {
+            model,
+            config,
+            classes: Vec::new(),
+            next_id: 1,
+            fitted: None,
+        })
+    }
+
+    /// The model the task embeds with.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The task's settings.
+    pub fn config(&self) -> &TaskConfig {
+        &self.config
+    }
+
+    /// Replaces the settings; the task must be fitted again.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an invalid `config` (the old one stays).
+    pub fn set_config(&mut self, config: TaskConfig) -> Result<()> {
+        config.validate()?;
+        self.config = config;
+        self.fitted = None;
+        Ok(())
+    }
+
+    /// Classes in the order they were added, with their example ids.
+    pub fn classes(&self) -> Vec<ClassSummary> {
+        self.classes
+            .iter()
+            .map(|c| ClassSummary {
+                label: c.label.clone(),
+                example_ids: c.examples.iter().map(|e| e.id).collect(),
+            })
+            .collect()
+    }
+
+    /// The fitted logistic-regression model (coefficients, intercepts), when the task was
+    /// last fitted with [`ClassifierKind::Logistic`].
+    pub fn logistic_model(&self) -> Option<&LogisticModel> {
+        match &self.fitted {
+            Some(Fitted::Logistic(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Whether [`Task::fit`] has run since the last change.
+    pub fn is_fitted(&self) -> bool {
+        self.fitted.is_some()
+    }
+
+    fn class_mut(&mut self, label: &str) -> Result<&mut Class> {
+        self.classes
+            .iter_mut()
+            .find(|c| c.label == label)
+            .ok_or_else(|| Error::UnknownLabel(label.to_string()))
+    }
+
+    /// Adds an empty class.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty, over-long or control-character label;
+    /// [`Error::DuplicateLabel`] when the label exists.
+    pub fn add_class(&mut self, label: &str) -> Result<()> {
+        check_label(label)?;
+        if self.classes.iter().any(|c| c.label == label) {
+            return Err(Error::DuplicateLabel(label.to_string()));
+        }
+        self.classes.push(Class {
+            label: label.to_string(),
+            examples: Vec::new(),
+        });
+        self.fitted = None;
+        Ok(())
+    }
+
+    /// Removes a class and its examples.
+    ///
+    /// # Errors
+    /// [`Error::UnknownLabel`].
+    pub fn remove_class(&mut self, label: &str) -> Result<()> {
+        let index = self
+            .classes
+            .iter()
+            .position(|c| c.label == label)
+            .ok_or_else(|| Error::UnknownLabel(label.to_string()))?;
+        self.classes.remove(index);
+        self.fitted = None;
+        Ok(())
+    }
+
+    /// Removes one example by id.
+    ///
+    /// # Errors
+    /// [`Error::UnknownExample`].
+    pub fn remove_example(&mut self, id: u64) -> Result<()> {
+        for class in &mut self.classes {
+            if let Some(i) = class.examples.iter().position(|e| e.id == id) {
+                class.examples.remove(i);
+                self.fitted = None;
+                return Ok(());
+            }
+        }
+        Err(Error::UnknownExample(id))
+    }
+
+    fn push_example(&mut self, label: &str, features: Vec<f32>, rows: usize) -> Result<u64> {
+        let id = self.next_id;
+        self.class_mut(label)?
+            .examples
+            .push(Example { id, features, rows });
+        self.next_id += 1;
+        self.fitted = None;
+        Ok(id)
+    }
+
+    /// Embeds an image (with its augmented copies when configured) and adds it to class
+    /// `label`. Returns the example's id.
+    ///
+    /// # Errors
+    /// [`Error::UnknownLabel`]; any error of [`Model::embed`] (the task is unchanged).
+    pub fn add_example(&mut self, label: &str, image: &ImageSource<'_>) -> Result<u64> {
+        self.class_mut(label)?;
+        let pre = self.model.preprocessor();
+        let input = pre.preprocess(image)?;
+        let (c, h, w) = pre.input_shape();
+        let mut inputs = input.clone();
+        for copy in 0..self.config.augmented_copies {
+            inputs.extend(augment(&input, (c, h, w), copy));
+        }
+        let features = self.model.embed_preprocessed(&inputs)?;
+        let rows = features.nrows();
+        self.push_example(label, features.into_iter().collect(), rows)
+    }
+
+    /// [`Task::add_example`] for an image file.
+    ///
+    /// # Errors
+    /// As [`Task::add_example`].
+    pub fn add_example_path(&mut self, label: &str, path: impl AsRef<Path>) -> Result<u64> {
+        self.add_example(label, &ImageSource::Path(path.as_ref()))
+    }
+
+    /// Adds an already computed feature (the encoder's output for this model, normalised or
+    /// not) to class `label`. Returns the example's id.
+    ///
+    /// # Errors
+    /// [`Error::UnknownLabel`]; [`Error::InvalidArgument`] for a feature of the wrong length
+    /// or with a NaN/infinite value.
+    pub fn add_example_feature(&mut self, label: &str, feature: &[f32]) -> Result<u64> {
+        self.class_mut(label)?;
+        self.check_features(feature)?;
+        self.push_example(label, feature.to_vec(), 1)
+    }
+
+    fn check_features(&self, values: &[f32]) -> Result<()> {
+        let dim = self.model.feature_dim();
+        if values.is_empty() || values.len() % dim != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "features must have {dim} values per row, got {} values",
+                values.len()
+            )));
+        }
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(
+                "features contain NaN or infinite values".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fits the configured classifier on the L2-normalised support features.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTask`] with fewer than two classes or a class without examples;
+    /// [`Error::InvalidArgument`] if the solver rejects the data. On error the task is left
+    /// unfitted.
+    pub fn fit(&mut self) -> Result<FitReport> {
+        self.fitted = None;
+        if self.classes.len() < 2 {
+            return Err(Error::InvalidTask(format!(
+                "a task needs at least 2 classes to fit, it has {}",
+                self.classes.len()
+            )));
+        }
+        if let Some(empty) = self.classes.iter().find(|c| c.examples.is_empty()) {
+            return Err(Error::InvalidTask(format!(
+                "class {:?} has no examples",
+                empty.label
+            )));
+        }
+        let use_copies = self.config.augmented_copies > 0;
+        let dim = self.model.feature_dim();
+        let mut rows = Vec::new();
+        let mut labels = Vec::new();
+        for (k, class) in self.classes.iter().enumerate() {
+            for e in &class.examples {
+                let n = if use_copies { e.rows } else { 1 };
+                rows.extend_from_slice(&e.features[..n * dim]);
+                labels.extend(std::iter::repeat_n(k, n));
+            }
+        }
+        let raw = Array2::from_shape_vec((labels.len(), dim), rows)
+            .map_err(|e| Error::Backend(format!("support matrix: {e}")))?;
+        let x = normalized_rows(raw.view());
+        let n_classes = self.classes.len();
+        let (fitted, converged, gradient_max_abs) = match self.config.classifier {
+            ClassifierKind::Logistic => {
+                let m = LogisticModel::fit(x.view(), &labels, n_classes, &self.config.logistic())?;
+                let (c, g) = (m.converged(), m.grad_max_abs());
+                (Fitted::Logistic(m), c, g)
+            }
+            ClassifierKind::Prototype => {
+                let m = PrototypeModel::fit(x.view(), &labels, n_classes, self.config.temperature)?;
+                (Fitted::Prototype(m), true, 0.0)
+            }
+        };
+        self.fitted = Some(fitted);
+        Ok(FitReport {
+            classifier: self.config.classifier,
+            converged,
+            gradient_max_abs,
+            rows: labels.len(),
+            classes: n_classes,
+        })
+    }
+
+    /// Class probabilities for feature rows (`N x feature_dim`, encoder outputs; normalised
+    /// here): `N x classes`.
+    ///
+    /// # Errors
+    /// [`Error::NotFitted`]; [`Error::InvalidArgument`] for a wrong width or non-finite value.
+    pub fn predict_proba(&self, features: ArrayView2<f32>) -> Result<Array2<f64>> {
+        let fitted = self.fitted.as_ref().ok_or(Error::NotFitted)?;
+        let dim = self.model.feature_dim();
+        if features.ncols() != dim || features.nrows() == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "expected N x {dim} features, got {:?}",
+                features.shape()
+            )));
+        }
+        if features.iter().any(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(
+                "features contain NaN or infinite values".into(),
+            ));
+        }
+        let x = normalized_rows(features);
+        match fitted {
+            Fitted::Logistic(m) => m.predict_proba(x.view()),
+            Fitted::Prototype(m) => m.predict_proba(x.view()),
+        }
+    }
+
+    /// Classifies feature rows (see [`Task::predict_proba`]).
+    ///
+    /// # Errors
+    /// As [`Task::predict_proba`].
+    pub fn classify_features(&self, features: ArrayView2<f32>) -> Result<Vec<Prediction>> {
+        let proba = self.predict_proba(features)?;
+        Ok(proba
+            .axis_iter(Axis(0))
+            .map(|row| {
+                let (best, p) =
+                    row.iter()
+                        .copied()
+                        .enumerate()
+                        .fold(
+                            (0, f64::NEG_INFINITY),
+                            |acc, (i, v)| if v > acc.1 { (i, v) } else { acc },
+                        );
+                let rejected = self.config.threshold.is_some_and(|t| p < t);
+                Prediction {
+                    label: (!rejected).then(|| self.classes[best].label.clone()),
+                    class_index: best,
+                    probability: p,
+                    probabilities: row.to_vec(),
+                }
+            })
+            .collect())
+    }
+
+    /// Embeds and classifies images.
+    ///
+    /// # Errors
+    /// [`Error::NotFitted`] (checked before any embedding); any error of [`Model::embed`].
+    pub fn classify(&self, images: &[ImageSource<'_>]) -> Result<Vec<Prediction>> {
+        if self.fitted.is_none() {
+            return Err(Error::NotFitted);
+        }
+        let features = self.model.embed(images)?;
+        self.classify_features(features.view())
+    }
+
+    /// [`Task::classify`] for image files.
+    ///
+    /// # Errors
+    /// As [`Task::classify`].
+    pub fn classify_paths<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Vec<Prediction>> {
+        let sources: Vec<ImageSource<'_>> = paths
+            .iter()
+            .map(|p| ImageSource::Path(p.as_ref()))
+            .collect();
+        self.classify(&sources)
+    }
+}
+
+/// Augmented copy number `copy` of one preprocessed CHW image: copy 0 is the horizontal
+/// flip; the others are shifts by 1/8 of the side (a padded random crop, made deterministic),
+/// alternating unflipped and flipped. Padding takes the value 0 (the mean pixel).
+fn augment(input: &[f32], (c, h, w): (usize, usize, usize), copy: usize) -> Vec<f32> {
+    const SHIFTS: [(isize, isize); 4] = [(1, 1), (-1, -1), (1, -1), (-1, 1)];
+    let flip = copy % 2 == 0;
+    let (dy, dx) = if copy == 0 {
+        (0, 0)
+    } else {
+        let (sy, sx) = SHIFTS[(copy - 1) % SHIFTS.len()];
+        (sy * (h / 8).max(1) as isize, sx * (w / 8).max(1) as isize)
+    };
+    let mut out = vec![0f32; input.len()];
+    for ch in 0..c {
+        for y in 0..h {
+            let sy = y as isize - dy;
+            if sy < 0 || sy >= h as isize {
+                continue;
+            }
+            for x in 0..w {
+                let sx0 = x as isize - dx;
+                if sx0 < 0 || sx0 >= w as isize {
+                    continue;
+                }
+                let sx = if flip {
+                    w - 1 - sx0 as usize
+                } else {
+                    sx0 as usize
+                };
+                out[(ch * h + y) * w + x] = input[(ch * h + sy as usize) * w + sx];
+            }
+        }
+    }
+    out
+}
+
+/// Largest task file accepted by [`Task::load`].
+pub const MAX_TASK_FILE_BYTES: u64 = 1 << 30;
+const TASK_FORMAT: &str = "mgecl-task";
+const TASK_VERSION: &str = "1";
+
+/// Checksum over the feature bytes and every metadata entry but the checksum itself.
+fn task_checksum(features: &[u8], metadata: &HashMap<String, String>) -> String {
+    let mut keys: Vec<&String> = metadata.keys().filter(|k| *k != "checksum").collect();
+    keys.sort();
+    let mut h = fnv1a(FNV_OFFSET, features);
+    for k in keys {
+        h = fnv1a(fnv1a(fnv1a(h, k.as_bytes()), &[0]), metadata[k].as_bytes());
+    }
+    format!("{h:016x}")
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Backend(format!("cannot serialise: {e}")))
+}
+
+fn bad_file(detail: impl Into<String>) -> Error {
+    Error::InvalidTaskFile(detail.into())
+}
+
+impl Task {
+    /// Writes the task (labels, features, settings, model fingerprint, whether it was fitted)
+    /// to one safetensors file, atomically: a crash leaves the old file or the new one.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be written (the old file is then untouched).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let dim = self.model.feature_dim();
+        let features: Vec<u8> = self
+            .classes
+            .iter()
+            .flat_map(|c| &c.examples)
+            .flat_map(|e| e.features.iter().flat_map(|v| v.to_le_bytes()))
+            .collect();
+        let total_rows = features.len() / 4 / dim;
+        let mut metadata = HashMap::from([
+            ("format".to_string(), TASK_FORMAT.to_string()),
+            ("version".to_string(), TASK_VERSION.to_string()),
+            (
+                "model_fingerprint".to_string(),
+                self.model.info().fingerprint.clone(),
+            ),
+            ("feature_dim".to_string(), dim.to_string()),
+            ("config".to_string(), to_json(&self.config)?),
+            ("classes".to_string(), to_json(&self.classes)?),
+            ("next_id".to_string(), self.next_id.to_string()),
+            ("fitted".to_string(), self.is_fitted().to_string()),
+        ]);
+        metadata.insert("checksum".to_string(), task_checksum(&features, &metadata));
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            vec![total_rows, dim],
+            &features,
+        )
+        .map_err(|e| Error::Backend(format!("task features: {e}")))?;
+        let bytes = safetensors::serialize([("features", view)], Some(metadata))
+            .map_err(|e| Error::Backend(format!("cannot serialise the task: {e}")))?;
+        crate::atomic::write_file(path.as_ref(), &bytes)
+    }
+
+    /// Loads a task saved by [`Task::save`] against `model`, refitting it if it was fitted.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when unreadable; [`Error::InvalidTaskFile`] when it is not a task file, is
+    /// truncated or was modified (checksum); [`Error::ModelMismatch`] when it was made with a
+    /// different model; errors of [`Task::fit`] when refitting fails.
+    pub fn load(path: impl AsRef<Path>, model: Arc<Model>) -> Result<Self> {
+        let path = path.as_ref();
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        if size > MAX_TASK_FILE_BYTES {
+            return Err(Error::LimitExceeded(format!(
+                "task file of {size} bytes exceeds {MAX_TASK_FILE_BYTES}"
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, model)
+    }
+
+    /// [`Task::load`] from the bytes of a task file.
+    ///
+    /// # Errors
+    /// As [`Task::load`].
+    pub fn from_bytes(bytes: &[u8], model: Arc<Model>) -> Result<Self> {
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| bad_file(format!("not a complete safetensors file ({e})")))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad_file(format!("unreadable header ({e})")))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let get = |key: &str| {
+            metadata
+                .get(key)
+                .ok_or_else(|| bad_file(format!("metadata {key:?} is missing")))
+        };
+        if get("format")? != TASK_FORMAT {
+            return Err(bad_file("not an mgecl task file"));
+        }
+        if get("version")? != TASK_VERSION {
+            return Err(bad_file(format!(
+                "unsupported task file version {:?}",
+                get("version")?
+            )));
+        }
+        let view = st
+            .tensor("features")
+            .map_err(|_| bad_file("tensor \"features\" is missing"))?;
+        if view.dtype() != safetensors::Dtype::F32 || view.shape().len() != 2 {
+            return Err(bad_file("tensor \"features\" must be a 2-d F32 tensor"));
+        }
+        if get("checksum")? != &task_checksum(view.data(), &metadata) {
+            return Err(bad_file(
+                "checksum mismatch: the file was modified or damaged",
+            ));
+        }
+        let found = &model.info().fingerprint;
+        let expected = get("model_fingerprint")?;
+        if expected != found {
+            return Err(Error::ModelMismatch {
+                expected: expected.clone(),
+                found: found.clone(),
+            });
+        }
+        let dim = model.feature_dim();
+        if view.shape()[1] != dim || get("feature_dim")? != &dim.to_string() {
+            return Err(bad_file(format!("features are not {dim}-dimensional")));
+        }
+        let config: TaskConfig =
+            serde_json::from_str(get("config")?).map_err(|e| bad_file(format!("config: {e}")))?;
+        config.validate()?;
+        let mut classes: Vec<Class> =
+            serde_json::from_str(get("classes")?).map_err(|e| bad_file(format!("classes: {e}")))?;
+        let next_id: u64 = get("next_id")?
+            .parse()
+            .map_err(|_| bad_file("bad next_id"))?;
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(bad_file("features contain NaN or infinite values"));
+        }
+        let mut offset = 0usize;
+        let mut seen_labels = std::collections::HashSet::new();
+        let mut seen_ids = std::collections::HashSet::new();
+        for class in &mut classes {
+            check_label(&class.label).map_err(|e| bad_file(e.to_string()))?;
+            if !seen_labels.insert(class.label.clone()) {
+                return Err(bad_file(format!("duplicate label {:?}", class.label)));
+            }
+            for e in &mut class.examples {
+                let end = e
+                    .rows
+                    .checked_mul(dim)
+                    .and_then(|n| n.checked_add(offset))
+                    .filter(|&end| e.rows >= 1 && end <= values.len())
+                    .ok_or_else(|| bad_file("example rows do not match the features tensor"))?;
+                if e.id >= next_id || !seen_ids.insert(e.id) {
+                    return Err(bad_file(format!("bad example id {}", e.id)));
+                }
+                e.features = values[offset..end].to_vec();
+                offset = end;
+            }
+        }
+        if offset != values.len() {
+            return Err(bad_file("the features tensor has rows no example claims"));
+        }
+        let mut task = Task {
+            model,
+            config,
+            classes,
+            next_id,
+            fitted: None,
+        };
+        if get("fitted")? == "true" {
+            task.fit()?;
+        }
+        Ok(task)
+    }
+}

@@ -1,0 +1,347 @@
+//! The few-shot task API: sklearn parity from stored features, images end to end, open-set
+//! threshold, persistence, and every documented error.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{data, lr_fixture, synthetic_conv4};
+use mgecl::{ClassifierKind, Error, ImageSource, LoadOptions, Model, Task, TaskConfig};
+use ndarray::{Array2, Axis};
+
+fn task_from_fixture(name: &str, config: TaskConfig) -> (Task, lr_fixture::Fixture) {
+    let fx = lr_fixture::load(name);
+    let model = synthetic_conv4(fx.support.ncols());
+    let mut task = Task::new(model, config).unwrap();
+    for k in 0..fx.n_classes {
+        task.add_class(&format!("class {k}")).unwrap();
+    }
+    for (row, &label) in fx.support.axis_iter(Axis(0)).zip(&fx.support_labels) {
+        let feature: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+        task.add_example_feature(&format!("class {label}"), &feature)
+            .unwrap();
+    }
+    (task, fx)
+}
+
+#[test]
+fn logistic_task_matches_sklearn_on_every_fixture() {
+    for name in ["lr_5w1s", "lr_5w5s", "lr_20w1s"] {
+        let (mut task, fx) = task_from_fixture(name, TaskConfig::default());
+        let report = task.fit().unwrap();
+        assert!(report.converged, "{name}: {report:?}");
+        let query: Array2<f32> = fx.query.mapv(|v| v as f32);
+        let proba = task.predict_proba(query.view()).unwrap();
+        let dp = lr_fixture::max_abs_diff(proba.iter(), fx.proba.iter());
+        let lr = task.logistic_model().unwrap();
+        let dc = lr_fixture::max_abs_diff(lr.coef().iter(), fx.coef.iter());
+        let di = lr_fixture::max_abs_diff(
+            lr_fixture::centred(&lr.intercept().to_owned()).iter(),
+            lr_fixture::centred(&fx.intercept).iter(),
+        );
+        println!(
+            "{name}: proba {dp:.2e} coef {dc:.2e} intercept {di:.2e} grad {:.2e}",
+            report.gradient_max_abs
+        );
+        assert!(
+            dp <= 1e-5 && dc <= 1e-4 && di <= 1e-4,
+            "{name}: proba {dp} coef {dc} intercept {di}"
+        );
+        let predictions = task.classify_features(query.view()).unwrap();
+        for (p, &expected) in predictions.iter().zip(&fx.pred) {
+            assert_eq!(p.class_index, expected, "{name}");
+            assert_eq!(
+                p.label.as_deref(),
+                Some(format!("class {expected}").as_str())
+            );
+            assert_eq!(p.probabilities.len(), fx.n_classes);
+        }
+    }
+}
+
+#[test]
+fn prototype_task_matches_a_hand_computation() {
+    let model = synthetic_conv4(4);
+    let config = TaskConfig {
+        classifier: ClassifierKind::Prototype,
+        temperature: 0.5,
+        ..Default::default()
+    };
+    let mut task = Task::new(model, config).unwrap();
+    task.add_class("x").unwrap();
+    task.add_class("y").unwrap();
+    // Class x: (2,0,0,0) and (0,3,0,0) normalise to e1, e2: mean (0.5,0.5,0,0) -> (1,1,0,0)/sqrt2.
+    task.add_example_feature("x", &[2.0, 0.0, 0.0, 0.0])
+        .unwrap();
+    task.add_example_feature("x", &[0.0, 3.0, 0.0, 0.0])
+        .unwrap();
+    // Class y: e3.
+    task.add_example_feature("y", &[0.0, 0.0, 5.0, 0.0])
+        .unwrap();
+    task.fit().unwrap();
+    // Query e1: cos to x = 1/sqrt2, to y = 0. Logits /0.5: sqrt2, 0.
+    let p = task
+        .classify_features(
+            Array2::from_shape_vec((1, 4), vec![7.0, 0.0, 0.0, 0.0])
+                .unwrap()
+                .view(),
+        )
+        .unwrap();
+    let expected_x = 1.0 / (1.0 + (-(2f64.sqrt())).exp());
+    assert!((p[0].probability - expected_x).abs() < 1e-12, "{:?}", p[0]);
+    assert_eq!(p[0].label.as_deref(), Some("x"));
+    assert_eq!(p[0].top_k(1), vec![(0, p[0].probability)]);
+}
+
+fn conv4_model() -> Arc<Model> {
+    Arc::new(Model::load(data("conv4_gray.safetensors"), &LoadOptions::default()).unwrap())
+}
+
+fn image(i: usize) -> std::path::PathBuf {
+    data(&format!("conv4_gray_inputs/{i}.png"))
+}
+
+#[test]
+fn images_end_to_end_with_threshold_and_augmentation() {
+    let model = conv4_model();
+    for copies in [0, 3] {
+        let mut task = Task::new(
+            model.clone(),
+            TaskConfig {
+                augmented_copies: copies,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for i in 0..3 {
+            task.add_class(&format!("img{i}")).unwrap();
+            task.add_example_path(&format!("img{i}"), image(i)).unwrap();
+        }
+        let report = task.fit().unwrap();
+        assert_eq!(report.rows, 3 * (1 + copies));
+        assert!(report.converged);
+        let answers = task
+            .classify_paths(&[image(0), image(1), image(2)])
+            .unwrap();
+        for (i, a) in answers.iter().enumerate() {
+            assert_eq!(
+                a.label.as_deref(),
+                Some(format!("img{i}").as_str()),
+                "copies {copies}: {a:?}"
+            );
+            assert!((a.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        }
+        // Raw bytes classify the same as the path.
+        let bytes = std::fs::read(image(1)).unwrap();
+        let from_bytes = task.classify(&[ImageSource::Encoded(&bytes)]).unwrap();
+        assert_eq!(from_bytes[0], answers[1]);
+
+        let mut strict = task.config().clone();
+        strict.threshold = Some(1.0);
+        task.set_config(strict).unwrap();
+        assert!(matches!(
+            task.classify_paths(&[image(0)]),
+            Err(Error::NotFitted)
+        ));
+        task.fit().unwrap();
+        let rejected = task.classify_paths(&[image(0)]).unwrap();
+        assert_eq!(
+            rejected[0].label, None,
+            "probability < 1 is below threshold 1"
+        );
+        assert_eq!(rejected[0].class_index, 0);
+    }
+}
+
+#[test]
+fn save_and_load_round_trip() {
+    let dir = std::env::temp_dir().join(format!("mgecl-task-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("task.safetensors");
+    let (mut task, fx) = task_from_fixture(
+        "lr_5w1s",
+        TaskConfig {
+            threshold: Some(0.3),
+            ..Default::default()
+        },
+    );
+    task.fit().unwrap();
+    task.save(&path).unwrap();
+    let loaded = Task::load(&path, task.model().clone()).unwrap();
+    assert_eq!(loaded.classes(), task.classes());
+    assert_eq!(loaded.config(), task.config());
+    assert!(loaded.is_fitted());
+    let query: Array2<f32> = fx.query.mapv(|v| v as f32);
+    assert_eq!(
+        loaded.classify_features(query.view()).unwrap(),
+        task.classify_features(query.view()).unwrap()
+    );
+
+    // An unfitted task stays unfitted; ids continue after the saved ones.
+    let mut unfitted = Task::new(task.model().clone(), TaskConfig::default()).unwrap();
+    unfitted.add_class("a").unwrap();
+    let first = unfitted.add_example_feature("a", &vec![1.0; 160]).unwrap();
+    unfitted.save(&path).unwrap();
+    let mut back = Task::load(&path, task.model().clone()).unwrap();
+    assert!(!back.is_fitted());
+    assert!(back.add_example_feature("a", &vec![2.0; 160]).unwrap() > first);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn damaged_or_foreign_task_files_are_refused() {
+    let dir = std::env::temp_dir().join(format!("mgecl-task-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("task.safetensors");
+    let (mut task, _) = task_from_fixture("lr_5w1s", TaskConfig::default());
+    task.fit().unwrap();
+    task.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let model = task.model().clone();
+    let load = |b: &[u8]| Task::from_bytes(b, model.clone());
+
+    let truncated = load(&bytes[..bytes.len() - 7]).err().unwrap();
+    assert!(
+        matches!(truncated, Error::InvalidTaskFile(_)),
+        "{truncated}"
+    );
+    // Flip one bit of one feature value.
+    let mut tampered = bytes.clone();
+    let n = tampered.len();
+    tampered[n - 10] ^= 0x01;
+    let err = load(&tampered).err().unwrap();
+    assert!(
+        matches!(err, Error::InvalidTaskFile(ref m) if m.contains("checksum")),
+        "{err}"
+    );
+    // Edit a label in the header (same length, so the file stays well-formed).
+    let text = String::from_utf8_lossy(&bytes).replace("class 3", "class 9");
+    let err = load(text.as_bytes()).err().unwrap();
+    assert!(matches!(err, Error::InvalidTaskFile(_)), "{err}");
+    let err = load(&std::fs::read(data("conv4_gray.safetensors")).unwrap())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::InvalidTaskFile(_)), "{err}");
+    let err = load(b"garbage").err().unwrap();
+    assert!(matches!(err, Error::InvalidTaskFile(_)), "{err}");
+    // Another model with the same feature size.
+    let other = synthetic_conv4(160);
+    assert_eq!(other.feature_dim(), model.feature_dim());
+    let err = Task::load(&path, other).err().unwrap();
+    assert!(matches!(err, Error::ModelMismatch { .. }), "{err}");
+    let err = Task::load(dir.join("missing.safetensors"), model.clone())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_documented_task_error() {
+    let model = synthetic_conv4(8);
+    let mut task = Task::new(model.clone(), TaskConfig::default()).unwrap();
+    let f = [0.5f32; 8];
+    let q = Array2::<f32>::ones((1, 8));
+    assert!(matches!(
+        task.classify_features(q.view()),
+        Err(Error::NotFitted)
+    ));
+    assert!(
+        matches!(task.fit(), Err(Error::InvalidTask(_))),
+        "no classes"
+    );
+    task.add_class("a").unwrap();
+    task.add_example_feature("a", &f).unwrap();
+    assert!(
+        matches!(task.fit(), Err(Error::InvalidTask(_))),
+        "one class"
+    );
+    assert!(matches!(task.add_class("a"), Err(Error::DuplicateLabel(_))));
+    assert!(matches!(task.add_class(""), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        task.add_class("bad\nlabel"),
+        Err(Error::InvalidArgument(_))
+    ));
+    task.add_class("b").unwrap();
+    let err = task.fit().err().unwrap();
+    assert!(
+        matches!(err, Error::InvalidTask(ref m) if m.contains("\"b\"")),
+        "{err}"
+    );
+    assert!(matches!(
+        task.add_example_feature("zzz", &f),
+        Err(Error::UnknownLabel(_))
+    ));
+    assert!(matches!(
+        task.remove_class("zzz"),
+        Err(Error::UnknownLabel(_))
+    ));
+    assert!(matches!(
+        task.add_example_feature("b", &[1.0; 7]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        task.add_example_feature("b", &[f32::NAN; 8]),
+        Err(Error::InvalidArgument(_))
+    ));
+    let id = task.add_example_feature("b", &[-0.5; 8]).unwrap();
+    task.fit().unwrap();
+    assert!(matches!(
+        task.classify_features(Array2::<f32>::ones((1, 9)).view()),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        task.classify_features(Array2::<f32>::from_elem((1, 8), f32::INFINITY).view()),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(
+        task.classify_features(q.view()).unwrap()[0]
+            .label
+            .as_deref(),
+        Some("a")
+    );
+    // Changing the task un-fits it.
+    task.remove_example(id).unwrap();
+    assert!(matches!(
+        task.classify_features(q.view()),
+        Err(Error::NotFitted)
+    ));
+    assert!(matches!(
+        task.remove_example(id),
+        Err(Error::UnknownExample(_))
+    ));
+    for bad in [
+        TaskConfig {
+            alpha: 0.0,
+            ..Default::default()
+        },
+        TaskConfig {
+            temperature: -1.0,
+            ..Default::default()
+        },
+        TaskConfig {
+            max_iterations: 0,
+            ..Default::default()
+        },
+        TaskConfig {
+            threshold: Some(1.5),
+            ..Default::default()
+        },
+        TaskConfig {
+            augmented_copies: 100,
+            ..Default::default()
+        },
+    ] {
+        assert!(matches!(
+            Task::new(model.clone(), bad),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert_eq!(
+        task.classes()
+            .iter()
+            .map(|c| c.example_ids.len())
+            .collect::<Vec<_>>(),
+        vec![1, 0]
+    );
+}
