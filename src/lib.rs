@@ -20,6 +20,7 @@ mod hash;
 pub mod model;
 pub mod preprocess;
 pub mod task;
+pub mod train;
 
 pub use device::DeviceChoice;
 pub use error::{Error, ModelProblem, Result};

@@ -8,6 +8,14 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
+use mgecl::train::augment::AugmentConfig;
+use mgecl::train::data::{check_episode_shape, read_list, sample_episode, scan_classes, Dataset};
+use mgecl::train::evaluate::{embed_dataset, evaluate_episodes, EpisodesFile};
+use mgecl::train::metatrain::{metatrain, MetatrainConfig};
+use mgecl::train::net::NetSpec;
+use mgecl::train::pretrain::{pretrain, MeanStd, PretrainConfig};
+use mgecl::train::rng::Rng;
+use mgecl::train::ValidationConfig;
 use mgecl::{ClassifierKind, DeviceChoice, Error, LoadOptions, Model, Task, TaskConfig};
 
 #[derive(Parser)]
@@ -64,6 +72,207 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Stage 1: cross-entropy pretraining of an encoder on an image-folder dataset.
+    Pretrain(Box<PretrainArgs>),
+    /// Stage 2: MGECL meta-training from a pretrained encoder.
+    Metatrain(Box<MetatrainArgs>),
+    /// Few-shot evaluation: sampled episodes (--data) or pinned ones (--episodes-file).
+    Evaluate(Box<EvaluateArgs>),
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Image-folder root (every folder holding images is a class).
+    #[arg(long)]
+    data: PathBuf,
+    /// File listing the top-level folders to train on.
+    #[arg(long)]
+    include: Option<PathBuf>,
+    /// File listing the held-out top-level folders to validate on.
+    #[arg(long)]
+    val_include: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ValArgs {
+    /// Validate (and checkpoint) every N epochs (pretrain) or episodes (metatrain).
+    #[arg(long)]
+    val_every: Option<usize>,
+    /// Validation episodes.
+    #[arg(long, default_value_t = 300)]
+    val_episodes: usize,
+    /// Validation ways.
+    #[arg(long, default_value_t = 5)]
+    val_ways: usize,
+    /// Validation shots.
+    #[arg(long, default_value_t = 1)]
+    val_shots: usize,
+    /// Validation queries per class.
+    #[arg(long, default_value_t = 15)]
+    val_queries: usize,
+    /// Validation classifier.
+    #[arg(long, default_value = "logistic")]
+    val_classifier: String,
+}
+
+impl ValArgs {
+    fn config(&self) -> Result<ValidationConfig, Error> {
+        Ok(ValidationConfig {
+            episodes: self.val_episodes,
+            ways: self.val_ways,
+            shots: self.val_shots,
+            queries: self.val_queries,
+            classifier: self.val_classifier.parse()?,
+        })
+    }
+}
+
+#[derive(Args)]
+struct PretrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    val: ValArgs,
+    /// conv4 or resnet12.
+    #[arg(long, default_value = "conv4")]
+    arch: String,
+    /// Block widths: one value (conv4) or four comma-separated (resnet12).
+    #[arg(long, default_value = "64", value_delimiter = ',')]
+    widths: Vec<usize>,
+    /// Input channels (1 grey, 3 RGB).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Input side in pixels.
+    #[arg(long, default_value_t = 28)]
+    image_size: usize,
+    /// Invert pixels (bright strokes on dark background).
+    #[arg(long)]
+    invert: bool,
+    /// Normalisation mean per channel (default: computed from the training images).
+    #[arg(long, value_delimiter = ',')]
+    mean: Option<Vec<f32>>,
+    /// Normalisation std per channel (with --mean).
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    /// Epochs at which the learning rate decays.
+    #[arg(long, value_delimiter = ',', default_value = "20,25")]
+    lr_milestones: Vec<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    lr_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// Augmentation preset: none, omniglot, imagenet.
+    #[arg(long, default_value = "omniglot")]
+    augment: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (best.safetensors, last.safetensors, log.jsonl).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from OUT/last.safetensors if it exists.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after N epochs in this invocation (continue later with --resume).
+    #[arg(long)]
+    stop_after: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct MetatrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    val: ValArgs,
+    /// Pretrained model to start from.
+    #[arg(long)]
+    init: PathBuf,
+    #[arg(long, default_value_t = 3000)]
+    episodes: usize,
+    #[arg(long, default_value_t = 5)]
+    ways: usize,
+    #[arg(long, default_value_t = 1)]
+    shots: usize,
+    #[arg(long, default_value_t = 15)]
+    queries: usize,
+    /// Augmented views per support image (instance loss).
+    #[arg(long, default_value_t = 4)]
+    views: usize,
+    #[arg(long, default_value_t = 0.2)]
+    margin: f64,
+    #[arg(long, default_value_t = 0.1)]
+    tau: f64,
+    #[arg(long, default_value_t = 1.0)]
+    lambda: f64,
+    /// Turn the class-granularity loss off.
+    #[arg(long)]
+    no_class_loss: bool,
+    /// Turn the instance-granularity loss off.
+    #[arg(long)]
+    no_instance_loss: bool,
+    #[arg(long, default_value_t = 5e-4)]
+    lr: f64,
+    #[arg(long, value_delimiter = ',')]
+    lr_milestones: Vec<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    lr_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    #[arg(long, default_value = "omniglot")]
+    augment: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    resume: bool,
+    #[arg(long)]
+    stop_after: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image-folder root to sample episodes from.
+    #[arg(long, conflicts_with = "episodes_file")]
+    data: Option<PathBuf>,
+    /// File listing the top-level folders to use.
+    #[arg(long)]
+    include: Option<PathBuf>,
+    /// Pinned episodes (JSON, paths relative to the file).
+    #[arg(long)]
+    episodes_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    ways: usize,
+    #[arg(long, default_value_t = 1)]
+    shots: usize,
+    #[arg(long, default_value_t = 15)]
+    queries: usize,
+    #[arg(long, default_value_t = 600)]
+    episodes: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "logistic")]
+    classifier: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -272,6 +481,144 @@ fn classify(model: Model, args: ClassifyArgs) -> Result<(), Error> {
     Ok(())
 }
 
+fn mean_std(mean: &Option<Vec<f32>>, std: &Option<Vec<f32>>) -> Result<Option<MeanStd>, Error> {
+    match (mean, std) {
+        (Some(m), Some(s)) => Ok(Some((m.clone(), s.clone()))),
+        (None, None) => Ok(None),
+        _ => Err(Error::InvalidArgument(
+            "--mean and --std go together".into(),
+        )),
+    }
+}
+
+fn pretrain_cmd(a: PretrainArgs) -> Result<(), Error> {
+    let widths = match (a.arch.as_str(), a.widths.len()) {
+        (_, 4) => a.widths.clone(),
+        (_, 1) => vec![a.widths[0]; 4],
+        _ => {
+            return Err(Error::InvalidArgument(
+                "--widths takes 1 or 4 values".into(),
+            ))
+        }
+    };
+    let config = PretrainConfig {
+        data: a.data.data,
+        train_list: a.data.include,
+        val_list: a.data.val_include,
+        net: NetSpec {
+            arch: a.arch,
+            widths,
+            in_channels: a.channels,
+        },
+        image_size: a.image_size,
+        invert: a.invert,
+        mean_std: mean_std(&a.mean, &a.std)?,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        lr_milestones: a.lr_milestones,
+        lr_decay: a.lr_decay,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        label_smoothing: a.label_smoothing,
+        augment: AugmentConfig::preset(&a.augment)?,
+        val_every: a.val.val_every.unwrap_or(5),
+        validation: a.val.config()?,
+        seed: a.seed,
+        out_dir: a.out,
+        stop_after: a.stop_after,
+    };
+    let summary = pretrain(&config, a.device.parse()?, a.resume, true)?;
+    println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    Ok(())
+}
+
+fn metatrain_cmd(a: MetatrainArgs) -> Result<(), Error> {
+    let config = MetatrainConfig {
+        init: a.init,
+        data: a.data.data,
+        train_list: a.data.include,
+        val_list: a.data.val_include,
+        episodes: a.episodes,
+        ways: a.ways,
+        shots: a.shots,
+        queries: a.queries,
+        views: a.views,
+        margin: a.margin,
+        tau: a.tau,
+        lambda: a.lambda,
+        class_loss: !a.no_class_loss,
+        instance_loss: !a.no_instance_loss,
+        lr: a.lr,
+        lr_milestones: a.lr_milestones,
+        lr_decay: a.lr_decay,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        augment: AugmentConfig::preset(&a.augment)?,
+        val_every: a.val.val_every.unwrap_or(500),
+        validation: a.val.config()?,
+        seed: a.seed,
+        out_dir: a.out,
+        stop_after: a.stop_after,
+    };
+    let summary = metatrain(&config, a.device.parse()?, a.resume, true)?;
+    println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    Ok(())
+}
+
+fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
+    let model = Arc::new(a.model.load()?);
+    let config = TaskConfig {
+        classifier: a.classifier.parse()?,
+        ..TaskConfig::default()
+    };
+    let result = match (&a.data, &a.episodes_file) {
+        (_, Some(file)) => {
+            let episodes = EpisodesFile::load(file)?;
+            let base = file.parent().unwrap_or(Path::new("."));
+            episodes.evaluate(base, &model, &config)?
+        }
+        (Some(root), None) => {
+            if a.episodes == 0 {
+                return Err(Error::InvalidArgument("--episodes must be >= 1".into()));
+            }
+            let include = a.include.as_deref().map(read_list).transpose()?;
+            let dataset = Dataset::load(
+                &scan_classes(root, include.as_deref())?,
+                model.preprocessor(),
+            )?;
+            check_episode_shape(&dataset, a.ways, a.shots, a.queries)?;
+            let features = embed_dataset(&model, &dataset)?;
+            let mut rng = Rng::new(a.seed, 0xe7a1);
+            let episodes: Vec<_> = (0..a.episodes)
+                .map(|_| sample_episode(&dataset, a.ways, a.shots, a.queries, &mut rng))
+                .collect();
+            evaluate_episodes(&model, &features, &dataset.labels, &episodes, &config)?
+        }
+        (None, None) => {
+            return Err(Error::InvalidArgument(
+                "give --data DIR or --episodes-file F".into(),
+            ))
+        }
+    };
+    if a.json {
+        let mut v = serde_json::to_value(&result).unwrap_or_default();
+        v["seed"] = a.seed.into();
+        println!("{v}");
+    } else {
+        println!(
+            "{}-way {}-shot, {} episodes, {}: accuracy {:.2}% +- {:.2}% (95% CI)",
+            result.ways,
+            result.shots,
+            result.episodes,
+            result.classifier,
+            100.0 * result.accuracy,
+            100.0 * result.ci95
+        );
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Info { model, json } => info(&model.load()?, json),
@@ -293,6 +640,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 images,
             },
         ),
+        Command::Pretrain(a) => pretrain_cmd(*a),
+        Command::Metatrain(a) => metatrain_cmd(*a),
+        Command::Evaluate(a) => evaluate_cmd(*a),
     }
 }
 

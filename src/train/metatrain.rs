@@ -1,0 +1,336 @@
+//! Stage 2, MGECL meta-training: from a pretrained encoder, N-way K-shot Q-query episodes on
+//! the base classes, no head. Loss = class-granularity hinge (queries vs prototypes) +
+//! lambda * instance-granularity contrastive loss (each support image and its A augmented
+//! views are positives of each other; every other image and view is a negative).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceChoice;
+use crate::error::{Error, Result};
+use crate::model::{LoadOptions, Model};
+use crate::train::augment::{augment, normalize_into, AugmentConfig};
+use crate::train::data::{check_episode_shape, read_list, sample_episode, scan_classes, Dataset};
+use crate::train::loss::{class_hinge, instance_contrastive};
+use crate::train::net::{NetSpec, TrainNet};
+use crate::train::optim::{step_lr, Sgd};
+use crate::train::pretrain::RunSummary;
+use crate::train::rng::Rng;
+use crate::train::{
+    append_log, check_validation, checkpoint_bytes, checkpoint_metadata, model_metadata,
+    momentum_from_checkpoint, pipelined, validate, Batch, InputSpec, ValidationConfig,
+};
+
+/// Everything a meta-training run depends on; saved in its checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetatrainConfig {
+    /// The pretrained model to start from (a pretraining checkpoint or any model file).
+    pub init: PathBuf,
+    /// Image-folder root.
+    pub data: PathBuf,
+    /// Top-level folders to train on (None: all).
+    pub train_list: Option<PathBuf>,
+    /// Held-out top-level folders to validate on (None: no validation).
+    pub val_list: Option<PathBuf>,
+    /// Training episodes.
+    pub episodes: usize,
+    /// Classes per episode.
+    pub ways: usize,
+    /// Support images per class.
+    pub shots: usize,
+    /// Query images per class.
+    pub queries: usize,
+    /// Augmented views per support image for the instance loss (A).
+    pub views: usize,
+    /// Hinge margin of the class loss.
+    pub margin: f64,
+    /// Temperature of the instance loss.
+    pub tau: f64,
+    /// Weight of the instance loss.
+    pub lambda: f64,
+    /// Use the class-granularity loss.
+    pub class_loss: bool,
+    /// Use the instance-granularity loss.
+    pub instance_loss: bool,
+    /// Learning rate.
+    pub lr: f64,
+    /// Episodes at which the learning rate is multiplied by `lr_decay`.
+    pub lr_milestones: Vec<usize>,
+    /// Learning-rate decay factor.
+    pub lr_decay: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Augmentation of every episode image (views get an independent draw).
+    pub augment: AugmentConfig,
+    /// Validate and checkpoint every this many episodes.
+    pub val_every: usize,
+    /// Validation episodes.
+    pub validation: ValidationConfig,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Output folder: `best.safetensors`, `last.safetensors`, `log.jsonl`.
+    pub out_dir: PathBuf,
+    /// Stop after this many episodes in this invocation (resume later).
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
+}
+
+impl MetatrainConfig {
+    /// Checks every setting before any work starts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the bad setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
+        if self.episodes == 0 || self.val_every == 0 {
+            return bad("episodes and val_every must be >= 1");
+        }
+        if self.ways < 2 || self.shots == 0 || self.queries == 0 {
+            return bad("episodes need >= 2 ways, >= 1 shot and >= 1 query");
+        }
+        if !self.class_loss && !self.instance_loss {
+            return bad("at least one of the class and instance losses must be on");
+        }
+        if self.instance_loss && self.views == 0 && self.shots < 2 {
+            return bad("the instance loss needs views >= 1 (or several shots) to have positives");
+        }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.tau) || self.margin < 0.0 || self.lambda < 0.0 || !positive(self.lr) {
+            return bad("tau and lr must be > 0, margin and lambda >= 0");
+        }
+        if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
+            return bad("momentum must be in [0, 1), weight_decay >= 0");
+        }
+        self.augment.validate()
+    }
+}
+
+/// Runs (or resumes) meta-training.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for bad settings or data (before training starts);
+/// [`Error::InvalidModel`] for an unusable `init`; [`Error::Io`]; backend errors.
+pub fn metatrain(
+    config: &MetatrainConfig,
+    device: DeviceChoice,
+    resume: bool,
+    progress: bool,
+) -> Result<RunSummary> {
+    config.validate()?;
+    let init_bytes = std::fs::read(&config.init).map_err(|e| Error::io(&config.init, e))?;
+    let init_model = Model::from_bytes(&init_bytes, &LoadOptions::default())?;
+    let info = init_model.info().clone();
+    let arch = info.arch.parse()?;
+    let spec = NetSpec {
+        arch: info.arch.clone(),
+        widths: info.widths.clone(),
+        in_channels: info.in_channels,
+    };
+    let input_spec = InputSpec {
+        image_size: info.image_size.0,
+        mean: info.mean.clone(),
+        std: info.std.clone(),
+        invert: info.invert,
+    };
+    let load = |list: &Option<PathBuf>| -> Result<Dataset> {
+        let include = list.as_deref().map(read_list).transpose()?;
+        Dataset::load(
+            &scan_classes(&config.data, include.as_deref())?,
+            init_model.preprocessor(),
+        )
+    };
+    let train = load(&config.train_list)?;
+    check_episode_shape(&train, config.ways, config.shots, config.queries)?;
+    let val = config
+        .val_list
+        .as_ref()
+        .map(|_| load(&config.val_list))
+        .transpose()?;
+    if let Some(v) = &val {
+        check_validation(v, &config.validation)?;
+    }
+    let device = device.open()?;
+    std::fs::create_dir_all(&config.out_dir).map_err(|e| Error::io(&config.out_dir, e))?;
+    let last_path = config.out_dir.join("last.safetensors");
+    let best_path = config.out_dir.join("best.safetensors");
+    let log_path = config.out_dir.join("log.jsonl");
+
+    let mut sgd = Sgd::new(config.lr, config.momentum, config.weight_decay);
+    let (net, start, mut best) = if resume && last_path.exists() {
+        let bytes = std::fs::read(&last_path).map_err(|e| Error::io(&last_path, e))?;
+        let training: serde_json::Value = serde_json::from_str(
+            checkpoint_metadata(&bytes)?
+                .get("training")
+                .map(String::as_str)
+                .unwrap_or("{}"),
+        )
+        .map_err(|e| Error::InvalidArgument(format!("checkpoint training metadata: {e}")))?;
+        let net = TrainNet::from_safetensors(&bytes, arch, false, &device)?;
+        sgd.set_buffers(momentum_from_checkpoint(&bytes, &net)?);
+        (
+            net,
+            training["episode"].as_u64().unwrap_or(0) as usize,
+            training["best_val_accuracy"].as_f64(),
+        )
+    } else {
+        (
+            TrainNet::from_safetensors(&init_bytes, arch, false, &device)?,
+            0,
+            None,
+        )
+    };
+
+    let (h, w, c) = (
+        input_spec.image_size,
+        input_spec.image_size,
+        spec.in_channels,
+    );
+    let end = config
+        .stop_after
+        .map_or(config.episodes, |n| (start + n).min(config.episodes));
+    let bar = if progress {
+        ProgressBar::new(config.episodes as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("episodes [{bar:25}] {pos}/{len} {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_position(start as u64);
+    let started = Instant::now();
+    let mut images = 0usize;
+    let (mut class_sum, mut inst_sum, mut count) = (0.0, 0.0, 0usize);
+    let n_support = config.ways * config.shots;
+    let n_query = config.ways * config.queries;
+    // Layout of one episode batch: support, then A views of each support image, then queries.
+    let produce = |i: usize| -> Result<Batch> {
+        let episode_index = start + i;
+        let mut rng = Rng::new(config.seed, 0x3e7a_0000_0000 | episode_index as u64);
+        let ep = sample_episode(&train, config.ways, config.shots, config.queries, &mut rng);
+        let mut input = Vec::new();
+        let mut push = |idx: usize, rng: &mut Rng| {
+            let mut img = train.pixels[idx].clone();
+            augment(&mut img, (h, w, c), &config.augment, rng);
+            normalize_into(
+                &img,
+                (h, w, c),
+                &input_spec.mean,
+                &input_spec.std,
+                &mut input,
+            );
+        };
+        for &s in &ep.support {
+            push(s, &mut rng);
+        }
+        let views = if config.instance_loss {
+            config.views
+        } else {
+            0
+        };
+        for &s in &ep.support {
+            for _ in 0..views {
+                push(s, &mut rng);
+            }
+        }
+        for &q in &ep.query {
+            push(q, &mut rng);
+        }
+        let n = n_support * (1 + views) + n_query;
+        Ok(Batch {
+            input,
+            n,
+            labels: vec![views],
+        })
+    };
+    pipelined(end - start, produce, |i, batch| {
+        let episode = start + i;
+        sgd.lr = step_lr(config.lr, config.lr_decay, &config.lr_milestones, episode);
+        let views = batch.labels[0];
+        let x = Tensor::from_vec(batch.input, (batch.n, c, h, w), &device)?;
+        let features = net.features(&x, true)?;
+        let support = features.narrow(0, 0, n_support)?;
+        let query = features.narrow(0, n_support * (1 + views), n_query)?;
+        let query_labels: Vec<usize> = (0..n_query).map(|q| q / config.queries).collect();
+        let mut loss = Tensor::zeros((), features.dtype(), &device)?;
+        if config.class_loss {
+            let l = class_hinge(&support, config.ways, &query, &query_labels, config.margin)?;
+            class_sum += f64::from(l.to_scalar::<f32>()?);
+            loss = (loss + l)?;
+        }
+        if config.instance_loss {
+            // Group ids: support image s and its views share id s; queries get unique ids.
+            let mut groups: Vec<usize> = (0..n_support).collect();
+            for s in 0..n_support {
+                groups.extend(std::iter::repeat_n(s, views));
+            }
+            groups.extend((0..n_query).map(|q| n_support + q));
+            let l = instance_contrastive(&features, &groups, config.tau)?;
+            inst_sum += f64::from(l.to_scalar::<f32>()?);
+            loss = (loss + (l * config.lambda)?)?;
+        }
+        let grads = loss.backward()?;
+        sgd.step(&net, &grads)?;
+        images += batch.n;
+        count += 1;
+        bar.inc(1);
+        bar.set_message(format!(
+            "class {:.4} inst {:.4} {:.0} img/s",
+            class_sum / count as f64,
+            inst_sum / count as f64,
+            images as f64 / started.elapsed().as_secs_f64()
+        ));
+        let done = episode + 1;
+        if done % config.val_every == 0 || done == end {
+            let training = |best: Option<f64>| {
+                serde_json::json!({"stage": "metatrain", "config": config, "episode": done,
+                    "best_val_accuracy": best, "init_training": info.metadata.get("training")})
+            };
+            let mut record = serde_json::json!({"stage": "metatrain", "episode": done, "lr": sgd.lr,
+                "class_loss": class_sum / count as f64, "instance_loss": inst_sum / count as f64,
+                "images_per_second": images as f64 / started.elapsed().as_secs_f64()});
+            let model_bytes = checkpoint_bytes(
+                &net,
+                None,
+                &model_metadata(&spec, &input_spec, &training(best)),
+            )?;
+            match &val {
+                Some(v) => {
+                    let r = validate(&model_bytes, v, &config.validation, config.seed)?;
+                    record["val_accuracy"] = r.accuracy.into();
+                    record["val_ci95"] = r.ci95.into();
+                    if best.is_none_or(|b| r.accuracy > b) {
+                        best = Some(r.accuracy);
+                        let meta = model_metadata(&spec, &input_spec, &training(best));
+                        crate::atomic::write_file(
+                            &best_path,
+                            &checkpoint_bytes(&net, None, &meta)?,
+                        )?;
+                    }
+                }
+                None => crate::atomic::write_file(&best_path, &model_bytes)?,
+            }
+            let meta = model_metadata(&spec, &input_spec, &training(best));
+            crate::atomic::write_file(&last_path, &checkpoint_bytes(&net, Some(&sgd), &meta)?)?;
+            append_log(&log_path, &record)?;
+            (class_sum, inst_sum, count) = (0.0, 0.0, 0);
+            if progress {
+                bar.println(record.to_string());
+            }
+        }
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    Ok(RunSummary {
+        completed: end,
+        best_val_accuracy: best,
+        images_per_second: images as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    })
+}

@@ -1,0 +1,289 @@
+//! The training companion: cross-entropy pretraining, MGECL meta-training and few-shot
+//! evaluation, producing model files the SDK loads unchanged.
+//!
+//! One place per concept: [`data`] (image folders, splits, episodes), [`augment`],
+//! [`layers`] (differentiable blocks), [`loss`], [`optim`], [`net`] (trainable encoders),
+//! [`pretrain`], [`metatrain`], [`evaluate`]; this module holds what stages share:
+//! checkpoints, validation and the background batch loader.
+
+pub mod augment;
+mod cpu_ops;
+pub mod data;
+pub mod evaluate;
+pub mod layers;
+pub mod loss;
+pub mod metatrain;
+pub mod net;
+pub mod optim;
+pub mod pretrain;
+pub mod rng;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use safetensors::tensor::TensorView;
+
+use crate::error::{Error, Result};
+use crate::model::{LoadOptions, Model};
+use crate::task::{ClassifierKind, TaskConfig};
+use data::{check_episode_shape, sample_episode, Dataset};
+use evaluate::{embed_dataset, evaluate_episodes, EvalResult};
+use net::{NetSpec, TrainNet};
+use optim::Sgd;
+use rng::Rng;
+
+/// What the SDK needs to know about the inputs of a trained model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InputSpec {
+    /// Square input side in pixels.
+    pub image_size: usize,
+    /// Per-channel mean after scaling to [0, 1].
+    pub mean: Vec<f32>,
+    /// Per-channel std.
+    pub std: Vec<f32>,
+    /// Pixels inverted (255 - v) before normalising.
+    pub invert: bool,
+}
+
+/// Model-file metadata for a network and its inputs (the keys `Model` reads), plus
+/// `training` (free-form JSON describing how it was made).
+pub fn model_metadata(
+    spec: &NetSpec,
+    input: &InputSpec,
+    training: &serde_json::Value,
+) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("format".into(), "pt".into());
+    m.insert("layout".into(), "rfs".into());
+    m.insert("arch".into(), spec.arch.clone());
+    m.insert("in_channels".into(), spec.in_channels.to_string());
+    m.insert("image_size".into(), input.image_size.to_string());
+    m.insert("mean".into(), to_json(&input.mean));
+    m.insert("std".into(), to_json(&input.std));
+    m.insert("invert".into(), input.invert.to_string());
+    m.insert("bn_eps".into(), "1e-05".into());
+    m.insert("feature_dim".into(), spec.widths[3].to_string());
+    m.insert(
+        "channel_order".into(),
+        if spec.in_channels == 1 { "L" } else { "RGB" }.into(),
+    );
+    if spec.arch == "resnet12" {
+        m.insert("widths".into(), to_json(&spec.widths));
+        m.insert("leaky_relu_slope".into(), net::LEAKY_SLOPE.to_string());
+    } else {
+        m.insert("width".into(), spec.widths[0].to_string());
+        m.insert("activation".into(), "relu".into());
+    }
+    m.insert("training".into(), training.to_string());
+    m
+}
+
+/// Compact JSON of a plain serde value.
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Serialises the network (and optionally the optimiser's momentum buffers as
+/// `optimizer.momentum.<name>`) with `metadata` into safetensors bytes.
+///
+/// # Errors
+/// [`Error::Backend`] if a device copy or serialisation fails.
+pub fn checkpoint_bytes(
+    net: &TrainNet,
+    sgd: Option<&Sgd>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut entries: Vec<(String, Vec<usize>, Vec<u8>)> = net
+        .export()?
+        .into_iter()
+        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    if let Some(sgd) = sgd {
+        for (name, buf) in sgd.buffers() {
+            let v: Vec<f32> = buf.flatten_all()?.to_vec1()?;
+            entries.push((
+                format!("optimizer.momentum.{name}"),
+                buf.dims().to_vec(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ));
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = entries
+        .iter()
+        .map(|(n, s, b)| {
+            TensorView::new(safetensors::Dtype::F32, s.clone(), b).map(|v| (n.clone(), v))
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Backend(format!("checkpoint tensor: {e}")))?;
+    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Backend(format!("checkpoint: {e}")))
+}
+
+/// Restores momentum buffers saved by [`checkpoint_bytes`].
+///
+/// # Errors
+/// [`Error::InvalidModel`] for an unreadable checkpoint.
+pub fn momentum_from_checkpoint(bytes: &[u8], net: &TrainNet) -> Result<BTreeMap<String, Tensor>> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+        Error::model(
+            crate::ModelProblem::NotSafetensors,
+            format!("checkpoint: {e}"),
+        )
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, _, _) in net.vars() {
+        if let Ok(view) = st.tensor(&format!("optimizer.momentum.{name}")) {
+            let v: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            out.insert(
+                name.clone(),
+                Tensor::from_vec(v, view.shape(), net.device())?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a checkpoint's `__metadata__`.
+///
+/// # Errors
+/// [`Error::InvalidModel`] for an unreadable file.
+pub fn checkpoint_metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
+        Error::model(
+            crate::ModelProblem::NotSafetensors,
+            format!("checkpoint: {e}"),
+        )
+    })?;
+    Ok(header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
+/// Few-shot validation settings shared by both stages.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ValidationConfig {
+    /// Episodes per validation.
+    pub episodes: usize,
+    /// Classes per episode.
+    pub ways: usize,
+    /// Support images per class.
+    pub shots: usize,
+    /// Query images per class.
+    pub queries: usize,
+    /// Classifier fitted per episode.
+    pub classifier: ClassifierKind,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            episodes: 300,
+            ways: 5,
+            shots: 1,
+            queries: 15,
+            classifier: ClassifierKind::Logistic,
+        }
+    }
+}
+
+/// Validates the network as the SDK will run it: the checkpoint bytes are loaded as a
+/// [`Model`], the validation images embedded, and fixed-seed episodes fitted through the task
+/// API.
+///
+/// # Errors
+/// Any model, embedding or task error.
+pub fn validate(
+    model_bytes: &[u8],
+    val: &Dataset,
+    config: &ValidationConfig,
+    seed: u64,
+) -> Result<EvalResult> {
+    let model = Arc::new(Model::from_bytes(model_bytes, &LoadOptions::default())?);
+    let features = embed_dataset(&model, val)?;
+    let mut rng = Rng::new(seed, 0x7a1);
+    let episodes: Vec<_> = (0..config.episodes)
+        .map(|_| sample_episode(val, config.ways, config.shots, config.queries, &mut rng))
+        .collect();
+    let task = TaskConfig {
+        classifier: config.classifier,
+        ..TaskConfig::default()
+    };
+    evaluate_episodes(&model, &features, &val.labels, &episodes, &task)
+}
+
+/// Checks validation settings against a dataset before any work starts.
+///
+/// # Errors
+/// As [`check_episode_shape`]; zero episodes.
+pub fn check_validation(val: &Dataset, config: &ValidationConfig) -> Result<()> {
+    if config.episodes == 0 {
+        return Err(Error::InvalidArgument(
+            "validation needs at least one episode".into(),
+        ));
+    }
+    check_episode_shape(val, config.ways, config.shots, config.queries)
+}
+
+/// Appends one JSON line to `path`.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn append_log(path: &Path, value: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{value}").map_err(|e| Error::io(path, e))
+}
+
+/// A batch ready for the network: normalised NCHW values and labels.
+pub struct Batch {
+    /// `n * C * H * W` values.
+    pub input: Vec<f32>,
+    /// Number of images.
+    pub n: usize,
+    /// Per image: a label (class, or instance group for views).
+    pub labels: Vec<usize>,
+}
+
+/// Runs `produce(i)` for `i in 0..count` on a background thread, two batches ahead, and
+/// `consume` on the calling thread: decoding and augmentation overlap the training step.
+///
+/// # Errors
+/// The first error of `consume`, or of a producer.
+pub fn pipelined<T: Send>(
+    count: usize,
+    produce: impl Fn(usize) -> Result<T> + Sync,
+    mut consume: impl FnMut(usize, T) -> Result<()>,
+) -> Result<()> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<T>>(2);
+        let produce = &produce;
+        s.spawn(move || {
+            for i in 0..count {
+                if tx.send(produce(i)).is_err() {
+                    break;
+                }
+            }
+        });
+        for i in 0..count {
+            let item = rx
+                .recv()
+                .map_err(|_| Error::Backend("batch loader stopped".into()))??;
+            consume(i, item)?;
+        }
+        Ok(())
+    })
+}

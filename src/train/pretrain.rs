@@ -1,0 +1,347 @@
+//! Stage 1: cross-entropy pretraining of an encoder plus linear head on the base classes,
+//! SGD with momentum and weight decay, step-decayed learning rate, optional label smoothing,
+//! few-shot validation on held-out classes every few epochs, best checkpoint kept, resumable.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceChoice;
+use crate::error::{Error, Result};
+use crate::preprocess::Preprocessor;
+use crate::train::augment::{augment, normalize_into, AugmentConfig};
+use crate::train::data::{read_list, scan_classes, Dataset};
+use crate::train::layers::accuracy;
+use crate::train::loss::cross_entropy;
+use crate::train::net::{NetSpec, TrainNet};
+use crate::train::optim::{step_lr, Sgd};
+use crate::train::rng::Rng;
+use crate::train::{
+    append_log, check_validation, checkpoint_bytes, checkpoint_metadata, model_metadata,
+    momentum_from_checkpoint, pipelined, validate, Batch, InputSpec, ValidationConfig,
+};
+
+/// Per-channel normalisation mean and standard deviation.
+pub type MeanStd = (Vec<f32>, Vec<f32>);
+
+/// Everything a pretraining run depends on; saved in its checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainConfig {
+    /// Image-folder root.
+    pub data: PathBuf,
+    /// File listing the top-level folders to train on (None: all).
+    pub train_list: Option<PathBuf>,
+    /// File listing the held-out top-level folders to validate on (None: no validation).
+    pub val_list: Option<PathBuf>,
+    /// Network shape (`in_channels` also decides grey or RGB input).
+    pub net: NetSpec,
+    /// Input side in pixels.
+    pub image_size: usize,
+    /// Invert pixels (bright strokes on dark).
+    pub invert: bool,
+    /// Normalisation; computed from the training images when None.
+    pub mean_std: Option<MeanStd>,
+    /// Epochs.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Epochs at which the learning rate is multiplied by `lr_decay`.
+    pub lr_milestones: Vec<usize>,
+    /// Learning-rate decay factor.
+    pub lr_decay: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Label smoothing.
+    pub label_smoothing: f64,
+    /// Augmentation.
+    pub augment: AugmentConfig,
+    /// Validate (and checkpoint) every this many epochs.
+    pub val_every: usize,
+    /// Validation episodes.
+    pub validation: ValidationConfig,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Output folder: `best.safetensors`, `last.safetensors`, `log.jsonl`.
+    pub out_dir: PathBuf,
+    /// Stop after this many epochs in this invocation (the run resumes later); None = run to
+    /// the end. For time-boxed runs and the resume test.
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
+}
+
+impl PretrainConfig {
+    /// Checks every setting before any work starts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the bad setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
+        if self.epochs == 0 || self.batch_size == 0 {
+            return bad("epochs and batch_size must be >= 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite() && (0.0..1.0).contains(&self.momentum))
+            || self.weight_decay < 0.0
+        {
+            return bad("lr must be > 0, momentum in [0, 1), weight_decay >= 0");
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad("label_smoothing must be in [0, 1)");
+        }
+        if self.image_size < 8 || self.image_size > 1024 {
+            return bad("image_size must be in 8..=1024");
+        }
+        if self.net.in_channels != 1 && self.net.in_channels != 3 {
+            return bad("in_channels must be 1 or 3");
+        }
+        if self.val_every == 0 {
+            return bad("val_every must be >= 1");
+        }
+        self.augment.validate()
+    }
+}
+
+fn style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} eta {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// Loads the split's classes with a provisional preprocessing (size, channels, invert).
+fn load_split(config: &PretrainConfig, list: &Option<PathBuf>) -> Result<Dataset> {
+    let include = list.as_deref().map(read_list).transpose()?;
+    let classes = scan_classes(&config.data, include.as_deref())?;
+    let c = config.net.in_channels;
+    let metadata = crate::model::Metadata::parse(
+        [
+            ("arch".to_string(), config.net.arch.clone()),
+            ("image_size".to_string(), config.image_size.to_string()),
+            (
+                "mean".to_string(),
+                serde_json::to_string(&vec![0.0; c]).unwrap_or_default(),
+            ),
+            (
+                "std".to_string(),
+                serde_json::to_string(&vec![1.0; c]).unwrap_or_default(),
+            ),
+            ("invert".to_string(), config.invert.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        None,
+        c,
+    )?;
+    Dataset::load(&classes, &Preprocessor::new(&metadata, c)?)
+}
+
+/// Summary of a finished (or stopped) run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Epochs (or episodes) completed in total.
+    pub completed: usize,
+    /// Best validation accuracy (None without validation).
+    pub best_val_accuracy: Option<f64>,
+    /// Training images per second over this invocation.
+    pub images_per_second: f64,
+}
+
+/// Runs (or resumes, when `resume` and `out_dir/last.safetensors` exists) pretraining.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for bad settings or data (checked before training starts);
+/// [`Error::Io`] for unreadable data or unwritable outputs; backend errors.
+pub fn pretrain(
+    config: &PretrainConfig,
+    device: DeviceChoice,
+    resume: bool,
+    progress: bool,
+) -> Result<RunSummary> {
+    config.validate()?;
+    let train = load_split(config, &config.train_list)?;
+    if train.num_classes() < 2 {
+        return Err(Error::InvalidArgument(
+            "pretraining needs at least 2 classes".into(),
+        ));
+    }
+    let mut val = match &config.val_list {
+        Some(_) => Some(load_split(config, &config.val_list)?),
+        None => None,
+    };
+    if let Some(v) = &val {
+        check_validation(v, &config.validation)?;
+    }
+    let (mean, std) = config
+        .mean_std
+        .clone()
+        .unwrap_or_else(|| train.channel_stats());
+    let input_spec = InputSpec {
+        image_size: config.image_size,
+        mean,
+        std,
+        invert: config.invert,
+    };
+    let device = device.open()?;
+    std::fs::create_dir_all(&config.out_dir).map_err(|e| Error::io(&config.out_dir, e))?;
+    let last_path = config.out_dir.join("last.safetensors");
+    let best_path = config.out_dir.join("best.safetensors");
+    let log_path = config.out_dir.join("log.jsonl");
+
+    let (net, mut sgd, start_epoch, mut best) = if resume && last_path.exists() {
+        let bytes = std::fs::read(&last_path).map_err(|e| Error::io(&last_path, e))?;
+        let meta = checkpoint_metadata(&bytes)?;
+        let training: serde_json::Value =
+            serde_json::from_str(meta.get("training").map(String::as_str).unwrap_or("{}"))
+                .map_err(|e| {
+                    Error::InvalidArgument(format!("checkpoint training metadata: {e}"))
+                })?;
+        let saved: PretrainConfig = serde_json::from_value(training["config"].clone())
+            .map_err(|e| Error::InvalidArgument(format!("checkpoint config: {e}")))?;
+        if saved.seed != config.seed || saved.net != config.net || saved.epochs != config.epochs {
+            return Err(Error::InvalidArgument(
+                "--resume: the checkpoint was made with other settings".into(),
+            ));
+        }
+        let net = TrainNet::from_safetensors(&bytes, config.net.architecture()?, true, &device)?;
+        let mut sgd = Sgd::new(config.lr, config.momentum, config.weight_decay);
+        sgd.set_buffers(momentum_from_checkpoint(&bytes, &net)?);
+        let epoch = training["epoch"].as_u64().unwrap_or(0) as usize;
+        let best = training["best_val_accuracy"].as_f64();
+        (net, sgd, epoch, best)
+    } else {
+        let net = TrainNet::new(
+            config.net.clone(),
+            train.num_classes(),
+            config.seed,
+            &device,
+        )?;
+        (
+            net,
+            Sgd::new(config.lr, config.momentum, config.weight_decay),
+            0,
+            None,
+        )
+    };
+
+    let (h, w, c) = (config.image_size, config.image_size, config.net.in_channels);
+    let steps = train.len().div_ceil(config.batch_size);
+    let end_epoch = config
+        .stop_after
+        .map_or(config.epochs, |n| (start_epoch + n).min(config.epochs));
+    let started = Instant::now();
+    let mut images_seen = 0usize;
+    for epoch in start_epoch..end_epoch {
+        sgd.lr = step_lr(config.lr, config.lr_decay, &config.lr_milestones, epoch);
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        Rng::new(config.seed, 1000 + epoch as u64).shuffle(&mut order);
+        let bar = if progress {
+            ProgressBar::new(steps as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(style());
+        bar.set_prefix(format!("epoch {}/{}", epoch + 1, config.epochs));
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut acc_sum) = (0.0, 0.0);
+        let produce = |step: usize| -> Result<Batch> {
+            let idx =
+                &order[step * config.batch_size..((step + 1) * config.batch_size).min(order.len())];
+            let mut rng = Rng::new(config.seed, ((epoch as u64) << 32) | step as u64);
+            let mut input = Vec::with_capacity(idx.len() * c * h * w);
+            for &i in idx {
+                let mut img = train.pixels[i].clone();
+                augment(&mut img, (h, w, c), &config.augment, &mut rng);
+                normalize_into(
+                    &img,
+                    (h, w, c),
+                    &input_spec.mean,
+                    &input_spec.std,
+                    &mut input,
+                );
+            }
+            Ok(Batch {
+                input,
+                n: idx.len(),
+                labels: idx.iter().map(|&i| train.labels[i]).collect(),
+            })
+        };
+        pipelined(steps, produce, |_, batch| {
+            let x = Tensor::from_vec(batch.input, (batch.n, c, h, w), &device)?;
+            let logits = net.logits(&net.features(&x, true)?)?;
+            let loss = cross_entropy(&logits, &batch.labels, config.label_smoothing)?;
+            let grads = loss.backward()?;
+            sgd.step(&net, &grads)?;
+            let l = f64::from(loss.to_scalar::<f32>()?);
+            if !l.is_finite() {
+                return Err(Error::Backend(format!(
+                    "training diverged (loss {l}) at epoch {}",
+                    epoch + 1
+                )));
+            }
+            loss_sum += l * batch.n as f64;
+            acc_sum += accuracy(&logits, &batch.labels)? * batch.n as f64;
+            images_seen += batch.n;
+            bar.inc(1);
+            bar.set_message(format!(
+                "loss {:.3} acc {:.3} {:.0} img/s",
+                loss_sum / bar.position().max(1) as f64 / config.batch_size as f64,
+                acc_sum / bar.position().max(1) as f64 / config.batch_size as f64,
+                (bar.position() as usize * config.batch_size) as f64
+                    / epoch_start.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        let n = train.len() as f64;
+        let mut record = serde_json::json!({
+            "stage": "pretrain", "epoch": epoch + 1, "lr": sgd.lr, "loss": loss_sum / n,
+            "train_accuracy": acc_sum / n, "images_per_second": n / epoch_start.elapsed().as_secs_f64(),
+            "seconds": epoch_start.elapsed().as_secs_f64(),
+        });
+        let validate_now = (epoch + 1) % config.val_every == 0 || epoch + 1 == end_epoch;
+        let training = |best: Option<f64>| {
+            serde_json::json!({"stage": "pretrain", "config": config, "epoch": epoch + 1,
+                "best_val_accuracy": best, "train_classes": train.num_classes(), "train_images": train.len()})
+        };
+        if validate_now {
+            let model_bytes = checkpoint_bytes(
+                &net,
+                None,
+                &model_metadata(&config.net, &input_spec, &training(best)),
+            )?;
+            match val.as_mut() {
+                Some(v) => {
+                    let r = validate(&model_bytes, v, &config.validation, config.seed)?;
+                    record["val_accuracy"] = r.accuracy.into();
+                    record["val_ci95"] = r.ci95.into();
+                    if best.is_none_or(|b| r.accuracy > b) {
+                        best = Some(r.accuracy);
+                        let meta = model_metadata(&config.net, &input_spec, &training(best));
+                        crate::atomic::write_file(
+                            &best_path,
+                            &checkpoint_bytes(&net, None, &meta)?,
+                        )?;
+                    }
+                }
+                None => crate::atomic::write_file(&best_path, &model_bytes)?,
+            }
+        }
+        // The resume point: weights, BN statistics, momentum buffers and the epoch count.
+        let meta = model_metadata(&config.net, &input_spec, &training(best));
+        crate::atomic::write_file(&last_path, &checkpoint_bytes(&net, Some(&sgd), &meta)?)?;
+        append_log(&log_path, &record)?;
+        if progress {
+            eprintln!("{record}");
+        }
+    }
+    Ok(RunSummary {
+        completed: end_epoch,
+        best_val_accuracy: best,
+        images_per_second: images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    })
+}

@@ -1,0 +1,301 @@
+//! The training pipeline end to end on a few Omniglot characters: pretraining lowers the loss
+//! and beats the untrained encoder on held-out classes; a killed run resumes to the same
+//! result; meta-training runs and produces a loadable model; bad configurations fail before
+//! any work starts.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::data;
+use mgecl::train::augment::AugmentConfig;
+use mgecl::train::metatrain::{metatrain, MetatrainConfig};
+use mgecl::train::net::{NetSpec, TrainNet};
+use mgecl::train::pretrain::{pretrain, PretrainConfig};
+use mgecl::train::{checkpoint_bytes, model_metadata, validate, InputSpec, ValidationConfig};
+use mgecl::{DeviceChoice, Error, LoadOptions, Model};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mgecl-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
+    let root = data("omniglot_mini");
+    PretrainConfig {
+        data: root.clone(),
+        train_list: Some(root.join("train.txt")),
+        val_list: Some(root.join("val.txt")),
+        net: NetSpec {
+            arch: "conv4".into(),
+            widths: vec![32; 4],
+            in_channels: 1,
+        },
+        image_size: 28,
+        invert: true,
+        mean_std: None,
+        epochs,
+        batch_size: 32,
+        lr: 0.05,
+        lr_milestones: vec![epochs - 1],
+        lr_decay: 0.1,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        label_smoothing: 0.0,
+        augment: AugmentConfig::preset("omniglot").unwrap(),
+        val_every: 1,
+        validation: ValidationConfig {
+            episodes: 200,
+            ..Default::default()
+        },
+        seed: 3,
+        out_dir: out,
+        stop_after: None,
+    }
+}
+
+fn log_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn pretraining_learns_and_beats_the_untrained_encoder() {
+    let out = scratch("pretrain");
+    let cfg = config(out.clone(), 6);
+    let summary = pretrain(&cfg, DeviceChoice::Cpu, false, false).unwrap();
+    let log = log_lines(&out);
+    assert_eq!(log.len(), 6);
+    let first = log[0]["loss"].as_f64().unwrap();
+    let last = log[5]["loss"].as_f64().unwrap();
+    println!(
+        "loss {first:.3} -> {last:.3}, {:.0} img/s",
+        summary.images_per_second
+    );
+    assert!(last < 0.7 * first, "loss {first} -> {last}");
+
+    // The untrained network of the same seed, validated on the same episodes.
+    let untrained =
+        TrainNet::new(cfg.net.clone(), 12, cfg.seed, &candle_core::Device::Cpu).unwrap();
+    let best = std::fs::read(out.join("best.safetensors")).unwrap();
+    let model = Model::from_bytes(&best, &LoadOptions::default()).unwrap();
+    let info = model.info();
+    let input = InputSpec {
+        image_size: 28,
+        mean: info.mean.clone(),
+        std: info.std.clone(),
+        invert: true,
+    };
+    let untrained_bytes = checkpoint_bytes(
+        &untrained,
+        None,
+        &model_metadata(&cfg.net, &input, &serde_json::json!({})),
+    )
+    .unwrap();
+    let root = data("omniglot_mini");
+    let classes = mgecl::train::data::scan_classes(&root, Some(&["Tagalog".to_string()])).unwrap();
+    let val = mgecl::train::data::Dataset::load(&classes, model.preprocessor()).unwrap();
+    let before = validate(&untrained_bytes, &val, &cfg.validation, cfg.seed).unwrap();
+    let after = validate(&best, &val, &cfg.validation, cfg.seed).unwrap();
+    println!(
+        "5-way 1-shot on held-out Tagalog: untrained {:.3}, trained {:.3}",
+        before.accuracy, after.accuracy
+    );
+    assert!(
+        after.accuracy > 0.2 + 3.0 * after.ci95,
+        "not above chance: {after:?}"
+    );
+    assert!(
+        after.accuracy > before.accuracy,
+        "{} <= {}",
+        after.accuracy,
+        before.accuracy
+    );
+    assert_eq!(
+        summary.best_val_accuracy,
+        Some(after.accuracy),
+        "best.safetensors holds the best validation"
+    );
+
+    // The checkpoint is a model file the SDK loads, with its training recorded.
+    assert_eq!(info.arch, "conv4");
+    assert!(info.invert);
+    let training: serde_json::Value = serde_json::from_str(&info.metadata["training"]).unwrap();
+    assert_eq!(training["config"]["epochs"], 6);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+fn weights(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_uninterrupted_result() {
+    let exe = env!("CARGO_BIN_EXE_mgecl");
+    let root = data("omniglot_mini");
+    let run = |out: &std::path::Path, resume: bool| {
+        let mut cmd = Command::new(exe);
+        cmd.args(["pretrain", "--data"]).arg(&root);
+        cmd.arg("--include").arg(root.join("train.txt"));
+        cmd.args([
+            "--widths",
+            "16",
+            "--invert",
+            "--epochs",
+            "3",
+            "--lr-milestones",
+            "2",
+            "--batch-size",
+            "32",
+            "--seed",
+            "5",
+        ]);
+        cmd.arg("--out").arg(out);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd
+    };
+    let straight = scratch("straight");
+    assert!(run(&straight, false).output().unwrap().status.success());
+
+    let killed = scratch("killed");
+    let mut child = run(&killed, false)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill as soon as the first epoch's checkpoint exists (mid-way through the second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !killed.join("log.jsonl").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run(&killed, true).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        weights(&killed.join("last.safetensors")),
+        weights(&straight.join("last.safetensors"))
+    );
+    assert_eq!(
+        log_lines(&killed).last().unwrap()["loss"],
+        log_lines(&straight).last().unwrap()["loss"]
+    );
+    std::fs::remove_dir_all(&straight).unwrap();
+    std::fs::remove_dir_all(&killed).unwrap();
+}
+
+#[test]
+fn metatraining_runs_every_loss_combination() {
+    let out = scratch("meta-init");
+    let mut cfg = config(out.clone(), 2);
+    cfg.val_list = None;
+    pretrain(&cfg, DeviceChoice::Cpu, false, false).unwrap();
+    let root = data("omniglot_mini");
+    for (class_loss, instance_loss) in [(true, true), (true, false), (false, true)] {
+        let meta_out = scratch(&format!("meta-{class_loss}-{instance_loss}"));
+        let meta = MetatrainConfig {
+            init: out.join("best.safetensors"),
+            data: root.clone(),
+            train_list: Some(root.join("train.txt")),
+            val_list: Some(root.join("val.txt")),
+            episodes: 4,
+            ways: 3,
+            shots: 1,
+            queries: 3,
+            views: 2,
+            margin: 0.2,
+            tau: 0.5,
+            lambda: 1.0,
+            class_loss,
+            instance_loss,
+            lr: 5e-4,
+            lr_milestones: vec![],
+            lr_decay: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            augment: AugmentConfig::preset("omniglot").unwrap(),
+            val_every: 2,
+            validation: ValidationConfig {
+                episodes: 20,
+                ..Default::default()
+            },
+            seed: 1,
+            out_dir: meta_out.clone(),
+            stop_after: None,
+        };
+        let summary = metatrain(&meta, DeviceChoice::Cpu, false, false).unwrap();
+        assert_eq!(summary.completed, 4);
+        let log = log_lines(&meta_out);
+        assert_eq!(log.len(), 2);
+        let l = &log[1];
+        assert_eq!(l["class_loss"].as_f64().unwrap() > 0.0, class_loss, "{l}");
+        assert_eq!(
+            l["instance_loss"].as_f64().unwrap() > 0.0,
+            instance_loss,
+            "{l}"
+        );
+        assert!(Model::load(meta_out.join("best.safetensors"), &LoadOptions::default()).is_ok());
+        std::fs::remove_dir_all(&meta_out).unwrap();
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn bad_configurations_fail_before_any_work() {
+    let out = scratch("bad");
+    let invalid = |r: Result<mgecl::train::pretrain::RunSummary, Error>| match r {
+        Err(Error::InvalidArgument(m)) => m,
+        Err(Error::Io { path, .. }) => format!("io {}", path.display()),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("expected an error"),
+    };
+    let mut c = config(out.clone(), 1);
+    c.data = data("no-such-folder");
+    assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("no-such-folder"));
+    let mut c = config(out.clone(), 1);
+    c.validation.shots = 25; // classes have 20 images
+    assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("fewer than"));
+    let mut c = config(out.clone(), 1);
+    c.validation.ways = 0;
+    assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("2 ways"));
+    let mut c = config(out.clone(), 0);
+    c.lr_milestones = vec![];
+    assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("epochs"));
+    // An included folder without any image is an empty split.
+    let empty = out.join("data");
+    std::fs::create_dir_all(empty.join("EmptyAlphabet/character01")).unwrap();
+    std::fs::write(out.join("list.txt"), "EmptyAlphabet\n").unwrap();
+    let mut c = config(out.clone(), 1);
+    c.data = empty;
+    c.train_list = Some(out.join("list.txt"));
+    c.val_list = None;
+    assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("no image folders"));
+    assert!(
+        !out.join("last.safetensors").exists(),
+        "nothing was trained"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
