@@ -229,14 +229,18 @@ impl Preprocessor {
                 p.stride, p.width
             )));
         }
-        let needed = p.stride * (p.height as usize - 1) + row_bytes;
-        if p.data.len() < needed {
+        let needed = p
+            .stride
+            .checked_mul(p.height as usize - 1)
+            .and_then(|n| n.checked_add(row_bytes));
+        if needed.is_none_or(|n| p.data.len() < n) {
             return Err(Error::InvalidArgument(format!(
-                "pixel buffer holds {} bytes, {}x{} with stride {} needs {needed}",
+                "pixel buffer holds {} bytes, {}x{} with stride {} needs {}",
                 p.data.len(),
                 p.width,
                 p.height,
-                p.stride
+                p.stride,
+                needed.map_or_else(|| "more than fits in memory".to_string(), |n| n.to_string())
             )));
         }
         let keep = bpp.min(3);

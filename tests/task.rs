@@ -225,7 +225,7 @@ fn damaged_or_foreign_task_files_are_refused() {
     let err = load(b"garbage").err().unwrap();
     assert!(matches!(err, Error::InvalidTaskFile(_)), "{err}");
     // Another model with the same feature size.
-    let other = synthetic_conv4(160);
+    let other = common::synthetic_conv4_seeded(160, 7);
     assert_eq!(other.feature_dim(), model.feature_dim());
     let err = Task::load(&path, other).err().unwrap();
     assert!(matches!(err, Error::ModelMismatch { .. }), "{err}");

@@ -12,6 +12,7 @@ use common::data;
 use mgecl::train::augment::AugmentConfig;
 use mgecl::train::metatrain::{metatrain, MetatrainConfig};
 use mgecl::train::net::{NetSpec, TrainNet};
+use mgecl::train::optim::OptimConfig;
 use mgecl::train::pretrain::{pretrain, PretrainConfig};
 use mgecl::train::{checkpoint_bytes, model_metadata, validate, InputSpec, ValidationConfig};
 use mgecl::{DeviceChoice, Error, LoadOptions, Model};
@@ -39,11 +40,13 @@ fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
         mean_std: None,
         epochs,
         batch_size: 32,
-        lr: 0.05,
-        lr_milestones: vec![epochs - 1],
-        lr_decay: 0.1,
-        momentum: 0.9,
-        weight_decay: 5e-4,
+        optim: OptimConfig {
+            lr: 0.05,
+            lr_milestones: vec![epochs.saturating_sub(1)],
+            lr_decay: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        },
         label_smoothing: 0.0,
         augment: AugmentConfig::preset("omniglot").unwrap(),
         val_every: 1,
@@ -231,11 +234,13 @@ fn metatraining_runs_every_loss_combination() {
             lambda: 1.0,
             class_loss,
             instance_loss,
-            lr: 5e-4,
-            lr_milestones: vec![],
-            lr_decay: 0.1,
-            momentum: 0.9,
-            weight_decay: 5e-4,
+            optim: OptimConfig {
+                lr: 5e-4,
+                lr_milestones: vec![],
+                lr_decay: 0.1,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+            },
             augment: AugmentConfig::preset("omniglot").unwrap(),
             val_every: 2,
             validation: ValidationConfig {
@@ -281,8 +286,7 @@ fn bad_configurations_fail_before_any_work() {
     let mut c = config(out.clone(), 1);
     c.validation.ways = 0;
     assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("2 ways"));
-    let mut c = config(out.clone(), 0);
-    c.lr_milestones = vec![];
+    let c = config(out.clone(), 0);
     assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("epochs"));
     // An included folder without any image is an empty split.
     let empty = out.join("data");

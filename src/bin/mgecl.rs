@@ -13,6 +13,7 @@ use mgecl::train::data::{check_episode_shape, read_list, sample_episode, scan_cl
 use mgecl::train::evaluate::{embed_dataset, evaluate_episodes, EpisodesFile};
 use mgecl::train::metatrain::{metatrain, MetatrainConfig};
 use mgecl::train::net::NetSpec;
+use mgecl::train::optim::OptimConfig;
 use mgecl::train::pretrain::{pretrain, MeanStd, PretrainConfig};
 use mgecl::train::rng::Rng;
 use mgecl::train::ValidationConfig;
@@ -127,6 +128,30 @@ impl ValArgs {
     }
 }
 
+/// SGD settings both training stages share.
+#[derive(Args)]
+struct SgdArgs {
+    /// Learning-rate decay factor at each milestone.
+    #[arg(long, default_value_t = 0.1)]
+    lr_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+}
+
+impl SgdArgs {
+    fn config(&self, lr: f64, lr_milestones: Vec<usize>) -> OptimConfig {
+        OptimConfig {
+            lr,
+            lr_milestones,
+            lr_decay: self.lr_decay,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+        }
+    }
+}
+
 #[derive(Args)]
 struct PretrainArgs {
     #[command(flatten)]
@@ -163,12 +188,8 @@ struct PretrainArgs {
     /// Epochs at which the learning rate decays.
     #[arg(long, value_delimiter = ',', default_value = "20,25")]
     lr_milestones: Vec<usize>,
-    #[arg(long, default_value_t = 0.1)]
-    lr_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f64,
+    #[command(flatten)]
+    sgd: SgdArgs,
     #[arg(long, default_value_t = 0.0)]
     label_smoothing: f64,
     /// Augmentation preset: none, omniglot, imagenet.
@@ -225,12 +246,8 @@ struct MetatrainArgs {
     lr: f64,
     #[arg(long, value_delimiter = ',')]
     lr_milestones: Vec<usize>,
-    #[arg(long, default_value_t = 0.1)]
-    lr_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f64,
+    #[command(flatten)]
+    sgd: SgdArgs,
     #[arg(long, default_value = "omniglot")]
     augment: String,
     #[arg(long, default_value_t = 0)]
@@ -515,11 +532,7 @@ fn pretrain_cmd(a: PretrainArgs) -> Result<(), Error> {
         mean_std: mean_std(&a.mean, &a.std)?,
         epochs: a.epochs,
         batch_size: a.batch_size,
-        lr: a.lr,
-        lr_milestones: a.lr_milestones,
-        lr_decay: a.lr_decay,
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
+        optim: a.sgd.config(a.lr, a.lr_milestones),
         label_smoothing: a.label_smoothing,
         augment: AugmentConfig::preset(&a.augment)?,
         val_every: a.val.val_every.unwrap_or(5),
@@ -549,11 +562,7 @@ fn metatrain_cmd(a: MetatrainArgs) -> Result<(), Error> {
         lambda: a.lambda,
         class_loss: !a.no_class_loss,
         instance_loss: !a.no_instance_loss,
-        lr: a.lr,
-        lr_milestones: a.lr_milestones,
-        lr_decay: a.lr_decay,
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
+        optim: a.sgd.config(a.lr, a.lr_milestones),
         augment: AugmentConfig::preset(&a.augment)?,
         val_every: a.val.val_every.unwrap_or(500),
         validation: a.val.config()?,

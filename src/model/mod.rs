@@ -18,7 +18,7 @@ pub use metadata::{Architecture, Metadata};
 
 use crate::device::{device_name, DeviceChoice};
 use crate::error::{Error, ModelProblem, Result};
-use crate::hash::{fnv1a, FNV_OFFSET};
+use crate::hash::fnv1a;
 use crate::preprocess::{ImageSource, Preprocessor};
 use conv4::Conv4;
 use resnet12::ResNet12;
@@ -61,8 +61,8 @@ pub struct ModelInfo {
     pub invert: bool,
     /// The device the encoder runs on (`cpu`, `cuda:0`, ...).
     pub device: String,
-    /// A stable 64-bit hash (hex) of the weights file and the effective metadata: two models
-    /// with the same fingerprint produce the same features.
+    /// A stable 64-bit hash (hex) of the weights (names, shapes, values) and the effective
+    /// metadata: two models with the same fingerprint produce the same features.
     pub fingerprint: String,
     /// The effective metadata (file values with overrides applied).
     pub metadata: BTreeMap<String, String>,
@@ -166,7 +166,7 @@ impl Model {
             }
         };
         let preprocessor = Preprocessor::new(&metadata, in_channels)?;
-        let mut hash = fnv1a(FNV_OFFSET, bytes);
+        let mut hash = weights.content_hash();
         for (k, v) in &metadata.raw {
             hash = fnv1a(fnv1a(hash, k.as_bytes()), v.as_bytes());
         }

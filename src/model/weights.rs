@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::error::{Error, ModelProblem, Result};
+use crate::hash::{fnv1a, FNV_OFFSET};
 
 /// A parsed safetensors buffer plus its `__metadata__`.
 pub(crate) struct Weights<'a> {
@@ -56,6 +57,20 @@ impl<'a> Weights<'a> {
     /// The file's `__metadata__` (empty when absent).
     pub(crate) fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata
+    }
+
+    /// A stable hash of every tensor (name, dtype, shape, data) in name order: the same
+    /// weights give the same value however the file orders them.
+    pub(crate) fn content_hash(&self) -> u64 {
+        let mut tensors = self.tensors.tensors();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors.iter().fold(FNV_OFFSET, |h, (name, view)| {
+            let h = fnv1a(
+                fnv1a(h, name.as_bytes()),
+                format!("{:?}{:?}", view.dtype(), view.shape()).as_bytes(),
+            );
+            fnv1a(h, view.data())
+        })
     }
 
     /// Whether a tensor of that name exists.

@@ -17,12 +17,12 @@ use crate::train::augment::{augment, normalize_into, AugmentConfig};
 use crate::train::data::{check_episode_shape, read_list, sample_episode, scan_classes, Dataset};
 use crate::train::loss::{class_hinge, instance_contrastive};
 use crate::train::net::{NetSpec, TrainNet};
-use crate::train::optim::{step_lr, Sgd};
+use crate::train::optim::OptimConfig;
 use crate::train::pretrain::RunSummary;
 use crate::train::rng::Rng;
 use crate::train::{
-    append_log, check_validation, checkpoint_bytes, checkpoint_metadata, model_metadata,
-    momentum_from_checkpoint, pipelined, validate, Batch, InputSpec, ValidationConfig,
+    check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined, save_progress,
+    Batch, InputSpec, RunFiles, Snapshot, ValidationConfig,
 };
 
 /// Everything a meta-training run depends on; saved in its checkpoints.
@@ -56,16 +56,8 @@ pub struct MetatrainConfig {
     pub class_loss: bool,
     /// Use the instance-granularity loss.
     pub instance_loss: bool,
-    /// Learning rate.
-    pub lr: f64,
-    /// Episodes at which the learning rate is multiplied by `lr_decay`.
-    pub lr_milestones: Vec<usize>,
-    /// Learning-rate decay factor.
-    pub lr_decay: f64,
-    /// SGD momentum.
-    pub momentum: f64,
-    /// L2 weight decay.
-    pub weight_decay: f64,
+    /// Optimiser and learning-rate schedule (milestones in episodes).
+    pub optim: OptimConfig,
     /// Augmentation of every episode image (views get an independent draw).
     pub augment: AugmentConfig,
     /// Validate and checkpoint every this many episodes.
@@ -101,12 +93,10 @@ impl MetatrainConfig {
             return bad("the instance loss needs views >= 1 (or several shots) to have positives");
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
-        if !positive(self.tau) || self.margin < 0.0 || self.lambda < 0.0 || !positive(self.lr) {
-            return bad("tau and lr must be > 0, margin and lambda >= 0");
+        if !positive(self.tau) || self.margin < 0.0 || self.lambda < 0.0 {
+            return bad("tau must be > 0, margin and lambda >= 0");
         }
-        if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
-            return bad("momentum must be in [0, 1), weight_decay >= 0");
-        }
+        self.optim.validate()?;
         self.augment.validate()
     }
 }
@@ -156,14 +146,11 @@ pub fn metatrain(
         check_validation(v, &config.validation)?;
     }
     let device = device.open()?;
-    std::fs::create_dir_all(&config.out_dir).map_err(|e| Error::io(&config.out_dir, e))?;
-    let last_path = config.out_dir.join("last.safetensors");
-    let best_path = config.out_dir.join("best.safetensors");
-    let log_path = config.out_dir.join("log.jsonl");
+    let files = RunFiles::create(&config.out_dir)?;
 
-    let mut sgd = Sgd::new(config.lr, config.momentum, config.weight_decay);
-    let (net, start, mut best) = if resume && last_path.exists() {
-        let bytes = std::fs::read(&last_path).map_err(|e| Error::io(&last_path, e))?;
+    let mut sgd = config.optim.sgd();
+    let (net, start, mut best) = if resume && files.last.exists() {
+        let bytes = std::fs::read(&files.last).map_err(|e| Error::io(&files.last, e))?;
         let training: serde_json::Value = serde_json::from_str(
             checkpoint_metadata(&bytes)?
                 .get("training")
@@ -252,7 +239,7 @@ pub fn metatrain(
     };
     pipelined(end - start, produce, |i, batch| {
         let episode = start + i;
-        sgd.lr = step_lr(config.lr, config.lr_decay, &config.lr_milestones, episode);
+        sgd.lr = config.optim.lr_at(episode);
         let views = batch.labels[0];
         let x = Tensor::from_vec(batch.input, (batch.n, c, h, w), &device)?;
         let features = net.features(&x, true)?;
@@ -296,30 +283,22 @@ pub fn metatrain(
             let mut record = serde_json::json!({"stage": "metatrain", "episode": done, "lr": sgd.lr,
                 "class_loss": class_sum / count as f64, "instance_loss": inst_sum / count as f64,
                 "images_per_second": images as f64 / started.elapsed().as_secs_f64()});
-            let model_bytes = checkpoint_bytes(
-                &net,
-                None,
-                &model_metadata(&spec, &input_spec, &training(best)),
+            let snap = Snapshot {
+                net: &net,
+                sgd: &sgd,
+                spec: &spec,
+                input: &input_spec,
+            };
+            let validation = val.as_ref().map(|v| (v, &config.validation, config.seed));
+            save_progress(
+                &files,
+                &snap,
+                training,
+                validation,
+                true,
+                &mut best,
+                &mut record,
             )?;
-            match &val {
-                Some(v) => {
-                    let r = validate(&model_bytes, v, &config.validation, config.seed)?;
-                    record["val_accuracy"] = r.accuracy.into();
-                    record["val_ci95"] = r.ci95.into();
-                    if best.is_none_or(|b| r.accuracy > b) {
-                        best = Some(r.accuracy);
-                        let meta = model_metadata(&spec, &input_spec, &training(best));
-                        crate::atomic::write_file(
-                            &best_path,
-                            &checkpoint_bytes(&net, None, &meta)?,
-                        )?;
-                    }
-                }
-                None => crate::atomic::write_file(&best_path, &model_bytes)?,
-            }
-            let meta = model_metadata(&spec, &input_spec, &training(best));
-            crate::atomic::write_file(&last_path, &checkpoint_bytes(&net, Some(&sgd), &meta)?)?;
-            append_log(&log_path, &record)?;
             (class_sum, inst_sum, count) = (0.0, 0.0, 0);
             if progress {
                 bar.println(record.to_string());

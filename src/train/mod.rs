@@ -234,6 +234,88 @@ pub fn check_validation(val: &Dataset, config: &ValidationConfig) -> Result<()> 
     check_episode_shape(val, config.ways, config.shots, config.queries)
 }
 
+/// The output files of a training run.
+pub struct RunFiles {
+    /// `best.safetensors`: the model with the best validation accuracy so far.
+    pub best: std::path::PathBuf,
+    /// `last.safetensors`: the resume point (with optimiser state).
+    pub last: std::path::PathBuf,
+    /// `log.jsonl`: one JSON object per record.
+    pub log: std::path::PathBuf,
+}
+
+impl RunFiles {
+    /// Creates the output folder.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be created.
+    pub fn create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(RunFiles {
+            best: dir.join("best.safetensors"),
+            last: dir.join("last.safetensors"),
+            log: dir.join("log.jsonl"),
+        })
+    }
+}
+
+/// What [`save_progress`] writes for a network.
+pub struct Snapshot<'a> {
+    /// The network.
+    pub net: &'a TrainNet,
+    /// Its optimiser (saved in the resume point).
+    pub sgd: &'a Sgd,
+    /// Its shape.
+    pub spec: &'a NetSpec,
+    /// Its inputs.
+    pub input: &'a InputSpec,
+}
+
+/// One progress point of a run: optionally validate (recording `val_accuracy`/`val_ci95` in
+/// `record` and keeping `best.safetensors` when it improves; without validation data the
+/// current model is the best), then write the resume point and append `record` to the log.
+/// `training(best)` gives the `training` metadata for a best accuracy so far.
+///
+/// # Errors
+/// Any validation or I/O error.
+pub fn save_progress(
+    files: &RunFiles,
+    snap: &Snapshot<'_>,
+    training: impl Fn(Option<f64>) -> serde_json::Value,
+    validation: Option<(&Dataset, &ValidationConfig, u64)>,
+    validate_now: bool,
+    best: &mut Option<f64>,
+    record: &mut serde_json::Value,
+) -> Result<()> {
+    let model_bytes = |best: Option<f64>| {
+        checkpoint_bytes(
+            snap.net,
+            None,
+            &model_metadata(snap.spec, snap.input, &training(best)),
+        )
+    };
+    if validate_now {
+        match validation {
+            Some((val, config, seed)) => {
+                let r = validate(&model_bytes(*best)?, val, config, seed)?;
+                record["val_accuracy"] = r.accuracy.into();
+                record["val_ci95"] = r.ci95.into();
+                if best.is_none_or(|b| r.accuracy > b) {
+                    *best = Some(r.accuracy);
+                    crate::atomic::write_file(&files.best, &model_bytes(*best)?)?;
+                }
+            }
+            None => crate::atomic::write_file(&files.best, &model_bytes(*best)?)?,
+        }
+    }
+    let meta = model_metadata(snap.spec, snap.input, &training(*best));
+    crate::atomic::write_file(
+        &files.last,
+        &checkpoint_bytes(snap.net, Some(snap.sgd), &meta)?,
+    )?;
+    append_log(&files.log, record)
+}
+
 /// Appends one JSON line to `path`.
 ///
 /// # Errors

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use candle_core::{backprop::GradStore, Tensor};
 
-use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 use crate::train::net::{ParamKind, TrainNet};
 
 /// The optimiser and its state (momentum buffers by variable name).
@@ -69,6 +71,54 @@ impl Sgd {
     /// Restores momentum buffers from a checkpoint.
     pub fn set_buffers(&mut self, buffers: BTreeMap<String, Tensor>) {
         self.buffers = buffers;
+    }
+}
+
+/// SGD settings and step schedule, shared by both training stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Steps (epochs or episodes) at which the learning rate is multiplied by `lr_decay`.
+    pub lr_milestones: Vec<usize>,
+    /// Learning-rate decay factor.
+    pub lr_decay: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+}
+
+impl OptimConfig {
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] unless lr > 0, 0 <= momentum < 1, weight_decay >= 0 and
+    /// 0 < lr_decay <= 1.
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.lr.is_finite()
+            && self.lr > 0.0
+            && (0.0..1.0).contains(&self.momentum)
+            && self.weight_decay >= 0.0
+            && self.lr_decay > 0.0
+            && self.lr_decay <= 1.0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "optimiser settings out of range (lr > 0, momentum in [0, 1), weight_decay >= 0, lr_decay in (0, 1]): {self:?}"
+            )))
+        }
+    }
+
+    /// A fresh optimiser with these settings.
+    pub fn sgd(&self) -> Sgd {
+        Sgd::new(self.lr, self.momentum, self.weight_decay)
+    }
+
+    /// The learning rate at `step` (epoch or episode).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        step_lr(self.lr, self.lr_decay, &self.lr_milestones, step)
     }
 }
 

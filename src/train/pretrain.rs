@@ -17,11 +17,11 @@ use crate::train::data::{read_list, scan_classes, Dataset};
 use crate::train::layers::accuracy;
 use crate::train::loss::cross_entropy;
 use crate::train::net::{NetSpec, TrainNet};
-use crate::train::optim::{step_lr, Sgd};
+use crate::train::optim::OptimConfig;
 use crate::train::rng::Rng;
 use crate::train::{
-    append_log, check_validation, checkpoint_bytes, checkpoint_metadata, model_metadata,
-    momentum_from_checkpoint, pipelined, validate, Batch, InputSpec, ValidationConfig,
+    check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined, save_progress,
+    Batch, InputSpec, RunFiles, Snapshot, ValidationConfig,
 };
 
 /// Per-channel normalisation mean and standard deviation.
@@ -48,16 +48,8 @@ pub struct PretrainConfig {
     pub epochs: usize,
     /// Images per step.
     pub batch_size: usize,
-    /// Initial learning rate.
-    pub lr: f64,
-    /// Epochs at which the learning rate is multiplied by `lr_decay`.
-    pub lr_milestones: Vec<usize>,
-    /// Learning-rate decay factor.
-    pub lr_decay: f64,
-    /// SGD momentum.
-    pub momentum: f64,
-    /// L2 weight decay.
-    pub weight_decay: f64,
+    /// Optimiser and learning-rate schedule (milestones in epochs).
+    pub optim: OptimConfig,
     /// Label smoothing.
     pub label_smoothing: f64,
     /// Augmentation.
@@ -86,11 +78,6 @@ impl PretrainConfig {
         if self.epochs == 0 || self.batch_size == 0 {
             return bad("epochs and batch_size must be >= 1");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite() && (0.0..1.0).contains(&self.momentum))
-            || self.weight_decay < 0.0
-        {
-            return bad("lr must be > 0, momentum in [0, 1), weight_decay >= 0");
-        }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing must be in [0, 1)");
         }
@@ -103,6 +90,7 @@ impl PretrainConfig {
         if self.val_every == 0 {
             return bad("val_every must be >= 1");
         }
+        self.optim.validate()?;
         self.augment.validate()
     }
 }
@@ -169,7 +157,7 @@ pub fn pretrain(
             "pretraining needs at least 2 classes".into(),
         ));
     }
-    let mut val = match &config.val_list {
+    let val = match &config.val_list {
         Some(_) => Some(load_split(config, &config.val_list)?),
         None => None,
     };
@@ -187,13 +175,10 @@ pub fn pretrain(
         invert: config.invert,
     };
     let device = device.open()?;
-    std::fs::create_dir_all(&config.out_dir).map_err(|e| Error::io(&config.out_dir, e))?;
-    let last_path = config.out_dir.join("last.safetensors");
-    let best_path = config.out_dir.join("best.safetensors");
-    let log_path = config.out_dir.join("log.jsonl");
+    let files = RunFiles::create(&config.out_dir)?;
 
-    let (net, mut sgd, start_epoch, mut best) = if resume && last_path.exists() {
-        let bytes = std::fs::read(&last_path).map_err(|e| Error::io(&last_path, e))?;
+    let (net, mut sgd, start_epoch, mut best) = if resume && files.last.exists() {
+        let bytes = std::fs::read(&files.last).map_err(|e| Error::io(&files.last, e))?;
         let meta = checkpoint_metadata(&bytes)?;
         let training: serde_json::Value =
             serde_json::from_str(meta.get("training").map(String::as_str).unwrap_or("{}"))
@@ -208,7 +193,7 @@ pub fn pretrain(
             ));
         }
         let net = TrainNet::from_safetensors(&bytes, config.net.architecture()?, true, &device)?;
-        let mut sgd = Sgd::new(config.lr, config.momentum, config.weight_decay);
+        let mut sgd = config.optim.sgd();
         sgd.set_buffers(momentum_from_checkpoint(&bytes, &net)?);
         let epoch = training["epoch"].as_u64().unwrap_or(0) as usize;
         let best = training["best_val_accuracy"].as_f64();
@@ -220,12 +205,7 @@ pub fn pretrain(
             config.seed,
             &device,
         )?;
-        (
-            net,
-            Sgd::new(config.lr, config.momentum, config.weight_decay),
-            0,
-            None,
-        )
+        (net, config.optim.sgd(), 0, None)
     };
 
     let (h, w, c) = (config.image_size, config.image_size, config.net.in_channels);
@@ -236,7 +216,7 @@ pub fn pretrain(
     let started = Instant::now();
     let mut images_seen = 0usize;
     for epoch in start_epoch..end_epoch {
-        sgd.lr = step_lr(config.lr, config.lr_decay, &config.lr_milestones, epoch);
+        sgd.lr = config.optim.lr_at(epoch);
         let mut order: Vec<usize> = (0..train.len()).collect();
         Rng::new(config.seed, 1000 + epoch as u64).shuffle(&mut order);
         let bar = if progress {
@@ -308,33 +288,22 @@ pub fn pretrain(
             serde_json::json!({"stage": "pretrain", "config": config, "epoch": epoch + 1,
                 "best_val_accuracy": best, "train_classes": train.num_classes(), "train_images": train.len()})
         };
-        if validate_now {
-            let model_bytes = checkpoint_bytes(
-                &net,
-                None,
-                &model_metadata(&config.net, &input_spec, &training(best)),
-            )?;
-            match val.as_mut() {
-                Some(v) => {
-                    let r = validate(&model_bytes, v, &config.validation, config.seed)?;
-                    record["val_accuracy"] = r.accuracy.into();
-                    record["val_ci95"] = r.ci95.into();
-                    if best.is_none_or(|b| r.accuracy > b) {
-                        best = Some(r.accuracy);
-                        let meta = model_metadata(&config.net, &input_spec, &training(best));
-                        crate::atomic::write_file(
-                            &best_path,
-                            &checkpoint_bytes(&net, None, &meta)?,
-                        )?;
-                    }
-                }
-                None => crate::atomic::write_file(&best_path, &model_bytes)?,
-            }
-        }
-        // The resume point: weights, BN statistics, momentum buffers and the epoch count.
-        let meta = model_metadata(&config.net, &input_spec, &training(best));
-        crate::atomic::write_file(&last_path, &checkpoint_bytes(&net, Some(&sgd), &meta)?)?;
-        append_log(&log_path, &record)?;
+        let snap = Snapshot {
+            net: &net,
+            sgd: &sgd,
+            spec: &config.net,
+            input: &input_spec,
+        };
+        let validation = val.as_ref().map(|v| (v, &config.validation, config.seed));
+        save_progress(
+            &files,
+            &snap,
+            training,
+            validation,
+            validate_now,
+            &mut best,
+            &mut record,
+        )?;
         if progress {
             eprintln!("{record}");
         }

@@ -54,8 +54,13 @@ pub mod lr_fixture;
 /// weights: a real model whose feature dimension matches a fixture's, for task tests that
 /// work from stored features.
 pub fn synthetic_conv4(dim: usize) -> std::sync::Arc<mgecl::Model> {
+    synthetic_conv4_seeded(dim, 0x2545_f491_4f6c_dd1d)
+}
+
+/// [`synthetic_conv4`] with other weights.
+pub fn synthetic_conv4_seeded(dim: usize, seed: u64) -> std::sync::Arc<mgecl::Model> {
     use safetensors::tensor::TensorView;
-    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut state = seed;
     let mut rand = move || {
         state ^= state << 13;
         state ^= state >> 7;
