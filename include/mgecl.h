@@ -273,7 +273,7 @@ typedef struct mgecl_load_options {
 } mgecl_load_options;
 
 /**
- * What a model is (`mgecl_model_info`). The strings belong to the model handle and stay
+ * What a model is (`mgecl_model_describe`). The strings belong to the model handle and stay
  * valid until it is freed. Widths, normalisation and the full metadata are in
  * `mgecl_model_info_json`.
  */
@@ -488,8 +488,8 @@ void mgecl_model_free(struct mgecl_model *model);
  *
  * Errors: `NULL_ARGUMENT`. Thread-safe (the model is not changed).
  */
-enum mgecl_status mgecl_model_info(const struct mgecl_model *model,
-                                   struct mgecl_model_info *out_info);
+enum mgecl_status mgecl_model_describe(const struct mgecl_model *model,
+                                       struct mgecl_model_info *out_info);
 
 /**
  * The full description of the model as a JSON object (arch, widths, in_channels,

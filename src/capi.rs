@@ -154,7 +154,7 @@ pub struct mgecl_load_options {
     pub metadata_len: usize,
 }
 
-/// What a model is (`mgecl_model_info`). The strings belong to the model handle and stay
+/// What a model is (`mgecl_model_describe`). The strings belong to the model handle and stay
 /// valid until it is freed. Widths, normalisation and the full metadata are in
 /// `mgecl_model_info_json`.
 #[repr(C)]
@@ -771,7 +771,7 @@ pub unsafe extern "C" fn mgecl_model_free(model: *mut mgecl_model) {
 ///
 /// Errors: `NULL_ARGUMENT`. Thread-safe (the model is not changed).
 #[no_mangle]
-pub unsafe extern "C" fn mgecl_model_info(
+pub unsafe extern "C" fn mgecl_model_describe(
     model: *const mgecl_model,
     out_info: *mut mgecl_model_info,
 ) -> mgecl_status {
