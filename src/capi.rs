@@ -1167,7 +1167,17 @@ pub unsafe extern "C" fn mgecl_task_classify(
     image: *const mgecl_image,
     out_prediction: *mut mgecl_prediction,
 ) -> mgecl_status {
-    mgecl_task_classify_batch(task, image, 1, out_prediction, 1)
+    guard(|| {
+        let handle = ref_arg(task, "task")?;
+        let source = image_arg(ref_arg(image, "image")?, "image")?;
+        check_out(out_prediction, "out_prediction")?;
+        let predictions = handle.task.classify(&[source])?;
+        let first = predictions
+            .first()
+            .ok_or_else(|| Error::Backend("no prediction for the image".into()))?;
+        out_prediction.write(handle.prediction(first));
+        Ok(())
+    })
 }
 
 /// Embeds and classifies `count` images in one batch: one prediction per image, in input

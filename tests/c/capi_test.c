@@ -12,6 +12,7 @@
  * exits 0 only when nothing failed.
  */
 #include <math.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,6 +251,14 @@ static void test_embedding(const mgecl_model *model, float *features) {
     EXPECT(mgecl_model_embed(model, &pix, 1, a, DIM, NULL), MGECL_STATUS_INVALID_ARGUMENT);
     pix = mgecl_image_pixels(tight, sizeof tight, 28, 28, 28, 99);
     EXPECT(mgecl_model_embed(model, &pix, 1, a, DIM, NULL), MGECL_STATUS_INVALID_ARGUMENT);
+    /* Hostile geometry: a stride whose product with the height overflows. */
+    pix = mgecl_image_pixels(tight, sizeof tight, 28, 3, (SIZE_MAX / 2) + 1,
+                             MGECL_PIXEL_FORMAT_GRAY8);
+    mgecl_status hostile = mgecl_model_embed(model, &pix, 1, a, DIM, NULL);
+    CHECK(hostile != MGECL_STATUS_OK && hostile != MGECL_STATUS_PANIC);
+    pix = mgecl_image_pixels(tight, sizeof tight, 100000, 100000, 100000,
+                             MGECL_PIXEL_FORMAT_GRAY8);
+    EXPECT(mgecl_model_embed(model, &pix, 1, a, DIM, NULL), MGECL_STATUS_LIMIT_EXCEEDED);
     pix = mgecl_image_pixels(NULL, sizeof tight, 28, 28, 28, MGECL_PIXEL_FORMAT_GRAY8);
     EXPECT(mgecl_model_embed(model, &pix, 1, a, DIM, NULL), MGECL_STATUS_NULL_ARGUMENT);
     free(out);
