@@ -13,6 +13,7 @@
 //! ```
 
 pub mod atomic;
+pub mod capi;
 pub mod classifier;
 pub mod device;
 pub mod error;

@@ -1,0 +1,567 @@
+"""mgecl — few-shot image recognition, Python bindings (ctypes over the C library).
+
+    import mgecl
+    model = mgecl.Model("model.safetensors")
+    task = mgecl.Task(model)
+    task.add_class("cat"); task.add_example("cat", "cat1.png")
+    task.add_class("dog"); task.add_example("dog", "dog1.png")
+    task.fit()
+    print(task.classify("query.png"))        # Prediction(label='cat', class_index=0, ...)
+    features = model.embed(["a.png", "b.png"])  # numpy (2, feature_dim) float32
+
+An image is a path (str or os.PathLike: PNG/JPEG file), bytes (an encoded PNG/JPEG), a
+`Pixels` value, or — with numpy — a uint8 array of shape (H, W) grey, (H, W, 3) RGB or
+(H, W, 4) RGBA. numpy is used when installed (features come back as numpy arrays);
+without it, features are lists of lists of floats.
+
+The shared library is found through the MGECL_LIBRARY environment variable (a path to
+libmgecl.so / .dylib / .dll), else next to this package, else in the repository's
+target/release (or $CARGO_TARGET_DIR/release), else on the system library path.
+
+Threads: a Model may be used from many threads at once (the library releases the GIL during
+calls, as ctypes does for every foreign call); a Task from one thread at a time.
+"""
+
+import ctypes
+import json
+import os
+import sys
+from ctypes import (POINTER, Structure, byref, c_bool, c_char, c_char_p, c_double, c_float,
+                    c_int32, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p)
+from typing import NamedTuple
+
+if os.environ.get("MGECL_PY_NO_NUMPY"):  # lets the tests exercise the numpy-free path
+    np = None
+else:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - depends on the environment
+        np = None
+
+__all__ = ["Error", "Model", "Task", "Pixels", "Prediction", "version", "library_path",
+           "PIXEL_RGB8", "PIXEL_RGBA8", "PIXEL_GRAY8"]
+
+# mgecl_status (include/mgecl.h); the tests check these against the header.
+STATUS = {
+    "OK": 0, "INVALID_ARGUMENT": 1, "NULL_ARGUMENT": 2, "BUFFER_TOO_SMALL": 3, "IO": 4,
+    "INVALID_MODEL": 5, "INVALID_IMAGE": 6, "LIMIT_EXCEEDED": 7, "DEVICE_UNAVAILABLE": 8,
+    "NOT_FITTED": 9, "INVALID_TASK": 10, "DUPLICATE_LABEL": 11, "UNKNOWN_LABEL": 12,
+    "UNKNOWN_EXAMPLE": 13, "INVALID_TASK_FILE": 14, "MODEL_MISMATCH": 15, "BACKEND": 16,
+    "PANIC": 17,
+}
+for _name, _value in STATUS.items():
+    globals()["STATUS_" + _name] = _value
+
+CLASSIFIERS = {"logistic": 0, "prototype": 1}
+IMAGE_FILE, IMAGE_ENCODED, IMAGE_PIXELS = 1, 2, 3
+PIXEL_RGB8, PIXEL_RGBA8, PIXEL_GRAY8 = 1, 2, 3
+
+
+class Error(Exception):
+    """A failed call: `status` (int, an mgecl_status), `status_name` and `message`."""
+
+    def __init__(self, status, message):
+        self.status = status
+        self.status_name = _lib.mgecl_status_name(status).decode()
+        self.message = message
+        super().__init__(f"{self.status_name}: {message}")
+
+
+# --- The C structs -------------------------------------------------------------------------
+
+class _Image(Structure):
+    _fields_ = [("kind", c_uint32), ("path", c_char_p), ("data", POINTER(c_uint8)),
+                ("len", c_size_t), ("width", c_uint32), ("height", c_uint32),
+                ("stride", c_size_t), ("format", c_uint32)]
+
+
+class _MetadataEntry(Structure):
+    _fields_ = [("key", c_char_p), ("value", c_char_p)]
+
+
+class _LoadOptions(Structure):
+    _fields_ = [("device", c_char_p), ("metadata", POINTER(_MetadataEntry)),
+                ("metadata_len", c_size_t)]
+
+
+class _ModelInfo(Structure):
+    _fields_ = [("arch", c_char_p), ("device", c_char_p), ("fingerprint", c_char_p),
+                ("feature_dim", c_size_t), ("in_channels", c_size_t),
+                ("image_height", c_size_t), ("image_width", c_size_t), ("invert", c_bool)]
+
+
+class _TaskOptions(Structure):
+    _fields_ = [("classifier", c_uint32), ("alpha", c_double), ("max_iterations", c_uint64),
+                ("gradient_tolerance", c_double), ("temperature", c_double),
+                ("augmented_copies", c_size_t), ("use_threshold", c_bool),
+                ("threshold", c_double)]
+
+
+class _FitReport(Structure):
+    _fields_ = [("classifier", c_uint32), ("converged", c_bool),
+                ("gradient_max_abs", c_double), ("rows", c_size_t), ("classes", c_size_t)]
+
+
+class _Prediction(Structure):
+    _fields_ = [("label", c_char_p), ("class_index", c_size_t), ("probability", c_double)]
+
+
+# --- Loading the library -------------------------------------------------------------------
+
+def _candidates():
+    names = {"linux": ["libmgecl.so"], "darwin": ["libmgecl.dylib"],
+             "win32": ["mgecl.dll"]}.get(sys.platform, ["libmgecl.so"])
+    here = os.path.dirname(os.path.abspath(__file__))
+    dirs = [here]
+    if os.environ.get("CARGO_TARGET_DIR"):
+        dirs.append(os.path.join(os.environ["CARGO_TARGET_DIR"], "release"))
+    dirs.append(os.path.join(here, "..", "..", "..", "target", "release"))
+    for d in dirs:
+        for n in names:
+            yield os.path.normpath(os.path.join(d, n))
+
+
+def _find_library():
+    explicit = os.environ.get("MGECL_LIBRARY")
+    if explicit:
+        return explicit
+    for path in _candidates():
+        if os.path.exists(path):
+            return path
+    import ctypes.util
+    found = ctypes.util.find_library("mgecl")
+    if found:
+        return found
+    raise OSError("libmgecl not found: build it (cargo build --release) or set MGECL_LIBRARY")
+
+
+library_path = _find_library()
+_lib = ctypes.CDLL(library_path)
+
+_status = c_int32  # enum mgecl_status
+_P = POINTER
+
+
+def _declare(name, restype, *argtypes):
+    f = getattr(_lib, name)
+    f.restype = restype
+    f.argtypes = list(argtypes)
+
+
+_declare("mgecl_version", c_char_p)
+_declare("mgecl_last_error_message", c_char_p)
+_declare("mgecl_status_name", c_char_p, c_int32)
+_declare("mgecl_model_load", _status, c_char_p, _P(_LoadOptions), _P(c_void_p))
+_declare("mgecl_model_load_bytes", _status, _P(c_uint8), c_size_t, _P(_LoadOptions),
+         _P(c_void_p))
+_declare("mgecl_model_free", None, c_void_p)
+_declare("mgecl_model_describe", _status, c_void_p, _P(_ModelInfo))
+_declare("mgecl_model_info_json", _status, c_void_p, _P(c_char), c_size_t, _P(c_size_t))
+_declare("mgecl_model_embed", _status, c_void_p, _P(_Image), c_size_t, _P(c_float), c_size_t,
+         _P(c_size_t))
+_declare("mgecl_task_default_options", _TaskOptions)
+_declare("mgecl_task_new", _status, c_void_p, _P(_TaskOptions), _P(c_void_p))
+_declare("mgecl_task_free", None, c_void_p)
+_declare("mgecl_task_get_options", _status, c_void_p, _P(_TaskOptions))
+_declare("mgecl_task_set_options", _status, c_void_p, _P(_TaskOptions))
+_declare("mgecl_task_add_class", _status, c_void_p, c_char_p)
+_declare("mgecl_task_remove_class", _status, c_void_p, c_char_p)
+_declare("mgecl_task_add_example", _status, c_void_p, c_char_p, _P(_Image), _P(c_uint64))
+_declare("mgecl_task_add_example_feature", _status, c_void_p, c_char_p, _P(c_float), c_size_t,
+         _P(c_uint64))
+_declare("mgecl_task_remove_example", _status, c_void_p, c_uint64)
+_declare("mgecl_task_class_count", _status, c_void_p, _P(c_size_t))
+_declare("mgecl_task_class_label", _status, c_void_p, c_size_t, _P(c_char_p))
+_declare("mgecl_task_class_examples", _status, c_void_p, c_size_t, _P(c_uint64), c_size_t,
+         _P(c_size_t))
+_declare("mgecl_task_is_fitted", _status, c_void_p, _P(c_bool))
+_declare("mgecl_task_fit", _status, c_void_p, _P(_FitReport))
+_declare("mgecl_task_classify", _status, c_void_p, _P(_Image), _P(_Prediction))
+_declare("mgecl_task_classify_batch", _status, c_void_p, _P(_Image), c_size_t,
+         _P(_Prediction), c_size_t)
+_declare("mgecl_task_classify_top_k", _status, c_void_p, _P(_Image), c_size_t, _P(c_size_t),
+         _P(c_double), _P(c_size_t))
+_declare("mgecl_task_classify_feature", _status, c_void_p, _P(c_float), c_size_t,
+         _P(_Prediction))
+_declare("mgecl_task_save", _status, c_void_p, c_char_p)
+_declare("mgecl_task_load", _status, c_char_p, c_void_p, _P(c_void_p))
+_declare("mgecl_task_load_bytes", _status, _P(c_uint8), c_size_t, c_void_p, _P(c_void_p))
+
+
+def _check(status):
+    if status != STATUS_OK:  # noqa: F821 (defined through globals())
+        raise Error(status, _lib.mgecl_last_error_message().decode("utf-8", "replace"))
+
+
+def _text(value, what):
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    return value.encode("utf-8")
+
+
+def version():
+    """The library's version, e.g. "0.1.0"."""
+    return _lib.mgecl_version().decode()
+
+
+# --- Images --------------------------------------------------------------------------------
+
+class Pixels(NamedTuple):
+    """Raw pixels: `height` rows of `stride` bytes, each starting with `width` pixels in
+    `format` (PIXEL_RGB8, PIXEL_RGBA8 or PIXEL_GRAY8)."""
+    data: bytes
+    width: int
+    height: int
+    stride: int
+    format: int
+
+
+def _u8_pointer(buffer):
+    """A uint8 pointer to a bytes-like object, and the object keeping it alive."""
+    if isinstance(buffer, bytes):
+        return ctypes.cast(c_char_p(buffer), _P(c_uint8)), buffer
+    array = (c_uint8 * len(buffer)).from_buffer_copy(buffer)
+    return ctypes.cast(array, _P(c_uint8)), array
+
+
+def _image(source, keep):
+    """An _Image for `source`; objects that must outlive the call are appended to `keep`."""
+    image = _Image()
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fsencode(source)
+        keep.append(path)
+        image.kind, image.path = IMAGE_FILE, path
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        pointer, owner = _u8_pointer(bytes(source) if not isinstance(source, bytes) else source)
+        keep.append(owner)
+        image.kind, image.data, image.len = IMAGE_ENCODED, pointer, len(source)
+    elif isinstance(source, Pixels):
+        pointer, owner = _u8_pointer(source.data)
+        keep.append(owner)
+        image.kind, image.data, image.len = IMAGE_PIXELS, pointer, len(source.data)
+        image.width, image.height = source.width, source.height
+        image.stride, image.format = source.stride, source.format
+    elif np is not None and isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim not in (2, 3) or (
+                source.ndim == 3 and source.shape[2] not in (3, 4)):
+            raise TypeError("pixel arrays must be uint8 of shape (H, W), (H, W, 3) or (H, W, 4)")
+        array = np.ascontiguousarray(source)
+        keep.append(array)
+        fmt = PIXEL_GRAY8 if array.ndim == 2 else (PIXEL_RGB8 if array.shape[2] == 3
+                                                     else PIXEL_RGBA8)
+        image.kind = IMAGE_PIXELS
+        image.data = array.ctypes.data_as(_P(c_uint8))
+        image.len = array.nbytes
+        image.height, image.width = array.shape[0], array.shape[1]
+        image.stride, image.format = array.strides[0], fmt
+    else:
+        raise TypeError(f"cannot use {type(source).__name__} as an image")
+    return image
+
+
+def _images(sources):
+    if isinstance(sources, (str, bytes, os.PathLike, Pixels)) or (
+            np is not None and isinstance(sources, np.ndarray)):
+        raise TypeError("expected a list of images")
+    keep = []
+    images = [_image(s, keep) for s in sources]
+    array = (_Image * max(len(images), 1))(*images)
+    return array, len(images), keep
+
+
+def _floats(values):
+    """A float pointer to a feature vector and the object keeping it alive."""
+    if np is not None:
+        array = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        return array.ctypes.data_as(_P(c_float)), array.size, array
+    data = (c_float * len(values))(*values)
+    return data, len(values), data
+
+
+# --- Model ---------------------------------------------------------------------------------
+
+def _load_options(device, metadata):
+    metadata = dict(metadata or {})
+    entries = (_MetadataEntry * max(len(metadata), 1))(*[
+        _MetadataEntry(_text(k, "metadata key"), _text(v, "metadata value"))
+        for k, v in metadata.items()])
+    return _LoadOptions(_text(device, "device"), entries, len(metadata)), entries
+
+
+class Model:
+    """A loaded encoder (safetensors). Thread-safe. `device`: "cpu", "cuda[:N]",
+    "metal[:N]" or "auto"; `metadata`: {key: value} supplying/overriding `__metadata__`."""
+
+    def __init__(self, path, device="cpu", metadata=None, *, _handle=None):
+        self._handle = None
+        if _handle is None:
+            options, _entries = _load_options(device, metadata)
+            handle = c_void_p()
+            _check(_lib.mgecl_model_load(os.fsencode(path), byref(options), byref(handle)))
+            _handle = handle
+        self._handle = _handle
+
+    @classmethod
+    def from_bytes(cls, data, device="cpu", metadata=None):
+        """Loads a model from the bytes of a safetensors file."""
+        options, _entries = _load_options(device, metadata)
+        pointer, _owner = _u8_pointer(bytes(data))
+        handle = c_void_p()
+        _check(_lib.mgecl_model_load_bytes(pointer, len(data), byref(options), byref(handle)))
+        return cls(None, _handle=handle)
+
+    def _ptr(self):
+        if not self._handle:
+            raise ValueError("the model is closed")
+        return self._handle
+
+    def close(self):
+        """Frees the model now (tasks made from it keep working)."""
+        if self._handle:
+            _lib.mgecl_model_free(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def info(self):
+        """The full description: arch, widths, in_channels, image_size, feature_dim, mean,
+        std, invert, device, fingerprint, metadata."""
+        needed = c_size_t()
+        status = _lib.mgecl_model_info_json(self._ptr(), None, 0, byref(needed))
+        if status != STATUS_BUFFER_TOO_SMALL:  # noqa: F821
+            _check(status)
+        buffer = ctypes.create_string_buffer(needed.value)
+        _check(_lib.mgecl_model_info_json(self._ptr(), buffer, needed.value, None))
+        return json.loads(buffer.value.decode())
+
+    @property
+    def feature_dim(self):
+        info = _ModelInfo()
+        _check(_lib.mgecl_model_describe(self._ptr(), byref(info)))
+        return info.feature_dim
+
+    def embed(self, images):
+        """Features of a list of images: (N, feature_dim) float32 numpy array (a list of
+        lists without numpy), rows in input order, not L2-normalised."""
+        array, n, _keep = _images(images)
+        dim = self.feature_dim
+        if np is not None:
+            out = np.empty((n, dim), dtype=np.float32)
+            pointer = out.ctypes.data_as(_P(c_float))
+        else:
+            out = (c_float * max(n * dim, 1))()
+            pointer = out
+        _check(_lib.mgecl_model_embed(self._ptr(), array, n, pointer, n * dim, None))
+        if np is not None:
+            return out
+        return [list(out[i * dim:(i + 1) * dim]) for i in range(n)]
+
+
+# --- Task ----------------------------------------------------------------------------------
+
+class Prediction(NamedTuple):
+    """The answer for one image; `label` is None when rejected by the threshold."""
+    label: object
+    class_index: int
+    probability: float
+
+
+def _prediction(p):
+    return Prediction(p.label.decode() if p.label is not None else None, p.class_index,
+                      p.probability)
+
+
+_OPTION_NAMES = ("classifier", "alpha", "max_iterations", "gradient_tolerance", "temperature",
+                 "augmented_copies", "threshold")
+
+
+def _options_to_c(options):
+    c = _lib.mgecl_task_default_options()
+    for key, value in options.items():
+        if key not in _OPTION_NAMES:
+            raise TypeError(f"unknown task option {key!r}")
+        if key == "classifier":
+            if value not in CLASSIFIERS:
+                raise ValueError(f"classifier must be one of {sorted(CLASSIFIERS)}")
+            c.classifier = CLASSIFIERS[value]
+        elif key == "threshold":
+            c.use_threshold = value is not None
+            c.threshold = 0.0 if value is None else float(value)
+        else:
+            setattr(c, key, value)
+    return c
+
+
+def _options_from_c(c):
+    names = {v: k for k, v in CLASSIFIERS.items()}
+    return {"classifier": names.get(c.classifier, c.classifier), "alpha": c.alpha,
+            "max_iterations": c.max_iterations, "gradient_tolerance": c.gradient_tolerance,
+            "temperature": c.temperature, "augmented_copies": c.augmented_copies,
+            "threshold": c.threshold if c.use_threshold else None}
+
+
+class Task:
+    """A few-shot task on a model. Use from one thread at a time.
+
+    Options (keywords): classifier ("logistic" | "prototype"), alpha, max_iterations,
+    gradient_tolerance, temperature, augmented_copies, threshold (None or 0..1)."""
+
+    def __init__(self, model, *, _handle=None, **options):
+        self._handle = None
+        if _handle is None:
+            c_options = _options_to_c(options)
+            handle = c_void_p()
+            _check(_lib.mgecl_task_new(model._ptr(), byref(c_options), byref(handle)))
+            _handle = handle
+        self._handle = _handle
+
+    @classmethod
+    def load(cls, path, model):
+        """Loads a task saved with save() against `model`."""
+        handle = c_void_p()
+        _check(_lib.mgecl_task_load(os.fsencode(path), model._ptr(), byref(handle)))
+        return cls(None, _handle=handle)
+
+    @classmethod
+    def from_bytes(cls, data, model):
+        pointer, _owner = _u8_pointer(bytes(data))
+        handle = c_void_p()
+        _check(_lib.mgecl_task_load_bytes(pointer, len(data), model._ptr(), byref(handle)))
+        return cls(None, _handle=handle)
+
+    def _ptr(self):
+        if not self._handle:
+            raise ValueError("the task is closed")
+        return self._handle
+
+    def close(self):
+        if self._handle:
+            _lib.mgecl_task_free(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def options(self):
+        c = _TaskOptions()
+        _check(_lib.mgecl_task_get_options(self._ptr(), byref(c)))
+        return _options_from_c(c)
+
+    @options.setter
+    def options(self, options):
+        """Replaces the options (missing keys take their defaults); refit afterwards."""
+        c = _options_to_c(options)
+        _check(_lib.mgecl_task_set_options(self._ptr(), byref(c)))
+
+    def add_class(self, label):
+        _check(_lib.mgecl_task_add_class(self._ptr(), _text(label, "label")))
+
+    def remove_class(self, label):
+        _check(_lib.mgecl_task_remove_class(self._ptr(), _text(label, "label")))
+
+    def add_example(self, label, image):
+        """Embeds `image` and adds it to class `label`; returns the example id."""
+        keep = []
+        c_image = _image(image, keep)
+        example_id = c_uint64()
+        _check(_lib.mgecl_task_add_example(self._ptr(), _text(label, "label"), byref(c_image),
+                                           byref(example_id)))
+        return example_id.value
+
+    def add_example_feature(self, label, feature):
+        pointer, n, _keep = _floats(feature)
+        example_id = c_uint64()
+        _check(_lib.mgecl_task_add_example_feature(self._ptr(), _text(label, "label"), pointer,
+                                                   n, byref(example_id)))
+        return example_id.value
+
+    def remove_example(self, example_id):
+        _check(_lib.mgecl_task_remove_example(self._ptr(), example_id))
+
+    @property
+    def classes(self):
+        """Class labels in the order they were added."""
+        n = c_size_t()
+        _check(_lib.mgecl_task_class_count(self._ptr(), byref(n)))
+        return [self._label(i) for i in range(n.value)]
+
+    def _label(self, index):
+        text = c_char_p()
+        _check(_lib.mgecl_task_class_label(self._ptr(), index, byref(text)))
+        return text.value.decode()
+
+    def class_examples(self, index):
+        """Example ids of class `index`."""
+        needed = c_size_t()
+        status = _lib.mgecl_task_class_examples(self._ptr(), index, None, 0, byref(needed))
+        if status != STATUS_BUFFER_TOO_SMALL:  # noqa: F821
+            _check(status)
+        ids = (c_uint64 * max(needed.value, 1))()
+        _check(_lib.mgecl_task_class_examples(self._ptr(), index, ids, needed.value, None))
+        return list(ids[:needed.value])
+
+    @property
+    def is_fitted(self):
+        fitted = c_bool()
+        _check(_lib.mgecl_task_is_fitted(self._ptr(), byref(fitted)))
+        return fitted.value
+
+    def fit(self):
+        """Fits the classifier; returns a dict (classifier, converged, gradient_max_abs,
+        rows, classes)."""
+        r = _FitReport()
+        _check(_lib.mgecl_task_fit(self._ptr(), byref(r)))
+        names = {v: k for k, v in CLASSIFIERS.items()}
+        return {"classifier": names.get(r.classifier), "converged": r.converged,
+                "gradient_max_abs": r.gradient_max_abs, "rows": r.rows, "classes": r.classes}
+
+    def classify(self, image):
+        """The best class of one image."""
+        keep = []
+        c_image = _image(image, keep)
+        p = _Prediction()
+        _check(_lib.mgecl_task_classify(self._ptr(), byref(c_image), byref(p)))
+        return _prediction(p)
+
+    def classify_batch(self, images):
+        """Predictions for a list of images, embedded in one batch."""
+        array, n, _keep = _images(images)
+        out = (_Prediction * max(n, 1))()
+        _check(_lib.mgecl_task_classify_batch(self._ptr(), array, n, out, n))
+        return [_prediction(out[i]) for i in range(n)]
+
+    def classify_feature(self, feature):
+        pointer, n, _keep = _floats(feature)
+        p = _Prediction()
+        _check(_lib.mgecl_task_classify_feature(self._ptr(), pointer, n, byref(p)))
+        return _prediction(p)
+
+    def top_k(self, image, k):
+        """The k most probable classes of one image as [(label, probability)], best first."""
+        keep = []
+        c_image = _image(image, keep)
+        index = (c_size_t * max(k, 1))()
+        prob = (c_double * max(k, 1))()
+        n = c_size_t()
+        _check(_lib.mgecl_task_classify_top_k(self._ptr(), byref(c_image), k, index, prob,
+                                              byref(n)))
+        return [(self._label(index[i]), prob[i]) for i in range(n.value)]
+
+    def save(self, path):
+        """Saves the task atomically."""
+        _check(_lib.mgecl_task_save(self._ptr(), os.fsencode(path)))

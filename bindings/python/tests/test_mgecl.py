@@ -1,0 +1,219 @@
+"""Tests of the Python binding on the Conv-4 fixture (run: python3 -m unittest discover -s
+bindings/python/tests). MGECL_PY_NO_NUMPY=1 runs them without numpy."""
+
+import concurrent.futures
+import os
+import re
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+ROOT = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
+DATA = os.path.join(ROOT, "tests", "data")
+MODEL = os.path.join(DATA, "conv4_gray.safetensors")
+IMAGES = [os.path.join(DATA, "conv4_gray_inputs", f"{i}.png") for i in range(4)]
+LABELS = ["zero", "zero", "two", "two"]
+
+import mgecl  # noqa: E402
+
+np = mgecl.np
+
+
+def rows(features):
+    return [list(r) for r in features]
+
+
+class LibraryTest(unittest.TestCase):
+    def test_version(self):
+        self.assertRegex(mgecl.version(), r"^\d+\.\d+\.\d+$")
+
+    def test_status_codes_match_the_header(self):
+        with open(os.path.join(ROOT, "include", "mgecl.h")) as f:
+            header = f.read()
+        codes = dict((n, int(v)) for n, v in re.findall(r"MGECL_STATUS_(\w+) = (\d+)", header))
+        self.assertEqual(codes, mgecl.STATUS)
+
+
+class ModelTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.model = mgecl.Model(MODEL)
+
+    def test_info(self):
+        info = self.model.info
+        self.assertEqual(info["arch"], "conv4")
+        self.assertEqual(info["feature_dim"], 64)
+        self.assertEqual(info["image_size"], [28, 28])
+        self.assertEqual(self.model.feature_dim, 64)
+
+    def test_embed_files_bytes_and_pixels(self):
+        features = self.model.embed(IMAGES)
+        if np is not None:
+            self.assertEqual(features.shape, (4, 64))
+            self.assertEqual(features.dtype, np.float32)
+        else:
+            self.assertEqual((len(features), len(features[0])), (4, 64))
+        with open(IMAGES[1], "rb") as f:
+            encoded = f.read()
+        self.assertEqual(rows(self.model.embed([encoded])), rows(features)[1:2])
+        tight = bytes((x * 9 + y * 5) % 256 for y in range(28) for x in range(28))
+        padded = b"".join(tight[y * 28:(y + 1) * 28] + b"\xab" * 4 for y in range(28))
+        a = self.model.embed([mgecl.Pixels(tight, 28, 28, 28, mgecl.PIXEL_GRAY8)])
+        b = self.model.embed([mgecl.Pixels(padded, 28, 28, 32, mgecl.PIXEL_GRAY8)])
+        self.assertEqual(rows(a), rows(b))
+        if np is not None:
+            array = np.frombuffer(tight, dtype=np.uint8).reshape(28, 28)
+            self.assertEqual(rows(self.model.embed([array])), rows(a))
+            # A strided view (every other column of a wider image) is made contiguous.
+            wide = np.repeat(array, 2, axis=1)
+            self.assertEqual(rows(self.model.embed([wide[:, ::2]])), rows(a))
+
+    def test_errors_carry_status_and_message(self):
+        with self.assertRaises(mgecl.Error) as e:
+            mgecl.Model("/nonexistent/model.safetensors")
+        self.assertEqual(e.exception.status, mgecl.STATUS_IO)
+        self.assertEqual(e.exception.status_name, "MGECL_STATUS_IO")
+        self.assertIn("/nonexistent/model.safetensors", e.exception.message)
+        with self.assertRaises(mgecl.Error) as e:
+            mgecl.Model(MODEL, device="tpu")
+        self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_ARGUMENT)
+        with self.assertRaises(mgecl.Error) as e:
+            mgecl.Model.from_bytes(b"not a model")
+        self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_MODEL)
+        with self.assertRaises(mgecl.Error) as e:
+            self.model.embed([b"\x00\x01\x02"])
+        self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_IMAGE)
+        with self.assertRaises(mgecl.Error) as e:
+            self.model.embed([])
+        self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_ARGUMENT)
+        with self.assertRaises(TypeError):
+            self.model.embed(IMAGES[0])
+
+    def test_metadata_overrides_and_from_bytes(self):
+        with open(MODEL, "rb") as f:
+            data = f.read()
+        inverted = mgecl.Model.from_bytes(data, metadata={"invert": "true"})
+        self.assertTrue(inverted.info["invert"])
+        self.assertNotEqual(inverted.info["fingerprint"], self.model.info["fingerprint"])
+        inverted.close()
+        with self.assertRaises(ValueError):
+            inverted.embed(IMAGES)
+
+
+class TaskTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.model = mgecl.Model(MODEL)
+
+    def make_task(self, **options):
+        task = mgecl.Task(self.model, **options)
+        for label in ("zero", "two"):
+            task.add_class(label)
+        ids = [task.add_example(label, path) for label, path in zip(LABELS, IMAGES)]
+        return task, ids
+
+    def test_fit_classify_top_k(self):
+        task, ids = self.make_task()
+        self.assertEqual(task.classes, ["zero", "two"])
+        self.assertEqual(task.class_examples(0), ids[:2])
+        self.assertFalse(task.is_fitted)
+        with self.assertRaises(mgecl.Error) as e:
+            task.classify(IMAGES[0])
+        self.assertEqual(e.exception.status, mgecl.STATUS_NOT_FITTED)
+        report = task.fit()
+        self.assertTrue(report["converged"])
+        self.assertEqual((report["classes"], report["rows"]), (2, 4))
+        predictions = task.classify_batch(IMAGES)
+        self.assertEqual([p.label for p in predictions], LABELS)
+        for path, p in zip(IMAGES, predictions):
+            single = task.classify(path)
+            self.assertEqual(single.class_index, p.class_index)
+            self.assertAlmostEqual(single.probability, p.probability, places=12)
+        top = task.top_k(IMAGES[3], 5)
+        self.assertEqual([label for label, _ in top], ["two", "zero"])
+        self.assertAlmostEqual(sum(p for _, p in top), 1.0, places=9)
+        features = self.model.embed(IMAGES)
+        from_feature = task.classify_feature(list(features[2]))
+        self.assertEqual(from_feature.label, "two")
+
+    def test_errors_and_use_after_them(self):
+        task, ids = self.make_task()
+        for bad, status in [(lambda: task.add_class("zero"), mgecl.STATUS_DUPLICATE_LABEL),
+                            (lambda: task.add_class(""), mgecl.STATUS_INVALID_ARGUMENT),
+                            (lambda: task.remove_class("nine"), mgecl.STATUS_UNKNOWN_LABEL),
+                            (lambda: task.remove_example(999), mgecl.STATUS_UNKNOWN_EXAMPLE),
+                            (lambda: task.add_example("zero", "/nonexistent.png"),
+                             mgecl.STATUS_IO),
+                            (lambda: task.add_example_feature("zero", [1.0, 2.0]),
+                             mgecl.STATUS_INVALID_ARGUMENT)]:
+            with self.assertRaises(mgecl.Error) as e:
+                bad()
+            self.assertEqual(e.exception.status, status, e.exception)
+        with self.assertRaises(TypeError):
+            task.add_class(b"bytes")
+        task.fit()
+        self.assertEqual(task.classify(IMAGES[0]).label, "zero")
+        task.remove_example(ids[0])
+        self.assertEqual(task.class_examples(0), ids[1:2])
+
+    def test_options_threshold_prototype(self):
+        task, _ = self.make_task(classifier="prototype", temperature=0.5)
+        self.assertEqual(task.options["classifier"], "prototype")
+        self.assertEqual(task.options["temperature"], 0.5)
+        self.assertEqual(task.fit()["classifier"], "prototype")
+        task.options = {"threshold": 1.0}
+        self.assertEqual(task.options["classifier"], "logistic")
+        task.fit()
+        self.assertIsNone(task.classify(IMAGES[0]).label)
+        with self.assertRaises(mgecl.Error) as e:
+            task.options = {"alpha": -1.0}
+        self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_ARGUMENT)
+        with self.assertRaises(TypeError):
+            mgecl.Task(self.model, colour="blue")
+
+    def test_save_and_load(self):
+        task, _ = self.make_task()
+        task.fit()
+        expected = task.classify_batch(IMAGES)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "task.safetensors")
+            task.save(path)
+            loaded = mgecl.Task.load(path, self.model)
+            self.assertEqual(loaded.classify_batch(IMAGES), expected)
+            with open(path, "rb") as f:
+                data = f.read()
+            self.assertEqual(mgecl.Task.from_bytes(data, self.model).classify_batch(IMAGES),
+                             expected)
+            with self.assertRaises(mgecl.Error) as e:
+                mgecl.Task.from_bytes(data[:100], self.model)
+            self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_TASK_FILE)
+            other = mgecl.Model(MODEL, metadata={"invert": "true"})
+            with self.assertRaises(mgecl.Error) as e:
+                mgecl.Task.load(path, other)
+            self.assertEqual(e.exception.status, mgecl.STATUS_MODEL_MISMATCH)
+
+    def test_one_model_many_threads(self):
+        task, _ = self.make_task()
+        task.fit()
+        expected_features = rows(self.model.embed(IMAGES))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "task.safetensors")
+            task.save(path)
+            expected = task.classify_batch(IMAGES)
+
+            def work(_):
+                own = mgecl.Task.load(path, self.model)  # one task per thread
+                same = True
+                for _ in range(3):
+                    same &= own.classify_batch(IMAGES) == expected
+                    same &= rows(self.model.embed(IMAGES)) == expected_features
+                return same
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                self.assertTrue(all(pool.map(work, range(8))))
+
+
+if __name__ == "__main__":
+    unittest.main()

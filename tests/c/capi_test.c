@@ -1,0 +1,660 @@
+/*
+ * The C API from C: every error path of the conventions (NULL pointers, invalid UTF-8,
+ * too-small buffers, outputs untouched on failure, use after a failed call, _free(NULL)),
+ * the whole model and task API on the Conv-4 fixture, and one model shared by many threads
+ * with results identical to a single thread. Built with -DMGECL_TEST_HOOKS against a library
+ * built with the test-hooks feature, it also forces a Rust panic inside a call.
+ *
+ * usage: capi_test MODEL IMAGE_DIR TMP_DIR
+ * env:   MGECL_TEST_THREADS (default 8), MGECL_TEST_ITERATIONS (default 10)
+ *
+ * Prints one FAIL line per failed check and a summary "capi_test: N passed, M failed";
+ * exits 0 only when nothing failed.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mgecl.h"
+
+#define N_IMAGES 4
+#define DIM 64
+#define MAX_THREADS 64
+
+static int passed, failed;
+
+#define CHECK(cond)                                                                        \
+    do {                                                                                   \
+        if (cond) {                                                                        \
+            passed++;                                                                      \
+        } else {                                                                           \
+            failed++;                                                                      \
+            printf("FAIL %s:%d: %s (last error: %s)\n", __FILE__, __LINE__, #cond,         \
+                   mgecl_last_error_message());                                            \
+        }                                                                                  \
+    } while (0)
+
+#define EXPECT(call, want)                                                                 \
+    do {                                                                                   \
+        mgecl_status got_ = (call);                                                        \
+        if (got_ == (want)) {                                                              \
+            passed++;                                                                      \
+        } else {                                                                           \
+            failed++;                                                                      \
+            printf("FAIL %s:%d: %s returned %s, expected %s (last error: %s)\n", __FILE__, \
+                   __LINE__, #call, mgecl_status_name(got_), mgecl_status_name(want),     \
+                   mgecl_last_error_message());                                            \
+        }                                                                                  \
+    } while (0)
+
+#define OK(call) EXPECT(call, MGECL_STATUS_OK)
+
+/* The last error message contains `text`. */
+static int error_says(const char *text) {
+    return strstr(mgecl_last_error_message(), text) != NULL;
+}
+
+static char image_paths[N_IMAGES][4096];
+static const char *labels[N_IMAGES] = {"zero", "zero", "two", "two"};
+/* An invalid UTF-8 sequence (a lone continuation byte and an overlong lead). */
+static const char bad_utf8[] = {'b', 'a', 'd', (char)0xC3, (char)0x28, (char)0xFF, 0};
+
+static unsigned char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *data = malloc(size > 0 ? (size_t)size : 1);
+    *len = fread(data, 1, (size_t)size, f);
+    fclose(f);
+    return data;
+}
+
+static void test_library(void) {
+    CHECK(strcmp(mgecl_version(), MGECL_VERSION) == 0);
+    CHECK(mgecl_last_error_message() != NULL);
+    CHECK(strcmp(mgecl_status_name(MGECL_STATUS_PANIC), "MGECL_STATUS_PANIC") == 0);
+    CHECK(strcmp(mgecl_status_name(12345), "MGECL_STATUS_UNKNOWN") == 0);
+    mgecl_model_free(NULL);
+    mgecl_task_free(NULL);
+    passed++; /* _free(NULL) returned */
+}
+
+static mgecl_model *test_model_loading(const char *model_path) {
+    mgecl_model *sentinel = (mgecl_model *)&passed;
+    mgecl_model *model = sentinel;
+
+    EXPECT(mgecl_model_load(NULL, NULL, &model), MGECL_STATUS_NULL_ARGUMENT);
+    CHECK(error_says("path"));
+    EXPECT(mgecl_model_load(model_path, NULL, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_model_load(bad_utf8, NULL, &model), MGECL_STATUS_INVALID_ARGUMENT);
+    CHECK(error_says("UTF-8"));
+    EXPECT(mgecl_model_load("/nonexistent/model.safetensors", NULL, &model), MGECL_STATUS_IO);
+    CHECK(model == sentinel); /* outputs are written only on success */
+
+    mgecl_load_options options = {0};
+    options.device = "tpu";
+    EXPECT(mgecl_model_load(model_path, &options, &model), MGECL_STATUS_INVALID_ARGUMENT);
+    options.device = "cuda";
+    EXPECT(mgecl_model_load(model_path, &options, &model), MGECL_STATUS_DEVICE_UNAVAILABLE);
+    options.device = bad_utf8;
+    EXPECT(mgecl_model_load(model_path, &options, &model), MGECL_STATUS_INVALID_ARGUMENT);
+    options.device = "cpu";
+    mgecl_metadata_entry entries[1] = {{NULL, "x"}};
+    options.metadata = entries;
+    options.metadata_len = 1;
+    EXPECT(mgecl_model_load(model_path, &options, &model), MGECL_STATUS_NULL_ARGUMENT);
+    entries[0].key = "image_size";
+    entries[0].value = NULL;
+    EXPECT(mgecl_model_load(model_path, &options, &model), MGECL_STATUS_NULL_ARGUMENT);
+    entries[0].value = "[0, 0]";
+    EXPECT(mgecl_model_load(model_path, &options, &model), MGECL_STATUS_INVALID_MODEL);
+    options.metadata = NULL; /* NULL with a non-zero length */
+    EXPECT(mgecl_model_load(model_path, &options, &model), MGECL_STATUS_NULL_ARGUMENT);
+    CHECK(model == sentinel);
+
+    const unsigned char garbage[] = "not a safetensors file at all";
+    EXPECT(mgecl_model_load_bytes(NULL, 10, NULL, &model), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_model_load_bytes(garbage, sizeof garbage, NULL, NULL),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_model_load_bytes(garbage, sizeof garbage, NULL, &model),
+           MGECL_STATUS_INVALID_MODEL);
+    CHECK(model == sentinel);
+
+    /* From bytes, with options that change the metadata: a different fingerprint. */
+    size_t len = 0;
+    unsigned char *bytes = read_file(model_path, &len);
+    CHECK(bytes != NULL);
+    entries[0].key = "invert";
+    entries[0].value = "true";
+    options.metadata = entries;
+    mgecl_model *inverted = NULL;
+    OK(mgecl_model_load_bytes(bytes, len, &options, &inverted));
+    free(bytes);
+
+    /* Use after a failed call: the failures above left nothing half-made. */
+    OK(mgecl_model_load(model_path, NULL, &model));
+    CHECK(model != sentinel && model != NULL);
+
+    mgecl_model_info info, inverted_info;
+    EXPECT(mgecl_model_describe(NULL, &info), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_model_describe(model, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    OK(mgecl_model_describe(model, &info));
+    CHECK(strcmp(info.arch, "conv4") == 0);
+    CHECK(strcmp(info.device, "cpu") == 0);
+    CHECK(info.feature_dim == DIM && info.in_channels == 1);
+    CHECK(info.image_height == 28 && info.image_width == 28);
+    OK(mgecl_model_describe(inverted, &inverted_info));
+    CHECK(inverted_info.invert && strcmp(info.fingerprint, inverted_info.fingerprint) != 0);
+    mgecl_model_free(inverted);
+
+    /* JSON description into a caller buffer: ask the size, too small, exact. */
+    size_t needed = 0;
+    EXPECT(mgecl_model_info_json(NULL, NULL, 0, &needed), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_model_info_json(model, NULL, 0, &needed), MGECL_STATUS_BUFFER_TOO_SMALL);
+    CHECK(needed > 10);
+    char size_text[32];
+    snprintf(size_text, sizeof size_text, "%zu", needed);
+    CHECK(error_says(size_text)); /* the message reports the size needed */
+    char *json = malloc(needed);
+    memset(json, '#', needed);
+    size_t needed2 = 0;
+    EXPECT(mgecl_model_info_json(model, json, needed - 1, &needed2),
+           MGECL_STATUS_BUFFER_TOO_SMALL);
+    CHECK(needed2 == needed && json[0] == '#'); /* untouched */
+    EXPECT(mgecl_model_info_json(model, NULL, needed, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    OK(mgecl_model_info_json(model, json, needed, NULL));
+    CHECK(strlen(json) == needed - 1);
+    CHECK(strstr(json, "\"arch\":\"conv4\"") != NULL);
+    CHECK(strstr(json, "\"widths\":[64,64,64,64]") != NULL);
+    free(json);
+    return model;
+}
+
+static void test_embedding(const mgecl_model *model, float *features) {
+    mgecl_image images[N_IMAGES];
+    for (int i = 0; i < N_IMAGES; i++) images[i] = mgecl_image_file(image_paths[i]);
+
+    /* Too small: nothing written, the size needed reported. */
+    float *out = malloc(sizeof(float) * N_IMAGES * DIM);
+    for (int i = 0; i < N_IMAGES * DIM; i++) out[i] = -7.0f;
+    size_t needed = 0;
+    EXPECT(mgecl_model_embed(model, images, N_IMAGES, out, N_IMAGES * DIM - 1, &needed),
+           MGECL_STATUS_BUFFER_TOO_SMALL);
+    CHECK(needed == N_IMAGES * DIM);
+    CHECK(error_says("256"));
+    CHECK(out[0] == -7.0f && out[N_IMAGES * DIM - 2] == -7.0f);
+
+    EXPECT(mgecl_model_embed(NULL, images, N_IMAGES, out, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_model_embed(model, NULL, N_IMAGES, out, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_model_embed(model, images, N_IMAGES, NULL, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_model_embed(model, images, 0, out, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    mgecl_image bad[2] = {images[0], mgecl_image_file(NULL)};
+    EXPECT(mgecl_model_embed(model, bad, 2, out, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_NULL_ARGUMENT);
+    bad[1] = mgecl_image_file(bad_utf8);
+    EXPECT(mgecl_model_embed(model, bad, 2, out, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    bad[1] = mgecl_image_file("/nonexistent.png");
+    EXPECT(mgecl_model_embed(model, bad, 2, out, N_IMAGES * DIM, NULL), MGECL_STATUS_IO);
+    memset(&bad[1], 0, sizeof bad[1]); /* kind 0 is no kind */
+    EXPECT(mgecl_model_embed(model, bad, 2, out, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    const unsigned char junk[] = {1, 2, 3, 4, 5, 6, 7, 8};
+    bad[1] = mgecl_image_encoded(junk, sizeof junk);
+    EXPECT(mgecl_model_embed(model, bad, 2, out, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_INVALID_IMAGE);
+    bad[1] = mgecl_image_encoded(NULL, 10);
+    EXPECT(mgecl_model_embed(model, bad, 2, out, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_NULL_ARGUMENT);
+    CHECK(out[0] == -7.0f);
+
+    /* Use after failed calls: the same model embeds fine. */
+    OK(mgecl_model_embed(model, images, N_IMAGES, features, N_IMAGES * DIM, &needed));
+    CHECK(needed == N_IMAGES * DIM);
+    int finite = 1;
+    for (int i = 0; i < N_IMAGES * DIM; i++) finite &= isfinite(features[i]) != 0;
+    CHECK(finite);
+
+    /* Encoded bytes give exactly the features of the file. */
+    size_t len = 0;
+    unsigned char *png = read_file(image_paths[2], &len);
+    mgecl_image encoded = mgecl_image_encoded(png, len);
+    OK(mgecl_model_embed(model, &encoded, 1, out, DIM, NULL));
+    CHECK(memcmp(out, features + 2 * DIM, sizeof(float) * DIM) == 0);
+    free(png);
+
+    /* Raw pixels: a tight GRAY8 buffer and the same pixels in padded rows agree. */
+    unsigned char tight[28 * 28], padded[28 * 40];
+    memset(padded, 0xAB, sizeof padded);
+    for (int y = 0; y < 28; y++)
+        for (int x = 0; x < 28; x++) {
+            unsigned char v = (unsigned char)((x * 9 + y * 5) % 256);
+            tight[y * 28 + x] = v;
+            padded[y * 40 + x] = v;
+        }
+    float a[DIM], b[DIM];
+    mgecl_image pix = mgecl_image_pixels(tight, sizeof tight, 28, 28, 28, MGECL_PIXEL_FORMAT_GRAY8);
+    OK(mgecl_model_embed(model, &pix, 1, a, DIM, NULL));
+    pix = mgecl_image_pixels(padded, sizeof padded, 28, 28, 40, MGECL_PIXEL_FORMAT_GRAY8);
+    OK(mgecl_model_embed(model, &pix, 1, b, DIM, NULL));
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    pix = mgecl_image_pixels(tight, sizeof tight - 1, 28, 28, 28, MGECL_PIXEL_FORMAT_GRAY8);
+    EXPECT(mgecl_model_embed(model, &pix, 1, a, DIM, NULL), MGECL_STATUS_INVALID_ARGUMENT);
+    pix = mgecl_image_pixels(tight, sizeof tight, 28, 28, 28, 99);
+    EXPECT(mgecl_model_embed(model, &pix, 1, a, DIM, NULL), MGECL_STATUS_INVALID_ARGUMENT);
+    /* Hostile geometry: a stride whose product with the height overflows. */
+    pix = mgecl_image_pixels(tight, sizeof tight, 28, 3, (SIZE_MAX / 2) + 1,
+                             MGECL_PIXEL_FORMAT_GRAY8);
+    mgecl_status hostile = mgecl_model_embed(model, &pix, 1, a, DIM, NULL);
+    CHECK(hostile != MGECL_STATUS_OK && hostile != MGECL_STATUS_PANIC);
+    pix = mgecl_image_pixels(tight, sizeof tight, 100000, 100000, 100000,
+                             MGECL_PIXEL_FORMAT_GRAY8);
+    EXPECT(mgecl_model_embed(model, &pix, 1, a, DIM, NULL), MGECL_STATUS_LIMIT_EXCEEDED);
+    pix = mgecl_image_pixels(NULL, sizeof tight, 28, 28, 28, MGECL_PIXEL_FORMAT_GRAY8);
+    EXPECT(mgecl_model_embed(model, &pix, 1, a, DIM, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    free(out);
+}
+
+typedef struct {
+    size_t class_index[N_IMAGES];
+    double probability[N_IMAGES];
+} answers;
+
+static mgecl_task *test_task(const mgecl_model *model, const float *features, answers *expected,
+                             const char *task_path) {
+    mgecl_task *sentinel = (mgecl_task *)&failed;
+    mgecl_task *task = sentinel;
+    mgecl_task_options options = mgecl_task_default_options();
+    CHECK(options.classifier == MGECL_CLASSIFIER_LOGISTIC);
+    CHECK(options.alpha == 1.0 && options.max_iterations == 1000 && !options.use_threshold);
+
+    EXPECT(mgecl_task_new(NULL, NULL, &task), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_new(model, NULL, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    options.alpha = -1.0;
+    EXPECT(mgecl_task_new(model, &options, &task), MGECL_STATUS_INVALID_ARGUMENT);
+    options.alpha = 1.0;
+    options.classifier = 42;
+    EXPECT(mgecl_task_new(model, &options, &task), MGECL_STATUS_INVALID_ARGUMENT);
+    options.classifier = MGECL_CLASSIFIER_LOGISTIC;
+    CHECK(task == sentinel);
+    OK(mgecl_task_new(model, &options, &task));
+
+    /* Classes: NULL, bad UTF-8, empty, duplicate, unknown. */
+    EXPECT(mgecl_task_add_class(NULL, "zero"), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_add_class(task, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_add_class(task, bad_utf8), MGECL_STATUS_INVALID_ARGUMENT);
+    CHECK(error_says("UTF-8"));
+    EXPECT(mgecl_task_add_class(task, ""), MGECL_STATUS_INVALID_ARGUMENT);
+    OK(mgecl_task_add_class(task, "zero"));
+    EXPECT(mgecl_task_add_class(task, "zero"), MGECL_STATUS_DUPLICATE_LABEL);
+    EXPECT(mgecl_task_remove_class(task, "nine"), MGECL_STATUS_UNKNOWN_LABEL);
+    EXPECT(mgecl_task_remove_class(task, bad_utf8), MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_remove_class(NULL, "zero"), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_remove_class(task, NULL), MGECL_STATUS_NULL_ARGUMENT);
+
+    size_t count = 99;
+    EXPECT(mgecl_task_class_count(NULL, &count), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_class_count(task, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    OK(mgecl_task_class_count(task, &count));
+    CHECK(count == 1);
+
+    /* Examples: errors leave the task unchanged. */
+    mgecl_image image = mgecl_image_file(image_paths[0]);
+    mgecl_image missing = mgecl_image_file("/nonexistent.png");
+    uint64_t id = 777;
+    EXPECT(mgecl_task_add_example(NULL, "zero", &image, &id), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_add_example(task, NULL, &image, &id), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_add_example(task, "zero", NULL, &id), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_add_example(task, bad_utf8, &image, &id), MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_add_example(task, "nine", &image, &id), MGECL_STATUS_UNKNOWN_LABEL);
+    EXPECT(mgecl_task_add_example(task, "zero", &missing, &id), MGECL_STATUS_IO);
+    EXPECT(mgecl_task_add_example_feature(task, "zero", features, DIM - 1, &id),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_add_example_feature(task, "zero", NULL, DIM, &id),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_add_example_feature(NULL, "zero", features, DIM, &id),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_add_example_feature(task, NULL, features, DIM, &id),
+           MGECL_STATUS_NULL_ARGUMENT);
+    CHECK(id == 777);
+    size_t n_ids = 99;
+    uint64_t ids[4];
+    OK(mgecl_task_class_examples(task, 0, ids, 4, &n_ids));
+    CHECK(n_ids == 0);
+
+    /* Not ready: one class; then not fitted. */
+    mgecl_fit_report report;
+    EXPECT(mgecl_task_fit(task, &report), MGECL_STATUS_INVALID_TASK);
+    EXPECT(mgecl_task_fit(NULL, &report), MGECL_STATUS_NULL_ARGUMENT);
+    mgecl_prediction prediction;
+    EXPECT(mgecl_task_classify(task, &image, &prediction), MGECL_STATUS_NOT_FITTED);
+
+    /* Use after the failed calls: register the images (0, 1 -> zero; 2, 3 -> two). */
+    OK(mgecl_task_add_class(task, "two"));
+    uint64_t first_id = 0;
+    for (int i = 0; i < N_IMAGES; i++) {
+        mgecl_image img = mgecl_image_file(image_paths[i]);
+        OK(mgecl_task_add_example(task, labels[i], &img, i == 0 ? &first_id : NULL));
+    }
+    CHECK(first_id >= 1);
+    /* A feature example, then removed again by id. */
+    OK(mgecl_task_add_example_feature(task, "two", features + 3 * DIM, DIM, &id));
+    EXPECT(mgecl_task_class_examples(task, 1, ids, 2, &n_ids), MGECL_STATUS_BUFFER_TOO_SMALL);
+    CHECK(n_ids == 3);
+    OK(mgecl_task_class_examples(task, 1, ids, 4, &n_ids));
+    CHECK(n_ids == 3 && ids[2] == id);
+    EXPECT(mgecl_task_class_examples(task, 5, ids, 4, &n_ids), MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_class_examples(task, 1, NULL, 4, &n_ids), MGECL_STATUS_NULL_ARGUMENT);
+    OK(mgecl_task_remove_example(task, id));
+    EXPECT(mgecl_task_remove_example(task, id), MGECL_STATUS_UNKNOWN_EXAMPLE);
+    EXPECT(mgecl_task_remove_example(NULL, id), MGECL_STATUS_NULL_ARGUMENT);
+
+    const char *label = NULL;
+    OK(mgecl_task_class_label(task, 1, &label));
+    CHECK(label && strcmp(label, "two") == 0);
+    EXPECT(mgecl_task_class_label(task, 2, &label), MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_class_label(task, 0, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_class_label(NULL, 0, &label), MGECL_STATUS_NULL_ARGUMENT);
+
+    bool fitted = true;
+    OK(mgecl_task_is_fitted(task, &fitted));
+    CHECK(!fitted);
+    EXPECT(mgecl_task_is_fitted(task, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_is_fitted(NULL, &fitted), MGECL_STATUS_NULL_ARGUMENT);
+    OK(mgecl_task_fit(task, &report));
+    CHECK(report.converged && report.classes == 2 && report.rows == 4);
+    CHECK(report.classifier == MGECL_CLASSIFIER_LOGISTIC);
+    OK(mgecl_task_fit(task, NULL));
+    OK(mgecl_task_is_fitted(task, &fitted));
+    CHECK(fitted);
+
+    /* Classify each image: the support images come back as their own class. */
+    for (int i = 0; i < N_IMAGES; i++) {
+        mgecl_image img = mgecl_image_file(image_paths[i]);
+        OK(mgecl_task_classify(task, &img, &prediction));
+        CHECK(prediction.label && strcmp(prediction.label, labels[i]) == 0);
+        CHECK(prediction.probability > 0.5 && prediction.probability <= 1.0);
+        expected->class_index[i] = prediction.class_index;
+        expected->probability[i] = prediction.probability;
+        /* The same answer from the image's feature. */
+        mgecl_prediction from_feature;
+        OK(mgecl_task_classify_feature(task, features + i * DIM, DIM, &from_feature));
+        CHECK(from_feature.class_index == prediction.class_index);
+        CHECK(fabs(from_feature.probability - prediction.probability) < 1e-12);
+        printf("%s -> %s %.4f\n", strrchr(image_paths[i], '/') + 1, prediction.label,
+               prediction.probability);
+    }
+    EXPECT(mgecl_task_classify(NULL, &image, &prediction), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_classify(task, NULL, &prediction), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_classify(task, &image, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_classify(task, &missing, &prediction), MGECL_STATUS_IO);
+    EXPECT(mgecl_task_classify_feature(task, features, DIM + 1, &prediction),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_classify_feature(task, NULL, DIM, &prediction),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_classify_feature(task, features, DIM, NULL), MGECL_STATUS_NULL_ARGUMENT);
+
+    /* Batch: too small, then all four. */
+    mgecl_image images[N_IMAGES];
+    for (int i = 0; i < N_IMAGES; i++) images[i] = mgecl_image_file(image_paths[i]);
+    mgecl_prediction batch[N_IMAGES];
+    EXPECT(mgecl_task_classify_batch(task, images, N_IMAGES, batch, N_IMAGES - 1),
+           MGECL_STATUS_BUFFER_TOO_SMALL);
+    CHECK(error_says("4"));
+    EXPECT(mgecl_task_classify_batch(task, images, 0, batch, N_IMAGES),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    OK(mgecl_task_classify_batch(task, images, N_IMAGES, batch, N_IMAGES));
+    for (int i = 0; i < N_IMAGES; i++) {
+        CHECK(batch[i].class_index == expected->class_index[i]);
+        CHECK(fabs(batch[i].probability - expected->probability[i]) < 1e-9);
+    }
+
+    /* Top-k: best first, k larger than the classes gives all of them. */
+    size_t top_index[3];
+    double top_p[3];
+    size_t top_n = 0;
+    OK(mgecl_task_classify_top_k(task, &images[2], 3, top_index, top_p, &top_n));
+    CHECK(top_n == 2);
+    CHECK(top_index[0] == expected->class_index[2] && top_p[0] == expected->probability[2]);
+    CHECK(top_p[0] >= top_p[1] && fabs(top_p[0] + top_p[1] - 1.0) < 1e-9);
+    OK(mgecl_task_classify_top_k(task, &images[2], 1, top_index, top_p, &top_n));
+    CHECK(top_n == 1);
+    EXPECT(mgecl_task_classify_top_k(task, &images[2], 0, top_index, top_p, &top_n),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_classify_top_k(task, &images[2], 2, NULL, top_p, &top_n),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_classify_top_k(task, &images[2], 2, top_index, NULL, &top_n),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_classify_top_k(task, &images[2], 2, top_index, top_p, NULL),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_classify_top_k(task, NULL, 2, top_index, top_p, &top_n),
+           MGECL_STATUS_NULL_ARGUMENT);
+
+    /* Options: an impossible threshold turns every answer into "unknown" (label NULL). */
+    mgecl_task_options current;
+    EXPECT(mgecl_task_get_options(NULL, &current), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_get_options(task, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    OK(mgecl_task_get_options(task, &current));
+    mgecl_task_options strict = current;
+    strict.use_threshold = true;
+    strict.threshold = 2.0;
+    EXPECT(mgecl_task_set_options(task, &strict), MGECL_STATUS_INVALID_ARGUMENT);
+    strict.threshold = 1.0;
+    EXPECT(mgecl_task_set_options(NULL, &strict), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_set_options(task, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    OK(mgecl_task_set_options(task, &strict));
+    EXPECT(mgecl_task_classify(task, &image, &prediction), MGECL_STATUS_NOT_FITTED);
+    OK(mgecl_task_fit(task, NULL));
+    OK(mgecl_task_classify(task, &image, &prediction));
+    CHECK(prediction.label == NULL && prediction.class_index == expected->class_index[0]);
+    /* The prototype classifier, then back to the original settings. */
+    mgecl_task_options proto = current;
+    proto.classifier = MGECL_CLASSIFIER_PROTOTYPE;
+    OK(mgecl_task_set_options(task, &proto));
+    OK(mgecl_task_fit(task, &report));
+    CHECK(report.classifier == MGECL_CLASSIFIER_PROTOTYPE && report.converged);
+    OK(mgecl_task_set_options(task, &current));
+    OK(mgecl_task_fit(task, NULL));
+
+    /* Save and load. */
+    EXPECT(mgecl_task_save(NULL, task_path), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_save(task, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_save(task, bad_utf8), MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_save(task, "/nonexistent/dir/task.safetensors"), MGECL_STATUS_IO);
+    OK(mgecl_task_save(task, task_path));
+    mgecl_task *loaded = sentinel;
+    EXPECT(mgecl_task_load(NULL, model, &loaded), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_load(task_path, NULL, &loaded), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_load(task_path, model, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_load(bad_utf8, model, &loaded), MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_load(image_paths[0], model, &loaded), MGECL_STATUS_INVALID_TASK_FILE);
+    EXPECT(mgecl_task_load("/nonexistent.task", model, &loaded), MGECL_STATUS_IO);
+    CHECK(loaded == sentinel);
+    OK(mgecl_task_load(task_path, model, &loaded));
+    OK(mgecl_task_classify(loaded, &images[3], &prediction));
+    CHECK(prediction.class_index == expected->class_index[3]);
+    CHECK(prediction.probability == expected->probability[3]);
+    mgecl_task_free(loaded);
+
+    size_t len = 0;
+    unsigned char *bytes = read_file(task_path, &len);
+    loaded = sentinel;
+    EXPECT(mgecl_task_load_bytes(NULL, len, model, &loaded), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_load_bytes(bytes, len, NULL, &loaded), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_load_bytes(bytes, len / 2, model, &loaded),
+           MGECL_STATUS_INVALID_TASK_FILE);
+    CHECK(loaded == sentinel);
+    OK(mgecl_task_load_bytes(bytes, len, model, &loaded));
+    mgecl_task_free(loaded);
+    free(bytes);
+
+    /* Removing a class invalidates the fit. */
+    mgecl_task *scratch = NULL;
+    OK(mgecl_task_load(task_path, model, &scratch));
+    OK(mgecl_task_remove_class(scratch, "zero"));
+    OK(mgecl_task_class_count(scratch, &count));
+    CHECK(count == 1);
+    EXPECT(mgecl_task_classify(scratch, &image, &prediction), MGECL_STATUS_NOT_FITTED);
+    mgecl_task_free(scratch);
+    return task;
+}
+
+static void test_model_mismatch(const char *model_path, const char *task_path) {
+    mgecl_metadata_entry entry = {"invert", "true"};
+    mgecl_load_options options = {"cpu", &entry, 1};
+    mgecl_model *other = NULL;
+    OK(mgecl_model_load(model_path, &options, &other));
+    mgecl_task *task = NULL;
+    EXPECT(mgecl_task_load(task_path, other, &task), MGECL_STATUS_MODEL_MISMATCH);
+    CHECK(task == NULL);
+    mgecl_model_free(other);
+}
+
+/* ---- One model, many threads ---------------------------------------------------------- */
+
+typedef struct {
+    const mgecl_model *model;
+    const char *task_path;
+    const float *features;
+    const answers *expected;
+    int iterations;
+    int mismatches;
+    int errors;
+    int own_error_ok;
+} worker;
+
+static void *work(void *arg) {
+    worker *w = arg;
+    /* Each thread has its own task (tasks are one thread at a time), all on one model. */
+    mgecl_task *task = NULL;
+    if (mgecl_task_load(w->task_path, w->model, &task) != MGECL_STATUS_OK) {
+        w->errors++;
+        return NULL;
+    }
+    mgecl_image images[N_IMAGES];
+    for (int i = 0; i < N_IMAGES; i++) images[i] = mgecl_image_file(image_paths[i]);
+    float features[N_IMAGES * DIM];
+    mgecl_prediction batch[N_IMAGES];
+    for (int it = 0; it < w->iterations; it++) {
+        if (mgecl_model_embed(w->model, images, N_IMAGES, features, N_IMAGES * DIM, NULL))
+            w->errors++;
+        else if (memcmp(features, w->features, sizeof features) != 0)
+            w->mismatches++;
+        int i = it % N_IMAGES;
+        mgecl_prediction p;
+        if (mgecl_task_classify(task, &images[i], &p))
+            w->errors++;
+        else if (p.class_index != w->expected->class_index[i] ||
+                 p.probability != w->expected->probability[i])
+            w->mismatches++;
+        if (mgecl_task_classify_batch(task, images, N_IMAGES, batch, N_IMAGES))
+            w->errors++;
+        else
+            for (int k = 0; k < N_IMAGES; k++)
+                if (batch[k].class_index != w->expected->class_index[k] ||
+                    fabs(batch[k].probability - w->expected->probability[k]) > 1e-9)
+                    w->mismatches++;
+    }
+    /* The error message is per thread. */
+    char label[64];
+    snprintf(label, sizeof label, "missing-%p", (void *)w);
+    mgecl_task_remove_class(task, label);
+    w->own_error_ok = strstr(mgecl_last_error_message(), label) != NULL;
+    mgecl_task_free(task);
+    return NULL;
+}
+
+static void test_threads(const mgecl_model *model, const char *task_path, const float *features,
+                         const answers *expected, int threads, int iterations) {
+    pthread_t ids[MAX_THREADS];
+    worker workers[MAX_THREADS];
+    for (int t = 0; t < threads; t++) {
+        workers[t] = (worker){model, task_path, features, expected, iterations, 0, 0, 0};
+        CHECK(pthread_create(&ids[t], NULL, work, &workers[t]) == 0);
+    }
+    int mismatches = 0, errors = 0, own_errors = 0;
+    for (int t = 0; t < threads; t++) {
+        pthread_join(ids[t], NULL);
+        mismatches += workers[t].mismatches;
+        errors += workers[t].errors;
+        own_errors += workers[t].own_error_ok;
+    }
+    CHECK(errors == 0);
+    CHECK(mismatches == 0);
+    CHECK(own_errors == threads);
+    printf("threads: %d x %d iterations, %d errors, %d results differing from one thread\n",
+           threads, iterations, errors, mismatches);
+}
+
+#ifdef MGECL_TEST_HOOKS
+static void test_panic(const mgecl_model *model, const float *features) {
+    EXPECT(mgecl_test_panic("forced by capi_test"), MGECL_STATUS_PANIC);
+    CHECK(error_says("forced by capi_test"));
+    EXPECT(mgecl_test_panic(NULL), MGECL_STATUS_PANIC);
+    /* The library goes on working after a caught panic. */
+    mgecl_image image = mgecl_image_file(image_paths[1]);
+    float out[DIM];
+    OK(mgecl_model_embed(model, &image, 1, out, DIM, NULL));
+    CHECK(memcmp(out, features + DIM, sizeof out) == 0);
+    printf("panic: caught as MGECL_STATUS_PANIC\n");
+}
+#endif
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s MODEL IMAGE_DIR TMP_DIR\n", argv[0]);
+        return 2;
+    }
+    const char *env_threads = getenv("MGECL_TEST_THREADS");
+    const char *env_iterations = getenv("MGECL_TEST_ITERATIONS");
+    int threads = env_threads ? atoi(env_threads) : 8;
+    int iterations = env_iterations ? atoi(env_iterations) : 10;
+    if (threads < 1 || threads > MAX_THREADS || iterations < 1) {
+        fprintf(stderr, "bad MGECL_TEST_THREADS / MGECL_TEST_ITERATIONS\n");
+        return 2;
+    }
+    for (int i = 0; i < N_IMAGES; i++)
+        snprintf(image_paths[i], sizeof image_paths[i], "%s/%d.png", argv[2], i);
+    char task_path[4096];
+    snprintf(task_path, sizeof task_path, "%s/capi_test_task.safetensors", argv[3]);
+
+    test_library();
+    mgecl_model *model = test_model_loading(argv[1]);
+    float features[N_IMAGES * DIM];
+    test_embedding(model, features);
+    answers expected;
+    mgecl_task *task = test_task(model, features, &expected, task_path);
+    test_model_mismatch(argv[1], task_path);
+    /* The task keeps the model alive: free the model handle first. */
+    mgecl_model *second = NULL;
+    OK(mgecl_model_load(argv[1], NULL, &second));
+    mgecl_task *orphan = NULL;
+    OK(mgecl_task_load(task_path, second, &orphan));
+    mgecl_model_free(second);
+    mgecl_prediction prediction;
+    mgecl_image image = mgecl_image_file(image_paths[0]);
+    OK(mgecl_task_classify(orphan, &image, &prediction));
+    CHECK(prediction.class_index == expected.class_index[0]);
+    mgecl_task_free(orphan);
+
+    test_threads(model, task_path, features, &expected, threads, iterations);
+#ifdef MGECL_TEST_HOOKS
+    test_panic(model, features);
+#else
+    printf("panic: test hook not built in\n");
+#endif
+    mgecl_task_free(task);
+    mgecl_model_free(model);
+    remove(task_path);
+    printf("capi_test: %d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
