@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use mgecl::{DeviceChoice, Error, LoadOptions, Model};
+use mgecl::{DeviceChoice, Engine, Error, LoadOptions, Model};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +51,9 @@ struct ModelArgs {
     /// cpu, cuda[:N], metal[:N] or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// auto (the CPU fast path on the CPU, candle elsewhere) or candle (candle everywhere).
+    #[arg(long, default_value = "auto")]
+    engine: String,
     /// Override a metadata entry, KEY=VALUE (repeatable), e.g. --meta image_size=28.
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
@@ -67,6 +70,7 @@ impl ModelArgs {
         }
         let options = LoadOptions {
             device: self.device.parse::<DeviceChoice>()?,
+            engine: self.engine.parse::<Engine>()?,
             metadata_overrides: overrides,
         };
         Model::load(&self.model, &options)
@@ -107,6 +111,7 @@ fn info(model: &Model, json: bool) -> Result<(), Error> {
         );
         println!("feature dim:  {}", info.feature_dim);
         println!("device:       {}", info.device);
+        println!("engine:       {}", info.engine);
         println!("fingerprint:  {}", info.fingerprint);
     }
     Ok(())
