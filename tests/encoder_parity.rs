@@ -23,7 +23,15 @@ fn load(name: &str, engine: Engine) -> Model {
     Model::load(data(&format!("{name}.safetensors")), &options).unwrap()
 }
 
-fn check_fixture(name: &str, expect_widths: &[usize], expect_channels: usize, engine: Engine) {
+/// Checks fixture `name` (a name in `tests/data`, or an absolute path without the
+/// `.safetensors` suffix) whose inputs are in folder `inputs_of`'s `_inputs` folder.
+fn check_fixture(
+    name: &str,
+    inputs_of: &str,
+    expect_widths: &[usize],
+    expect_channels: usize,
+    engine: Engine,
+) {
     let model = load(name, engine);
     let expected_engine = match engine {
         Engine::Auto => "cpu-fast",
@@ -36,7 +44,7 @@ fn check_fixture(name: &str, expect_widths: &[usize], expect_channels: usize, en
     assert_eq!(info.feature_dim, *expect_widths.last().unwrap());
 
     let expected_file = format!("{name}_expected.safetensors");
-    let paths = inputs(&format!("{name}_inputs"));
+    let paths = inputs(&format!("{inputs_of}_inputs"));
 
     // Preprocessing matches the reference `input` tensor (computed in f64, rounded to f32).
     let pre = model.preprocessor();
@@ -85,22 +93,62 @@ fn check_fixture(name: &str, expect_widths: &[usize], expect_channels: usize, en
 
 #[test]
 fn resnet12_small_matches_pytorch() {
-    check_fixture("resnet12_small", &[16, 40, 80, 160], 3, Engine::Auto);
+    check_fixture(
+        "resnet12_small",
+        "resnet12_small",
+        &[16, 40, 80, 160],
+        3,
+        Engine::Auto,
+    );
 }
 
 #[test]
 fn conv4_gray_matches_pytorch() {
-    check_fixture("conv4_gray", &[64, 64, 64, 64], 1, Engine::Auto);
+    check_fixture(
+        "conv4_gray",
+        "conv4_gray",
+        &[64, 64, 64, 64],
+        1,
+        Engine::Auto,
+    );
 }
 
 #[test]
 fn resnet12_small_matches_pytorch_on_candle() {
-    check_fixture("resnet12_small", &[16, 40, 80, 160], 3, Engine::Candle);
+    check_fixture(
+        "resnet12_small",
+        "resnet12_small",
+        &[16, 40, 80, 160],
+        3,
+        Engine::Candle,
+    );
 }
 
 #[test]
 fn conv4_gray_matches_pytorch_on_candle() {
-    check_fixture("conv4_gray", &[64, 64, 64, 64], 1, Engine::Candle);
+    check_fixture(
+        "conv4_gray",
+        "conv4_gray",
+        &[64, 64, 64, 64],
+        1,
+        Engine::Candle,
+    );
+}
+
+/// The full-width ResNet-12 (64-160-320-640, ~50 MB, not in the repository): run with
+/// `MGECL_FULL_FIXTURES=<folder>` holding `resnet12_full.safetensors` and
+/// `resnet12_full_expected.safetensors` from the reference's `make_fixtures.py --full`.
+#[test]
+fn resnet12_full_matches_pytorch_when_present() {
+    let Some(folder) = std::env::var_os("MGECL_FULL_FIXTURES") else {
+        println!("MGECL_FULL_FIXTURES not set: skipped");
+        return;
+    };
+    let name = std::path::Path::new(&folder).join("resnet12_full");
+    let name = name.to_str().unwrap();
+    for engine in [Engine::Auto, Engine::Candle] {
+        check_fixture(name, "resnet12_small", &[64, 160, 320, 640], 3, engine);
+    }
 }
 
 #[test]
