@@ -265,3 +265,39 @@ fn encoded_bytes_and_raw_pixels_match_the_file_path() {
     let from_pixels = model.embed(&[ImageSource::Pixels(pixels)]).unwrap();
     assert_eq!(from_path, from_pixels);
 }
+
+#[test]
+fn one_model_serves_many_threads_at_once() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Model>();
+    for name in ["resnet12_small", "conv4_gray"] {
+        let model = load(name, Engine::Auto);
+        let paths = inputs(&format!("{name}_inputs"));
+        let expected = model.embed_paths(&paths).unwrap();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let (model, paths) = (&model, &paths);
+                    // Different batch sizes per thread, so the buffer pools see varied sizes.
+                    scope.spawn(move || {
+                        let many: Vec<_> = paths.iter().cycle().take(4 + 9 * t).collect();
+                        (0..3)
+                            .map(|_| model.embed_paths(&many).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for handle in handles {
+                for features in handle.join().unwrap() {
+                    for (row, feature) in features.rows().into_iter().enumerate() {
+                        let d = max_abs_diff(
+                            feature.iter().map(|&v| f64::from(v)),
+                            expected.row(row % 4).iter().map(|&v| f64::from(v)),
+                        );
+                        assert!(d <= 1e-5, "{name}: row {row} differs by {d} under threads");
+                    }
+                }
+            }
+        });
+    }
+}

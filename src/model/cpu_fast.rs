@@ -513,8 +513,11 @@ fn take_buffer(len: usize) -> Vec<f32> {
         pick.map(|i| pool.swap_remove(i))
     });
     let mut buffer = reused.unwrap_or_default();
+    if buffer.capacity() < len {
+        // Growing: drop the old contents first so the reallocation copies nothing.
+        buffer.clear();
+    }
     buffer.resize(len, 0.0);
-    buffer.truncate(len);
     buffer
 }
 

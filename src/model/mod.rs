@@ -50,7 +50,7 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// The name used by the CLI and in [`ModelInfo::engine`] requests (`auto`, `candle`).
+    /// The name the CLI's `--engine` takes (`auto`, `candle`).
     pub fn name(self) -> &'static str {
         match self {
             Engine::Auto => "auto",
