@@ -52,7 +52,7 @@ struct FusedConv {
     /// Channels of the fused shortcut input (0 when none).
     shortcut_c_in: usize,
     /// `(k * k * c_in + shortcut_c_in, c_out)`, row-major; rows ordered `[ky][kx][c_in]`, then
-    /// the shortcut's channels.
+    /// the shortcut's channels. With `winograd`, only the shortcut's rows.
     weight: Vec<f32>,
     /// `(c_out,)`.
     bias: Vec<f32>,
@@ -63,20 +63,18 @@ struct FusedConv {
     winograd: Option<Vec<f32>>,
 }
 
-/// Appends `w[co][ci][ky][kx] * scale[co]` to `rows` in `[ky][kx][ci]` row order, `c_out`
-/// values per row.
-fn push_folded(rows: &mut Vec<f64>, w: &[f32], scale: &[f64], c_in: usize, k: usize) {
-    let c_out = scale.len();
+/// Appends `w[co][ci][ky][kx] * scale[co]` (in f64, rounded once) to `rows` in
+/// `[ky][kx][ci]` row order, `c_out` values per row.
+fn push_folded(rows: &mut Vec<f32>, w: &[f32], scale: &[f64], c_in: usize, k: usize) {
     for ky in 0..k {
         for kx in 0..k {
             for ci in 0..c_in {
                 for (co, s) in scale.iter().enumerate() {
-                    rows.push(f64::from(w[((co * c_in + ci) * k + ky) * k + kx]) * s);
+                    rows.push((f64::from(w[((co * c_in + ci) * k + ky) * k + kx]) * s) as f32);
                 }
             }
         }
     }
-    debug_assert_eq!(rows.len() % c_out, 0);
 }
 
 impl FusedConv {
@@ -88,19 +86,23 @@ impl FusedConv {
         bias: Vec<f64>,
         slope: f64,
     ) -> Self {
-        let mut rows = Vec::with_capacity(k * k * c_in * scale.len());
-        push_folded(&mut rows, weight, scale, c_in, k);
         let c_out = scale.len();
         let winograd_bytes = 16 * c_in * c_out * 4;
         let winograd =
             (k == 3 && c_in >= WINOGRAD_MIN_C_IN && winograd_bytes <= WINOGRAD_MAX_BYTES)
-                .then(|| winograd_weights(&rows, c_in, c_out));
+                .then(|| winograd_weights(weight, scale, c_in));
+        // The im2col weights, unless Winograd replaces them.
+        let mut rows = Vec::new();
+        if winograd.is_none() {
+            rows.reserve(k * k * c_in * c_out);
+            push_folded(&mut rows, weight, scale, c_in, k);
+        }
         FusedConv {
             c_in,
             c_out,
             k,
             shortcut_c_in: 0,
-            weight: rows.into_iter().map(|v| v as f32).collect(),
+            weight: rows,
             bias: bias.into_iter().map(|v| v as f32).collect(),
             slope: slope as f32,
             winograd,
@@ -225,8 +227,8 @@ impl FusedConv {
         let pixels = shape.n * shape.h * shape.w;
         if let Some(s) = shortcut {
             let sc = self.shortcut_c_in;
-            let w = &self.weight[9 * c_in * c_out..];
-            matmul(out, s, w, pixels, sc, c_out, par);
+            assert_eq!(self.weight.len(), sc * c_out);
+            matmul(out, s, &self.weight, pixels, sc, c_out, par);
         }
         let (th, tw) = (shape.h.div_ceil(2), shape.w.div_ceil(2));
         let tile_rows = shape.n * th;
@@ -414,25 +416,27 @@ fn add3_signed(dst: &mut [f32], x: &[f32], y: &[f32], z: &[f32], sign: f32) {
     }
 }
 
-/// `U = G g G^T` for every `(ci, co)` of folded weights `rows` (`[ky][kx][ci][co]`), laid
-/// out as 16 matrices `(c_in, c_out)`; G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
-fn winograd_weights(rows: &[f64], c_in: usize, c_out: usize) -> Vec<f32> {
+/// `U = G g G^T` for every `(ci, co)` of the 3x3 weights `w` (OIHW) folded with `scale`
+/// (in f64, rounded once), laid out as 16 matrices `(c_in, c_out)`;
+/// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+fn winograd_weights(w: &[f32], scale: &[f64], c_in: usize) -> Vec<f32> {
     const G: [[f64; 3]; 4] = [
         [1.0, 0.0, 0.0],
         [0.5, 0.5, 0.5],
         [0.5, -0.5, 0.5],
         [0.0, 0.0, 1.0],
     ];
+    let c_out = scale.len();
     let mut u = vec![0.0f32; 16 * c_in * c_out];
-    for ci in 0..c_in {
-        for co in 0..c_out {
-            let g = |ky: usize, kx: usize| rows[((ky * 3 + kx) * c_in + ci) * c_out + co];
+    for (co, s) in scale.iter().enumerate() {
+        for ci in 0..c_in {
+            let g = |ky: usize, kx: usize| f64::from(w[((co * c_in + ci) * 3 + ky) * 3 + kx]) * s;
             for (a, ga) in G.iter().enumerate() {
                 for (b, gb) in G.iter().enumerate() {
                     let mut acc = 0.0;
-                    for (ky, a) in ga.iter().enumerate() {
-                        for (kx, b) in gb.iter().enumerate() {
-                            acc += a * g(ky, kx) * b;
+                    for (ky, x) in ga.iter().enumerate() {
+                        for (kx, y) in gb.iter().enumerate() {
+                            acc += x * g(ky, kx) * y;
                         }
                     }
                     u[((a * 4 + b) * c_in + ci) * c_out + co] = acc as f32;
@@ -493,8 +497,8 @@ struct Shape {
 }
 
 thread_local! {
-    /// Buffers kept by this thread between calls (activations on the calling thread, im2col
-    /// chunks on rayon's workers). Borrowed only for an instant, never across other work.
+    /// Activation buffers kept by the calling thread between calls. Borrowed only for an
+    /// instant, never across other work.
     static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -514,8 +518,9 @@ fn take_buffer(len: usize) -> Vec<f32> {
     });
     let mut buffer = reused.unwrap_or_default();
     if buffer.capacity() < len {
-        // Growing: drop the old contents first so the reallocation copies nothing.
-        buffer.clear();
+        // Too small: free it before allocating, rather than reallocating (which would hold
+        // both and copy the old contents).
+        buffer = Vec::new();
     }
     buffer.resize(len, 0.0);
     buffer
@@ -535,11 +540,27 @@ fn give_buffer(buffer: Vec<f32>) {
     });
 }
 
-/// Runs `f` on a scratch slice of `len` values from this thread's pool.
+thread_local! {
+    /// This thread's im2col / Winograd scratch (at most one chunk's worth, <= 16 MiB).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch slice of `len` values (unspecified contents), reusing this thread's
+/// scratch buffer. Re-entrant: a nested call (rayon may run another chunk on this thread while
+/// gemm waits) gets a fresh buffer, and the larger of the two is kept.
 fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
-    let mut buffer = take_buffer(len);
+    let mut buffer = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if buffer.capacity() < len {
+        buffer = Vec::new();
+    }
+    buffer.resize(len, 0.0);
     f(&mut buffer);
-    give_buffer(buffer);
+    SCRATCH.with(|s| {
+        let mut kept = s.borrow_mut();
+        if buffer.capacity() > kept.capacity() {
+            *kept = buffer;
+        }
+    });
 }
 
 /// 2x2 max-pool, stride 2, floor: `(n, h, w, c)` -> `(n, h / 2, w / 2, c)`.
@@ -584,11 +605,14 @@ pub(crate) struct FastOutput {
 
 impl FastNet {
     /// Folds a ResNet-12's BatchNorms and shortcuts into fused convolutions.
-    pub(crate) fn from_resnet12(params: &ResNet12Params) -> Self {
+    /// Consumes the parameters block by block, so the file's copy and the folded one
+    /// overlap by at most one block.
+    pub(crate) fn from_resnet12(params: ResNet12Params) -> Self {
         let slope = params.slope;
+        let in_channels = params.in_channels();
         let blocks = params
             .blocks
-            .iter()
+            .into_iter()
             .map(|b| {
                 let (c, cin) = (b.c_out, b.c_in);
                 let conv = |i: usize, c_in: usize, slope: f64| {
@@ -604,9 +628,7 @@ impl FastNet {
                 let mut third = conv(2, c, slope);
                 // conv3 + BN3 + (conv1x1 + BN) shortcut as one product: the shortcut's
                 // folded weights go below conv3's, its shift into the bias.
-                let mut rows: Vec<f64> = Vec::with_capacity(cin * c);
-                push_folded(&mut rows, &b.down_conv, &b.down_bn.scale, cin, 1);
-                third.weight.extend(rows.into_iter().map(|v| v as f32));
+                push_folded(&mut third.weight, &b.down_conv, &b.down_bn.scale, cin, 1);
                 third.bias = b.bns[2]
                     .shift
                     .iter()
@@ -622,15 +644,15 @@ impl FastNet {
             .collect();
         FastNet {
             blocks,
-            in_channels: params.in_channels(),
+            in_channels,
         }
     }
 
     /// Folds a Conv-4's BatchNorms and convolution biases into fused convolutions.
-    pub(crate) fn from_conv4(params: &Conv4Params) -> Self {
+    pub(crate) fn from_conv4(params: Conv4Params) -> Self {
         let blocks = params
             .blocks
-            .iter()
+            .into_iter()
             .map(|b| {
                 let bias = b
                     .bias
@@ -827,13 +849,20 @@ mod tests {
             let shortcut = values(pixels * sc, 4);
             let shortcut = (sc > 0).then_some(&shortcut[..]);
             let expected = direct(&conv, &input, s, shortcut);
-            let rows: Vec<f64> = conv.weight[..9 * c_in * c_out]
-                .iter()
-                .map(|&v| f64::from(v))
-                .collect();
+            // The same 3x3 weights in OIHW order, unscaled.
+            let mut oihw = vec![0.0f32; 9 * c_in * c_out];
+            for (row, values) in conv.weight[..9 * c_in * c_out]
+                .chunks_exact(c_out)
+                .enumerate()
+            {
+                let (tap, ci) = (row / c_in, row % c_in);
+                for (co, &v) in values.iter().enumerate() {
+                    oihw[(co * c_in + ci) * 9 + tap] = v;
+                }
+            }
             let winograd = FusedConv {
-                winograd: Some(winograd_weights(&rows, c_in, c_out)),
-                weight: conv.weight.clone(),
+                winograd: Some(winograd_weights(&oihw, &vec![1.0; c_out], c_in)),
+                weight: conv.weight[9 * c_in * c_out..].to_vec(),
                 bias: conv.bias.clone(),
                 ..conv
             };

@@ -248,22 +248,24 @@ impl Model {
                 let params =
                     ResNet12Params::read(&weights, metadata.bn_eps, metadata.leaky_relu_slope)?;
                 debug_assert_eq!(params.in_channels(), in_channels);
+                let widths = params.widths();
                 let network = if fast {
-                    Network::Fast(FastNet::from_resnet12(&params))
+                    Network::Fast(FastNet::from_resnet12(params))
                 } else {
                     Network::ResNet12(ResNet12::new(&params, &device)?)
                 };
-                (network, params.widths())
+                (network, widths)
             }
             Architecture::Conv4 => {
                 let params = Conv4Params::read(&weights, metadata.bn_eps)?;
                 debug_assert_eq!(params.in_channels, in_channels);
+                let widths = vec![params.width; 4];
                 let network = if fast {
-                    Network::Fast(FastNet::from_conv4(&params))
+                    Network::Fast(FastNet::from_conv4(params))
                 } else {
                     Network::Conv4(Conv4::new(&params, &device)?)
                 };
-                (network, vec![params.width; 4])
+                (network, widths)
             }
         };
         let preprocessor = Preprocessor::new(&metadata, in_channels)?;
