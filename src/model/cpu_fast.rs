@@ -1,19 +1,26 @@
-//! The CPU fast path: inference-only ResNet-12 and Conv-4 forward passes that run at the
-//! machine's matrix-multiply speed.
+//! The CPU fast path: inference-only ResNet-12 and Conv-4 forward passes that run at (or, with
+//! Winograd, beyond) the machine's matrix-multiply speed.
 //!
 //! - BatchNorm (and Conv-4's convolution bias) is folded into the convolution weights and a
 //!   per-channel bias at load time, in f64, rounded once to f32.
-//! - Activations are NHWC, so a 3x3 convolution is one matrix product: an im2col matrix
-//!   (rows = output pixels, columns = `[ky][kx][c_in]`) times the folded weight matrix
-//!   `(9 c_in, c_out)`, computed by the `gemm` crate (the kernels candle itself uses).
-//! - ResNet-12's shortcut (1x1 conv + BN) is folded into the block's third convolution: the
-//!   block input's pixel is appended to each im2col row and the shortcut weights below the
-//!   conv3 weights, so conv3 + shortcut + add is one product.
-//! - Bias and activation are applied in one pass over each output chunk while it is still in
-//!   cache.
-//! - The output pixels are cut into row chunks that run on rayon's threads; each thread builds
-//!   its im2col chunk in a reused thread-local buffer, so no full-size im2col matrix ever
-//!   exists. Activation buffers are reused across calls (a per-thread pool), so a model stays
+//! - Activations are NHWC. 3x3 convolutions with at least 16 input channels run as Winograd
+//!   F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
+//!   16 matrix products `(tiles, c_in) x (c_in, c_out)` per tile chunk, 2.25 times fewer
+//!   multiply-adds than a direct convolution, unless their transformed weights exceed 8 MiB
+//!   (ResNet-12's 640-wide block, which works on few pixels). The others (the first layer, the
+//!   widest block) are one matrix product each: an im2col matrix (rows = output pixels,
+//!   columns = `[ky][kx][c_in]`) times the folded weights `(9 c_in, c_out)`. The products use
+//!   the `gemm` crate (the kernels candle itself uses, AVX-512 enabled).
+//! - ResNet-12's shortcut (1x1 conv + BN) is fused into the block's third convolution: on the
+//!   im2col path the block input's pixel is appended to each im2col row and the shortcut
+//!   weights below conv3's, so conv3 + shortcut + add is one product; on the Winograd path the
+//!   shortcut is multiplied into the output first and added in the output transform.
+//! - Bias, residual and activation are applied in one pass over each output chunk while it is
+//!   still in cache.
+//! - The output pixels (or Winograd tile rows) are cut into chunks that run on rayon's
+//!   threads; each thread transforms its chunk in a reused thread-local scratch buffer (at most
+//!   16 MiB), so no full-size im2col matrix ever exists. Activation buffers are reused across
+//!   calls (a small pool per calling thread, kept until the thread ends), so a model stays
 //!   `Send + Sync` with no shared mutable state.
 //!
 //! candle's path (`super::resnet12`, `super::conv4`) is the reference this path is tested
