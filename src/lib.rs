@@ -25,7 +25,9 @@ pub mod train;
 
 pub use device::DeviceChoice;
 pub use error::{Error, ModelProblem, Result};
-pub use model::{Architecture, LoadOptions, Metadata, Model, ModelInfo, MAX_MODEL_FILE_BYTES};
+pub use model::{
+    Architecture, Engine, LoadOptions, Metadata, Model, ModelInfo, MAX_MODEL_FILE_BYTES,
+};
 pub use preprocess::{
     ImageLimits, ImageSource, ModelPixels, PixelBuffer, PixelFormat, Preprocessor,
 };

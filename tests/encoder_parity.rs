@@ -1,11 +1,12 @@
 //! The encoders reproduce the PyTorch reference fixtures from their PNG inputs through the
-//! public API: features within 1e-4 of `features_f64`, block outputs within 2e-4.
+//! public API: features within 1e-4 of `features_f64`, block outputs within 2e-4, on both
+//! engines (the CPU fast path and candle); and the two engines agree within 1e-4.
 
 mod common;
 
 use candle_core::Tensor;
 use common::{data, max_abs_diff, read_tensor};
-use mgecl::{ImageSource, LoadOptions, Model};
+use mgecl::{Engine, ImageSource, LoadOptions, Model};
 
 const FEATURE_BOUND: f64 = 1e-4;
 const BLOCK_BOUND: f64 = 2e-4;
@@ -14,19 +15,36 @@ fn inputs(folder: &str) -> Vec<std::path::PathBuf> {
     (0..4).map(|i| data(&format!("{folder}/{i}.png"))).collect()
 }
 
-fn check_fixture(name: &str, expect_widths: &[usize], expect_channels: usize) {
-    let model = Model::load(
-        data(&format!("{name}.safetensors")),
-        &LoadOptions::default(),
-    )
-    .unwrap();
+fn load(name: &str, engine: Engine) -> Model {
+    let options = LoadOptions {
+        engine,
+        ..Default::default()
+    };
+    Model::load(data(&format!("{name}.safetensors")), &options).unwrap()
+}
+
+/// Checks fixture `name` (a name in `tests/data`, or an absolute path without the
+/// `.safetensors` suffix) whose inputs are in folder `inputs_of`'s `_inputs` folder.
+fn check_fixture(
+    name: &str,
+    inputs_of: &str,
+    expect_widths: &[usize],
+    expect_channels: usize,
+    engine: Engine,
+) {
+    let model = load(name, engine);
+    let expected_engine = match engine {
+        Engine::Auto => "cpu-fast",
+        Engine::Candle => "candle",
+    };
+    assert_eq!(model.info().engine, expected_engine);
     let info = model.info();
     assert_eq!(info.widths, expect_widths);
     assert_eq!(info.in_channels, expect_channels);
     assert_eq!(info.feature_dim, *expect_widths.last().unwrap());
 
     let expected_file = format!("{name}_expected.safetensors");
-    let paths = inputs(&format!("{name}_inputs"));
+    let paths = inputs(&format!("{inputs_of}_inputs"));
 
     // Preprocessing matches the reference `input` tensor (computed in f64, rounded to f32).
     let pre = model.preprocessor();
@@ -48,7 +66,7 @@ fn check_fixture(name: &str, expect_widths: &[usize], expect_channels: usize) {
     let (expected, shape) = read_tensor(&expected_file, "features_f64");
     assert_eq!(features.shape(), shape.as_slice());
     let d = max_abs_diff(features.iter().map(|&v| f64::from(v)), expected);
-    println!("{name}: max |features - features_f64| = {d:.3e}");
+    println!("{name} ({expected_engine}): max |features - features_f64| = {d:.3e}");
     assert!(d <= FEATURE_BOUND, "{name}: features differ by {d}");
 
     // Block outputs for image 0, from the reference input tensor.
@@ -65,19 +83,123 @@ fn check_fixture(name: &str, expect_widths: &[usize], expect_channels: usize) {
         assert_eq!(block.dims(), shape.as_slice(), "{name} block{}", i + 1);
         let ours: Vec<f32> = block.flatten_all().unwrap().to_vec1().unwrap();
         let d = max_abs_diff(ours.into_iter().map(f64::from), expected);
-        println!("{name}: block{} max diff {d:.3e}", i + 1);
+        println!(
+            "{name} ({expected_engine}): block{} max diff {d:.3e}",
+            i + 1
+        );
         assert!(d <= BLOCK_BOUND, "{name}: block{} differs by {d}", i + 1);
     }
 }
 
 #[test]
 fn resnet12_small_matches_pytorch() {
-    check_fixture("resnet12_small", &[16, 40, 80, 160], 3);
+    check_fixture(
+        "resnet12_small",
+        "resnet12_small",
+        &[16, 40, 80, 160],
+        3,
+        Engine::Auto,
+    );
 }
 
 #[test]
 fn conv4_gray_matches_pytorch() {
-    check_fixture("conv4_gray", &[64, 64, 64, 64], 1);
+    check_fixture(
+        "conv4_gray",
+        "conv4_gray",
+        &[64, 64, 64, 64],
+        1,
+        Engine::Auto,
+    );
+}
+
+#[test]
+fn resnet12_small_matches_pytorch_on_candle() {
+    check_fixture(
+        "resnet12_small",
+        "resnet12_small",
+        &[16, 40, 80, 160],
+        3,
+        Engine::Candle,
+    );
+}
+
+#[test]
+fn conv4_gray_matches_pytorch_on_candle() {
+    check_fixture(
+        "conv4_gray",
+        "conv4_gray",
+        &[64, 64, 64, 64],
+        1,
+        Engine::Candle,
+    );
+}
+
+/// The full-width ResNet-12 (64-160-320-640, ~50 MB, not in the repository): run with
+/// `MGECL_FULL_FIXTURES=<folder>` holding `resnet12_full.safetensors` and
+/// `resnet12_full_expected.safetensors` from the reference's `make_fixtures.py --full`.
+#[test]
+fn resnet12_full_matches_pytorch_when_present() {
+    let Some(folder) = std::env::var_os("MGECL_FULL_FIXTURES") else {
+        println!("MGECL_FULL_FIXTURES not set: skipped");
+        return;
+    };
+    let name = std::path::Path::new(&folder).join("resnet12_full");
+    let name = name.to_str().unwrap();
+    for engine in [Engine::Auto, Engine::Candle] {
+        check_fixture(name, "resnet12_small", &[64, 160, 320, 640], 3, engine);
+    }
+}
+
+#[test]
+fn fast_path_matches_candle() {
+    for name in ["resnet12_small", "conv4_gray"] {
+        let fast = load(name, Engine::Auto);
+        let candle = load(name, Engine::Candle);
+        let paths = inputs(&format!("{name}_inputs"));
+        let a = fast.embed_paths(&paths).unwrap();
+        let b = candle.embed_paths(&paths).unwrap();
+        let d = max_abs_diff(
+            a.iter().map(|&v| f64::from(v)),
+            b.iter().map(|&v| f64::from(v)),
+        );
+        println!("{name}: max |fast - candle| features = {d:.3e}");
+        assert!(d <= FEATURE_BOUND, "{name}: engines differ by {d}");
+
+        // Block outputs for the whole batch, through the tensor API.
+        let (c, h, w) = fast.preprocessor().input_shape();
+        let mut values = Vec::new();
+        for p in &paths {
+            values.extend(
+                fast.preprocessor()
+                    .preprocess(&ImageSource::Path(p))
+                    .unwrap(),
+            );
+        }
+        let x = Tensor::from_vec(values, (paths.len(), c, h, w), fast.device()).unwrap();
+        let fa = fast.forward_blocks(&x).unwrap();
+        let ca = candle.forward_blocks(&x).unwrap();
+        assert_eq!(fa.len(), ca.len());
+        for (i, (f, c)) in fa.iter().zip(&ca).enumerate() {
+            assert_eq!(f.dims(), c.dims(), "{name} block{}", i + 1);
+            let f: Vec<f32> = f.flatten_all().unwrap().to_vec1().unwrap();
+            let c: Vec<f32> = c.flatten_all().unwrap().to_vec1().unwrap();
+            let d = max_abs_diff(f.into_iter().map(f64::from), c.into_iter().map(f64::from));
+            println!("{name}: block{} max |fast - candle| = {d:.3e}", i + 1);
+            assert!(
+                d <= FEATURE_BOUND,
+                "{name}: block{} engines differ by {d}",
+                i + 1
+            );
+        }
+        let e = fast.embed_tensor(&x).unwrap();
+        let e: Vec<f32> = e.flatten_all().unwrap().to_vec1().unwrap();
+        let d = max_abs_diff(
+            e.into_iter().map(f64::from),
+            a.iter().map(|&v| f64::from(v)),
+        );
+        assert!(d <= 1e-6, "{name}: embed_tensor and embed differ by {d}");
+    }
 }
 
 #[test]
@@ -142,4 +264,40 @@ fn encoded_bytes_and_raw_pixels_match_the_file_path() {
     };
     let from_pixels = model.embed(&[ImageSource::Pixels(pixels)]).unwrap();
     assert_eq!(from_path, from_pixels);
+}
+
+#[test]
+fn one_model_serves_many_threads_at_once() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Model>();
+    for name in ["resnet12_small", "conv4_gray"] {
+        let model = load(name, Engine::Auto);
+        let paths = inputs(&format!("{name}_inputs"));
+        let expected = model.embed_paths(&paths).unwrap();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let (model, paths) = (&model, &paths);
+                    // Different batch sizes per thread, so the buffer pools see varied sizes.
+                    scope.spawn(move || {
+                        let many: Vec<_> = paths.iter().cycle().take(4 + 9 * t).collect();
+                        (0..3)
+                            .map(|_| model.embed_paths(&many).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for handle in handles {
+                for features in handle.join().unwrap() {
+                    for (row, feature) in features.rows().into_iter().enumerate() {
+                        let d = max_abs_diff(
+                            feature.iter().map(|&v| f64::from(v)),
+                            expected.row(row % 4).iter().map(|&v| f64::from(v)),
+                        );
+                        assert!(d <= 1e-5, "{name}: row {row} differs by {d} under threads");
+                    }
+                }
+            }
+        });
+    }
 }

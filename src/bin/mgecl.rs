@@ -17,7 +17,7 @@ use mgecl::train::optim::OptimConfig;
 use mgecl::train::pretrain::{pretrain, MeanStd, PretrainConfig};
 use mgecl::train::rng::Rng;
 use mgecl::train::ValidationConfig;
-use mgecl::{ClassifierKind, DeviceChoice, Error, LoadOptions, Model, Task, TaskConfig};
+use mgecl::{ClassifierKind, DeviceChoice, Engine, Error, LoadOptions, Model, Task, TaskConfig};
 
 #[derive(Parser)]
 #[command(
@@ -300,6 +300,9 @@ struct ModelArgs {
     /// cpu, cuda[:N], metal[:N] or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// auto (the CPU fast path on the CPU, candle elsewhere) or candle (candle everywhere).
+    #[arg(long, default_value = "auto")]
+    engine: String,
     /// Override a metadata entry, KEY=VALUE (repeatable), e.g. --meta image_size=28.
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
@@ -316,6 +319,7 @@ impl ModelArgs {
         }
         let options = LoadOptions {
             device: self.device.parse::<DeviceChoice>()?,
+            engine: self.engine.parse::<Engine>()?,
             metadata_overrides: overrides,
         };
         Model::load(&self.model, &options)
@@ -356,6 +360,7 @@ fn info(model: &Model, json: bool) -> Result<(), Error> {
         );
         println!("feature dim:  {}", info.feature_dim);
         println!("device:       {}", info.device);
+        println!("engine:       {}", info.engine);
         println!("fingerprint:  {}", info.fingerprint);
     }
     Ok(())

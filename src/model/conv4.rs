@@ -1,11 +1,62 @@
 //! RFS Conv-4 (four conv3x3-with-bias, BN, ReLU blocks; MaxPool2d(2) after the first three;
 //! global average pool), inference mode, PyTorch key names `layer{i}.0.*` (conv) and
 //! `layer{i}.1.*` (BN). Width and input channels come from the weight shapes.
+//!
+//! [`Conv4Params`] reads and checks the file once; [`Conv4`] is candle's forward pass over
+//! them and `super::cpu_fast` the CPU fast path.
 
 use candle_core::{Device, Tensor};
 
-use super::weights::{conv_shape, BatchNorm, Weights};
+use super::weights::{conv_shape, BatchNorm, BnAffine, Weights};
 use crate::error::Result;
+
+/// The parameters of one block, as read from the file.
+pub(crate) struct BlockParams {
+    /// Input channels.
+    pub(crate) c_in: usize,
+    /// Convolution weight `(width, c_in, 3, 3)`, OIHW.
+    pub(crate) weight: Vec<f32>,
+    /// Convolution bias `(width,)`.
+    pub(crate) bias: Vec<f32>,
+    /// The block's BatchNorm.
+    pub(crate) bn: BnAffine,
+    /// Whether a 2x2 max-pool follows (blocks 1-3).
+    pub(crate) pool: bool,
+}
+
+/// A checked Conv-4 parameter set, independent of any engine.
+pub(crate) struct Conv4Params {
+    pub(crate) blocks: Vec<BlockParams>,
+    pub(crate) width: usize,
+    pub(crate) in_channels: usize,
+}
+
+impl Conv4Params {
+    /// Reads the four blocks.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidModel`] for any missing, misshapen, non-f32 or non-finite tensor.
+    pub(crate) fn read(weights: &Weights<'_>, bn_eps: f64) -> Result<Self> {
+        let (width, in_channels) = conv_shape(weights, "layer1.0.weight", 3)?;
+        let mut blocks = Vec::with_capacity(4);
+        let mut c_in = in_channels;
+        for i in 1..=4 {
+            blocks.push(BlockParams {
+                c_in,
+                weight: weights.read(&format!("layer{i}.0.weight"), &[width, c_in, 3, 3])?,
+                bias: weights.read(&format!("layer{i}.0.bias"), &[width])?,
+                bn: BnAffine::read(weights, &format!("layer{i}.1"), width, bn_eps)?,
+                pool: i < 4,
+            });
+            c_in = width;
+        }
+        Ok(Conv4Params {
+            blocks,
+            width,
+            in_channels,
+        })
+    }
+}
 
 struct Block {
     weight: Tensor,
@@ -14,50 +65,28 @@ struct Block {
     pool: bool,
 }
 
-/// A loaded Conv-4.
+/// A Conv-4 on a candle device.
 pub(crate) struct Conv4 {
     blocks: Vec<Block>,
-    width: usize,
-    in_channels: usize,
 }
 
 impl Conv4 {
-    /// Loads the four blocks.
+    /// Puts the parameters on `device`.
     ///
     /// # Errors
-    /// [`crate::Error::InvalidModel`] for any missing, misshapen, non-f32 or non-finite tensor.
-    pub(crate) fn load(weights: &Weights<'_>, bn_eps: f64, device: &Device) -> Result<Self> {
-        let (width, in_channels) = conv_shape(weights, "layer1.0.weight", 3)?;
-        let mut blocks = Vec::with_capacity(4);
-        let mut c_in = in_channels;
-        for i in 1..=4 {
+    /// [`crate::Error::Backend`] when the device refuses a tensor.
+    pub(crate) fn new(params: &Conv4Params, device: &Device) -> Result<Self> {
+        let width = params.width;
+        let mut blocks = Vec::with_capacity(params.blocks.len());
+        for b in &params.blocks {
             blocks.push(Block {
-                weight: weights.tensor(
-                    &format!("layer{i}.0.weight"),
-                    &[width, c_in, 3, 3],
-                    device,
-                )?,
-                bias: weights
-                    .tensor(&format!("layer{i}.0.bias"), &[width], device)?
-                    .reshape((1, width, 1, 1))?,
-                bn: BatchNorm::load(weights, &format!("layer{i}.1"), width, bn_eps, device)?,
-                pool: i < 4,
+                weight: Tensor::from_slice(&b.weight, (width, b.c_in, 3, 3), device)?,
+                bias: Tensor::from_slice(&b.bias, (1, width, 1, 1), device)?,
+                bn: BatchNorm::new(&b.bn, device)?,
+                pool: b.pool,
             });
-            c_in = width;
         }
-        Ok(Conv4 {
-            blocks,
-            width,
-            in_channels,
-        })
-    }
-
-    pub(crate) fn width(&self) -> usize {
-        self.width
-    }
-
-    pub(crate) fn in_channels(&self) -> usize {
-        self.in_channels
+        Ok(Conv4 { blocks })
     }
 
     /// Runs the network on a normalised NCHW batch; returns the four block outputs.

@@ -1,9 +1,13 @@
 //! The encoder: load a safetensors model onto a device, describe it, embed images.
 //!
-//! The forward pass lives in one place ([`Network::forward_blocks`]) so a faster path can
-//! replace it without touching loading or preprocessing.
+//! Two engines run the forward pass (see [`Engine`]): candle's operations (any device; the
+//! reference) and, on the CPU, the fast path of `cpu_fast` (BatchNorm folded, im2col + gemm
+//! over NHWC, fused epilogues). Both are built from the same checked parameters
+//! (`resnet12::ResNet12Params`, `conv4::Conv4Params`), so loading errors do not depend on the
+//! engine.
 
 mod conv4;
+mod cpu_fast;
 mod metadata;
 mod resnet12;
 mod weights;
@@ -20,8 +24,9 @@ use crate::device::{device_name, DeviceChoice};
 use crate::error::{Error, ModelProblem, Result};
 use crate::hash::fnv1a;
 use crate::preprocess::{ImageSource, Preprocessor};
-use conv4::Conv4;
-use resnet12::ResNet12;
+use conv4::{Conv4, Conv4Params};
+use cpu_fast::FastNet;
+use resnet12::{ResNet12, ResNet12Params};
 use weights::Weights;
 
 /// Largest model file accepted (the full-width ResNet-12 is ~50 MB).
@@ -30,11 +35,56 @@ pub const MAX_MODEL_FILE_BYTES: u64 = 2 << 30;
 /// Images per forward pass when embedding a long list: bounds peak memory.
 const EMBED_CHUNK: usize = 32;
 
+/// Which implementation runs the encoder's forward pass.
+///
+/// Both give the same features to within float rounding (the parity tests hold each to the
+/// PyTorch reference within 1e-4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The fastest engine for the device: on the CPU, mgecl's own inference kernels
+    /// (BatchNorm folded into the convolutions, im2col + matrix multiply over NHWC, both
+    /// cores); on CUDA and Metal, candle.
+    #[default]
+    Auto,
+    /// candle's operations on every device (the reference implementation; slower on CPU).
+    Candle,
+}
+
+impl Engine {
+    /// The name the CLI's `--engine` takes (`auto`, `candle`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Auto => "auto",
+            Engine::Candle => "candle",
+        }
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = Error;
+
+    /// Parses `auto` or `candle`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for any other name.
+    fn from_str(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Engine::Auto),
+            "candle" => Ok(Engine::Candle),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown engine {other:?} (expected auto or candle)"
+            ))),
+        }
+    }
+}
+
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Where the encoder runs.
     pub device: DeviceChoice,
+    /// Which implementation runs the forward pass ([`Engine::Auto`] unless told).
+    pub engine: Engine,
     /// Metadata entries that replace (or supply) the file's `__metadata__` values, e.g.
     /// `image_size`, `mean`, `std`, `arch`, `invert`. Needed for files without metadata.
     pub metadata_overrides: BTreeMap<String, String>,
@@ -61,6 +111,8 @@ pub struct ModelInfo {
     pub invert: bool,
     /// The device the encoder runs on (`cpu`, `cuda:0`, ...).
     pub device: String,
+    /// The implementation running the forward pass: `cpu-fast` or `candle`.
+    pub engine: String,
     /// A stable 64-bit hash (hex) of the weights (names, shapes, values) and the effective
     /// metadata: two models with the same fingerprint produce the same features.
     pub fingerprint: String,
@@ -71,6 +123,16 @@ pub struct ModelInfo {
 enum Network {
     ResNet12(ResNet12),
     Conv4(Conv4),
+    Fast(FastNet),
+}
+
+/// An NCHW f32 tensor's values, on the CPU.
+fn cpu_values(input: &Tensor) -> Result<Vec<f32>> {
+    Ok(input
+        .to_device(&Device::Cpu)?
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 impl Network {
@@ -78,6 +140,33 @@ impl Network {
         match self {
             Network::ResNet12(n) => n.forward_blocks(input),
             Network::Conv4(n) => n.forward_blocks(input),
+            Network::Fast(n) => {
+                let (b, _, h, w) = input.dims4()?;
+                let out = n.forward(&cpu_values(input)?, b, h, w, true);
+                out.blocks
+                    .into_iter()
+                    .map(|(values, shape)| Ok(Tensor::from_vec(values, &shape, input.device())?))
+                    .collect()
+            }
+        }
+    }
+
+    /// Features `(N, D)` of a checked NCHW batch.
+    fn embed_tensor(&self, input: &Tensor) -> Result<Tensor> {
+        match self {
+            Network::Fast(n) => {
+                let (b, _, h, w) = input.dims4()?;
+                let features = n.forward(&cpu_values(input)?, b, h, w, false).features;
+                let dim = features.len() / b.max(1);
+                Ok(Tensor::from_vec(features, (b, dim), input.device())?)
+            }
+            _ => {
+                let blocks = self.forward_blocks(input)?;
+                let last = blocks
+                    .last()
+                    .ok_or_else(|| Error::Backend("network has no blocks".into()))?;
+                Ok(last.mean((2, 3))?)
+            }
         }
     }
 }
@@ -146,23 +235,30 @@ impl Model {
         let (_, in_channels) = weights::conv_shape(&weights, first_conv, 3)?;
         let metadata = Metadata::parse(raw, Some(arch), in_channels)?;
         let device = options.device.open()?;
+        let fast = options.engine == Engine::Auto && device.is_cpu();
         let (network, widths) = match arch {
             Architecture::ResNet12 => {
-                let net = ResNet12::load(
-                    &weights,
-                    metadata.bn_eps,
-                    metadata.leaky_relu_slope,
-                    &device,
-                )?;
-                let widths = net.widths().to_vec();
-                debug_assert_eq!(net.in_channels(), in_channels);
-                (Network::ResNet12(net), widths)
+                let params =
+                    ResNet12Params::read(&weights, metadata.bn_eps, metadata.leaky_relu_slope)?;
+                debug_assert_eq!(params.in_channels(), in_channels);
+                let widths = params.widths();
+                let network = if fast {
+                    Network::Fast(FastNet::from_resnet12(params))
+                } else {
+                    Network::ResNet12(ResNet12::new(&params, &device)?)
+                };
+                (network, widths)
             }
             Architecture::Conv4 => {
-                let net = Conv4::load(&weights, metadata.bn_eps, &device)?;
-                debug_assert_eq!(net.in_channels(), in_channels);
-                let widths = vec![net.width(); 4];
-                (Network::Conv4(net), widths)
+                let params = Conv4Params::read(&weights, metadata.bn_eps)?;
+                debug_assert_eq!(params.in_channels, in_channels);
+                let widths = vec![params.width; 4];
+                let network = if fast {
+                    Network::Fast(FastNet::from_conv4(params))
+                } else {
+                    Network::Conv4(Conv4::new(&params, &device)?)
+                };
+                (network, widths)
             }
         };
         let preprocessor = Preprocessor::new(&metadata, in_channels)?;
@@ -180,6 +276,7 @@ impl Model {
             std: metadata.std.clone(),
             invert: metadata.invert,
             device: device_name(&device),
+            engine: if fast { "cpu-fast" } else { "candle" }.to_string(),
             fingerprint: format!("{hash:016x}"),
             metadata: metadata.raw.clone(),
         };
@@ -253,8 +350,13 @@ impl Model {
         let dim = self.feature_dim();
         let mut out = Vec::with_capacity(n * dim);
         for chunk in inputs.chunks(EMBED_CHUNK * per_image) {
-            let batch =
-                Tensor::from_slice(chunk, (chunk.len() / per_image, c, h, w), &self.device)?;
+            let batch_len = chunk.len() / per_image;
+            if let Network::Fast(net) = &self.network {
+                self.check_dims(&[batch_len, c, h, w])?;
+                out.extend(net.forward(chunk, batch_len, h, w, false).features);
+                continue;
+            }
+            let batch = Tensor::from_slice(chunk, (batch_len, c, h, w), &self.device)?;
             let features = self.embed_tensor(&batch)?;
             out.extend(features.flatten_all()?.to_vec1::<f32>()?);
         }
@@ -280,11 +382,8 @@ impl Model {
     /// [`Error::InvalidArgument`] for a wrong channel count or a batch too small for four
     /// poolings; [`Error::Backend`] if the forward pass fails.
     pub fn embed_tensor(&self, input: &Tensor) -> Result<Tensor> {
-        let blocks = self.forward_blocks(input)?;
-        let last = blocks
-            .last()
-            .ok_or_else(|| Error::Backend("network has no blocks".into()))?;
-        Ok(last.mean((2, 3))?)
+        self.check_input(input)?;
+        self.network.embed_tensor(input)
     }
 
     /// The four block outputs for a normalised NCHW batch (for parity checks and analysis).
@@ -292,7 +391,17 @@ impl Model {
     /// # Errors
     /// As [`Model::embed_tensor`].
     pub fn forward_blocks(&self, input: &Tensor) -> Result<Vec<Tensor>> {
-        let dims = input.dims();
+        self.check_input(input)?;
+        self.network.forward_blocks(input)
+    }
+
+    /// Checks an input batch's shape against the model.
+    fn check_input(&self, input: &Tensor) -> Result<()> {
+        self.check_dims(input.dims())
+    }
+
+    /// Checks an NCHW input shape against the model.
+    fn check_dims(&self, dims: &[usize]) -> Result<()> {
         let poolings = if self.info.arch == "conv4" { 3 } else { 4 };
         let min_side = 1usize << poolings;
         if dims.len() != 4
@@ -305,6 +414,6 @@ impl Model {
                 self.info.in_channels
             )));
         }
-        self.network.forward_blocks(input)
+        Ok(())
     }
 }

@@ -4,43 +4,45 @@
 //!
 //! Block: 3 x (conv3x3 no bias, BN), LeakyReLU after the first two; residual = conv1x1 + BN;
 //! add, LeakyReLU, MaxPool2d(2) (floor). Then global average pool.
+//!
+//! [`ResNet12Params`] reads and checks the file once; [`ResNet12`] is candle's forward pass
+//! over them and `super::cpu_fast` the CPU fast path.
 
 use candle_core::{Device, Tensor};
 
-use super::weights::{conv_shape, BatchNorm, Weights};
+use super::weights::{conv_shape, BatchNorm, BnAffine, Weights};
 use crate::error::{Error, ModelProblem, Result};
 
-struct Block {
-    convs: [Tensor; 3],
-    bns: [BatchNorm; 3],
-    down_conv: Tensor,
-    down_bn: BatchNorm,
+/// The parameters of one residual block, as read from the file (OIHW f32 weights).
+pub(crate) struct BlockParams {
+    /// Input channels.
+    pub(crate) c_in: usize,
+    /// Output channels (the block's width).
+    pub(crate) c_out: usize,
+    /// conv1 `(c_out, c_in, 3, 3)`, conv2 and conv3 `(c_out, c_out, 3, 3)`.
+    pub(crate) convs: [Vec<f32>; 3],
+    /// bn1..bn3.
+    pub(crate) bns: [BnAffine; 3],
+    /// The shortcut's 1x1 convolution `(c_out, c_in, 1, 1)`.
+    pub(crate) down_conv: Vec<f32>,
+    /// The shortcut's BatchNorm.
+    pub(crate) down_bn: BnAffine,
 }
 
-/// A loaded ResNet-12.
-pub(crate) struct ResNet12 {
-    blocks: Vec<Block>,
-    slope: f64,
-    widths: Vec<usize>,
-    in_channels: usize,
+/// A checked ResNet-12 parameter set, independent of any engine.
+pub(crate) struct ResNet12Params {
+    pub(crate) blocks: Vec<BlockParams>,
+    /// LeakyReLU negative slope, in [0, 1].
+    pub(crate) slope: f64,
 }
 
-/// `max(x, slope * x)`: LeakyReLU for 0 <= slope <= 1.
-fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    Ok(x.maximum(&x.affine(slope, 0.0)?)?)
-}
-
-impl ResNet12 {
-    /// Loads the four blocks, reading widths from `layer{i}.0.conv1.weight`.
+impl ResNet12Params {
+    /// Reads the four blocks, taking widths from `layer{i}.0.conv1.weight`.
     ///
     /// # Errors
-    /// [`Error::InvalidModel`] for any missing, misshapen, non-f32 or non-finite tensor.
-    pub(crate) fn load(
-        weights: &Weights<'_>,
-        bn_eps: f64,
-        slope: f64,
-        device: &Device,
-    ) -> Result<Self> {
+    /// [`Error::InvalidModel`] for any missing, misshapen, non-f32 or non-finite tensor, or
+    /// a slope outside [0, 1].
+    pub(crate) fn read(weights: &Weights<'_>, bn_eps: f64, slope: f64) -> Result<Self> {
         if !(0.0..=1.0).contains(&slope) {
             return Err(Error::model(
                 ModelProblem::BadMetadata,
@@ -49,17 +51,17 @@ impl ResNet12 {
         }
         let (_, in_channels) = conv_shape(weights, "layer1.0.conv1.weight", 3)?;
         let mut blocks = Vec::with_capacity(4);
-        let mut widths = Vec::with_capacity(4);
         let mut c_in = in_channels;
         for i in 1..=4 {
             let p = format!("layer{i}.0");
             let (c, _) = conv_shape(weights, &format!("{p}.conv1.weight"), 3)?;
             let conv = |name: &str, cin: usize, k: usize| {
-                weights.tensor(&format!("{p}.{name}.weight"), &[c, cin, k, k], device)
+                weights.read(&format!("{p}.{name}.weight"), &[c, cin, k, k])
             };
-            let bn =
-                |name: &str| BatchNorm::load(weights, &format!("{p}.{name}"), c, bn_eps, device);
-            blocks.push(Block {
+            let bn = |name: &str| BnAffine::read(weights, &format!("{p}.{name}"), c, bn_eps);
+            blocks.push(BlockParams {
+                c_in,
+                c_out: c,
                 convs: [
                     conv("conv1", c_in, 3)?,
                     conv("conv2", c, 3)?,
@@ -69,23 +71,69 @@ impl ResNet12 {
                 down_conv: conv("downsample.0", c_in, 1)?,
                 down_bn: bn("downsample.1")?,
             });
-            widths.push(c);
             c_in = c;
+        }
+        Ok(ResNet12Params { blocks, slope })
+    }
+
+    /// Channel width of each block.
+    pub(crate) fn widths(&self) -> Vec<usize> {
+        self.blocks.iter().map(|b| b.c_out).collect()
+    }
+
+    /// Input channels of the first block.
+    pub(crate) fn in_channels(&self) -> usize {
+        self.blocks.first().map_or(0, |b| b.c_in)
+    }
+}
+
+struct Block {
+    convs: [Tensor; 3],
+    bns: [BatchNorm; 3],
+    down_conv: Tensor,
+    down_bn: BatchNorm,
+}
+
+/// A ResNet-12 on a candle device.
+pub(crate) struct ResNet12 {
+    blocks: Vec<Block>,
+    slope: f64,
+}
+
+/// `max(x, slope * x)`: LeakyReLU for 0 <= slope <= 1.
+fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
+    Ok(x.maximum(&x.affine(slope, 0.0)?)?)
+}
+
+impl ResNet12 {
+    /// Puts the parameters on `device`.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the device refuses a tensor.
+    pub(crate) fn new(params: &ResNet12Params, device: &Device) -> Result<Self> {
+        let mut blocks = Vec::with_capacity(params.blocks.len());
+        for b in &params.blocks {
+            let (c, cin) = (b.c_out, b.c_in);
+            let t = |v: &Vec<f32>, shape: [usize; 4]| Tensor::from_slice(v, &shape, device);
+            blocks.push(Block {
+                convs: [
+                    t(&b.convs[0], [c, cin, 3, 3])?,
+                    t(&b.convs[1], [c, c, 3, 3])?,
+                    t(&b.convs[2], [c, c, 3, 3])?,
+                ],
+                bns: [
+                    BatchNorm::new(&b.bns[0], device)?,
+                    BatchNorm::new(&b.bns[1], device)?,
+                    BatchNorm::new(&b.bns[2], device)?,
+                ],
+                down_conv: t(&b.down_conv, [c, cin, 1, 1])?,
+                down_bn: BatchNorm::new(&b.down_bn, device)?,
+            });
         }
         Ok(ResNet12 {
             blocks,
-            slope,
-            widths,
-            in_channels,
+            slope: params.slope,
         })
-    }
-
-    pub(crate) fn widths(&self) -> &[usize] {
-        &self.widths
-    }
-
-    pub(crate) fn in_channels(&self) -> usize {
-        self.in_channels
     }
 
     /// Runs the network on a normalised NCHW batch; returns the four block outputs.

@@ -133,34 +133,26 @@ impl<'a> Weights<'a> {
         }
         Ok(values)
     }
-
-    /// [`Weights::read`] into a tensor on `device`.
-    pub(crate) fn tensor(&self, name: &str, expected: &[usize], device: &Device) -> Result<Tensor> {
-        let values = self.read(name, expected)?;
-        Ok(Tensor::from_vec(values, expected, device)?)
-    }
 }
 
-/// Inference-mode BatchNorm folded to a per-channel affine map `y = x * scale + shift`
-/// (computed in f64 from the f32 parameters, then rounded once).
-pub(crate) struct BatchNorm {
-    /// `gamma / sqrt(running_var + eps)`, shape (1, C, 1, 1).
-    pub(crate) scale: Tensor,
-    /// `beta - running_mean * scale`, shape (1, C, 1, 1).
-    pub(crate) shift: Tensor,
+/// Inference-mode BatchNorm as a per-channel affine map `y = x * scale + shift`, in f64:
+/// `scale = gamma / sqrt(running_var + eps)`, `shift = beta - running_mean * scale`. Both
+/// engines start from this one reading of the parameters.
+pub(crate) struct BnAffine {
+    pub(crate) scale: Vec<f64>,
+    pub(crate) shift: Vec<f64>,
 }
 
-impl BatchNorm {
+impl BnAffine {
     /// Loads `{prefix}.weight`, `.bias`, `.running_mean`, `.running_var` for `channels`.
     ///
     /// # Errors
     /// As [`Weights::read`]; `NonFiniteWeight` when `running_var + eps <= 0`.
-    pub(crate) fn load(
+    pub(crate) fn read(
         weights: &Weights<'_>,
         prefix: &str,
         channels: usize,
         eps: f64,
-        device: &Device,
     ) -> Result<Self> {
         let shape = [channels];
         let gamma = weights.read(&format!("{prefix}.weight"), &shape)?;
@@ -181,12 +173,32 @@ impl BatchNorm {
                 ));
             }
             let s = f64::from(gamma[c]) / denom.sqrt();
-            scale.push(s as f32);
-            shift.push((f64::from(beta[c]) - f64::from(mean[c]) * s) as f32);
+            scale.push(s);
+            shift.push(f64::from(beta[c]) - f64::from(mean[c]) * s);
         }
+        Ok(BnAffine { scale, shift })
+    }
+}
+
+/// Inference-mode BatchNorm on a candle device: the [`BnAffine`] map rounded once to f32.
+pub(crate) struct BatchNorm {
+    /// `gamma / sqrt(running_var + eps)`, shape (1, C, 1, 1).
+    pub(crate) scale: Tensor,
+    /// `beta - running_mean * scale`, shape (1, C, 1, 1).
+    pub(crate) shift: Tensor,
+}
+
+impl BatchNorm {
+    /// Puts the affine map on `device`.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the device refuses the tensors.
+    pub(crate) fn new(affine: &BnAffine, device: &Device) -> Result<Self> {
+        let channels = affine.scale.len();
+        let round = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
         Ok(BatchNorm {
-            scale: Tensor::from_vec(scale, (1, channels, 1, 1), device)?,
-            shift: Tensor::from_vec(shift, (1, channels, 1, 1), device)?,
+            scale: Tensor::from_vec(round(&affine.scale), (1, channels, 1, 1), device)?,
+            shift: Tensor::from_vec(round(&affine.shift), (1, channels, 1, 1), device)?,
         })
     }
 

@@ -1,0 +1,53 @@
+//! Criterion benchmarks of the encoder forward pass on the CPU, both engines, on the
+//! repository's fixture models (ResNet-12 widths 16-40-80-160 at 84x84, Conv-4 width 64 at
+//! 28x28). For the full-width model against PyTorch see `bench/compare.py`.
+//!
+//!     cargo bench --bench forward
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mgecl::{Engine, LoadOptions, Model};
+
+fn model(name: &str, engine: Engine) -> Model {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(format!("{name}.safetensors"));
+    let options = LoadOptions {
+        engine,
+        ..Default::default()
+    };
+    Model::load(path, &options).expect("fixture model loads")
+}
+
+fn input(model: &Model, batch: usize) -> Tensor {
+    let (c, h, w) = model.preprocessor().input_shape();
+    let values: Vec<f32> = (0..batch * c * h * w)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    Tensor::from_vec(values, (batch, c, h, w), &Device::Cpu).expect("input tensor")
+}
+
+fn forward(c: &mut Criterion) {
+    for (name, batches) in [("resnet12_small", [1, 25]), ("conv4_gray", [1, 100])] {
+        let mut group = c.benchmark_group(name);
+        group.sample_size(10);
+        for engine in [Engine::Auto, Engine::Candle] {
+            let m = model(name, engine);
+            for batch in batches {
+                let x = input(&m, batch);
+                group.throughput(Throughput::Elements(batch as u64));
+                group.bench_with_input(
+                    BenchmarkId::new(m.info().engine.clone(), batch),
+                    &x,
+                    |b, x| b.iter(|| m.embed_tensor(x).expect("forward")),
+                );
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, forward);
+criterion_main!(benches);

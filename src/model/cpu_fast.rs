@@ -1,0 +1,897 @@
+//! The CPU fast path: inference-only ResNet-12 and Conv-4 forward passes that run at (or, with
+//! Winograd, beyond) the machine's matrix-multiply speed.
+//!
+//! - BatchNorm (and Conv-4's convolution bias) is folded into the convolution weights and a
+//!   per-channel bias at load time, in f64, rounded once to f32.
+//! - Activations are NHWC. 3x3 convolutions with at least 16 input channels run as Winograd
+//!   F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
+//!   16 matrix products `(tiles, c_in) x (c_in, c_out)` per tile chunk, 2.25 times fewer
+//!   multiply-adds than a direct convolution, unless their transformed weights exceed 8 MiB
+//!   (ResNet-12's 640-wide block, which works on few pixels). The others (the first layer, the
+//!   widest block) are one matrix product each: an im2col matrix (rows = output pixels,
+//!   columns = `[ky][kx][c_in]`) times the folded weights `(9 c_in, c_out)`. The products use
+//!   the `gemm` crate (the kernels candle itself uses, AVX-512 enabled).
+//! - ResNet-12's shortcut (1x1 conv + BN) is fused into the block's third convolution: on the
+//!   im2col path the block input's pixel is appended to each im2col row and the shortcut
+//!   weights below conv3's, so conv3 + shortcut + add is one product; on the Winograd path the
+//!   shortcut is multiplied into the output first and added in the output transform.
+//! - Bias, residual and activation are applied in one pass over each output chunk while it is
+//!   still in cache.
+//! - The output pixels (or Winograd tile rows) are cut into chunks that run on rayon's
+//!   threads; each thread transforms its chunk in a reused thread-local scratch buffer (at most
+//!   16 MiB), so no full-size im2col matrix ever exists. Activation buffers are reused across
+//!   calls (a small pool per calling thread, kept until the thread ends), so a model stays
+//!   `Send + Sync` with no shared mutable state.
+//!
+//! candle's path (`super::resnet12`, `super::conv4`) is the reference this path is tested
+//! against (`tests/encoder_parity.rs`).
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::conv4::Conv4Params;
+use super::resnet12::ResNet12Params;
+
+/// Largest im2col chunk one thread builds, in f32 values (16 MiB).
+const MAX_SCRATCH_VALUES: usize = 4 << 20;
+/// Fewest output rows per chunk when chunks run on separate threads; below this a single
+/// chunk is multiplied with gemm's own threading instead.
+const MIN_PARALLEL_ROWS: usize = 192;
+/// Winograd F(2x2, 3x3) is used for 3x3 convolutions with at least this many input channels
+/// (the first convolution, on 1 or 3 channels, is cheap either way)...
+const WINOGRAD_MIN_C_IN: usize = 16;
+/// ...whose transformed weights (16 / 9 of the plain ones) fit in this many bytes: the widest
+/// layers work on few pixels, where streaming the larger weights would cost more than the
+/// multiply-adds saved.
+const WINOGRAD_MAX_BYTES: usize = 8 << 20;
+/// Scratch for one thread's Winograd tile chunk (transformed input and products), in f32s.
+const WINOGRAD_SCRATCH_VALUES: usize = 1 << 20;
+
+/// A 3x3 (pad 1) or 1x1 (pad 0), stride-1 convolution with BatchNorm folded in, optionally
+/// with a 1x1 shortcut convolution fused in, followed by `max(x, slope * x)`.
+struct FusedConv {
+    c_in: usize,
+    c_out: usize,
+    /// Kernel side (1 or 3).
+    k: usize,
+    /// Channels of the fused shortcut input (0 when none).
+    shortcut_c_in: usize,
+    /// `(k * k * c_in + shortcut_c_in, c_out)`, row-major; rows ordered `[ky][kx][c_in]`, then
+    /// the shortcut's channels. With `winograd`, only the shortcut's rows.
+    weight: Vec<f32>,
+    /// `(c_out,)`.
+    bias: Vec<f32>,
+    /// Negative slope of the activation (0 = ReLU).
+    slope: f32,
+    /// For 3x3 convolutions with enough input channels: the Winograd F(2x2, 3x3) weights
+    /// `U = G g G^T`, 16 matrices `(c_in, c_out)` (see [`FusedConv::forward_winograd`]).
+    winograd: Option<Vec<f32>>,
+}
+
+/// Appends `w[co][ci][ky][kx] * scale[co]` (in f64, rounded once) to `rows` in
+/// `[ky][kx][ci]` row order, `c_out` values per row.
+fn push_folded(rows: &mut Vec<f32>, w: &[f32], scale: &[f64], c_in: usize, k: usize) {
+    for ky in 0..k {
+        for kx in 0..k {
+            for ci in 0..c_in {
+                for (co, s) in scale.iter().enumerate() {
+                    rows.push((f64::from(w[((co * c_in + ci) * k + ky) * k + kx]) * s) as f32);
+                }
+            }
+        }
+    }
+}
+
+impl FusedConv {
+    fn new(
+        c_in: usize,
+        k: usize,
+        weight: &[f32],
+        scale: &[f64],
+        bias: Vec<f64>,
+        slope: f64,
+    ) -> Self {
+        let c_out = scale.len();
+        let winograd_bytes = 16 * c_in * c_out * 4;
+        let winograd =
+            (k == 3 && c_in >= WINOGRAD_MIN_C_IN && winograd_bytes <= WINOGRAD_MAX_BYTES)
+                .then(|| winograd_weights(weight, scale, c_in));
+        // The im2col weights, unless Winograd replaces them.
+        let mut rows = Vec::new();
+        if winograd.is_none() {
+            rows.reserve(k * k * c_in * c_out);
+            push_folded(&mut rows, weight, scale, c_in, k);
+        }
+        FusedConv {
+            c_in,
+            c_out,
+            k,
+            shortcut_c_in: 0,
+            weight: rows,
+            bias: bias.into_iter().map(|v| v as f32).collect(),
+            slope: slope as f32,
+            winograd,
+        }
+    }
+
+    /// Rows of the im2col matrix (and of `weight`).
+    fn depth(&self) -> usize {
+        self.k * self.k * self.c_in + self.shortcut_c_in
+    }
+
+    /// Convolves the NHWC batch `input` `(n, h, w, c_in)` into `out` `(n, h, w, c_out)`;
+    /// `shortcut` `(n, h, w, shortcut_c_in)` feeds the fused 1x1 shortcut.
+    fn forward(&self, input: &[f32], shape: Shape, shortcut: Option<&[f32]>, out: &mut [f32]) {
+        let pixels = shape.n * shape.h * shape.w;
+        assert_eq!(input.len(), pixels * self.c_in);
+        assert_eq!(out.len(), pixels * self.c_out);
+        match shortcut {
+            Some(s) => assert_eq!(s.len(), pixels * self.shortcut_c_in),
+            None => assert_eq!(self.shortcut_c_in, 0),
+        }
+        if self.winograd.is_some() {
+            return self.forward_winograd(input, shape, shortcut, out);
+        }
+        let depth = self.depth();
+        let threads = rayon::current_num_threads().max(1);
+        let max_rows = (MAX_SCRATCH_VALUES / depth).max(16);
+        let per_thread = pixels.div_ceil(threads);
+        let run_chunk = |first_row: usize, dst: &mut [f32], parallel: gemm::Parallelism| {
+            let rows = dst.len() / self.c_out;
+            with_scratch(rows * depth, |cols| {
+                self.im2col(input, shape, shortcut, first_row, rows, cols);
+                matmul(dst, cols, &self.weight, rows, depth, self.c_out, parallel);
+            });
+            self.epilogue(dst);
+        };
+        if threads > 1 && per_thread >= MIN_PARALLEL_ROWS {
+            // Equal chunks, a whole number of them per thread, none over `max_rows`.
+            let rows = per_thread.div_ceil(per_thread.div_ceil(max_rows));
+            out.par_chunks_mut(rows * self.c_out)
+                .enumerate()
+                .for_each(|(i, dst)| run_chunk(i * rows, dst, gemm::Parallelism::None));
+        } else {
+            let parallel = if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            };
+            for (i, dst) in out.chunks_mut(max_rows * self.c_out).enumerate() {
+                run_chunk(i * max_rows, dst, parallel);
+            }
+        }
+    }
+
+    /// Writes rows `first..first + rows` of the im2col matrix into `cols`.
+    fn im2col(
+        &self,
+        input: &[f32],
+        shape: Shape,
+        shortcut: Option<&[f32]>,
+        first: usize,
+        rows: usize,
+        cols: &mut [f32],
+    ) {
+        let Shape { h, w, .. } = shape;
+        let (c, k) = (self.c_in, self.k);
+        let pad = k / 2;
+        let depth = self.depth();
+        for (r, row) in cols.chunks_exact_mut(depth).take(rows).enumerate() {
+            let p = first + r;
+            let (image, y, x) = (p / (h * w), (p / w) % h, p % w);
+            let (taps, tail) = row.split_at_mut(k * k * c);
+            for (ky, tap_row) in taps.chunks_exact_mut(k * c).enumerate() {
+                let iy = (y + ky).wrapping_sub(pad);
+                if iy >= h {
+                    tap_row.fill(0.0);
+                    continue;
+                }
+                let line = &input[(image * h + iy) * w * c..(image * h + iy + 1) * w * c];
+                if x >= pad && x + k - pad <= w {
+                    tap_row.copy_from_slice(&line[(x - pad) * c..(x - pad + k) * c]);
+                } else {
+                    for (kx, tap) in tap_row.chunks_exact_mut(c).enumerate() {
+                        let ix = (x + kx).wrapping_sub(pad);
+                        if ix < w {
+                            tap.copy_from_slice(&line[ix * c..(ix + 1) * c]);
+                        } else {
+                            tap.fill(0.0);
+                        }
+                    }
+                }
+            }
+            if let Some(s) = shortcut {
+                let sc = self.shortcut_c_in;
+                tail.copy_from_slice(&s[p * sc..(p + 1) * sc]);
+            }
+        }
+    }
+
+    /// The 3x3 convolution as Winograd F(2x2, 3x3) (Lavin & Gray 2016): each 2x2 output
+    /// tile is `A^T [sum_ci (G g G^T) . (B^T d B)] A` for its 4x4 input patch `d`, so the
+    /// channel sums are 16 matrix products `(tiles, c_in) x (c_in, c_out)` with 2.25 times
+    /// fewer multiply-adds than im2col. The shortcut (a 1x1 convolution) is multiplied into
+    /// `out` first and added in the output transform.
+    fn forward_winograd(
+        &self,
+        input: &[f32],
+        shape: Shape,
+        shortcut: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        let Some(u) = self.winograd.as_deref() else {
+            return;
+        };
+        let (c_in, c_out) = (self.c_in, self.c_out);
+        let threads = rayon::current_num_threads().max(1);
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        let pixels = shape.n * shape.h * shape.w;
+        if let Some(s) = shortcut {
+            let sc = self.shortcut_c_in;
+            assert_eq!(self.weight.len(), sc * c_out);
+            matmul(out, s, &self.weight, pixels, sc, c_out, par);
+        }
+        let (th, tw) = (shape.h.div_ceil(2), shape.w.div_ceil(2));
+        let tile_rows = shape.n * th;
+        // Chunks of whole tile rows, so each owns a contiguous run of output rows.
+        let max_tiles = (WINOGRAD_SCRATCH_VALUES / (16 * (c_in + c_out))).max(tw);
+        let per_thread = (tile_rows * tw).div_ceil(threads);
+        let parallel = threads > 1 && tile_rows >= 2;
+        let chunks = if parallel {
+            threads * per_thread.div_ceil(max_tiles)
+        } else {
+            (tile_rows * tw).div_ceil(max_tiles)
+        };
+        let rows_per_chunk = tile_rows.div_ceil(chunks.max(1));
+        // Global output row where tile row `tr` starts (the last tile row of an odd-height
+        // image holds one output row).
+        let row_start = |tr: usize| (tr / th) * shape.h + 2 * (tr % th);
+        let mut parts = Vec::with_capacity(chunks);
+        let mut rest = out;
+        let mut tr = 0;
+        while tr < tile_rows {
+            let count = rows_per_chunk.min(tile_rows - tr);
+            let len = (row_start(tr + count) - row_start(tr)) * shape.w * c_out;
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            parts.push((tr, count, part));
+            rest = tail;
+            tr += count;
+        }
+        let residual = shortcut.is_some();
+        let gemm_par = if parallel {
+            gemm::Parallelism::None
+        } else {
+            par
+        };
+        let run = |(first_row, count, part): (usize, usize, &mut [f32])| {
+            let (first, count) = (first_row * tw, count * tw);
+            with_scratch(16 * count * (c_in + c_out), |scratch| {
+                let (v, m) = scratch.split_at_mut(16 * count * c_in);
+                self.winograd_input(input, shape, first..first + count, v);
+                for xi in 0..16 {
+                    matmul(
+                        &mut m[xi * count * c_out..(xi + 1) * count * c_out],
+                        &v[xi * count * c_in..(xi + 1) * count * c_in],
+                        &u[xi * c_in * c_out..(xi + 1) * c_in * c_out],
+                        count,
+                        c_in,
+                        c_out,
+                        gemm_par,
+                    );
+                }
+                let base = row_start(first_row) * shape.w;
+                self.winograd_output(m, shape, first..first + count, residual, part, base);
+            });
+        };
+        if parallel {
+            parts.into_par_iter().for_each(run);
+        } else {
+            parts.into_iter().for_each(run);
+        }
+    }
+
+    /// `V[xi][t][ci] = (B^T d B)[xi]` for the tiles of `first..first + count`, where `d` is
+    /// the tile's 4x4 input patch and B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+    fn winograd_input(&self, input: &[f32], shape: Shape, tiles: Range<usize>, v: &mut [f32]) {
+        let c = self.c_in;
+        let Shape { h, w, .. } = shape;
+        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+        let stride = tiles.len() * c;
+        // Patch, after B^T (rows), after B (columns); each 16 slices of c, [row][col].
+        let mut d = vec![0.0f32; 16 * c];
+        let mut e = vec![0.0f32; 16 * c];
+        let mut f = vec![0.0f32; 16 * c];
+        for (t, tile) in tiles.enumerate() {
+            let (image, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw);
+            for (rc, dst) in d.chunks_exact_mut(c).enumerate() {
+                let iy = (2 * ty + rc / 4).wrapping_sub(1);
+                let ix = (2 * tx + rc % 4).wrapping_sub(1);
+                if iy < h && ix < w {
+                    let at = ((image * h + iy) * w + ix) * c;
+                    dst.copy_from_slice(&input[at..at + c]);
+                } else {
+                    dst.fill(0.0);
+                }
+            }
+            let at = |r: usize, col: usize| (r * 4 + col) * c..(r * 4 + col + 1) * c;
+            for col in 0..4 {
+                for (r, (a, b, sign)) in BT_PAIRS.iter().enumerate() {
+                    let (x, y) = (&d[at(*a, col)], &d[at(*b, col)]);
+                    add_signed(&mut e[at(r, col)], x, y, *sign);
+                }
+            }
+            for r in 0..4 {
+                for (col, (a, b, sign)) in BT_PAIRS.iter().enumerate() {
+                    let (x, y) = (&e[at(r, *a)], &e[at(r, *b)]);
+                    add_signed(&mut f[at(r, col)], x, y, *sign);
+                }
+            }
+            for (xi, src) in f.chunks_exact(c).enumerate() {
+                v[xi * stride + t * c..xi * stride + (t + 1) * c].copy_from_slice(src);
+            }
+        }
+    }
+
+    /// Output transform `A^T m A` (A^T = [1 1 1 0; 0 1 -1 -1]) of the tiles of
+    /// `first..first + count`, plus bias, plus the residual already in `out` when `residual`,
+    /// then the activation. `out` holds the output pixels from pixel `base` on.
+    fn winograd_output(
+        &self,
+        m: &[f32],
+        shape: Shape,
+        tiles: Range<usize>,
+        residual: bool,
+        out: &mut [f32],
+        base: usize,
+    ) {
+        let co = self.c_out;
+        let Shape { h, w, .. } = shape;
+        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+        let stride = tiles.len() * co;
+        let slope = self.slope;
+        // After A^T (rows): 2x4 slices; after A (columns): 2x2 slices.
+        let mut s = vec![0.0f32; 8 * co];
+        let mut y = vec![0.0f32; 4 * co];
+        for (t, tile) in tiles.enumerate() {
+            let (image, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw);
+            let mt = |r: usize, col: usize| {
+                let xi = r * 4 + col;
+                &m[xi * stride + t * co..xi * stride + (t + 1) * co]
+            };
+            for col in 0..4 {
+                for (r, (a, b, cc, sign)) in AT_TRIPLES.iter().enumerate() {
+                    let dst = &mut s[(r * 4 + col) * co..(r * 4 + col + 1) * co];
+                    add3_signed(dst, mt(*a, col), mt(*b, col), mt(*cc, col), *sign);
+                }
+            }
+            for r in 0..2 {
+                for (col, (a, b, cc, sign)) in AT_TRIPLES.iter().enumerate() {
+                    let sl = |k: usize| &s[(r * 4 + k) * co..(r * 4 + k + 1) * co];
+                    let dst = &mut y[(r * 2 + col) * co..(r * 2 + col + 1) * co];
+                    add3_signed(dst, sl(*a), sl(*b), sl(*cc), *sign);
+                }
+            }
+            for (rc, src) in y.chunks_exact(co).enumerate() {
+                let (oy, ox) = (2 * ty + rc / 2, 2 * tx + rc % 2);
+                if oy >= h || ox >= w {
+                    continue;
+                }
+                let p = (image * h + oy) * w + ox - base;
+                let dst = &mut out[p * co..(p + 1) * co];
+                for ((d, &v), b) in dst.iter_mut().zip(src).zip(&self.bias) {
+                    let x = v + b + if residual { *d } else { 0.0 };
+                    *d = x.max(slope * x);
+                }
+            }
+        }
+    }
+
+    /// `out = max(out + bias, slope * (out + bias))`, row by row.
+    fn epilogue(&self, out: &mut [f32]) {
+        let slope = self.slope;
+        for row in out.chunks_exact_mut(self.c_out) {
+            for (v, b) in row.iter_mut().zip(&self.bias) {
+                let x = *v + b;
+                *v = x.max(slope * x);
+            }
+        }
+    }
+}
+
+/// B^T's rows as `x[a] + sign * x[b]`.
+const BT_PAIRS: [(usize, usize, f32); 4] = [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0)];
+/// A^T's rows as `x[a] + sign * (x[b] + x[c])`.
+const AT_TRIPLES: [(usize, usize, usize, f32); 2] = [(0, 1, 2, 1.0), (1, 2, 3, -1.0)];
+
+/// `dst = x + sign * y`.
+fn add_signed(dst: &mut [f32], x: &[f32], y: &[f32], sign: f32) {
+    for ((d, a), b) in dst.iter_mut().zip(x).zip(y) {
+        *d = a + sign * b;
+    }
+}
+
+/// `dst = x + sign * (y + z)`.
+fn add3_signed(dst: &mut [f32], x: &[f32], y: &[f32], z: &[f32], sign: f32) {
+    for (((d, a), b), c) in dst.iter_mut().zip(x).zip(y).zip(z) {
+        *d = a + sign * (b + c);
+    }
+}
+
+/// `U = G g G^T` for every `(ci, co)` of the 3x3 weights `w` (OIHW) folded with `scale`
+/// (in f64, rounded once), laid out as 16 matrices `(c_in, c_out)`;
+/// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+fn winograd_weights(w: &[f32], scale: &[f64], c_in: usize) -> Vec<f32> {
+    const G: [[f64; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let c_out = scale.len();
+    let mut u = vec![0.0f32; 16 * c_in * c_out];
+    for (co, s) in scale.iter().enumerate() {
+        for ci in 0..c_in {
+            let g = |ky: usize, kx: usize| f64::from(w[((co * c_in + ci) * 3 + ky) * 3 + kx]) * s;
+            for (a, ga) in G.iter().enumerate() {
+                for (b, gb) in G.iter().enumerate() {
+                    let mut acc = 0.0;
+                    for (ky, x) in ga.iter().enumerate() {
+                        for (kx, y) in gb.iter().enumerate() {
+                            acc += x * g(ky, kx) * y;
+                        }
+                    }
+                    u[((a * 4 + b) * c_in + ci) * c_out + co] = acc as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `dst (m, n) = lhs (m, k) * rhs (k, n)`, all row-major and contiguous.
+fn matmul(
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    parallelism: gemm::Parallelism,
+) {
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+    let (k_i, n_i) = (k as isize, n as isize);
+    // SAFETY: the assertion above keeps every element gemm addresses inside the three slices:
+    // dst row i, column j is dst[i * n + j] (i < m, j < n), lhs[i * k + l] (l < k) and
+    // rhs[l * n + j]. `dst` is borrowed mutably, so it aliases neither input; with
+    // `read_dst = false` gemm never reads `dst`'s previous (possibly stale) values.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n_i,
+            false,
+            lhs.as_ptr(),
+            1,
+            k_i,
+            rhs.as_ptr(),
+            1,
+            n_i,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// An NHWC batch shape (channels are implied by the layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    n: usize,
+    h: usize,
+    w: usize,
+}
+
+thread_local! {
+    /// Activation buffers kept by the calling thread between calls. Borrowed only for an
+    /// instant, never across other work.
+    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most buffers a thread keeps.
+const POOL_SIZE: usize = 6;
+
+/// A buffer of exactly `len` values with unspecified contents, reusing this thread's pool.
+fn take_buffer(len: usize) -> Vec<f32> {
+    let reused = POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        // The smallest buffer that fits, else the largest (grown below).
+        let fits = (0..pool.len())
+            .filter(|&i| pool[i].capacity() >= len)
+            .min_by_key(|&i| pool[i].capacity());
+        let pick = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+        pick.map(|i| pool.swap_remove(i))
+    });
+    let mut buffer = reused.unwrap_or_default();
+    if buffer.capacity() < len {
+        // Too small: free it before allocating, rather than reallocating (which would hold
+        // both and copy the old contents).
+        buffer = Vec::new();
+    }
+    buffer.resize(len, 0.0);
+    buffer
+}
+
+/// Returns a buffer to this thread's pool.
+fn give_buffer(buffer: Vec<f32>) {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        pool.push(buffer);
+        if pool.len() > POOL_SIZE {
+            let smallest = (0..pool.len()).min_by_key(|&i| pool[i].capacity());
+            if let Some(i) = smallest {
+                pool.swap_remove(i);
+            }
+        }
+    });
+}
+
+thread_local! {
+    /// This thread's im2col / Winograd scratch (at most one chunk's worth, <= 16 MiB).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch slice of `len` values (unspecified contents), reusing this thread's
+/// scratch buffer. Re-entrant: a nested call (rayon may run another chunk on this thread while
+/// gemm waits) gets a fresh buffer, and the larger of the two is kept.
+fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
+    let mut buffer = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if buffer.capacity() < len {
+        buffer = Vec::new();
+    }
+    buffer.resize(len, 0.0);
+    f(&mut buffer);
+    SCRATCH.with(|s| {
+        let mut kept = s.borrow_mut();
+        if buffer.capacity() > kept.capacity() {
+            *kept = buffer;
+        }
+    });
+}
+
+/// 2x2 max-pool, stride 2, floor: `(n, h, w, c)` -> `(n, h / 2, w / 2, c)`.
+fn max_pool(input: &[f32], shape: Shape, c: usize, out: &mut [f32]) {
+    let (oh, ow) = (shape.h / 2, shape.w / 2);
+    assert_eq!(input.len(), shape.n * shape.h * shape.w * c);
+    assert_eq!(out.len(), shape.n * oh * ow * c);
+    let line = shape.w * c;
+    out.par_chunks_mut(ow * c).enumerate().for_each(|(i, dst)| {
+        let (image, oy) = (i / oh, i % oh);
+        let top = (image * shape.h + 2 * oy) * line;
+        let (a, b) = (&input[top..top + line], &input[top + line..top + 2 * line]);
+        for (ox, d) in dst.chunks_exact_mut(c).enumerate() {
+            let o = 2 * ox * c;
+            for (j, v) in d.iter_mut().enumerate() {
+                *v = a[o + j].max(a[o + c + j]).max(b[o + j]).max(b[o + c + j]);
+            }
+        }
+    });
+}
+
+/// One block: convolutions in sequence (a fused shortcut reads the block input), then an
+/// optional 2x2 max-pool.
+struct Block {
+    convs: Vec<FusedConv>,
+    pool: bool,
+}
+
+/// An encoder on the CPU fast path.
+pub(crate) struct FastNet {
+    blocks: Vec<Block>,
+    in_channels: usize,
+}
+
+/// The result of [`FastNet::forward`].
+pub(crate) struct FastOutput {
+    /// `(n, feature_dim)`: the global average pool of the last block.
+    pub(crate) features: Vec<f32>,
+    /// With `keep_blocks`: each block's output, NCHW, with its `(n, c, h, w)` shape.
+    pub(crate) blocks: Vec<(Vec<f32>, [usize; 4])>,
+}
+
+impl FastNet {
+    /// Folds a ResNet-12's BatchNorms and shortcuts into fused convolutions.
+    /// Consumes the parameters block by block, so the file's copy and the folded one
+    /// overlap by at most one block.
+    pub(crate) fn from_resnet12(params: ResNet12Params) -> Self {
+        let slope = params.slope;
+        let in_channels = params.in_channels();
+        let blocks = params
+            .blocks
+            .into_iter()
+            .map(|b| {
+                let (c, cin) = (b.c_out, b.c_in);
+                let conv = |i: usize, c_in: usize, slope: f64| {
+                    FusedConv::new(
+                        c_in,
+                        3,
+                        &b.convs[i],
+                        &b.bns[i].scale,
+                        b.bns[i].shift.clone(),
+                        slope,
+                    )
+                };
+                let mut third = conv(2, c, slope);
+                // conv3 + BN3 + (conv1x1 + BN) shortcut as one product: the shortcut's
+                // folded weights go below conv3's, its shift into the bias.
+                push_folded(&mut third.weight, &b.down_conv, &b.down_bn.scale, cin, 1);
+                third.bias = b.bns[2]
+                    .shift
+                    .iter()
+                    .zip(&b.down_bn.shift)
+                    .map(|(s, d)| (s + d) as f32)
+                    .collect();
+                third.shortcut_c_in = cin;
+                Block {
+                    convs: vec![conv(0, cin, slope), conv(1, c, slope), third],
+                    pool: true,
+                }
+            })
+            .collect();
+        FastNet {
+            blocks,
+            in_channels,
+        }
+    }
+
+    /// Folds a Conv-4's BatchNorms and convolution biases into fused convolutions.
+    pub(crate) fn from_conv4(params: Conv4Params) -> Self {
+        let blocks = params
+            .blocks
+            .into_iter()
+            .map(|b| {
+                let bias = b
+                    .bias
+                    .iter()
+                    .zip(b.bn.scale.iter().zip(&b.bn.shift))
+                    .map(|(&cb, (s, t))| f64::from(cb) * s + t)
+                    .collect();
+                Block {
+                    convs: vec![FusedConv::new(b.c_in, 3, &b.weight, &b.bn.scale, bias, 0.0)],
+                    pool: b.pool,
+                }
+            })
+            .collect();
+        FastNet {
+            blocks,
+            in_channels: params.in_channels,
+        }
+    }
+
+    /// Runs the encoder on a normalised NCHW batch `(n, in_channels, h, w)`. The caller
+    /// checks `h` and `w` are large enough for the poolings.
+    pub(crate) fn forward(
+        &self,
+        nchw: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        keep_blocks: bool,
+    ) -> FastOutput {
+        let c = self.in_channels;
+        assert_eq!(nchw.len(), n * c * h * w);
+        let mut x = take_buffer(nchw.len());
+        nchw_to_nhwc(nchw, n, c, h * w, &mut x);
+        let mut shape = Shape { n, h, w };
+        let mut c_x = c;
+        let mut blocks = Vec::new();
+        for block in &self.blocks {
+            let pixels = shape.n * shape.h * shape.w;
+            let mut cur: Option<Vec<f32>> = None;
+            for conv in &block.convs {
+                let mut out = take_buffer(pixels * conv.c_out);
+                let src = cur.as_deref().unwrap_or(&x);
+                let shortcut = (conv.shortcut_c_in > 0).then_some(&x[..]);
+                conv.forward(src, shape, shortcut, &mut out);
+                if let Some(old) = cur.replace(out) {
+                    give_buffer(old);
+                }
+            }
+            let y = cur.expect("a block has at least one convolution");
+            let c_y = block.convs.last().map_or(c_x, |conv| conv.c_out);
+            give_buffer(std::mem::take(&mut x));
+            if block.pool {
+                let pooled = Shape {
+                    n: shape.n,
+                    h: shape.h / 2,
+                    w: shape.w / 2,
+                };
+                x = take_buffer(pooled.n * pooled.h * pooled.w * c_y);
+                max_pool(&y, shape, c_y, &mut x);
+                give_buffer(y);
+                shape = pooled;
+            } else {
+                x = y;
+            }
+            c_x = c_y;
+            if keep_blocks {
+                let mut nchw = vec![0.0; x.len()];
+                nhwc_to_nchw(&x, shape.n, c_x, shape.h * shape.w, &mut nchw);
+                blocks.push((nchw, [shape.n, c_x, shape.h, shape.w]));
+            }
+        }
+        let area = shape.h * shape.w;
+        let mut features = vec![0.0f32; shape.n * c_x];
+        for (image, feature) in features.chunks_exact_mut(c_x).enumerate() {
+            let mut sum = vec![0.0f64; c_x];
+            for pixel in x[image * area * c_x..(image + 1) * area * c_x].chunks_exact(c_x) {
+                for (s, &v) in sum.iter_mut().zip(pixel) {
+                    *s += f64::from(v);
+                }
+            }
+            for (f, s) in feature.iter_mut().zip(sum) {
+                *f = (s / area as f64) as f32;
+            }
+        }
+        give_buffer(x);
+        FastOutput { features, blocks }
+    }
+}
+
+/// `(n, c, hw)` -> `(n, hw, c)`.
+fn nchw_to_nhwc(src: &[f32], n: usize, c: usize, hw: usize, dst: &mut [f32]) {
+    for image in 0..n {
+        let base = image * c * hw;
+        for ch in 0..c {
+            for p in 0..hw {
+                dst[base + p * c + ch] = src[base + ch * hw + p];
+            }
+        }
+    }
+}
+
+/// `(n, hw, c)` -> `(n, c, hw)`.
+fn nhwc_to_nchw(src: &[f32], n: usize, c: usize, hw: usize, dst: &mut [f32]) {
+    for image in 0..n {
+        let base = image * c * hw;
+        for ch in 0..c {
+            for p in 0..hw {
+                dst[base + ch * hw + p] = src[base + p * c + ch];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A direct NHWC convolution, for checking the im2col + gemm path.
+    fn direct(conv: &FusedConv, input: &[f32], s: Shape, shortcut: Option<&[f32]>) -> Vec<f32> {
+        let (c, k, co) = (conv.c_in, conv.k, conv.c_out);
+        let pad = (k / 2) as isize;
+        let mut out = vec![0.0f32; s.n * s.h * s.w * co];
+        for image in 0..s.n {
+            for y in 0..s.h {
+                for x in 0..s.w {
+                    let p = (image * s.h + y) * s.w + x;
+                    for o in 0..co {
+                        let mut acc = f64::from(conv.bias[o]);
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = y as isize + ky as isize - pad;
+                                let ix = x as isize + kx as isize - pad;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let q = (image * s.h + iy as usize) * s.w + ix as usize;
+                                for i in 0..c {
+                                    let wv = conv.weight[((ky * k + kx) * c + i) * co + o];
+                                    acc += f64::from(input[q * c + i]) * f64::from(wv);
+                                }
+                            }
+                        }
+                        if let Some(sc) = shortcut {
+                            let sc_c = conv.shortcut_c_in;
+                            for i in 0..sc_c {
+                                let wv = conv.weight[(k * k * c + i) * co + o];
+                                acc += f64::from(sc[p * sc_c + i]) * f64::from(wv);
+                            }
+                        }
+                        let v = acc as f32;
+                        out[p * co + o] = v.max(conv.slope * v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn im2col_gemm_matches_a_direct_convolution() {
+        // Odd sizes, a border-heavy 1-pixel-wide image, many chunks (n * h * w > 192 * 2).
+        for (s, c_in, c_out, sc) in [
+            (Shape { n: 2, h: 7, w: 5 }, 3, 4, 0),
+            (Shape { n: 1, h: 1, w: 9 }, 2, 3, 2),
+            (Shape { n: 3, h: 21, w: 19 }, 5, 8, 3),
+            (Shape { n: 2, h: 10, w: 10 }, 16, 16, 0),
+            (Shape { n: 1, h: 2, w: 3 }, 4, 5, 1),
+        ] {
+            let depth = 9 * c_in + sc;
+            let conv = FusedConv {
+                c_in,
+                c_out,
+                k: 3,
+                shortcut_c_in: sc,
+                weight: values(depth * c_out, 1),
+                bias: values(c_out, 2),
+                slope: 0.1,
+                winograd: None,
+            };
+            let pixels = s.n * s.h * s.w;
+            let input = values(pixels * c_in, 3);
+            let shortcut = values(pixels * sc, 4);
+            let shortcut = (sc > 0).then_some(&shortcut[..]);
+            let expected = direct(&conv, &input, s, shortcut);
+            // The same 3x3 weights in OIHW order, unscaled.
+            let mut oihw = vec![0.0f32; 9 * c_in * c_out];
+            for (row, values) in conv.weight[..9 * c_in * c_out]
+                .chunks_exact(c_out)
+                .enumerate()
+            {
+                let (tap, ci) = (row / c_in, row % c_in);
+                for (co, &v) in values.iter().enumerate() {
+                    oihw[(co * c_in + ci) * 9 + tap] = v;
+                }
+            }
+            let winograd = FusedConv {
+                winograd: Some(winograd_weights(&oihw, &vec![1.0; c_out], c_in)),
+                weight: conv.weight[9 * c_in * c_out..].to_vec(),
+                bias: conv.bias.clone(),
+                ..conv
+            };
+            for (what, conv) in [("im2col", &conv), ("winograd", &winograd)] {
+                let mut out = vec![f32::NAN; pixels * c_out];
+                conv.forward(&input, s, shortcut, &mut out);
+                let d = out
+                    .iter()
+                    .zip(&expected)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(d < 1e-5, "{what} {s:?}: differs by {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_floors_odd_sizes() {
+        let s = Shape { n: 1, h: 3, w: 3 };
+        let input: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let mut out = vec![0.0; 1];
+        max_pool(&input, s, 1, &mut out);
+        assert_eq!(out, [4.0]);
+    }
+}
