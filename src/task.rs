@@ -240,16 +240,26 @@ fn check_label(label: &str) -> Result<()> {
     Ok(())
 }
 
-/// L2-normalises each row into f64 (a zero row stays zero).
+/// L2-normalises each row into f64 (a zero row stays zero; a non-finite row stays
+/// non-finite, for the classifier's check to reject). One pass per row: this runs on every
+/// classification.
 fn normalized_rows(features: ArrayView2<f32>) -> Array2<f64> {
-    let mut out = features.mapv(f64::from);
-    for mut row in out.axis_iter_mut(Axis(0)) {
-        let norm = row.dot(&row).sqrt();
-        if norm > 0.0 {
-            row /= norm;
+    let (n, d) = features.dim();
+    let mut out = Vec::with_capacity(n * d);
+    for row in features.rows() {
+        let start = out.len();
+        let mut squares = 0.0;
+        for &v in row {
+            let x = f64::from(v);
+            squares += x * x;
+            out.push(x);
+        }
+        if squares > 0.0 {
+            let inverse = 1.0 / squares.sqrt();
+            out[start..].iter_mut().for_each(|x| *x *= inverse);
         }
     }
-    out
+    Array2::from_shape_vec((n, d), out).unwrap_or_else(|_| Array2::zeros((n, d)))
 }
 
 impl Task {
@@ -504,11 +514,7 @@ impl Task {
                 features.shape()
             )));
         }
-        if features.iter().any(|v| !v.is_finite()) {
-            return Err(Error::InvalidArgument(
-                "features contain NaN or infinite values".into(),
-            ));
-        }
+        // Non-finite values survive normalisation and are rejected by the classifier.
         let x = normalized_rows(features);
         match fitted {
             Fitted::Logistic(m) => m.predict_proba(x.view()),
