@@ -1,0 +1,69 @@
+//! The shipped default model on the shipped example images (val-alphabet characters it never
+//! trained on): 6-way 1-shot, four queries per character. Catches a broken model file or a
+//! preprocessing change.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mgecl::{ClassifierKind, LoadOptions, Model, Task, TaskConfig};
+
+/// At least this many of the 24 queries must be right (the model scores 97-99% on 5-way
+/// 1-shot val episodes; 24/24 is typical, 21 leaves room for a hard drawing or two).
+const MIN_CORRECT: usize = 21;
+
+fn sorted(dir: &Path, want_dirs: bool) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.is_dir() == want_dirs && (want_dirs || p.extension().is_some_and(|e| e == "png"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn shipped_model_recognises_unseen_characters_from_one_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = Arc::new(
+        Model::load(
+            root.join("models/omniglot-conv4.safetensors"),
+            &LoadOptions::default(),
+        )
+        .unwrap(),
+    );
+    let images = root.join("examples/data/omniglot");
+    for classifier in [ClassifierKind::Logistic, ClassifierKind::Prototype] {
+        let mut task = Task::new(
+            model.clone(),
+            TaskConfig {
+                classifier,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut queries = Vec::new();
+        for folder in sorted(&images, true) {
+            let label = folder.file_name().unwrap().to_string_lossy().into_owned();
+            let files = sorted(&folder, false);
+            task.add_class(&label).unwrap();
+            task.add_example_path(&label, &files[0]).unwrap();
+            queries.extend(files[1..].iter().map(|f| (f.clone(), label.clone())));
+        }
+        assert_eq!(queries.len(), 24);
+        assert!(task.fit().unwrap().converged);
+        let paths: Vec<&Path> = queries.iter().map(|(p, _)| p.as_path()).collect();
+        let answers = task.classify_paths(&paths).unwrap();
+        let correct = answers
+            .iter()
+            .zip(&queries)
+            .filter(|(a, (_, l))| a.label.as_deref() == Some(l.as_str()))
+            .count();
+        println!("{classifier:?}: {correct}/24");
+        assert!(
+            correct >= MIN_CORRECT,
+            "{classifier:?}: only {correct}/24 correct"
+        );
+    }
+}
