@@ -108,6 +108,46 @@ pub enum ModelPixels {
     Rgb(RgbImage),
 }
 
+impl ModelPixels {
+    /// The HWC bytes at `width` x `height` (Lanczos3 resize only when the size differs).
+    pub fn resized_raw(&self, width: u32, height: u32) -> std::borrow::Cow<'_, [u8]> {
+        use std::borrow::Cow;
+        match self {
+            ModelPixels::Gray(img) if img.dimensions() == (width, height) => {
+                Cow::Borrowed(img.as_raw())
+            }
+            ModelPixels::Rgb(img) if img.dimensions() == (width, height) => {
+                Cow::Borrowed(img.as_raw())
+            }
+            ModelPixels::Gray(img) => Cow::Owned(
+                image::imageops::resize(img, width, height, FilterType::Lanczos3).into_raw(),
+            ),
+            ModelPixels::Rgb(img) => Cow::Owned(
+                image::imageops::resize(img, width, height, FilterType::Lanczos3).into_raw(),
+            ),
+        }
+    }
+}
+
+/// The normalisation step: HWC u8 pixels of `(h, w, c)` -> CHW `(v / 255 - mean[c]) / std[c]`,
+/// appended to `out`. Shared by inference and training.
+pub fn normalize_hwc(
+    img: &[u8],
+    (h, w, c): (usize, usize, usize),
+    mean: &[f32],
+    std: &[f32],
+    out: &mut Vec<f32>,
+) {
+    let start = out.len();
+    out.resize(start + c * h * w, 0.0);
+    let plane = h * w;
+    for (i, px) in img.chunks_exact(c).enumerate() {
+        for k in 0..c {
+            out[start + k * plane + i] = (f32::from(px[k]) / 255.0 - mean[k]) / std[k];
+        }
+    }
+}
+
 impl Preprocessor {
     /// The preprocessing described by a model's metadata, for a model taking `channels`
     /// input channels (1 or 3).
@@ -279,44 +319,28 @@ impl Preprocessor {
     /// Resizes model pixels to the input size and normalises them into CHW f32.
     pub fn normalize(&self, pixels: &ModelPixels) -> Vec<f32> {
         let (w, h) = (self.width, self.height);
-        let mut out = vec![0f32; self.input_len()];
-        let plane = (w * h) as usize;
-        let scale: Vec<(f32, f32)> = self
-            .mean
-            .iter()
-            .zip(&self.std)
-            .map(|(&m, &s)| (m, s))
-            .collect();
-        match pixels {
-            ModelPixels::Gray(img) => {
-                let resized;
-                let img = if img.dimensions() == (w, h) {
-                    img
-                } else {
-                    resized = image::imageops::resize(img, w, h, FilterType::Lanczos3);
-                    &resized
-                };
-                let (m, s) = scale[0];
-                for (o, &v) in out.iter_mut().zip(img.as_raw()) {
-                    *o = (f32::from(v) / 255.0 - m) / s;
-                }
-            }
-            ModelPixels::Rgb(img) => {
-                let resized;
-                let img = if img.dimensions() == (w, h) {
-                    img
-                } else {
-                    resized = image::imageops::resize(img, w, h, FilterType::Lanczos3);
-                    &resized
-                };
-                for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
-                    for c in 0..3 {
-                        let (m, s) = scale[c];
-                        out[c * plane + i] = (f32::from(px[c]) / 255.0 - m) / s;
-                    }
-                }
-            }
-        }
+        let mut out = Vec::with_capacity(self.input_len());
+        let raw = pixels.resized_raw(w, h);
+        normalize_hwc(
+            &raw,
+            (h as usize, w as usize, self.channels),
+            &self.mean,
+            &self.std,
+            &mut out,
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn normalisation_is_chw() {
+        let img = [255u8, 0, 0, 0, 255, 0]; // 1x2 RGB: red, green
+        let mut out = Vec::new();
+        super::normalize_hwc(&img, (1, 2, 3), &[0.0; 3], &[1.0; 3], &mut out);
+        assert_eq!(out, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+        super::normalize_hwc(&[51u8], (1, 1, 1), &[0.1], &[0.5], &mut out);
+        assert!((out[6] - 0.2).abs() < 1e-6, "(0.2 - 0.1) / 0.5");
     }
 }

@@ -128,6 +128,28 @@ impl ValArgs {
     }
 }
 
+/// Run settings both training stages share.
+#[derive(Args)]
+struct RunArgs {
+    /// Augmentation preset: none, omniglot, imagenet.
+    #[arg(long, default_value = "omniglot")]
+    augment: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (best.safetensors, last.safetensors, log.jsonl).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from OUT/last.safetensors if it exists.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after N epochs (pretrain) or episodes (metatrain) in this invocation; continue
+    /// later with --resume.
+    #[arg(long)]
+    stop_after: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
 /// SGD settings both training stages share.
 #[derive(Args)]
 struct SgdArgs {
@@ -192,22 +214,8 @@ struct PretrainArgs {
     sgd: SgdArgs,
     #[arg(long, default_value_t = 0.0)]
     label_smoothing: f64,
-    /// Augmentation preset: none, omniglot, imagenet.
-    #[arg(long, default_value = "omniglot")]
-    augment: String,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Output folder (best.safetensors, last.safetensors, log.jsonl).
-    #[arg(long)]
-    out: PathBuf,
-    /// Continue from OUT/last.safetensors if it exists.
-    #[arg(long)]
-    resume: bool,
-    /// Stop after N epochs in this invocation (continue later with --resume).
-    #[arg(long)]
-    stop_after: Option<usize>,
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Args)]
@@ -248,18 +256,8 @@ struct MetatrainArgs {
     lr_milestones: Vec<usize>,
     #[command(flatten)]
     sgd: SgdArgs,
-    #[arg(long, default_value = "omniglot")]
-    augment: String,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long)]
-    out: PathBuf,
-    #[arg(long)]
-    resume: bool,
-    #[arg(long)]
-    stop_after: Option<usize>,
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Args)]
@@ -539,14 +537,14 @@ fn pretrain_cmd(a: PretrainArgs) -> Result<(), Error> {
         batch_size: a.batch_size,
         optim: a.sgd.config(a.lr, a.lr_milestones),
         label_smoothing: a.label_smoothing,
-        augment: AugmentConfig::preset(&a.augment)?,
+        augment: AugmentConfig::preset(&a.run.augment)?,
         val_every: a.val.val_every.unwrap_or(5),
         validation: a.val.config()?,
-        seed: a.seed,
-        out_dir: a.out,
-        stop_after: a.stop_after,
+        seed: a.run.seed,
+        out_dir: a.run.out,
+        stop_after: a.run.stop_after,
     };
-    let summary = pretrain(&config, a.device.parse()?, a.resume, true)?;
+    let summary = pretrain(&config, a.run.device.parse()?, a.run.resume, true)?;
     println!("{}", serde_json::to_string(&summary).unwrap_or_default());
     Ok(())
 }
@@ -568,14 +566,14 @@ fn metatrain_cmd(a: MetatrainArgs) -> Result<(), Error> {
         class_loss: !a.no_class_loss,
         instance_loss: !a.no_instance_loss,
         optim: a.sgd.config(a.lr, a.lr_milestones),
-        augment: AugmentConfig::preset(&a.augment)?,
+        augment: AugmentConfig::preset(&a.run.augment)?,
         val_every: a.val.val_every.unwrap_or(500),
         validation: a.val.config()?,
-        seed: a.seed,
-        out_dir: a.out,
-        stop_after: a.stop_after,
+        seed: a.run.seed,
+        out_dir: a.run.out,
+        stop_after: a.run.stop_after,
     };
-    let summary = metatrain(&config, a.device.parse()?, a.resume, true)?;
+    let summary = metatrain(&config, a.run.device.parse()?, a.run.resume, true)?;
     println!("{}", serde_json::to_string(&summary).unwrap_or_default());
     Ok(())
 }

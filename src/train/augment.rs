@@ -228,24 +228,6 @@ fn affine(
     out
 }
 
-/// HWC u8 -> CHW `(v / 255 - mean[c]) / std[c]`, appended to `out`.
-pub fn normalize_into(
-    img: &[u8],
-    (h, w, c): (usize, usize, usize),
-    mean: &[f32],
-    std: &[f32],
-    out: &mut Vec<f32>,
-) {
-    let start = out.len();
-    out.resize(start + c * h * w, 0.0);
-    let plane = h * w;
-    for (i, px) in img.chunks_exact(c).enumerate() {
-        for k in 0..c {
-            out[start + k * plane + i] = (f32::from(px[k]) / 255.0 - mean[k]) / std[k];
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,13 +272,5 @@ mod tests {
         }
         augment(&mut flipped, (4, 4, 1), &config, &mut Rng::new(seed, 0));
         assert_eq!(flipped[6], 200, "(1,1) -> (1,2) in a 4-wide row");
-    }
-
-    #[test]
-    fn normalisation_is_chw() {
-        let img = [255u8, 0, 0, 0, 255, 0]; // 1x2 RGB: red, green
-        let mut out = Vec::new();
-        normalize_into(&img, (1, 2, 3), &[0.0; 3], &[1.0; 3], &mut out);
-        assert_eq!(out, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
     }
 }

@@ -5,10 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use image::imageops::FilterType;
-
 use crate::error::{Error, Result};
-use crate::preprocess::{ImageSource, ModelPixels, Preprocessor};
+use crate::preprocess::{ImageSource, Preprocessor};
 use crate::train::rng::Rng;
 
 /// One class: its name and image files.
@@ -158,24 +156,7 @@ impl Dataset {
         }
         let decode = |path: &PathBuf| -> Result<Vec<u8>> {
             let pixels = pre.decode(&ImageSource::Path(path))?;
-            Ok(match pixels {
-                ModelPixels::Gray(img) => {
-                    if img.dimensions() == (w as u32, h as u32) {
-                        img.into_raw()
-                    } else {
-                        image::imageops::resize(&img, w as u32, h as u32, FilterType::Lanczos3)
-                            .into_raw()
-                    }
-                }
-                ModelPixels::Rgb(img) => {
-                    if img.dimensions() == (w as u32, h as u32) {
-                        img.into_raw()
-                    } else {
-                        image::imageops::resize(&img, w as u32, h as u32, FilterType::Lanczos3)
-                            .into_raw()
-                    }
-                }
-            })
+            Ok(pixels.resized_raw(w as u32, h as u32).into_owned())
         };
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::model::{LoadOptions, Model};
-use crate::train::augment::{augment, normalize_into, AugmentConfig};
+use crate::preprocess::normalize_hwc;
+use crate::train::augment::{augment, AugmentConfig};
 use crate::train::data::{check_episode_shape, read_list, sample_episode, scan_classes, Dataset};
 use crate::train::loss::{class_hinge, instance_contrastive};
 use crate::train::net::{NetSpec, TrainNet};
@@ -206,7 +207,7 @@ pub fn metatrain(
         let mut push = |idx: usize, rng: &mut Rng| {
             let mut img = train.pixels[idx].clone();
             augment(&mut img, (h, w, c), &config.augment, rng);
-            normalize_into(
+            normalize_hwc(
                 &img,
                 (h, w, c),
                 &input_spec.mean,

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
+use crate::preprocess::normalize_hwc;
 use crate::preprocess::Preprocessor;
-use crate::train::augment::{augment, normalize_into, AugmentConfig};
+use crate::train::augment::{augment, AugmentConfig};
 use crate::train::data::{read_list, scan_classes, Dataset};
 use crate::train::layers::accuracy;
 use crate::train::loss::cross_entropy;
@@ -236,7 +237,7 @@ pub fn pretrain(
             for &i in idx {
                 let mut img = train.pixels[i].clone();
                 augment(&mut img, (h, w, c), &config.augment, &mut rng);
-                normalize_into(
+                normalize_hwc(
                     &img,
                     (h, w, c),
                     &input_spec.mean,
