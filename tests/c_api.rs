@@ -13,15 +13,21 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `target/release`: this test runs from `target/release/deps/`, where cargo also built
-/// `libmgecl.so` and `libmgecl.a` (works with any `CARGO_TARGET_DIR`).
+/// `target/release/deps`: this test runs from there, and that is where `cargo test` builds
+/// `libmgecl.so` and `libmgecl.a` (only `cargo build` copies them up to `target/release`, so
+/// on a fresh clone the copies there do not exist; works with any `CARGO_TARGET_DIR`).
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    exe.parent().unwrap().to_path_buf()
+}
+
+/// `target/release`.
+fn release_dir() -> PathBuf {
+    lib_dir().parent().unwrap().to_path_buf()
 }
 
 fn out_dir() -> PathBuf {
-    let dir = lib_dir().join("c-api-tests");
+    let dir = release_dir().join("c-api-tests");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -204,7 +210,7 @@ fn link_tree(from: &Path, to: &Path, skip: &dyn Fn(&str) -> bool) {
 fn hooks_lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let release = lib_dir();
+        let release = release_dir();
         let target = release.parent().unwrap().join("capi-hooks");
         let not_mgecl = |name: &str| name.starts_with("libmgecl") || name.starts_with("mgecl");
         link_tree(
