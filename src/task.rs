@@ -246,18 +246,36 @@ fn check_label(label: &str) -> Result<()> {
 fn normalized_rows(features: ArrayView2<f32>) -> Array2<f64> {
     let (n, d) = features.dim();
     let mut out = Vec::with_capacity(n * d);
+    let mut row_buffer = Vec::new();
     for row in features.rows() {
-        let start = out.len();
-        let mut squares = 0.0;
-        for &v in row {
-            let x = f64::from(v);
-            squares += x * x;
-            out.push(x);
+        let values: &[f32] = match row.as_slice() {
+            Some(slice) => slice,
+            None => {
+                row_buffer.clear();
+                row_buffer.extend(row.iter().copied());
+                &row_buffer
+            }
+        };
+        // Eight independent partial sums: no serial add chain, and the compiler vectorises it.
+        let mut partial = [0f64; 8];
+        let mut chunks = values.chunks_exact(8);
+        for chunk in &mut chunks {
+            for (p, &v) in partial.iter_mut().zip(chunk) {
+                *p += f64::from(v) * f64::from(v);
+            }
         }
-        if squares > 0.0 {
-            let inverse = 1.0 / squares.sqrt();
-            out[start..].iter_mut().for_each(|x| *x *= inverse);
-        }
+        let tail: f64 = chunks
+            .remainder()
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        let squares = partial.iter().sum::<f64>() + tail;
+        let scale = if squares > 0.0 {
+            1.0 / squares.sqrt()
+        } else {
+            1.0
+        };
+        out.extend(values.iter().map(|&v| f64::from(v) * scale));
     }
     Array2::from_shape_vec((n, d), out).unwrap_or_else(|_| Array2::zeros((n, d)))
 }
