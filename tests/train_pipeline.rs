@@ -14,7 +14,9 @@ use mgecl::train::metatrain::{metatrain, MetatrainConfig};
 use mgecl::train::net::{NetSpec, TrainNet};
 use mgecl::train::optim::OptimConfig;
 use mgecl::train::pretrain::{pretrain, PretrainConfig};
-use mgecl::train::{checkpoint_bytes, model_metadata, validate, InputSpec, ValidationConfig};
+use mgecl::train::{
+    checkpoint_bytes, model_metadata, validate, InputSpec, RunConfig, ValidationConfig,
+};
 use mgecl::{DeviceChoice, Error, LoadOptions, Model};
 
 fn scratch(name: &str) -> PathBuf {
@@ -24,12 +26,28 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
+/// Run settings on the mini data set: train on two alphabets, validate on Tagalog.
+fn run(out: PathBuf, val_every: usize, validation_episodes: usize, seed: u64) -> RunConfig {
     let root = data("omniglot_mini");
-    PretrainConfig {
+    RunConfig {
         data: root.clone(),
         train_list: Some(root.join("train.txt")),
         val_list: Some(root.join("val.txt")),
+        augment: AugmentConfig::preset("omniglot").unwrap(),
+        val_every,
+        validation: ValidationConfig {
+            episodes: validation_episodes,
+            ..Default::default()
+        },
+        seed,
+        out_dir: out,
+        stop_after: None,
+    }
+}
+
+fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
+    PretrainConfig {
+        run: run(out, 1, 200, 3),
         net: NetSpec {
             arch: "conv4".into(),
             widths: vec![32; 4],
@@ -48,15 +66,6 @@ fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
             weight_decay: 5e-4,
         },
         label_smoothing: 0.0,
-        augment: AugmentConfig::preset("omniglot").unwrap(),
-        val_every: 1,
-        validation: ValidationConfig {
-            episodes: 200,
-            ..Default::default()
-        },
-        seed: 3,
-        out_dir: out,
-        stop_after: None,
     }
 }
 
@@ -85,7 +94,7 @@ fn pretraining_learns_and_beats_the_untrained_encoder() {
 
     // The untrained network of the same seed, validated on the same episodes.
     let untrained =
-        TrainNet::new(cfg.net.clone(), 12, cfg.seed, &candle_core::Device::Cpu).unwrap();
+        TrainNet::new(cfg.net.clone(), 12, cfg.run.seed, &candle_core::Device::Cpu).unwrap();
     let best = std::fs::read(out.join("best.safetensors")).unwrap();
     let model = Model::from_bytes(&best, &LoadOptions::default()).unwrap();
     let info = model.info();
@@ -104,8 +113,8 @@ fn pretraining_learns_and_beats_the_untrained_encoder() {
     let root = data("omniglot_mini");
     let classes = mgecl::train::data::scan_classes(&root, Some(&["Tagalog".to_string()])).unwrap();
     let val = mgecl::train::data::Dataset::load(&classes, model.preprocessor()).unwrap();
-    let before = validate(&untrained_bytes, &val, &cfg.validation, cfg.seed).unwrap();
-    let after = validate(&best, &val, &cfg.validation, cfg.seed).unwrap();
+    let before = validate(&untrained_bytes, &val, &cfg.run.validation, cfg.run.seed).unwrap();
+    let after = validate(&best, &val, &cfg.run.validation, cfg.run.seed).unwrap();
     println!(
         "5-way 1-shot on held-out Tagalog: untrained {:.3}, trained {:.3}",
         before.accuracy, after.accuracy
@@ -214,16 +223,13 @@ fn a_killed_run_resumes_to_the_uninterrupted_result() {
 fn metatraining_runs_every_loss_combination() {
     let out = scratch("meta-init");
     let mut cfg = config(out.clone(), 2);
-    cfg.val_list = None;
+    cfg.run.val_list = None;
     pretrain(&cfg, DeviceChoice::Cpu, false, false).unwrap();
-    let root = data("omniglot_mini");
     for (class_loss, instance_loss) in [(true, true), (true, false), (false, true)] {
         let meta_out = scratch(&format!("meta-{class_loss}-{instance_loss}"));
         let meta = MetatrainConfig {
             init: out.join("best.safetensors"),
-            data: root.clone(),
-            train_list: Some(root.join("train.txt")),
-            val_list: Some(root.join("val.txt")),
+            run: run(meta_out.clone(), 2, 20, 1),
             episodes: 4,
             ways: 3,
             shots: 1,
@@ -241,15 +247,6 @@ fn metatraining_runs_every_loss_combination() {
                 momentum: 0.9,
                 weight_decay: 5e-4,
             },
-            augment: AugmentConfig::preset("omniglot").unwrap(),
-            val_every: 2,
-            validation: ValidationConfig {
-                episodes: 20,
-                ..Default::default()
-            },
-            seed: 1,
-            out_dir: meta_out.clone(),
-            stop_after: None,
         };
         let summary = metatrain(&meta, DeviceChoice::Cpu, false, false).unwrap();
         assert_eq!(summary.completed, 4);
@@ -278,13 +275,13 @@ fn bad_configurations_fail_before_any_work() {
         Ok(_) => panic!("expected an error"),
     };
     let mut c = config(out.clone(), 1);
-    c.data = data("no-such-folder");
+    c.run.data = data("no-such-folder");
     assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("no-such-folder"));
     let mut c = config(out.clone(), 1);
-    c.validation.shots = 25; // classes have 20 images
+    c.run.validation.shots = 25; // classes have 20 images
     assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("fewer than"));
     let mut c = config(out.clone(), 1);
-    c.validation.ways = 0;
+    c.run.validation.ways = 0;
     assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("2 ways"));
     let c = config(out.clone(), 0);
     assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("epochs"));
@@ -293,9 +290,9 @@ fn bad_configurations_fail_before_any_work() {
     std::fs::create_dir_all(empty.join("EmptyAlphabet/character01")).unwrap();
     std::fs::write(out.join("list.txt"), "EmptyAlphabet\n").unwrap();
     let mut c = config(out.clone(), 1);
-    c.data = empty;
-    c.train_list = Some(out.join("list.txt"));
-    c.val_list = None;
+    c.run.data = empty;
+    c.run.train_list = Some(out.join("list.txt"));
+    c.run.val_list = None;
     assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, false)).contains("no image folders"));
     assert!(
         !out.join("last.safetensors").exists(),

@@ -16,7 +16,7 @@ use mgecl::train::net::NetSpec;
 use mgecl::train::optim::OptimConfig;
 use mgecl::train::pretrain::{pretrain, MeanStd, PretrainConfig};
 use mgecl::train::rng::Rng;
-use mgecl::train::ValidationConfig;
+use mgecl::train::{RunConfig, ValidationConfig};
 use mgecl::{ClassifierKind, DeviceChoice, Engine, Error, LoadOptions, Model, Task, TaskConfig};
 
 #[derive(Parser)]
@@ -511,6 +511,26 @@ fn mean_std(mean: &Option<Vec<f32>>, std: &Option<Vec<f32>>) -> Result<Option<Me
     }
 }
 
+/// The settings both training subcommands share; `val_every` defaults per stage.
+fn run_config(
+    data: DataArgs,
+    val: &ValArgs,
+    run: &RunArgs,
+    val_every: usize,
+) -> Result<RunConfig, Error> {
+    Ok(RunConfig {
+        data: data.data,
+        train_list: data.include,
+        val_list: data.val_include,
+        augment: AugmentConfig::preset(&run.augment)?,
+        val_every: val.val_every.unwrap_or(val_every),
+        validation: val.config()?,
+        seed: run.seed,
+        out_dir: run.out.clone(),
+        stop_after: run.stop_after,
+    })
+}
+
 fn pretrain_cmd(a: PretrainArgs) -> Result<(), Error> {
     let widths = match (a.arch.as_str(), a.widths.len()) {
         (_, 4) => a.widths.clone(),
@@ -522,9 +542,7 @@ fn pretrain_cmd(a: PretrainArgs) -> Result<(), Error> {
         }
     };
     let config = PretrainConfig {
-        data: a.data.data,
-        train_list: a.data.include,
-        val_list: a.data.val_include,
+        run: run_config(a.data, &a.val, &a.run, 5)?,
         net: NetSpec {
             arch: a.arch,
             widths,
@@ -537,12 +555,6 @@ fn pretrain_cmd(a: PretrainArgs) -> Result<(), Error> {
         batch_size: a.batch_size,
         optim: a.sgd.config(a.lr, a.lr_milestones),
         label_smoothing: a.label_smoothing,
-        augment: AugmentConfig::preset(&a.run.augment)?,
-        val_every: a.val.val_every.unwrap_or(5),
-        validation: a.val.config()?,
-        seed: a.run.seed,
-        out_dir: a.run.out,
-        stop_after: a.run.stop_after,
     };
     let summary = pretrain(&config, a.run.device.parse()?, a.run.resume, true)?;
     println!("{}", serde_json::to_string(&summary).unwrap_or_default());
@@ -552,9 +564,7 @@ fn pretrain_cmd(a: PretrainArgs) -> Result<(), Error> {
 fn metatrain_cmd(a: MetatrainArgs) -> Result<(), Error> {
     let config = MetatrainConfig {
         init: a.init,
-        data: a.data.data,
-        train_list: a.data.include,
-        val_list: a.data.val_include,
+        run: run_config(a.data, &a.val, &a.run, 500)?,
         episodes: a.episodes,
         ways: a.ways,
         shots: a.shots,
@@ -566,12 +576,6 @@ fn metatrain_cmd(a: MetatrainArgs) -> Result<(), Error> {
         class_loss: !a.no_class_loss,
         instance_loss: !a.no_instance_loss,
         optim: a.sgd.config(a.lr, a.lr_milestones),
-        augment: AugmentConfig::preset(&a.run.augment)?,
-        val_every: a.val.val_every.unwrap_or(500),
-        validation: a.val.config()?,
-        seed: a.run.seed,
-        out_dir: a.run.out,
-        stop_after: a.run.stop_after,
     };
     let summary = metatrain(&config, a.run.device.parse()?, a.run.resume, true)?;
     println!("{}", serde_json::to_string(&summary).unwrap_or_default());

@@ -14,7 +14,7 @@ use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::model::{LoadOptions, Model};
 use crate::preprocess::normalize_hwc;
-use crate::train::augment::{augment, AugmentConfig};
+use crate::train::augment::augment;
 use crate::train::data::{check_episode_shape, read_list, sample_episode, scan_classes, Dataset};
 use crate::train::loss::{class_hinge, instance_contrastive};
 use crate::train::net::{NetSpec, TrainNet};
@@ -23,20 +23,16 @@ use crate::train::pretrain::RunSummary;
 use crate::train::rng::Rng;
 use crate::train::{
     check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined, save_progress,
-    Batch, InputSpec, RunFiles, Snapshot, ValidationConfig,
+    Batch, InputSpec, RunConfig, RunFiles, Snapshot,
 };
 
 /// Everything a meta-training run depends on; saved in its checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetatrainConfig {
+    /// Data, validation, augmentation, seed and outputs.
+    pub run: RunConfig,
     /// The pretrained model to start from (a pretraining checkpoint or any model file).
     pub init: PathBuf,
-    /// Image-folder root.
-    pub data: PathBuf,
-    /// Top-level folders to train on (None: all).
-    pub train_list: Option<PathBuf>,
-    /// Held-out top-level folders to validate on (None: no validation).
-    pub val_list: Option<PathBuf>,
     /// Training episodes.
     pub episodes: usize,
     /// Classes per episode.
@@ -59,19 +55,6 @@ pub struct MetatrainConfig {
     pub instance_loss: bool,
     /// Optimiser and learning-rate schedule (milestones in episodes).
     pub optim: OptimConfig,
-    /// Augmentation of every episode image (views get an independent draw).
-    pub augment: AugmentConfig,
-    /// Validate and checkpoint every this many episodes.
-    pub val_every: usize,
-    /// Validation episodes.
-    pub validation: ValidationConfig,
-    /// Seed of everything random.
-    pub seed: u64,
-    /// Output folder: `best.safetensors`, `last.safetensors`, `log.jsonl`.
-    pub out_dir: PathBuf,
-    /// Stop after this many episodes in this invocation (resume later).
-    #[serde(skip)]
-    pub stop_after: Option<usize>,
 }
 
 impl MetatrainConfig {
@@ -81,7 +64,7 @@ impl MetatrainConfig {
     /// [`Error::InvalidArgument`] naming the bad setting.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
-        if self.episodes == 0 || self.val_every == 0 {
+        if self.episodes == 0 || self.run.val_every == 0 {
             return bad("episodes and val_every must be >= 1");
         }
         if self.ways < 2 || self.shots == 0 || self.queries == 0 {
@@ -98,7 +81,7 @@ impl MetatrainConfig {
             return bad("tau must be > 0, margin and lambda >= 0");
         }
         self.optim.validate()?;
-        self.augment.validate()
+        self.run.augment.validate()
     }
 }
 
@@ -132,22 +115,23 @@ pub fn metatrain(
     let load = |list: &Option<PathBuf>| -> Result<Dataset> {
         let include = list.as_deref().map(read_list).transpose()?;
         Dataset::load(
-            &scan_classes(&config.data, include.as_deref())?,
+            &scan_classes(&config.run.data, include.as_deref())?,
             init_model.preprocessor(),
         )
     };
-    let train = load(&config.train_list)?;
+    let train = load(&config.run.train_list)?;
     check_episode_shape(&train, config.ways, config.shots, config.queries)?;
     let val = config
+        .run
         .val_list
         .as_ref()
-        .map(|_| load(&config.val_list))
+        .map(|_| load(&config.run.val_list))
         .transpose()?;
     if let Some(v) = &val {
-        check_validation(v, &config.validation)?;
+        check_validation(v, &config.run.validation)?;
     }
     let device = device.open()?;
-    let files = RunFiles::create(&config.out_dir)?;
+    let files = RunFiles::create(&config.run.out_dir)?;
 
     let mut sgd = config.optim.sgd();
     let (net, start, mut best) = if resume && files.last.exists() {
@@ -180,6 +164,7 @@ pub fn metatrain(
         spec.in_channels,
     );
     let end = config
+        .run
         .stop_after
         .map_or(config.episodes, |n| (start + n).min(config.episodes));
     let bar = if progress {
@@ -201,12 +186,12 @@ pub fn metatrain(
     // Layout of one episode batch: support, then A views of each support image, then queries.
     let produce = |i: usize| -> Result<Batch> {
         let episode_index = start + i;
-        let mut rng = Rng::new(config.seed, 0x3e7a_0000_0000 | episode_index as u64);
+        let mut rng = Rng::new(config.run.seed, 0x3e7a_0000_0000 | episode_index as u64);
         let ep = sample_episode(&train, config.ways, config.shots, config.queries, &mut rng);
         let mut input = Vec::new();
         let mut push = |idx: usize, rng: &mut Rng| {
             let mut img = train.pixels[idx].clone();
-            augment(&mut img, (h, w, c), &config.augment, rng);
+            augment(&mut img, (h, w, c), &config.run.augment, rng);
             normalize_hwc(
                 &img,
                 (h, w, c),
@@ -276,7 +261,7 @@ pub fn metatrain(
             images as f64 / started.elapsed().as_secs_f64()
         ));
         let done = episode + 1;
-        if done % config.val_every == 0 || done == end {
+        if done % config.run.val_every == 0 || done == end {
             let training = |best: Option<f64>| {
                 serde_json::json!({"stage": "metatrain", "config": config, "episode": done,
                     "best_val_accuracy": best, "init_training": info.metadata.get("training")})
@@ -290,7 +275,9 @@ pub fn metatrain(
                 spec: &spec,
                 input: &input_spec,
             };
-            let validation = val.as_ref().map(|v| (v, &config.validation, config.seed));
+            let validation = val
+                .as_ref()
+                .map(|v| (v, &config.run.validation, config.run.seed));
             save_progress(
                 &files,
                 &snap,

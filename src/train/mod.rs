@@ -169,6 +169,32 @@ pub fn checkpoint_metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
+/// What both training stages share: the data and its split, augmentation, validation, the seed
+/// and the output folder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunConfig {
+    /// Image-folder root.
+    pub data: std::path::PathBuf,
+    /// File listing the top-level folders to train on (None: all).
+    pub train_list: Option<std::path::PathBuf>,
+    /// File listing the held-out top-level folders to validate on (None: no validation).
+    pub val_list: Option<std::path::PathBuf>,
+    /// Augmentation of training images.
+    pub augment: augment::AugmentConfig,
+    /// Validate and checkpoint every this many epochs (pretrain) or episodes (metatrain).
+    pub val_every: usize,
+    /// Validation episodes.
+    pub validation: ValidationConfig,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Output folder: `best.safetensors`, `last.safetensors`, `log.jsonl`.
+    pub out_dir: std::path::PathBuf,
+    /// Stop after this many epochs or episodes in this invocation (the run resumes later with
+    /// `--resume`); None = run to the end.
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
+}
+
 /// Few-shot validation settings shared by both stages.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ValidationConfig {

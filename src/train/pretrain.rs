@@ -13,7 +13,7 @@ use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::preprocess::normalize_hwc;
 use crate::preprocess::Preprocessor;
-use crate::train::augment::{augment, AugmentConfig};
+use crate::train::augment::augment;
 use crate::train::data::{read_list, scan_classes, Dataset};
 use crate::train::layers::accuracy;
 use crate::train::loss::cross_entropy;
@@ -22,7 +22,7 @@ use crate::train::optim::OptimConfig;
 use crate::train::rng::Rng;
 use crate::train::{
     check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined, save_progress,
-    Batch, InputSpec, RunFiles, Snapshot, ValidationConfig,
+    Batch, InputSpec, RunConfig, RunFiles, Snapshot,
 };
 
 /// Per-channel normalisation mean and standard deviation.
@@ -31,12 +31,8 @@ pub type MeanStd = (Vec<f32>, Vec<f32>);
 /// Everything a pretraining run depends on; saved in its checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PretrainConfig {
-    /// Image-folder root.
-    pub data: PathBuf,
-    /// File listing the top-level folders to train on (None: all).
-    pub train_list: Option<PathBuf>,
-    /// File listing the held-out top-level folders to validate on (None: no validation).
-    pub val_list: Option<PathBuf>,
+    /// Data, validation, augmentation, seed and outputs.
+    pub run: RunConfig,
     /// Network shape (`in_channels` also decides grey or RGB input).
     pub net: NetSpec,
     /// Input side in pixels.
@@ -53,20 +49,6 @@ pub struct PretrainConfig {
     pub optim: OptimConfig,
     /// Label smoothing.
     pub label_smoothing: f64,
-    /// Augmentation.
-    pub augment: AugmentConfig,
-    /// Validate (and checkpoint) every this many epochs.
-    pub val_every: usize,
-    /// Validation episodes.
-    pub validation: ValidationConfig,
-    /// Seed of everything random.
-    pub seed: u64,
-    /// Output folder: `best.safetensors`, `last.safetensors`, `log.jsonl`.
-    pub out_dir: PathBuf,
-    /// Stop after this many epochs in this invocation (the run resumes later); None = run to
-    /// the end. For time-boxed runs and the resume test.
-    #[serde(skip)]
-    pub stop_after: Option<usize>,
 }
 
 impl PretrainConfig {
@@ -88,11 +70,11 @@ impl PretrainConfig {
         if self.net.in_channels != 1 && self.net.in_channels != 3 {
             return bad("in_channels must be 1 or 3");
         }
-        if self.val_every == 0 {
+        if self.run.val_every == 0 {
             return bad("val_every must be >= 1");
         }
         self.optim.validate()?;
-        self.augment.validate()
+        self.run.augment.validate()
     }
 }
 
@@ -105,7 +87,7 @@ fn style() -> ProgressStyle {
 /// Loads the split's classes with a provisional preprocessing (size, channels, invert).
 fn load_split(config: &PretrainConfig, list: &Option<PathBuf>) -> Result<Dataset> {
     let include = list.as_deref().map(read_list).transpose()?;
-    let classes = scan_classes(&config.data, include.as_deref())?;
+    let classes = scan_classes(&config.run.data, include.as_deref())?;
     let c = config.net.in_channels;
     let metadata = crate::model::Metadata::parse(
         [
@@ -152,18 +134,18 @@ pub fn pretrain(
     progress: bool,
 ) -> Result<RunSummary> {
     config.validate()?;
-    let train = load_split(config, &config.train_list)?;
+    let train = load_split(config, &config.run.train_list)?;
     if train.num_classes() < 2 {
         return Err(Error::InvalidArgument(
             "pretraining needs at least 2 classes".into(),
         ));
     }
-    let val = match &config.val_list {
-        Some(_) => Some(load_split(config, &config.val_list)?),
+    let val = match &config.run.val_list {
+        Some(_) => Some(load_split(config, &config.run.val_list)?),
         None => None,
     };
     if let Some(v) = &val {
-        check_validation(v, &config.validation)?;
+        check_validation(v, &config.run.validation)?;
     }
     let (mean, std) = config
         .mean_std
@@ -176,7 +158,7 @@ pub fn pretrain(
         invert: config.invert,
     };
     let device = device.open()?;
-    let files = RunFiles::create(&config.out_dir)?;
+    let files = RunFiles::create(&config.run.out_dir)?;
 
     let (net, mut sgd, start_epoch, mut best) = if resume && files.last.exists() {
         let bytes = std::fs::read(&files.last).map_err(|e| Error::io(&files.last, e))?;
@@ -188,7 +170,10 @@ pub fn pretrain(
                 })?;
         let saved: PretrainConfig = serde_json::from_value(training["config"].clone())
             .map_err(|e| Error::InvalidArgument(format!("checkpoint config: {e}")))?;
-        if saved.seed != config.seed || saved.net != config.net || saved.epochs != config.epochs {
+        if saved.run.seed != config.run.seed
+            || saved.net != config.net
+            || saved.epochs != config.epochs
+        {
             return Err(Error::InvalidArgument(
                 "--resume: the checkpoint was made with other settings".into(),
             ));
@@ -203,7 +188,7 @@ pub fn pretrain(
         let net = TrainNet::new(
             config.net.clone(),
             train.num_classes(),
-            config.seed,
+            config.run.seed,
             &device,
         )?;
         (net, config.optim.sgd(), 0, None)
@@ -212,6 +197,7 @@ pub fn pretrain(
     let (h, w, c) = (config.image_size, config.image_size, config.net.in_channels);
     let steps = train.len().div_ceil(config.batch_size);
     let end_epoch = config
+        .run
         .stop_after
         .map_or(config.epochs, |n| (start_epoch + n).min(config.epochs));
     let started = Instant::now();
@@ -219,7 +205,7 @@ pub fn pretrain(
     for epoch in start_epoch..end_epoch {
         sgd.lr = config.optim.lr_at(epoch);
         let mut order: Vec<usize> = (0..train.len()).collect();
-        Rng::new(config.seed, 1000 + epoch as u64).shuffle(&mut order);
+        Rng::new(config.run.seed, 1000 + epoch as u64).shuffle(&mut order);
         let bar = if progress {
             ProgressBar::new(steps as u64)
         } else {
@@ -232,11 +218,11 @@ pub fn pretrain(
         let produce = |step: usize| -> Result<Batch> {
             let idx =
                 &order[step * config.batch_size..((step + 1) * config.batch_size).min(order.len())];
-            let mut rng = Rng::new(config.seed, ((epoch as u64) << 32) | step as u64);
+            let mut rng = Rng::new(config.run.seed, ((epoch as u64) << 32) | step as u64);
             let mut input = Vec::with_capacity(idx.len() * c * h * w);
             for &i in idx {
                 let mut img = train.pixels[i].clone();
-                augment(&mut img, (h, w, c), &config.augment, &mut rng);
+                augment(&mut img, (h, w, c), &config.run.augment, &mut rng);
                 normalize_hwc(
                     &img,
                     (h, w, c),
@@ -284,7 +270,7 @@ pub fn pretrain(
             "train_accuracy": acc_sum / n, "images_per_second": n / epoch_start.elapsed().as_secs_f64(),
             "seconds": epoch_start.elapsed().as_secs_f64(),
         });
-        let validate_now = (epoch + 1) % config.val_every == 0 || epoch + 1 == end_epoch;
+        let validate_now = (epoch + 1) % config.run.val_every == 0 || epoch + 1 == end_epoch;
         let training = |best: Option<f64>| {
             serde_json::json!({"stage": "pretrain", "config": config, "epoch": epoch + 1,
                 "best_val_accuracy": best, "train_classes": train.num_classes(), "train_images": train.len()})
@@ -295,7 +281,9 @@ pub fn pretrain(
             spec: &config.net,
             input: &input_spec,
         };
-        let validation = val.as_ref().map(|v| (v, &config.validation, config.seed));
+        let validation = val
+            .as_ref()
+            .map(|v| (v, &config.run.validation, config.run.seed));
         save_progress(
             &files,
             &snap,
