@@ -298,6 +298,43 @@ fn bn_backward<T: Float>(
     out
 }
 
+type Kernel3<T> = fn(&[T], &[T], &[T], (usize, usize, usize), f64) -> Vec<T>;
+
+/// Runs a three-input BatchNorm kernel on f32 or f64 storage.
+#[allow(clippy::too_many_arguments)]
+fn apply3(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    s3: &CpuStorage,
+    l3: &Layout,
+    dims: (usize, usize, usize),
+    eps: f64,
+    f32_kernel: Kernel3<f32>,
+    f64_kernel: Kernel3<f64>,
+) -> CResult<CpuStorage> {
+    match s1 {
+        CpuStorage::F32(_) => Ok(CpuStorage::F32(f32_kernel(
+            contiguous(s1, l1)?,
+            contiguous(s2, l2)?,
+            contiguous(s3, l3)?,
+            dims,
+            eps,
+        ))),
+        CpuStorage::F64(_) => Ok(CpuStorage::F64(f64_kernel(
+            contiguous(s1, l1)?,
+            contiguous(s2, l2)?,
+            contiguous(s3, l3)?,
+            dims,
+            eps,
+        ))),
+        _ => Err(candle_core::Error::Msg(
+            "batch-norm: f32 or f64 only".into(),
+        )),
+    }
+}
+
 fn dims3(l: &Layout) -> CResult<(usize, usize, usize)> {
     match l.shape().dims() {
         &[b, c, h, w] => Ok((b, c, h * w)),
@@ -321,27 +358,18 @@ impl CustomOp3 for BatchNormTrain {
         l3: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
         let d = dims3(l1)?;
-        let storage = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(bn_forward::<f32>(
-                contiguous(s1, l1)?,
-                contiguous(s2, l2)?,
-                contiguous(s3, l3)?,
-                d,
-                self.eps,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(bn_forward::<f64>(
-                contiguous(s1, l1)?,
-                contiguous(s2, l2)?,
-                contiguous(s3, l3)?,
-                d,
-                self.eps,
-            )),
-            _ => {
-                return Err(candle_core::Error::Msg(
-                    "batch-norm: f32 or f64 only".into(),
-                ))
-            }
-        };
+        let storage = apply3(
+            s1,
+            l1,
+            s2,
+            l2,
+            s3,
+            l3,
+            d,
+            self.eps,
+            bn_forward::<f32>,
+            bn_forward::<f64>,
+        )?;
         Ok((storage, l1.shape().clone()))
     }
     fn bwd(
@@ -384,27 +412,18 @@ impl CustomOp3 for BatchNormBackward {
     ) -> CResult<(CpuStorage, Shape)> {
         let d = dims3(l1)?;
         let len = l1.shape().elem_count() + 2 * d.1;
-        let storage = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(bn_backward::<f32>(
-                contiguous(s1, l1)?,
-                contiguous(s2, l2)?,
-                contiguous(s3, l3)?,
-                d,
-                self.eps,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(bn_backward::<f64>(
-                contiguous(s1, l1)?,
-                contiguous(s2, l2)?,
-                contiguous(s3, l3)?,
-                d,
-                self.eps,
-            )),
-            _ => {
-                return Err(candle_core::Error::Msg(
-                    "batch-norm: f32 or f64 only".into(),
-                ))
-            }
-        };
+        let storage = apply3(
+            s1,
+            l1,
+            s2,
+            l2,
+            s3,
+            l3,
+            d,
+            self.eps,
+            bn_backward::<f32>,
+            bn_backward::<f64>,
+        )?;
         Ok((storage, Shape::from(len)))
     }
 }
