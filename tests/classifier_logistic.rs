@@ -2,12 +2,12 @@
 
 mod common;
 
+use common::invalid;
 use common::lr_fixture::{load, max_abs_diff};
 use linfa::traits::Fit;
 use linfa::DatasetBase;
 use linfa_logistic::MultiLogisticRegression;
 use mgecl::classifier::logistic::{LogisticConfig, LogisticModel};
-use mgecl::Error;
 use ndarray::{array, s, Array2, ArrayView1, Axis};
 
 /// Independent check of the span trick: linfa directly on the raw 160-d problem (no reduction,
@@ -147,14 +147,6 @@ fn predict_proba_is_stable_for_large_logits() {
     let p = m.predict_proba(big.view()).unwrap();
     assert!(p.iter().all(|v| v.is_finite()));
     assert!((p[[0, 0]] - 1.0).abs() < 1e-12);
-}
-
-fn invalid<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
-    match r {
-        Err(Error::InvalidArgument(msg)) => msg,
-        Ok(v) => panic!("expected InvalidArgument, got Ok({v:?})"),
-        Err(other) => panic!("expected InvalidArgument, got {other}"),
-    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Prototype head: hand-computed example and validation errors.
 
+mod common;
+
+use common::invalid;
 use mgecl::classifier::prototype::{PrototypeModel, DEFAULT_TEMPERATURE};
-use mgecl::Error;
 use ndarray::{array, Array2};
 
 #[test]
@@ -38,14 +40,6 @@ fn temperature_scales_scores() {
     // Zero query: all scores 0, uniform probabilities.
     let p = m.predict_proba(array![[0.0, 0.0]].view()).unwrap();
     assert!((p[[0, 0]] - 0.5).abs() < 1e-15);
-}
-
-fn invalid<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
-    match r {
-        Err(Error::InvalidArgument(msg)) => msg,
-        Ok(v) => panic!("expected InvalidArgument, got Ok({v:?})"),
-        Err(other) => panic!("expected InvalidArgument, got {other}"),
-    }
 }
 
 #[test]

@@ -50,6 +50,15 @@ pub fn max_abs_diff(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item 
 
 pub mod lr_fixture;
 
+/// The message of an expected [`mgecl::Error::InvalidArgument`]; panics on anything else.
+pub fn invalid<T: std::fmt::Debug>(r: Result<T, mgecl::Error>) -> String {
+    match r {
+        Err(mgecl::Error::InvalidArgument(msg)) => msg,
+        Ok(v) => panic!("expected InvalidArgument, got Ok({v:?})"),
+        Err(other) => panic!("expected InvalidArgument, got {other}"),
+    }
+}
+
 /// A Conv-4 model file (1 input channel, 8x8 input) of width `dim` with seeded pseudo-random
 /// weights: a real model whose feature dimension matches a fixture's, for task tests that
 /// work from stored features.
