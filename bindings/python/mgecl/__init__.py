@@ -288,9 +288,46 @@ def _load_options(device, metadata):
     return _LoadOptions(_text(device, "device"), entries, len(metadata)), entries
 
 
-class Model:
+class _Handle:
+    """An owned C handle: `close()` (also on `with` exit and garbage collection) frees it once."""
+
+    _kind = "handle"
+    _handle = None
+
+    @staticmethod
+    def _free(handle):
+        raise NotImplementedError
+
+    def _ptr(self):
+        if not self._handle:
+            raise ValueError(f"the {self._kind} is closed")
+        return self._handle
+
+    def close(self):
+        """Frees the handle now (a model's tasks keep working after it is closed)."""
+        if self._handle:
+            type(self)._free(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Model(_Handle):
     """A loaded encoder (safetensors). Thread-safe. `device`: "cpu", "cuda[:N]",
     "metal[:N]" or "auto"; `metadata`: {key: value} supplying/overriding `__metadata__`."""
+
+    _kind = "model"
+
+    @staticmethod
+    def _free(handle):
+        _lib.mgecl_model_free(handle)
 
     def __init__(self, path, device="cpu", metadata=None, *, _handle=None):
         self._handle = None
@@ -309,26 +346,6 @@ class Model:
         handle = c_void_p()
         _check(_lib.mgecl_model_load_bytes(pointer, len(data), byref(options), byref(handle)))
         return cls(None, _handle=handle)
-
-    def _ptr(self):
-        if not self._handle:
-            raise ValueError("the model is closed")
-        return self._handle
-
-    def close(self):
-        """Frees the model now (tasks made from it keep working)."""
-        if self._handle:
-            _lib.mgecl_model_free(self._handle)
-            self._handle = None
-
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     @property
     def info(self):
@@ -408,11 +425,17 @@ def _options_from_c(c):
             "threshold": c.threshold if c.use_threshold else None}
 
 
-class Task:
+class Task(_Handle):
     """A few-shot task on a model. Use from one thread at a time.
 
     Options (keywords): classifier ("logistic" | "prototype"), alpha, max_iterations,
     gradient_tolerance, temperature, augmented_copies, threshold (None or 0..1)."""
+
+    _kind = "task"
+
+    @staticmethod
+    def _free(handle):
+        _lib.mgecl_task_free(handle)
 
     def __init__(self, model, *, _handle=None, **options):
         self._handle = None
@@ -436,25 +459,6 @@ class Task:
         handle = c_void_p()
         _check(_lib.mgecl_task_load_bytes(pointer, len(data), model._ptr(), byref(handle)))
         return cls(None, _handle=handle)
-
-    def _ptr(self):
-        if not self._handle:
-            raise ValueError("the task is closed")
-        return self._handle
-
-    def close(self):
-        if self._handle:
-            _lib.mgecl_task_free(self._handle)
-            self._handle = None
-
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     @property
     def options(self):
