@@ -89,7 +89,7 @@ typedef enum mgecl_status {
    */
   MGECL_STATUS_INVALID_IMAGE = 6,
   /**
-   * An image, model or task file exceeds a resource limit.
+   * An image, model or task file, or a task (classes, feature rows), exceeds a resource limit.
    */
   MGECL_STATUS_LIMIT_EXCEEDED = 7,
   /**
@@ -270,6 +270,15 @@ typedef struct mgecl_load_options {
    * Number of entries in `metadata`.
    */
   size_t metadata_len;
+  /**
+   * Largest width or height of an image to decode, in pixels; 0 means the default (16384).
+   * Larger images fail with `MGECL_STATUS_LIMIT_EXCEEDED` before their pixels are decoded.
+   */
+  uint32_t max_image_side;
+  /**
+   * Most bytes decoding one image may allocate; 0 means the default (512 MiB).
+   */
+  uint64_t max_image_bytes;
 } mgecl_load_options;
 
 /**
@@ -351,6 +360,16 @@ typedef struct mgecl_task_options {
    * Open-set rejection threshold in [0, 1], used when `use_threshold` is true.
    */
   double threshold;
+  /**
+   * Most classes the task holds (default 1000), >= 2; one more is
+   * `MGECL_STATUS_LIMIT_EXCEEDED`.
+   */
+  size_t max_classes;
+  /**
+   * Most feature rows (examples times 1 + augmented copies) the task holds (default
+   * 10000), >= 2: the logistic fit needs rows x rows x 8 bytes.
+   */
+  size_t max_rows;
 } mgecl_task_options;
 
 /**
@@ -529,7 +548,8 @@ enum mgecl_status mgecl_model_embed(const struct mgecl_model *model,
 
 /**
  * The default task options: logistic regression, alpha 1, 1000 iterations, gradient
- * tolerance 1e-7, temperature 0.1, no augmentation, no threshold. Thread-safe.
+ * tolerance 1e-7, temperature 0.1, no augmentation, no threshold, at most 1000 classes and
+ * 10000 feature rows. Thread-safe.
  */
 struct mgecl_task_options mgecl_task_default_options(void);
 
@@ -562,8 +582,9 @@ enum mgecl_status mgecl_task_get_options(const struct mgecl_task *task,
 /**
  * Replaces the task's options; the task must be fitted again. On error the old options stay.
  *
- * Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (an option out of range, unknown classifier).
- * One thread at a time per task.
+ * Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (an option out of range, unknown classifier),
+ * `LIMIT_EXCEEDED` (the task already holds more classes or rows than the new limits). One
+ * thread at a time per task.
  */
 enum mgecl_status mgecl_task_set_options(struct mgecl_task *task,
                                          const struct mgecl_task_options *options);
@@ -573,7 +594,8 @@ enum mgecl_status mgecl_task_set_options(struct mgecl_task *task,
  * characters). The task must be fitted again.
  *
  * Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (bad UTF-8, empty, too long, control
- * characters), `DUPLICATE_LABEL`. One thread at a time per task.
+ * characters), `DUPLICATE_LABEL`, `LIMIT_EXCEEDED` (`max_classes` reached). One thread at a
+ * time per task.
  */
 enum mgecl_status mgecl_task_add_class(struct mgecl_task *task, const char *label);
 
@@ -605,7 +627,8 @@ enum mgecl_status mgecl_task_add_example(struct mgecl_task *task,
  * `mgecl_model_embed`) to class `label`. The id is written to `*out_id` (may be NULL).
  *
  * Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (wrong length, NaN/infinite value, bad
- * UTF-8), `UNKNOWN_LABEL`. One thread at a time per task.
+ * UTF-8), `UNKNOWN_LABEL`, `LIMIT_EXCEEDED` (`max_rows` reached). One thread at a time per
+ * task.
  */
 enum mgecl_status mgecl_task_add_example_feature(struct mgecl_task *task,
                                                  const char *label,

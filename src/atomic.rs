@@ -3,11 +3,19 @@
 //! on NTFS for same-volume renames).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-/// Writes `bytes` to `path` atomically: readers see the old file or the new one, never a mix.
+/// Distinguishes the temporaries of concurrent writes from one process.
+static NEXT_TEMPORARY: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to `path` atomically: readers see the old file or the new one, never a mix,
+/// even if the process is killed mid-write. Concurrent writers of one path (threads or
+/// processes) each write their own temporary; the last rename wins. A temporary left by a
+/// killed writer is removed by the next successful write of the same path (on Linux, where
+/// `/proc` tells whether its process is gone).
 ///
 /// # Errors
 /// [`Error::Io`] when the directory is not writable or the disk is full; the target is then
@@ -19,22 +27,56 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let name = path
         .file_name()
-        .ok_or_else(|| Error::InvalidArgument(format!("{} is not a file path", path.display())))?;
+        .ok_or_else(|| Error::InvalidArgument(format!("{} is not a file path", path.display())))?
+        .to_string_lossy()
+        .into_owned();
     let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT_TEMPORARY.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable (a power cut could otherwise undo it).
+        #[cfg(unix)]
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
-    })
+    })?;
+    remove_stale_temporaries(dir, &name);
+    Ok(())
+}
+
+/// The temporaries of `name` in `dir` whose writing process no longer runs.
+fn stale_temporaries(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|entry| {
+            let file = entry.file_name().into_string().ok()?;
+            let rest = file.strip_prefix(&prefix)?.strip_suffix(".tmp")?;
+            let pid: u32 = rest.split('.').next()?.parse().ok()?;
+            let gone = cfg!(target_os = "linux")
+                && pid != std::process::id()
+                && !Path::new(&format!("/proc/{pid}")).exists();
+            gone.then(|| entry.path())
+        })
+        .collect()
+}
+
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    for path in stale_temporaries(dir, name) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 #[cfg(test)]
@@ -55,6 +97,45 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
         assert!(write_file(&dir.join("missing-dir/x.bin"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_path_never_mix() {
+        let dir = std::env::temp_dir().join(format!("mgecl-atomic-mt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("shared.bin");
+        std::thread::scope(|scope| {
+            for t in 0..8u8 {
+                let target = &target;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        write_file(target, &vec![t; 64 << 10]).unwrap();
+                    }
+                });
+            }
+        });
+        let bytes = std::fs::read(&target).unwrap();
+        assert_eq!(bytes.len(), 64 << 10);
+        assert!(bytes.iter().all(|&b| b == bytes[0]), "a mix of writers");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn removes_temporaries_of_dead_writers_only() {
+        let dir = std::env::temp_dir().join(format!("mgecl-atomic-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // No process has pid u32::MAX (Linux caps pids at 2^22); pid 1 always runs.
+        let dead = dir.join(format!(".out.bin.{}.0.tmp", u32::MAX));
+        let alive = dir.join(".out.bin.1.0.tmp");
+        let other = dir.join(format!(".other.bin.{}.0.tmp", u32::MAX));
+        for p in [&dead, &alive, &other] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        write_file(&dir.join("out.bin"), b"whole").unwrap();
+        assert!(!dead.exists() && alive.exists() && other.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -55,7 +55,7 @@ pub enum mgecl_status {
     InvalidModel = 5,
     /// An image could not be decoded or is unusable.
     InvalidImage = 6,
-    /// An image, model or task file exceeds a resource limit.
+    /// An image, model or task file, or a task (classes, feature rows), exceeds a resource limit.
     LimitExceeded = 7,
     /// The requested device is not compiled in or not present.
     DeviceUnavailable = 8,
@@ -152,6 +152,11 @@ pub struct mgecl_load_options {
     pub metadata: *const mgecl_metadata_entry,
     /// Number of entries in `metadata`.
     pub metadata_len: usize,
+    /// Largest width or height of an image to decode, in pixels; 0 means the default (16384).
+    /// Larger images fail with `MGECL_STATUS_LIMIT_EXCEEDED` before their pixels are decoded.
+    pub max_image_side: u32,
+    /// Most bytes decoding one image may allocate; 0 means the default (512 MiB).
+    pub max_image_bytes: u64,
 }
 
 /// What a model is (`mgecl_model_describe`). The strings belong to the model handle and stay
@@ -224,6 +229,12 @@ pub struct mgecl_task_options {
     pub use_threshold: bool,
     /// Open-set rejection threshold in [0, 1], used when `use_threshold` is true.
     pub threshold: f64,
+    /// Most classes the task holds (default 1000), >= 2; one more is
+    /// `MGECL_STATUS_LIMIT_EXCEEDED`.
+    pub max_classes: usize,
+    /// Most feature rows (examples times 1 + augmented copies) the task holds (default
+    /// 10000), >= 2: the logistic fit needs rows x rows x 8 bytes.
+    pub max_rows: usize,
 }
 
 /// What `mgecl_task_fit` did.
@@ -505,6 +516,8 @@ fn options_to_config(options: &mgecl_task_options) -> Res<TaskConfig> {
         temperature: options.temperature,
         augmented_copies: options.augmented_copies,
         threshold: options.use_threshold.then_some(options.threshold),
+        max_classes: options.max_classes,
+        max_rows: options.max_rows,
     })
 }
 
@@ -518,6 +531,8 @@ fn config_to_options(config: &TaskConfig) -> mgecl_task_options {
         augmented_copies: config.augmented_copies,
         use_threshold: config.threshold.is_some(),
         threshold: config.threshold.unwrap_or(0.0),
+        max_classes: config.max_classes,
+        max_rows: config.max_rows,
     }
 }
 
@@ -596,6 +611,13 @@ unsafe fn load_options(options: *const mgecl_load_options) -> Res<LoadOptions> {
         );
     }
     out.metadata_overrides = overrides;
+    if options.max_image_side != 0 {
+        out.image_limits.max_width = options.max_image_side;
+        out.image_limits.max_height = options.max_image_side;
+    }
+    if options.max_image_bytes != 0 {
+        out.image_limits.max_decoded_bytes = options.max_image_bytes;
+    }
     Ok(out)
 }
 
@@ -870,7 +892,8 @@ pub unsafe extern "C" fn mgecl_model_embed(
 // Tasks.
 
 /// The default task options: logistic regression, alpha 1, 1000 iterations, gradient
-/// tolerance 1e-7, temperature 0.1, no augmentation, no threshold. Thread-safe.
+/// tolerance 1e-7, temperature 0.1, no augmentation, no threshold, at most 1000 classes and
+/// 10000 feature rows. Thread-safe.
 #[no_mangle]
 pub extern "C" fn mgecl_task_default_options() -> mgecl_task_options {
     config_to_options(&TaskConfig::default())
@@ -928,8 +951,9 @@ pub unsafe extern "C" fn mgecl_task_get_options(
 
 /// Replaces the task's options; the task must be fitted again. On error the old options stay.
 ///
-/// Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (an option out of range, unknown classifier).
-/// One thread at a time per task.
+/// Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (an option out of range, unknown classifier),
+/// `LIMIT_EXCEEDED` (the task already holds more classes or rows than the new limits). One
+/// thread at a time per task.
 #[no_mangle]
 pub unsafe extern "C" fn mgecl_task_set_options(
     task: *mut mgecl_task,
@@ -947,7 +971,8 @@ pub unsafe extern "C" fn mgecl_task_set_options(
 /// characters). The task must be fitted again.
 ///
 /// Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (bad UTF-8, empty, too long, control
-/// characters), `DUPLICATE_LABEL`. One thread at a time per task.
+/// characters), `DUPLICATE_LABEL`, `LIMIT_EXCEEDED` (`max_classes` reached). One thread at a
+/// time per task.
 #[no_mangle]
 pub unsafe extern "C" fn mgecl_task_add_class(
     task: *mut mgecl_task,
@@ -1011,7 +1036,8 @@ pub unsafe extern "C" fn mgecl_task_add_example(
 /// `mgecl_model_embed`) to class `label`. The id is written to `*out_id` (may be NULL).
 ///
 /// Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (wrong length, NaN/infinite value, bad
-/// UTF-8), `UNKNOWN_LABEL`. One thread at a time per task.
+/// UTF-8), `UNKNOWN_LABEL`, `LIMIT_EXCEEDED` (`max_rows` reached). One thread at a time per
+/// task.
 #[no_mangle]
 pub unsafe extern "C" fn mgecl_task_add_example_feature(
     task: *mut mgecl_task,

@@ -1,5 +1,6 @@
 //! The C ABI from C and C++: compiles `tests/c/capi_test.c` (every convention of DESIGN.md
-//! section 5, 8 threads on one model) and the examples with `-Wall -Wextra -Werror` against
+//! section 5, 8 threads on one model, resource limits), `tests/c/stress_test.c` (8 threads
+//! cycling through the task life cycle) and the examples with `-Wall -Wextra -Werror` against
 //! `include/mgecl.h` and the library cargo built next to this test (static and dynamic), runs
 //! them on the Conv-4 fixture and checks their output. The panic test builds the library once
 //! more with the `test-hooks` feature into `target/capi-hooks` (only mgecl is recompiled: the
@@ -131,6 +132,10 @@ fn check_capi_test_output(stdout: &str) {
             .contains("threads: 8 x 10 iterations, 0 errors, 0 results differing from one thread"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("limits: image side, image bytes, classes, rows enforced"),
+        "{stdout}"
+    );
     for line in [
         "0.png -> zero",
         "1.png -> zero",
@@ -154,6 +159,43 @@ fn c_test_program_passes_linked_dynamically() {
     let stdout = run(&program, &capi_test_args("dynamic"));
     check_capi_test_output(&stdout);
     assert!(stdout.contains("panic: test hook not built in"), "{stdout}");
+}
+
+/// Eight threads, each with its own tasks doing new/add/fit/classify/save/load on one model
+/// for five seconds, answers bit-identical to one thread (tests/c/stress_test.c). `.ci/run`
+/// runs a short version under valgrind for leaks.
+#[test]
+fn stress_eight_threads_match_one_thread() {
+    let program = compile(
+        "cc",
+        "-std=c11",
+        &["tests/c/stress_test.c"],
+        "stress_test",
+        Link::Dynamic(&lib_dir()),
+        &[],
+    );
+    let tmp = out_dir().join("tmp-stress");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let stdout = run(
+        &program,
+        &[
+            data("conv4_gray.safetensors"),
+            data("conv4_gray_inputs"),
+            tmp,
+        ],
+    );
+    let line = stdout.lines().find(|l| l.starts_with("stress:")).unwrap();
+    assert!(line.contains(", 0 errors, 0 mismatches"), "{stdout}");
+    let cycles: usize = line
+        .split(", ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cycles >= 16, "{stdout}");
 }
 
 #[test]

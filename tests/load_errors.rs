@@ -309,6 +309,49 @@ fn decompression_bomb_is_refused_before_allocation() {
         .preprocessor()
         .preprocess(&ImageSource::Encoded(&wide))
         .is_ok());
+
+    // The same through LoadOptions, for encoded images and raw pixels; and raised above the
+    // default for an app with very large images.
+    let options = LoadOptions {
+        image_limits: ImageLimits {
+            max_width: 256,
+            max_height: 256,
+            max_decoded_bytes: 1 << 20,
+        },
+        ..LoadOptions::default()
+    };
+    let strict = Model::from_bytes(&conv4_bytes(), &options).unwrap();
+    assert_eq!(strict.preprocessor().limits().max_width, 256);
+    let err = strict.embed(&[ImageSource::Encoded(&wide)]).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+    let pixels = vec![0u8; 300 * 20];
+    let raw = ImageSource::Pixels(mgecl::PixelBuffer {
+        data: &pixels,
+        width: 300,
+        height: 20,
+        stride: 300,
+        format: mgecl::PixelFormat::Gray8,
+    });
+    let err = strict.embed(&[raw]).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+    let mut tall = Vec::new();
+    image::GrayImage::new(1, 20_000)
+        .write_to(
+            &mut std::io::Cursor::new(&mut tall),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    let err = model.embed(&[ImageSource::Encoded(&tall)]).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+    let generous = LoadOptions {
+        image_limits: ImageLimits {
+            max_height: 32_768,
+            ..ImageLimits::default()
+        },
+        ..LoadOptions::default()
+    };
+    let generous = Model::from_bytes(&conv4_bytes(), &generous).unwrap();
+    assert!(generous.embed(&[ImageSource::Encoded(&tall)]).is_ok());
 }
 
 #[test]

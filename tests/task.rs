@@ -345,3 +345,132 @@ fn every_documented_task_error() {
         vec![1, 0]
     );
 }
+
+/// FNV-1a, 64 bit (the task file's checksum, computed here independently).
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// A task file with its metadata edited by `edit` and the checksum recomputed, as a
+/// deliberate (not accidental) modification would be.
+fn edited_task_file(bytes: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let mut metadata = header.metadata().clone().unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&metadata["config"]).unwrap();
+    edit(&mut config);
+    metadata.insert("config".into(), config.to_string());
+    let features = st.tensor("features").unwrap();
+    let mut keys: Vec<&String> = metadata.keys().filter(|k| *k != "checksum").collect();
+    keys.sort();
+    let mut hash = fnv1a(0xcbf2_9ce4_8422_2325, features.data());
+    for k in keys {
+        hash = fnv1a(
+            fnv1a(fnv1a(hash, k.as_bytes()), &[0]),
+            metadata[k].as_bytes(),
+        );
+    }
+    metadata.insert("checksum".into(), format!("{hash:016x}"));
+    safetensors::serialize([("features", features)], Some(metadata)).unwrap()
+}
+
+#[test]
+fn task_limits_are_enforced_and_configurable() {
+    let config = TaskConfig {
+        max_classes: 3,
+        max_rows: 4,
+        ..TaskConfig::default()
+    };
+    let model = synthetic_conv4(8);
+    let mut task = Task::new(model.clone(), config.clone()).unwrap();
+    for label in ["a", "b", "c"] {
+        task.add_class(label).unwrap();
+    }
+    let err = task.add_class("d").err().unwrap();
+    assert!(
+        matches!(err, Error::LimitExceeded(ref m) if m.contains("max_classes")),
+        "{err}"
+    );
+    for (i, label) in ["a", "b", "c", "a"].iter().enumerate() {
+        task.add_example_feature(label, &[i as f32 + 1.0; 8])
+            .unwrap();
+    }
+    let before = task.classes();
+    let err = task.add_example_feature("b", &[1.0; 8]).err().unwrap();
+    assert!(
+        matches!(err, Error::LimitExceeded(ref m) if m.contains("max_rows")),
+        "{err}"
+    );
+    assert_eq!(task.classes(), before, "a refused example changes nothing");
+    // Limits below the current content are refused; raising them lets the task grow.
+    let err = task
+        .set_config(TaskConfig {
+            max_rows: 3,
+            ..config.clone()
+        })
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+    assert_eq!(task.config(), &config);
+    let invalid = TaskConfig {
+        max_classes: 1,
+        ..config.clone()
+    };
+    assert!(matches!(
+        Task::new(model.clone(), invalid),
+        Err(Error::InvalidArgument(_))
+    ));
+    task.set_config(TaskConfig {
+        max_rows: 5,
+        ..config.clone()
+    })
+    .unwrap();
+    task.add_example_feature("b", &[1.0; 8]).unwrap();
+
+    // Augmented copies count as rows: 1 + 2 copies per image.
+    let images = conv4_model();
+    let mut augmented = Task::new(
+        images,
+        TaskConfig {
+            augmented_copies: 2,
+            max_rows: 5,
+            ..TaskConfig::default()
+        },
+    )
+    .unwrap();
+    augmented.add_class("zero").unwrap();
+    augmented.add_example_path("zero", image(0)).unwrap();
+    let err = augmented.add_example_path("zero", image(1)).err().unwrap();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+
+    // A task file holding more than its own limits allow is refused on load; a file written
+    // before the limits existed loads with the defaults.
+    let dir = std::env::temp_dir().join(format!("mgecl-task-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("task.safetensors");
+    task.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let shrunk = edited_task_file(&bytes, |c| c["max_classes"] = 2.into());
+    let err = Task::from_bytes(&shrunk, model.clone()).err().unwrap();
+    assert!(
+        matches!(err, Error::LimitExceeded(ref m) if m.contains("max_classes")),
+        "{err}"
+    );
+    let old = edited_task_file(&bytes, |c| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("max_classes");
+        c.remove("max_rows");
+    });
+    let loaded = Task::from_bytes(&old, model).unwrap();
+    assert_eq!(
+        loaded.config().max_classes,
+        mgecl::task::DEFAULT_MAX_CLASSES
+    );
+    assert_eq!(loaded.config().max_rows, mgecl::task::DEFAULT_MAX_ROWS);
+    assert_eq!(loaded.classes(), task.classes());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -154,7 +154,10 @@ class Model {
                       const std::map<std::string, std::string> &metadata) {
         std::vector<mgecl_metadata_entry> entries;
         for (const auto &kv : metadata) entries.push_back({kv.first.c_str(), kv.second.c_str()});
-        mgecl_load_options options{device.c_str(), entries.data(), entries.size()};
+        mgecl_load_options options{};  // zero: default image limits
+        options.device = device.c_str();
+        options.metadata = entries.data();
+        options.metadata_len = entries.size();
         mgecl_model *raw = nullptr;
         detail::check(loader(&options, &raw));
         Model model;

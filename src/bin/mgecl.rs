@@ -319,6 +319,7 @@ impl ModelArgs {
             device: self.device.parse::<DeviceChoice>()?,
             engine: self.engine.parse::<Engine>()?,
             metadata_overrides: overrides,
+            ..LoadOptions::default()
         };
         Model::load(&self.model, &options)
     }

@@ -23,7 +23,7 @@ pub use metadata::{Architecture, Metadata};
 use crate::device::{device_name, DeviceChoice};
 use crate::error::{Error, ModelProblem, Result};
 use crate::hash::fnv1a;
-use crate::preprocess::{ImageSource, Preprocessor};
+use crate::preprocess::{ImageLimits, ImageSource, Preprocessor};
 use conv4::{Conv4, Conv4Params};
 use cpu_fast::FastNet;
 use resnet12::{ResNet12, ResNet12Params};
@@ -88,6 +88,9 @@ pub struct LoadOptions {
     /// Metadata entries that replace (or supply) the file's `__metadata__` values, e.g.
     /// `image_size`, `mean`, `std`, `arch`, `invert`. Needed for files without metadata.
     pub metadata_overrides: BTreeMap<String, String>,
+    /// Largest image the model's preprocessing decodes (default: 16384 px a side, 512 MiB
+    /// decoded); raise it for very large photos, lower it for untrusted uploads.
+    pub image_limits: ImageLimits,
 }
 
 /// A description of a loaded model.
@@ -261,7 +264,8 @@ impl Model {
                 (network, widths)
             }
         };
-        let preprocessor = Preprocessor::new(&metadata, in_channels)?;
+        let preprocessor =
+            Preprocessor::new(&metadata, in_channels)?.with_limits(options.image_limits);
         let mut hash = weights.content_hash();
         for (k, v) in &metadata.raw {
             hash = fnv1a(fnv1a(hash, k.as_bytes()), v.as_bytes());

@@ -510,7 +510,7 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
 
 static void test_model_mismatch(const char *model_path, const char *task_path) {
     mgecl_metadata_entry entry = {"invert", "true"};
-    mgecl_load_options options = {"cpu", &entry, 1};
+    mgecl_load_options options = {.device = "cpu", .metadata = &entry, .metadata_len = 1};
     mgecl_model *other = NULL;
     OK(mgecl_model_load(model_path, &options, &other));
     mgecl_task *task = NULL;
@@ -595,6 +595,52 @@ static void test_threads(const mgecl_model *model, const char *task_path, const 
            threads, iterations, errors, mismatches);
 }
 
+/* Resource limits: image size on the model, classes and rows on the task. */
+static void test_limits(const char *model_path, const float *features) {
+    mgecl_load_options load = {0};
+    load.max_image_side = 16; /* the fixture images are 28x28 */
+    mgecl_model *small = NULL;
+    OK(mgecl_model_load(model_path, &load, &small));
+    mgecl_image image = mgecl_image_file(image_paths[0]);
+    float out[DIM];
+    EXPECT(mgecl_model_embed(small, &image, 1, out, DIM, NULL), MGECL_STATUS_LIMIT_EXCEEDED);
+    CHECK(error_says("16"));
+    mgecl_model_free(small);
+    load.max_image_side = 0;
+    load.max_image_bytes = 100; /* fewer bytes than one decoded 28x28 image */
+    OK(mgecl_model_load(model_path, &load, &small));
+    EXPECT(mgecl_model_embed(small, &image, 1, out, DIM, NULL), MGECL_STATUS_LIMIT_EXCEEDED);
+    load.max_image_bytes = 0;
+    mgecl_model_free(small);
+
+    mgecl_model *model = NULL;
+    OK(mgecl_model_load(model_path, NULL, &model));
+    mgecl_task_options options = mgecl_task_default_options();
+    CHECK(options.max_classes == 1000 && options.max_rows == 10000);
+    options.max_classes = 1;
+    mgecl_task *task = NULL;
+    EXPECT(mgecl_task_new(model, &options, &task), MGECL_STATUS_INVALID_ARGUMENT);
+    options.max_classes = 2;
+    options.max_rows = 3;
+    OK(mgecl_task_new(model, &options, &task));
+    OK(mgecl_task_add_class(task, "a"));
+    OK(mgecl_task_add_class(task, "b"));
+    EXPECT(mgecl_task_add_class(task, "c"), MGECL_STATUS_LIMIT_EXCEEDED);
+    CHECK(error_says("max_classes"));
+    for (int i = 0; i < 3; i++) OK(mgecl_task_add_example_feature(task, "a", features, DIM, NULL));
+    EXPECT(mgecl_task_add_example_feature(task, "b", features, DIM, NULL),
+           MGECL_STATUS_LIMIT_EXCEEDED);
+    CHECK(error_says("max_rows"));
+    options.max_rows = 2; /* below what the task holds: refused, the old options stay */
+    EXPECT(mgecl_task_set_options(task, &options), MGECL_STATUS_LIMIT_EXCEEDED);
+    mgecl_task_options current;
+    OK(mgecl_task_get_options(task, &current));
+    CHECK(current.max_rows == 3);
+    mgecl_task_free(task);
+    mgecl_model_free(model);
+    printf("limits: image side, image bytes, classes, rows enforced\n");
+}
+
 #ifdef MGECL_TEST_HOOKS
 static void test_panic(const mgecl_model *model, const float *features) {
     EXPECT(mgecl_test_panic("forced by capi_test"), MGECL_STATUS_PANIC);
@@ -646,6 +692,7 @@ int main(int argc, char **argv) {
     CHECK(prediction.class_index == expected.class_index[0]);
     mgecl_task_free(orphan);
 
+    test_limits(argv[1], features);
     test_threads(model, task_path, features, &expected, threads, iterations);
 #ifdef MGECL_TEST_HOOKS
     test_panic(model, features);

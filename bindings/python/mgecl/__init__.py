@@ -81,7 +81,8 @@ class _MetadataEntry(Structure):
 
 class _LoadOptions(Structure):
     _fields_ = [("device", c_char_p), ("metadata", POINTER(_MetadataEntry)),
-                ("metadata_len", c_size_t)]
+                ("metadata_len", c_size_t), ("max_image_side", c_uint32),
+                ("max_image_bytes", c_uint64)]
 
 
 class _ModelInfo(Structure):
@@ -94,7 +95,7 @@ class _TaskOptions(Structure):
     _fields_ = [("classifier", c_uint32), ("alpha", c_double), ("max_iterations", c_uint64),
                 ("gradient_tolerance", c_double), ("temperature", c_double),
                 ("augmented_copies", c_size_t), ("use_threshold", c_bool),
-                ("threshold", c_double)]
+                ("threshold", c_double), ("max_classes", c_size_t), ("max_rows", c_size_t)]
 
 
 class _FitReport(Structure):
@@ -280,12 +281,14 @@ def _floats(values):
 
 # --- Model ---------------------------------------------------------------------------------
 
-def _load_options(device, metadata):
+def _load_options(device, metadata, max_image_side, max_image_bytes):
     metadata = dict(metadata or {})
     entries = (_MetadataEntry * max(len(metadata), 1))(*[
         _MetadataEntry(_text(k, "metadata key"), _text(v, "metadata value"))
         for k, v in metadata.items()])
-    return _LoadOptions(_text(device, "device"), entries, len(metadata)), entries
+    options = _LoadOptions(_text(device, "device"), entries, len(metadata),
+                           max_image_side, max_image_bytes)
+    return options, entries
 
 
 class _Handle:
@@ -329,19 +332,24 @@ class Model(_Handle):
     def _free(handle):
         _lib.mgecl_model_free(handle)
 
-    def __init__(self, path, device="cpu", metadata=None, *, _handle=None):
+    def __init__(self, path, device="cpu", metadata=None, *, max_image_side=0,
+                 max_image_bytes=0, _handle=None):
+        """Loads a model file. `max_image_side` (pixels) and `max_image_bytes` bound the
+        images it decodes; 0 keeps the defaults (16384 px, 512 MiB)."""
         self._handle = None
         if _handle is None:
-            options, _entries = _load_options(device, metadata)
+            options, _entries = _load_options(device, metadata, max_image_side,
+                                              max_image_bytes)
             handle = c_void_p()
             _check(_lib.mgecl_model_load(os.fsencode(path), byref(options), byref(handle)))
             _handle = handle
         self._handle = _handle
 
     @classmethod
-    def from_bytes(cls, data, device="cpu", metadata=None):
-        """Loads a model from the bytes of a safetensors file."""
-        options, _entries = _load_options(device, metadata)
+    def from_bytes(cls, data, device="cpu", metadata=None, *, max_image_side=0,
+                   max_image_bytes=0):
+        """Loads a model from the bytes of a safetensors file (options as for `Model`)."""
+        options, _entries = _load_options(device, metadata, max_image_side, max_image_bytes)
         pointer, _owner = _u8_pointer(bytes(data))
         handle = c_void_p()
         _check(_lib.mgecl_model_load_bytes(pointer, len(data), byref(options), byref(handle)))
@@ -397,7 +405,7 @@ def _prediction(p):
 
 
 _OPTION_NAMES = ("classifier", "alpha", "max_iterations", "gradient_tolerance", "temperature",
-                 "augmented_copies", "threshold")
+                 "augmented_copies", "threshold", "max_classes", "max_rows")
 
 
 def _options_to_c(options):
@@ -422,14 +430,16 @@ def _options_from_c(c):
     return {"classifier": names.get(c.classifier, c.classifier), "alpha": c.alpha,
             "max_iterations": c.max_iterations, "gradient_tolerance": c.gradient_tolerance,
             "temperature": c.temperature, "augmented_copies": c.augmented_copies,
-            "threshold": c.threshold if c.use_threshold else None}
+            "threshold": c.threshold if c.use_threshold else None,
+            "max_classes": c.max_classes, "max_rows": c.max_rows}
 
 
 class Task(_Handle):
     """A few-shot task on a model. Use from one thread at a time.
 
     Options (keywords): classifier ("logistic" | "prototype"), alpha, max_iterations,
-    gradient_tolerance, temperature, augmented_copies, threshold (None or 0..1)."""
+    gradient_tolerance, temperature, augmented_copies, threshold (None or 0..1),
+    max_classes, max_rows (limits: one more class or row raises Error STATUS_LIMIT_EXCEEDED)."""
 
     _kind = "task"
 
