@@ -173,6 +173,20 @@ class TaskTest(unittest.TestCase):
         with self.assertRaises(TypeError):
             mgecl.Task(self.model, colour="blue")
 
+    def test_limits(self):
+        task = mgecl.Task(self.model, max_classes=2, max_rows=2)
+        self.assertEqual((task.options["max_classes"], task.options["max_rows"]), (2, 2))
+        task.add_class("a")
+        task.add_class("b")
+        with self.assertRaises(mgecl.Error) as e:
+            task.add_class("c")
+        self.assertEqual(e.exception.status, mgecl.STATUS_LIMIT_EXCEEDED)
+        self.assertEqual(mgecl.Task(self.model).options["max_rows"], 10000)
+        small = mgecl.Model(MODEL, max_image_side=16)
+        with self.assertRaises(mgecl.Error) as e:
+            small.embed(IMAGES[:1])
+        self.assertEqual(e.exception.status, mgecl.STATUS_LIMIT_EXCEEDED)
+
     def test_save_and_load(self):
         task, _ = self.make_task()
         task.fit()

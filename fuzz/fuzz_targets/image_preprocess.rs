@@ -1,0 +1,7 @@
+//! cargo-fuzz target: `bodies::image_preprocess` (fuzz/bodies.rs) on each input.
+#![no_main]
+
+#[path = "../bodies.rs"]
+mod bodies;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::image_preprocess(data));
