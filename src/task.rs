@@ -831,6 +831,12 @@ impl Task {
         config.validate()?;
         let mut classes: Vec<Class> =
             serde_json::from_str(get("classes")?).map_err(|e| bad_file(format!("classes: {e}")))?;
+        // Before copying any features: a header may declare far more than the limits.
+        let declared_rows = classes
+            .iter()
+            .flat_map(|c| &c.examples)
+            .fold(0usize, |n, e| n.saturating_add(e.rows));
+        check_limits(&config, classes.len(), declared_rows)?;
         let next_id: u64 = get("next_id")?
             .parse()
             .map_err(|_| bad_file("bad next_id"))?;
@@ -867,7 +873,6 @@ impl Task {
         if offset != values.len() {
             return Err(bad_file("the features tensor has rows no example claims"));
         }
-        check_limits(&config, classes.len(), values.len() / dim)?;
         let mut task = Task {
             model,
             config,
