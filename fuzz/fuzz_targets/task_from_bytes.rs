@@ -1,6 +1,8 @@
 //! cargo-fuzz target: `bodies::task_from_bytes` (fuzz/bodies.rs) on each input.
 #![no_main]
 
+// Each target uses one body of the shared file.
+#[allow(dead_code)]
 #[path = "../bodies.rs"]
 mod bodies;
 
