@@ -340,7 +340,7 @@ typedef struct mgecl_task_options {
   uint64_t max_iterations;
   /**
    * Logistic regression: converged when the largest absolute gradient entry is at most
-   * this (default 1e-7), > 0.
+   * this (default 1e-6), > 0.
    */
   double gradient_tolerance;
   /**
@@ -548,7 +548,7 @@ enum mgecl_status mgecl_model_embed(const struct mgecl_model *model,
 
 /**
  * The default task options: logistic regression, alpha 1, 1000 iterations, gradient
- * tolerance 1e-7, temperature 0.1, no augmentation, no threshold, at most 1000 classes and
+ * tolerance 1e-6, temperature 0.1, no augmentation, no threshold, at most 1000 classes and
  * 10000 feature rows. Thread-safe.
  */
 struct mgecl_task_options mgecl_task_default_options(void);

@@ -218,7 +218,7 @@ pub struct mgecl_task_options {
     /// Logistic regression: iteration cap (default 1000), >= 1.
     pub max_iterations: u64,
     /// Logistic regression: converged when the largest absolute gradient entry is at most
-    /// this (default 1e-7), > 0.
+    /// this (default 1e-6), > 0.
     pub gradient_tolerance: f64,
     /// Prototype classifier: softmax temperature (default 0.1), > 0.
     pub temperature: f64,
@@ -892,7 +892,7 @@ pub unsafe extern "C" fn mgecl_model_embed(
 // Tasks.
 
 /// The default task options: logistic regression, alpha 1, 1000 iterations, gradient
-/// tolerance 1e-7, temperature 0.1, no augmentation, no threshold, at most 1000 classes and
+/// tolerance 1e-6, temperature 0.1, no augmentation, no threshold, at most 1000 classes and
 /// 10000 feature rows. Thread-safe.
 #[no_mangle]
 pub extern "C" fn mgecl_task_default_options() -> mgecl_task_options {

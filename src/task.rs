@@ -73,7 +73,10 @@ pub struct TaskConfig {
     /// Logistic regression: iteration cap (default 1000).
     pub max_iterations: u64,
     /// Logistic regression: the fit counts as converged when the largest absolute gradient
-    /// entry of the objective is at most this (default 1e-7).
+    /// entry of the objective is at most this (default 1e-6). The solver itself is never asked
+    /// for less than f64 can resolve on the task
+    /// ([`solver_tolerance_floor`](crate::classifier::logistic::solver_tolerance_floor)): below
+    /// it the fit returns not converged instead of searching forever.
     pub gradient_tolerance: f64,
     /// Prototype classifier: softmax temperature on cosine similarities (default 0.1).
     pub temperature: f64,

@@ -474,3 +474,25 @@ fn task_limits_are_enforced_and_configurable() {
     assert_eq!(loaded.classes(), task.classes());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A task found by fuzzing (fuzz/regressions/task_from_bytes/): extreme feature values and
+/// `gradient_tolerance = 1e-9`, below what f64 can resolve for it. argmin's line search then
+/// looped forever inside `fit`; the solver tolerance floor makes it return.
+#[test]
+fn fit_returns_when_the_tolerance_is_below_float_precision() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let model_bytes = std::fs::read(root.join("seeds/task_model.safetensors")).unwrap();
+    let model = Arc::new(Model::from_bytes(&model_bytes, &LoadOptions::default()).unwrap());
+    let file = root.join("regressions/task_from_bytes/timeout-linesearch-tight-tolerance.task");
+    let mut task = Task::from_bytes(&std::fs::read(file).unwrap(), model).unwrap();
+    assert_eq!(task.config().gradient_tolerance, 1e-9);
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || send.send(task.fit()).unwrap());
+    let report = receive
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("fit did not return within 60 s")
+        .unwrap();
+    // The caller's tolerance is out of reach: reported honestly, close to the floor.
+    assert!(!report.converged, "{report:?}");
+    assert!(report.gradient_max_abs < 1e-6, "{report:?}");
+}

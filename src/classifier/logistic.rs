@@ -38,9 +38,10 @@ pub struct LogisticConfig {
     pub alpha: f64,
     /// Upper bound on L-BFGS iterations per linfa run. Must be >= 1.
     pub max_iterations: u64,
-    /// Convergence tolerance. Passed to linfa as its gradient (L2-norm) stopping tolerance, and
-    /// used after the fit to decide [`LogisticModel::converged`] from the max-abs gradient of the
-    /// full `d`-dimensional objective. Must be finite and > 0.
+    /// Convergence tolerance. Passed to linfa as its gradient (L2-norm) stopping tolerance
+    /// (raised to [`solver_tolerance_floor`] when below it), and used after the fit to decide
+    /// [`LogisticModel::converged`] from the max-abs gradient of the full `d`-dimensional
+    /// objective. Must be finite and > 0.
     pub gradient_tolerance: f64,
 }
 
@@ -334,6 +335,20 @@ impl Reduction {
     }
 }
 
+/// The smallest gradient (L2 norm) the solver is asked to reach on the centred reduced
+/// features `z` with `n_classes` classes: `sqrt(eps * f0 * h)`, with `f0 = n ln k` the cost at
+/// zero weights (an upper bound of the cost along the run) and `h = alpha + trace(z^T z) / 2`
+/// an upper bound of the Hessian's norm. Below it one L-BFGS step can only lower the cost by
+/// about `g^2 / h < eps * f0`, its round-off: argmin's More-Thuente line search then never
+/// terminates (its inner run has no iteration cap, argmin issue #497; a fuzzed task file with
+/// `gradient_tolerance = 1e-9` hung `fit` this way). Requests below the floor are raised to
+/// it; [`LogisticModel::converged`] still reports against the caller's tolerance.
+pub fn solver_tolerance_floor(z: ArrayView2<f64>, n_classes: usize, alpha: f64) -> f64 {
+    let f0 = z.nrows() as f64 * (n_classes as f64).ln();
+    let h = alpha + 0.5 * z.iter().map(|v| v * v).sum::<f64>();
+    (f64::EPSILON * f0 * h).sqrt()
+}
+
 /// Runs linfa on the reduced problem and returns `(B: r x k, c: k)` with column `j` = class `j`.
 fn fit_reduced(
     z: ArrayView2<f64>,
@@ -345,7 +360,11 @@ fn fit_reduced(
     let mut params = MultiLogisticRegression::<f64>::default()
         .alpha(config.alpha)
         .max_iterations(config.max_iterations)
-        .gradient_tolerance(config.gradient_tolerance);
+        .gradient_tolerance(config.gradient_tolerance.max(solver_tolerance_floor(
+            z,
+            n_classes,
+            config.alpha,
+        )));
     if let Some(init) = initial {
         params = params.initial_params(init);
     }
