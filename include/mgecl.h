@@ -30,7 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-/** The header's version as a string literal, e.g. "0.1.0" (compare with mgecl_version()). */
+/** The header's version as a string literal, e.g. "0.2.0" (compare with mgecl_version()). */
 #define MGECL_VERSION MGECL_VERSION_STR_(MGECL_VERSION_MAJOR) "." \
     MGECL_VERSION_STR_(MGECL_VERSION_MINOR) "." MGECL_VERSION_STR_(MGECL_VERSION_PATCH)
 #define MGECL_VERSION_STR_(x) MGECL_VERSION_STR2_(x)
@@ -44,7 +44,7 @@
 /**
  * Minor version of the library this header belongs to.
  */
-#define MGECL_VERSION_MINOR 1
+#define MGECL_VERSION_MINOR 2
 
 /**
  * Patch version of the library this header belongs to.
@@ -422,7 +422,7 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * The library's version, e.g. `"0.1.0"` (static storage; never NULL). Compare with the
+ * The library's version, e.g. `"0.2.0"` (static storage; never NULL). Compare with the
  * `MGECL_VERSION_*` macros to detect a header/library mismatch. Thread-safe.
  */
 const char *mgecl_version(void);

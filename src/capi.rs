@@ -28,7 +28,7 @@ use crate::task::{ClassifierKind, FitReport, Prediction, Task, TaskConfig};
 /// Major version of the library this header belongs to.
 pub const MGECL_VERSION_MAJOR: u32 = 0;
 /// Minor version of the library this header belongs to.
-pub const MGECL_VERSION_MINOR: u32 = 1;
+pub const MGECL_VERSION_MINOR: u32 = 2;
 /// Patch version of the library this header belongs to.
 pub const MGECL_VERSION_PATCH: u32 = 0;
 
@@ -624,7 +624,7 @@ unsafe fn load_options(options: *const mgecl_load_options) -> Res<LoadOptions> {
 // ---------------------------------------------------------------------------------------------
 // Library.
 
-/// The library's version, e.g. `"0.1.0"` (static storage; never NULL). Compare with the
+/// The library's version, e.g. `"0.2.0"` (static storage; never NULL). Compare with the
 /// `MGECL_VERSION_*` macros to detect a header/library mismatch. Thread-safe.
 #[no_mangle]
 pub extern "C" fn mgecl_version() -> *const c_char {

@@ -185,6 +185,7 @@ fn stress_eight_threads_match_one_thread() {
         ],
     );
     let line = stdout.lines().find(|l| l.starts_with("stress:")).unwrap();
+    println!("{line}");
     assert!(line.contains(", 0 errors, 0 mismatches"), "{stdout}");
     let cycles: usize = line
         .split(", ")

@@ -55,7 +55,7 @@ struct TaskFree {
 };
 }  // namespace detail
 
-/// The library's version ("0.1.0").
+/// The library's version ("0.2.0").
 inline std::string version() { return mgecl_version(); }
 
 /// One image: a file, encoded bytes or raw pixels. Owns the path; borrows bytes and pixels,

@@ -201,7 +201,7 @@ def _text(value, what):
 
 
 def version():
-    """The library's version, e.g. "0.1.0"."""
+    """The library's version, e.g. "0.2.0"."""
     return _lib.mgecl_version().decode()
 
 
