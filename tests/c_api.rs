@@ -94,7 +94,10 @@ fn compile(
 
 /// Runs a compiled program; returns its stdout, failing with everything it printed.
 fn run(program: &Path, args: &[PathBuf]) -> String {
+    // cargo's LD_LIBRARY_PATH lists target/release before target/release/deps: a stale
+    // libmgecl.so left there by an earlier `cargo build` would win over the rpath.
     let result = Command::new(program)
+        .env_remove("LD_LIBRARY_PATH")
         .current_dir(root())
         .args(args)
         .output()
