@@ -1,9 +1,9 @@
-//! Writing files so that a crash never leaves a half-written one: write a temporary file in
-//! the same directory, flush it to disk, then rename it over the target (atomic on POSIX and
-//! on NTFS for same-volume renames).
+//! Files: writing so that a crash never leaves a half-written one (write a temporary file in
+//! the same directory, flush it to disk, then rename it over the target: atomic on POSIX and
+//! on NTFS for same-volume renames), and reading with a size bound.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
@@ -53,30 +53,50 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The temporaries of `name` in `dir` whose writing process no longer runs.
-fn stale_temporaries(dir: &Path, name: &str) -> Vec<PathBuf> {
+/// Removes the temporaries of `name` in `dir` whose writing process no longer runs.
+fn remove_stale_temporaries(dir: &Path, name: &str) {
     let prefix = format!(".{name}.");
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+        return;
     };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|entry| {
-            let file = entry.file_name().into_string().ok()?;
-            let rest = file.strip_prefix(&prefix)?.strip_suffix(".tmp")?;
-            let pid: u32 = rest.split('.').next()?.parse().ok()?;
-            let gone = cfg!(target_os = "linux")
+    for entry in entries.filter_map(|e| e.ok()) {
+        let Ok(file) = entry.file_name().into_string() else {
+            continue;
+        };
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let gone = |pid: u32| {
+            cfg!(target_os = "linux")
                 && pid != std::process::id()
-                && !Path::new(&format!("/proc/{pid}")).exists();
-            gone.then(|| entry.path())
-        })
-        .collect()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+        };
+        if pid.is_some_and(gone) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
-fn remove_stale_temporaries(dir: &Path, name: &str) {
-    for path in stale_temporaries(dir, name) {
-        let _ = std::fs::remove_file(path);
+/// Reads a whole file of at most `max_bytes` (`what` names it in the error). Reads at most
+/// `max_bytes + 1` bytes, so a file that grows after it was opened cannot pass the bound.
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be read; [`Error::LimitExceeded`] when it is larger.
+pub fn read_file_limited(path: &Path, max_bytes: u64, what: &str) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(Error::LimitExceeded(format!(
+            "{}: {what} larger than {max_bytes} bytes",
+            path.display()
+        )));
     }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -136,6 +156,26 @@ mod tests {
         }
         write_file(&dir.join("out.bin"), b"whole").unwrap();
         assert!(!dead.exists() && alive.exists() && other.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bounded_read_refuses_one_byte_over() {
+        let dir = std::env::temp_dir().join(format!("mgecl-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ten.bin");
+        std::fs::write(&path, [7u8; 10]).unwrap();
+        assert_eq!(
+            read_file_limited(&path, 10, "test file").unwrap(),
+            [7u8; 10]
+        );
+        let err = read_file_limited(&path, 9, "test file").unwrap_err();
+        assert!(
+            matches!(err, Error::LimitExceeded(ref m) if m.contains("test file")),
+            "{err}"
+        );
+        let err = read_file_limited(&dir.join("missing"), 9, "test file").unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -767,16 +767,8 @@ impl Task {
     /// different model; [`Error::LimitExceeded`] when it holds more classes or rows than its
     /// own limits; errors of [`Task::fit`] when refitting fails.
     pub fn load(path: impl AsRef<Path>, model: Arc<Model>) -> Result<Self> {
-        let path = path.as_ref();
-        let size = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, e))?
-            .len();
-        if size > MAX_TASK_FILE_BYTES {
-            return Err(Error::LimitExceeded(format!(
-                "task file of {size} bytes exceeds {MAX_TASK_FILE_BYTES}"
-            )));
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes =
+            crate::atomic::read_file_limited(path.as_ref(), MAX_TASK_FILE_BYTES, "task file")?;
         Self::from_bytes(&bytes, model)
     }
 

@@ -171,6 +171,21 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// [`ROUNDS`] kills of a `kind` child writing into `dir`, each followed by `check(round)` on
+/// what it left; reports and requires that some kill landed mid-write. `what` names the files.
+fn kill_rounds(kind: &str, dir: &Path, what: &str, check: impl Fn(u64)) {
+    let mut mid_write = 0;
+    for round in 0..ROUNDS {
+        mid_write += kill_during_writes(kind, dir, delay(round)) as usize;
+        check(round);
+    }
+    println!("{what}: {ROUNDS} kills, {mid_write} mid-write, every file loaded whole");
+    assert!(
+        mid_write > 0,
+        "no kill landed during a write: the test proved nothing"
+    );
+}
+
 fn task_saves_survive_kills() {
     let model = model();
     let expected = [
@@ -179,9 +194,7 @@ fn task_saves_survive_kills() {
     ];
     let dir = fresh_dir("task");
     let path = dir.join("task.safetensors");
-    let mut mid_write = 0;
-    for round in 0..ROUNDS {
-        mid_write += kill_during_writes("child-task", &dir, delay(round)) as usize;
+    kill_rounds("child-task", &dir, "task saves", |round| {
         let loaded = Task::load(&path, model.clone())
             .unwrap_or_else(|e| panic!("round {round}: the task file does not load: {e}"));
         let signature = task_signature(&loaded);
@@ -189,7 +202,7 @@ fn task_saves_survive_kills() {
             expected.contains(&signature),
             "round {round}: a mix: {signature:?}"
         );
-    }
+    });
     // The next save removes what the killed writers left.
     task(&model, 0).save(&path).unwrap();
     let names: Vec<_> = std::fs::read_dir(&dir)
@@ -197,11 +210,6 @@ fn task_saves_survive_kills() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("task.safetensors")]);
-    println!("task saves: {ROUNDS} kills, {mid_write} mid-write, every file loaded whole");
-    assert!(
-        mid_write > 0,
-        "no kill landed during a write: the test proved nothing"
-    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -219,21 +227,14 @@ fn checkpoints_survive_kills() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
     let dir = fresh_dir("checkpoint");
-    let mut mid_write = 0;
-    for round in 0..ROUNDS {
-        mid_write += kill_during_writes("child-checkpoint", &dir, delay(round)) as usize;
+    kill_rounds("child-checkpoint", &dir, "checkpoints", |round| {
         for file in ["best.safetensors", "last.safetensors"] {
             let model = Model::load(dir.join(file), &LoadOptions::default())
                 .unwrap_or_else(|e| panic!("round {round}: {file} does not load: {e}"));
             let found = (file, model.info().fingerprint.clone());
             assert!(expected.contains(&found), "round {round}: {file} is a mix");
         }
-    }
-    println!("checkpoints: {ROUNDS} kills, {mid_write} mid-write, every file loaded whole");
-    assert!(
-        mid_write > 0,
-        "no kill landed during a write: the test proved nothing"
-    );
+    });
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

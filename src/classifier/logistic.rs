@@ -230,10 +230,22 @@ fn fit_reduction(
     // memory gets past an early exit (More-Thuente line-search failure, or argmin's absolute
     // cost-change test |f_prev - f| < EPSILON) that can stop a run before the gradient
     // tolerance is met. Normally the first run already converges.
+    let solver_tolerance = config.gradient_tolerance.max(solver_tolerance_floor(
+        reduction.z.view(),
+        n_classes,
+        config.alpha,
+    ));
     let mut warm: Option<Array2<f64>> = None;
     let mut best: Option<LogisticModel> = None;
     for _ in 0..MAX_RUNS {
-        let (b, c) = fit_reduced(reduction.z.view(), labels, n_classes, config, warm.take())?;
+        let (b, c) = fit_reduced(
+            reduction.z.view(),
+            labels,
+            n_classes,
+            config,
+            solver_tolerance,
+            warm.take(),
+        )?;
         // Undo the centring: logits = (Z - 1 m) B + c' = Z B + (c' - B^T m).
         let intercept = &c - &reduction.mean.dot(&b);
         let coef = reduction.lift(features, b.view());
@@ -349,22 +361,20 @@ pub fn solver_tolerance_floor(z: ArrayView2<f64>, n_classes: usize, alpha: f64) 
     (f64::EPSILON * f0 * h).sqrt()
 }
 
-/// Runs linfa on the reduced problem and returns `(B: r x k, c: k)` with column `j` = class `j`.
+/// Runs linfa on the reduced problem, stopping at gradient norm `solver_tolerance`, and
+/// returns `(B: r x k, c: k)` with column `j` = class `j`.
 fn fit_reduced(
     z: ArrayView2<f64>,
     labels: &[usize],
     n_classes: usize,
     config: &LogisticConfig,
+    solver_tolerance: f64,
     initial: Option<Array2<f64>>,
 ) -> Result<(Array2<f64>, Array1<f64>), Error> {
     let mut params = MultiLogisticRegression::<f64>::default()
         .alpha(config.alpha)
         .max_iterations(config.max_iterations)
-        .gradient_tolerance(config.gradient_tolerance.max(solver_tolerance_floor(
-            z,
-            n_classes,
-            config.alpha,
-        )));
+        .gradient_tolerance(solver_tolerance);
     if let Some(init) = initial {
         params = params.initial_params(init);
     }

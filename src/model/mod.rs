@@ -191,17 +191,8 @@ impl Model {
     /// [`Error::LimitExceeded`] for a file over [`MAX_MODEL_FILE_BYTES`]; otherwise as
     /// [`Model::from_bytes`].
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
-        let path = path.as_ref();
-        let size = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, e))?
-            .len();
-        if size > MAX_MODEL_FILE_BYTES {
-            return Err(Error::LimitExceeded(format!(
-                "{}: model file of {size} bytes exceeds {MAX_MODEL_FILE_BYTES}",
-                path.display()
-            )));
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes =
+            crate::atomic::read_file_limited(path.as_ref(), MAX_MODEL_FILE_BYTES, "model file")?;
         Self::from_bytes(&bytes, options)
     }
 

@@ -178,15 +178,16 @@ impl EpisodesFile {
     /// [`Error::Io`]; [`Error::LimitExceeded`] over [`MAX_EPISODES_FILE_BYTES`]; as
     /// [`EpisodesFile::parse`].
     pub fn load(path: &Path) -> Result<Self> {
-        let size = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, e))?
-            .len();
-        if size > MAX_EPISODES_FILE_BYTES {
-            return Err(Error::LimitExceeded(format!(
-                "episodes file of {size} bytes"
-            )));
-        }
-        Self::parse(&std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?)
+        let bytes =
+            crate::atomic::read_file_limited(path, MAX_EPISODES_FILE_BYTES, "episodes file")?;
+        // Not UTF-8: the same I/O error `read_to_string` gives.
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })?;
+        Self::parse(&text)
     }
 
     /// Evaluates the pinned episodes: every distinct image embedded once, then each episode
