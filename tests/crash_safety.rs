@@ -15,6 +15,7 @@ use std::time::Duration;
 use candle_core::Device;
 use mgecl::train::net::{NetSpec, TrainNet};
 use mgecl::train::optim::Sgd;
+use mgecl::train::trainer::Trainer;
 use mgecl::train::{save_progress, InputSpec, RunFiles, Snapshot};
 use mgecl::{LoadOptions, Model, Task, TaskConfig};
 
@@ -75,13 +76,11 @@ fn input() -> InputSpec {
 
 /// Writes the checkpoint files of network `variant` (seeded 1 or 2) into `dir`, as training
 /// does after an epoch.
-fn write_checkpoints(dir: &Path, net: &TrainNet, sgd: &Sgd) {
+fn write_checkpoints(dir: &Path, trainer: &Trainer) {
     let files = RunFiles::create(dir).unwrap();
-    let (spec, input) = (spec(), input());
+    let input = input();
     let snap = Snapshot {
-        net,
-        sgd,
-        spec: &spec,
+        trainer,
         input: &input,
     };
     let mut best = None;
@@ -98,8 +97,9 @@ fn write_checkpoints(dir: &Path, net: &TrainNet, sgd: &Sgd) {
     .unwrap();
 }
 
-fn net(variant: u64) -> TrainNet {
-    TrainNet::new(spec(), 0, variant + 1, &Device::Cpu).unwrap()
+fn trainer(variant: u64) -> Trainer {
+    let net = TrainNet::new(spec(), 0, variant + 1, &Device::Cpu).unwrap();
+    Trainer::new(net, Sgd::new(0.1, 0.9, 5e-4), Default::default()).unwrap()
 }
 
 /// The child: writes variant 0, 1, 0, 1, ... forever; says "ready" after the first write.
@@ -121,10 +121,9 @@ fn child(kind: &str, dir: &Path) {
             }
         }
         "child-checkpoint" => {
-            let nets = [net(0), net(1)];
-            let sgd = Sgd::new(0.1, 0.9, 5e-4);
+            let trainers = [trainer(0), trainer(1)];
             for i in 0.. {
-                write_checkpoints(dir, &nets[i % 2], &sgd);
+                write_checkpoints(dir, &trainers[i % 2]);
                 announce();
             }
         }
@@ -215,11 +214,10 @@ fn task_saves_survive_kills() {
 
 fn checkpoints_survive_kills() {
     // The fingerprints of the two checkpoints, written without interruption.
-    let sgd = Sgd::new(0.1, 0.9, 5e-4);
     let mut expected = Vec::new();
     for variant in 0..2 {
         let dir = fresh_dir(&format!("checkpoint-ref{variant}"));
-        write_checkpoints(&dir, &net(variant), &sgd);
+        write_checkpoints(&dir, &trainer(variant));
         for file in ["best.safetensors", "last.safetensors"] {
             let model = Model::load(dir.join(file), &LoadOptions::default()).unwrap();
             expected.push((file, model.info().fingerprint.clone()));

@@ -42,6 +42,7 @@ fn run(out: PathBuf, val_every: usize, validation_episodes: usize, seed: u64) ->
         seed,
         out_dir: out,
         stop_after: None,
+        engine: Default::default(),
     }
 }
 

@@ -148,6 +148,10 @@ struct RunArgs {
     stop_after: Option<usize>,
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Training implementation: auto (mgecl's CPU kernels on the CPU, candle elsewhere) or
+    /// candle (candle's autograd everywhere, the reference).
+    #[arg(long, default_value = "auto")]
+    engine: String,
 }
 
 /// SGD settings both training stages share.
@@ -529,6 +533,7 @@ fn run_config(
         seed: run.seed,
         out_dir: run.out.clone(),
         stop_after: run.stop_after,
+        engine: run.engine.parse::<Engine>()?,
     })
 }
 

@@ -21,6 +21,7 @@ use crate::train::net::{NetSpec, TrainNet};
 use crate::train::optim::OptimConfig;
 use crate::train::pretrain::RunSummary;
 use crate::train::rng::Rng;
+use crate::train::trainer::Trainer;
 use crate::train::{
     check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined, save_progress,
     Batch, InputSpec, RunConfig, RunFiles, Snapshot,
@@ -157,6 +158,7 @@ pub fn metatrain(
             None,
         )
     };
+    let mut trainer = Trainer::new(net, sgd, config.run.engine)?;
 
     let (h, w, c) = (
         input_spec.image_size,
@@ -225,32 +227,34 @@ pub fn metatrain(
     };
     pipelined(end - start, produce, |i, batch| {
         let episode = start + i;
-        sgd.lr = config.optim.lr_at(episode);
+        trainer.set_lr(config.optim.lr_at(episode));
         let views = batch.labels[0];
-        let x = Tensor::from_vec(batch.input, (batch.n, c, h, w), &device)?;
-        let features = net.features(&x, true)?;
-        let support = features.narrow(0, 0, n_support)?;
-        let query = features.narrow(0, n_support * (1 + views), n_query)?;
         let query_labels: Vec<usize> = (0..n_query).map(|q| q / config.queries).collect();
-        let mut loss = Tensor::zeros((), features.dtype(), &device)?;
-        if config.class_loss {
-            let l = class_hinge(&support, config.ways, &query, &query_labels, config.margin)?;
-            class_sum += f64::from(l.to_scalar::<f32>()?);
-            loss = (loss + l)?;
-        }
-        if config.instance_loss {
-            // Group ids: support image s and its views share id s; queries get unique ids.
-            let mut groups: Vec<usize> = (0..n_support).collect();
-            for s in 0..n_support {
-                groups.extend(std::iter::repeat_n(s, views));
+        let (mut class_loss, mut inst_loss) = (0.0, 0.0);
+        trainer.step_on_features(&batch, (c, h, w), |features| {
+            let support = features.narrow(0, 0, n_support)?;
+            let query = features.narrow(0, n_support * (1 + views), n_query)?;
+            let mut loss = Tensor::zeros((), features.dtype(), features.device())?;
+            if config.class_loss {
+                let l = class_hinge(&support, config.ways, &query, &query_labels, config.margin)?;
+                class_loss = f64::from(l.to_scalar::<f32>()?);
+                loss = (loss + l)?;
             }
-            groups.extend((0..n_query).map(|q| n_support + q));
-            let l = instance_contrastive(&features, &groups, config.tau)?;
-            inst_sum += f64::from(l.to_scalar::<f32>()?);
-            loss = (loss + (l * config.lambda)?)?;
-        }
-        let grads = loss.backward()?;
-        sgd.step(&net, &grads)?;
+            if config.instance_loss {
+                // Group ids: support image s and its views share id s; queries get unique ids.
+                let mut groups: Vec<usize> = (0..n_support).collect();
+                for s in 0..n_support {
+                    groups.extend(std::iter::repeat_n(s, views));
+                }
+                groups.extend((0..n_query).map(|q| n_support + q));
+                let l = instance_contrastive(features, &groups, config.tau)?;
+                inst_loss = f64::from(l.to_scalar::<f32>()?);
+                loss = (loss + (l * config.lambda)?)?;
+            }
+            Ok(loss)
+        })?;
+        class_sum += class_loss;
+        inst_sum += inst_loss;
         images += batch.n;
         count += 1;
         bar.inc(1);
@@ -266,13 +270,11 @@ pub fn metatrain(
                 serde_json::json!({"stage": "metatrain", "config": config, "episode": done,
                     "best_val_accuracy": best, "init_training": info.metadata.get("training")})
             };
-            let mut record = serde_json::json!({"stage": "metatrain", "episode": done, "lr": sgd.lr,
+            let mut record = serde_json::json!({"stage": "metatrain", "episode": done, "lr": trainer.lr(), "engine": trainer.engine_name(),
                 "class_loss": class_sum / count as f64, "instance_loss": inst_sum / count as f64,
                 "images_per_second": images as f64 / started.elapsed().as_secs_f64()});
             let snap = Snapshot {
-                net: &net,
-                sgd: &sgd,
-                spec: &spec,
+                trainer: &trainer,
                 input: &input_spec,
             };
             let validation = val

@@ -7,6 +7,7 @@
 //! checkpoints, validation and the background batch loader.
 
 pub mod augment;
+mod cpu_net;
 mod cpu_ops;
 pub mod data;
 pub mod evaluate;
@@ -17,6 +18,7 @@ pub mod net;
 pub mod optim;
 pub mod pretrain;
 pub mod rng;
+pub mod trainer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -26,13 +28,14 @@ use candle_core::Tensor;
 use safetensors::tensor::TensorView;
 
 use crate::error::{Error, Result};
-use crate::model::{LoadOptions, Model};
+use crate::model::{Engine, LoadOptions, Model};
 use crate::task::{ClassifierKind, TaskConfig};
 use data::{check_episode_shape, sample_episode, Dataset};
 use evaluate::{embed_dataset, evaluate_episodes, EvalResult};
-use net::{NetSpec, TrainNet};
+use net::{NamedValues, NetSpec, TrainNet};
 use optim::Sgd;
 use rng::Rng;
+use trainer::Trainer;
 
 /// What the SDK needs to know about the inputs of a trained model.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -95,21 +98,34 @@ pub fn checkpoint_bytes(
     sgd: Option<&Sgd>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let mut entries: Vec<(String, Vec<usize>, Vec<u8>)> = net
-        .export()?
-        .into_iter()
+    let mut momentum = Vec::new();
+    for (name, buf) in sgd.map(Sgd::buffers).into_iter().flatten() {
+        momentum.push((
+            name.clone(),
+            buf.dims().to_vec(),
+            buf.flatten_all()?.to_vec1::<f32>()?,
+        ));
+    }
+    serialize_checkpoint(&net.export()?, &momentum, metadata)
+}
+
+/// Safetensors bytes of named tensors, momentum buffers (`optimizer.momentum.<name>`) and
+/// metadata.
+fn serialize_checkpoint(
+    tensors: &[NamedValues],
+    momentum: &[NamedValues],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let entries: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.clone(), s.clone(), v))
+        .chain(
+            momentum
+                .iter()
+                .map(|(n, s, v)| (format!("optimizer.momentum.{n}"), s.clone(), v)),
+        )
         .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
         .collect();
-    if let Some(sgd) = sgd {
-        for (name, buf) in sgd.buffers() {
-            let v: Vec<f32> = buf.flatten_all()?.to_vec1()?;
-            entries.push((
-                format!("optimizer.momentum.{name}"),
-                buf.dims().to_vec(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ));
-        }
-    }
     let views: Vec<(String, TensorView<'_>)> = entries
         .iter()
         .map(|(n, s, b)| {
@@ -120,6 +136,24 @@ pub fn checkpoint_bytes(
     let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
     safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::Backend(format!("checkpoint: {e}")))
+}
+
+/// The checkpoint of a [`Trainer`]: its network, with its momentum buffers when
+/// `with_momentum` (the resume point), and `metadata`.
+///
+/// # Errors
+/// [`Error::Backend`] if a device copy or serialisation fails.
+pub fn trainer_checkpoint_bytes(
+    trainer: &Trainer,
+    with_momentum: bool,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let momentum = if with_momentum {
+        trainer.momentum()?
+    } else {
+        Vec::new()
+    };
+    serialize_checkpoint(&trainer.tensors()?, &momentum, metadata)
 }
 
 /// Restores momentum buffers saved by [`checkpoint_bytes`].
@@ -193,6 +227,11 @@ pub struct RunConfig {
     /// `--resume`); None = run to the end.
     #[serde(skip)]
     pub stop_after: Option<usize>,
+    /// Which implementation trains ([`Engine::Auto`]: mgecl's CPU kernels on the CPU, candle
+    /// on CUDA and Metal). Not part of what a checkpoint must match: both compute the same
+    /// steps to within float rounding.
+    #[serde(skip)]
+    pub engine: Engine,
 }
 
 /// Few-shot validation settings shared by both stages.
@@ -287,12 +326,8 @@ impl RunFiles {
 
 /// What [`save_progress`] writes for a network.
 pub struct Snapshot<'a> {
-    /// The network.
-    pub net: &'a TrainNet,
-    /// Its optimiser (saved in the resume point).
-    pub sgd: &'a Sgd,
-    /// Its shape.
-    pub spec: &'a NetSpec,
+    /// The network and its optimiser (saved in the resume point).
+    pub trainer: &'a Trainer,
     /// Its inputs.
     pub input: &'a InputSpec,
 }
@@ -314,10 +349,10 @@ pub fn save_progress(
     record: &mut serde_json::Value,
 ) -> Result<()> {
     let model_bytes = |best: Option<f64>| {
-        checkpoint_bytes(
-            snap.net,
-            None,
-            &model_metadata(snap.spec, snap.input, &training(best)),
+        trainer_checkpoint_bytes(
+            snap.trainer,
+            false,
+            &model_metadata(snap.trainer.spec(), snap.input, &training(best)),
         )
     };
     if validate_now {
@@ -334,10 +369,10 @@ pub fn save_progress(
             None => crate::atomic::write_file(&files.best, &model_bytes(*best)?)?,
         }
     }
-    let meta = model_metadata(snap.spec, snap.input, &training(*best));
+    let meta = model_metadata(snap.trainer.spec(), snap.input, &training(*best));
     crate::atomic::write_file(
         &files.last,
-        &checkpoint_bytes(snap.net, Some(snap.sgd), &meta)?,
+        &trainer_checkpoint_bytes(snap.trainer, true, &meta)?,
     )?;
     append_log(&files.log, record)
 }

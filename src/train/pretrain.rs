@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -15,11 +14,10 @@ use crate::preprocess::normalize_hwc;
 use crate::preprocess::Preprocessor;
 use crate::train::augment::augment;
 use crate::train::data::{read_list, scan_classes, Dataset};
-use crate::train::layers::accuracy;
-use crate::train::loss::cross_entropy;
 use crate::train::net::{NetSpec, TrainNet};
 use crate::train::optim::OptimConfig;
 use crate::train::rng::Rng;
+use crate::train::trainer::Trainer;
 use crate::train::{
     check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined, save_progress,
     Batch, InputSpec, RunConfig, RunFiles, Snapshot,
@@ -160,7 +158,7 @@ pub fn pretrain(
     let device = device.open()?;
     let files = RunFiles::create(&config.run.out_dir)?;
 
-    let (net, mut sgd, start_epoch, mut best) = if resume && files.last.exists() {
+    let (net, sgd, start_epoch, mut best) = if resume && files.last.exists() {
         let bytes = std::fs::read(&files.last).map_err(|e| Error::io(&files.last, e))?;
         let meta = checkpoint_metadata(&bytes)?;
         let training: serde_json::Value =
@@ -193,6 +191,7 @@ pub fn pretrain(
         )?;
         (net, config.optim.sgd(), 0, None)
     };
+    let mut trainer = Trainer::new(net, sgd, config.run.engine)?;
 
     let (h, w, c) = (config.image_size, config.image_size, config.net.in_channels);
     let steps = train.len().div_ceil(config.batch_size);
@@ -203,7 +202,7 @@ pub fn pretrain(
     let started = Instant::now();
     let mut images_seen = 0usize;
     for epoch in start_epoch..end_epoch {
-        sgd.lr = config.optim.lr_at(epoch);
+        trainer.set_lr(config.optim.lr_at(epoch));
         let mut order: Vec<usize> = (0..train.len()).collect();
         Rng::new(config.run.seed, 1000 + epoch as u64).shuffle(&mut order);
         let bar = if progress {
@@ -238,20 +237,16 @@ pub fn pretrain(
             })
         };
         pipelined(steps, produce, |_, batch| {
-            let x = Tensor::from_vec(batch.input, (batch.n, c, h, w), &device)?;
-            let logits = net.logits(&net.features(&x, true)?)?;
-            let loss = cross_entropy(&logits, &batch.labels, config.label_smoothing)?;
-            let grads = loss.backward()?;
-            sgd.step(&net, &grads)?;
-            let l = f64::from(loss.to_scalar::<f32>()?);
-            if !l.is_finite() {
+            let stats = trainer.step_cross_entropy(&batch, (c, h, w), config.label_smoothing)?;
+            if !stats.loss.is_finite() {
                 return Err(Error::Backend(format!(
-                    "training diverged (loss {l}) at epoch {}",
+                    "training diverged (loss {}) at epoch {}",
+                    stats.loss,
                     epoch + 1
                 )));
             }
-            loss_sum += l * batch.n as f64;
-            acc_sum += accuracy(&logits, &batch.labels)? * batch.n as f64;
+            loss_sum += stats.loss * batch.n as f64;
+            acc_sum += stats.correct as f64;
             images_seen += batch.n;
             bar.inc(1);
             bar.set_message(format!(
@@ -266,7 +261,7 @@ pub fn pretrain(
         bar.finish_and_clear();
         let n = train.len() as f64;
         let mut record = serde_json::json!({
-            "stage": "pretrain", "epoch": epoch + 1, "lr": sgd.lr, "loss": loss_sum / n,
+            "stage": "pretrain", "epoch": epoch + 1, "lr": trainer.lr(), "engine": trainer.engine_name(), "loss": loss_sum / n,
             "train_accuracy": acc_sum / n, "images_per_second": n / epoch_start.elapsed().as_secs_f64(),
             "seconds": epoch_start.elapsed().as_secs_f64(),
         });
@@ -276,9 +271,7 @@ pub fn pretrain(
                 "best_val_accuracy": best, "train_classes": train.num_classes(), "train_images": train.len()})
         };
         let snap = Snapshot {
-            net: &net,
-            sgd: &sgd,
-            spec: &config.net,
+            trainer: &trainer,
             input: &input_spec,
         };
         let validation = val
