@@ -41,7 +41,7 @@ fn expected(fixture: &std::path::Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            (name.clone(), (t.shape().to_vec(), v))
+            (name.to_string(), (t.shape().to_vec(), v))
         })
         .collect()
 }

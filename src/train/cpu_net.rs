@@ -29,13 +29,20 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::model::Architecture;
 use crate::train::net::{NamedValues, NetSpec, ParamKind, LEAKY_SLOPE};
+use crate::train::winograd;
 
 const BN_MOMENTUM: f64 = 0.1;
 const BN_EPS: f64 = 1e-5;
 /// Values of one im2col chunk (1 MiB of f32: the chunk and its output stay in L2).
-const CHUNK_VALUES: usize = 1 << 18;
+const CHUNK_VALUES: usize = 1 << 22;
+/// 3x3 convolutions with at least this many input and output channels use Winograd.
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+/// ...and transformed weights of at most this many bytes.
+const WINOGRAD_MAX_BYTES: usize = 8 << 20;
 /// Fewest rows of an elementwise pass handed to one rayon task.
 const MIN_ROWS_PER_TASK: usize = 256;
+/// Rows of one block of BatchNorm's backward (a task, and the reduction's step).
+const BLOCK_ROWS: usize = 128;
 
 /// A named tensor of the network: value, gradient of the last step, momentum buffer.
 struct Param {
@@ -87,10 +94,10 @@ fn to_oihw(v: &[f32], (o, i, k): (usize, usize, usize)) -> Vec<f32> {
 
 /// Image batch geometry of an NHWC activation.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Geom {
-    n: usize,
-    h: usize,
-    w: usize,
+pub(crate) struct Geom {
+    pub(crate) n: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
 }
 
 impl Geom {
@@ -176,7 +183,8 @@ struct Work {
     stats: Vec<f64>,
     /// Per-thread partial weight gradients.
     dw: Vec<f32>,
-    /// The 180-degree-rotated, channel-swapped weights of the input gradient.
+    /// The 180-degree-rotated, channel-swapped weights of the input gradient (im2col), or
+    /// the Winograd-transformed weights of the current product.
     w_flip: Vec<f32>,
     /// Gradients flowing between and inside blocks.
     d_out: Vec<f32>,
@@ -736,7 +744,7 @@ fn block_backward(
     unpool_activation_backward(act, g, c, pools, slope, d_out, &mut dz);
     match block {
         Block::Conv4 { unit, .. } => {
-            unit.bn_backward(params, &dz);
+            unit.bn_backward(params, GradIn::Direct(&dz));
             unit.weight_backward(params, work, x, g);
             if let Some(d_in) = d_in {
                 d_in.resize(p * unit.c_in, 0.0);
@@ -745,19 +753,27 @@ fn block_backward(
         }
         Block::ResNet { units, a1, a2, .. } => {
             let [u1, u2, u3, us] = &mut **units;
-            u3.bn_backward(params, &dz);
-            us.bn_backward(params, &dz);
+            u3.bn_backward(params, GradIn::Direct(&dz));
+            us.bn_backward(params, GradIn::Direct(&dz));
             u3.weight_backward(params, work, a2, g);
             us.weight_backward(params, work, x, g);
             let mut d_a = std::mem::take(&mut work.d_a);
             d_a.resize(p * c, 0.0);
             u3.input_backward(params, work, g, &mut d_a, false);
-            activation_backward(a2, slope, &d_a, &mut dz);
-            u2.bn_backward(params, &dz);
+            let grad = GradIn::Activation {
+                d_a: &d_a,
+                a: a2,
+                slope,
+            };
+            u2.bn_backward(params, grad);
             u2.weight_backward(params, work, a1, g);
             u2.input_backward(params, work, g, &mut d_a, false);
-            activation_backward(a1, slope, &d_a, &mut dz);
-            u1.bn_backward(params, &dz);
+            let grad = GradIn::Activation {
+                d_a: &d_a,
+                a: a1,
+                slope,
+            };
+            u1.bn_backward(params, grad);
             u1.weight_backward(params, work, x, g);
             work.d_a = d_a;
             if let Some(d_in) = d_in {
@@ -797,10 +813,11 @@ fn normalize_activate(u: &Unit, residual: Option<&Unit>, slope: f32, out: &mut [
                         .zip(y.chunks_exact(c))
                         .zip(y2.chunks_exact(c))
                     {
-                        for (j, o) in drow.iter_mut().enumerate() {
-                            let z = yrow[j] * u.scale[j]
-                                + u.shift[j]
-                                + (y2row[j] * r.scale[j] + r.shift[j]);
+                        let (s1, t1, s2, t2) =
+                            (&u.scale[..c], &u.shift[..c], &r.scale[..c], &r.shift[..c]);
+                        let (yrow, y2row) = (&yrow[..c], &y2row[..c]);
+                        for (j, o) in drow[..c].iter_mut().enumerate() {
+                            let z = yrow[j] * s1[j] + t1[j] + (y2row[j] * s2[j] + t2[j]);
                             *o = z.max(slope * z);
                         }
                     }
@@ -809,16 +826,37 @@ fn normalize_activate(u: &Unit, residual: Option<&Unit>, slope: f32, out: &mut [
         });
 }
 
-/// `dz = d_a * act'(a)`, where `a = max(z, slope z)` (so `a > 0` exactly when `z > 0`).
-fn activation_backward(a: &[f32], slope: f32, d_a: &[f32], dz: &mut [f32]) {
-    dz.par_chunks_mut(MIN_ROWS_PER_TASK * 64)
-        .zip(a.par_chunks(MIN_ROWS_PER_TASK * 64))
-        .zip(d_a.par_chunks(MIN_ROWS_PER_TASK * 64))
-        .for_each(|((dz, a), d)| {
-            for ((o, a), d) in dz.iter_mut().zip(a).zip(d) {
-                *o = if *a > 0.0 { *d } else { slope * d };
+/// The gradient BatchNorm's backward starts from: given directly, or as the gradient of the
+/// activation that follows it, `d_a * act'(a)` with `a = max(z, slope z)` (so `a > 0`
+/// exactly when `z > 0`), computed on the fly.
+#[derive(Clone, Copy)]
+enum GradIn<'a> {
+    Direct(&'a [f32]),
+    Activation {
+        d_a: &'a [f32],
+        a: &'a [f32],
+        slope: f32,
+    },
+}
+
+impl GradIn<'_> {
+    /// Rows `range` (of `c` values each) of the gradient, computed into `buf` when needed.
+    fn rows<'b>(&'b self, start: usize, len: usize, buf: &'b mut [f32]) -> &'b [f32] {
+        match *self {
+            GradIn::Direct(dz) => &dz[start..start + len],
+            GradIn::Activation { d_a, a, slope } => {
+                let buf = &mut buf[..len];
+                for ((o, a), d) in buf
+                    .iter_mut()
+                    .zip(&a[start..start + len])
+                    .zip(&d_a[start..])
+                {
+                    *o = if *a > 0.0 { *d } else { slope * d };
+                }
+                buf
             }
-        });
+        }
+    }
 }
 
 /// 2x2 stride-2 max-pool, floor mode (an odd last row or column is dropped, as PyTorch).
@@ -854,63 +892,62 @@ fn unpool_activation_backward(
     dz: &mut [f32],
 ) {
     if !pools {
-        activation_backward(a, slope, d_out, dz);
+        dz.par_chunks_mut(MIN_ROWS_PER_TASK * c)
+            .zip(a.par_chunks(MIN_ROWS_PER_TASK * c))
+            .zip(d_out.par_chunks(MIN_ROWS_PER_TASK * c))
+            .for_each(|((dz, a), d)| {
+                for ((o, a), d) in dz.iter_mut().zip(a).zip(d) {
+                    *o = if *a > 0.0 { *d } else { slope * d };
+                }
+            });
         return;
     }
     let o = g.pooled();
-    let w = g.w;
-    // One task per pair of input rows (and the odd last row of an image alone).
-    dz.par_chunks_mut(w * c).enumerate().for_each(|(r, dst)| {
-        let (img, y) = (r / g.h, r % g.h);
-        let oy = y / 2;
-        if oy >= o.h {
-            dst.fill(0.0);
-            return;
-        }
-        let top = &a[((img * g.h + 2 * oy) * w) * c..][..w * c];
-        let bottom = &a[((img * g.h + 2 * oy + 1) * w) * c..][..w * c];
-        let mine = if y % 2 == 0 { top } else { bottom };
-        let drow = &d_out[((img * o.h + oy) * o.w) * c..][..o.w * c];
-        for (x, d) in dst.chunks_exact_mut(c).enumerate() {
-            let ox = x / 2;
-            if ox >= o.w {
-                d.fill(0.0);
-                continue;
-            }
-            let at = 2 * ox * c;
-            // Window order: (0,0), (0,1), (1,0), (1,1); position of this pixel in it.
-            let pos = (y % 2) * 2 + x % 2;
-            for (j, v) in d.iter_mut().enumerate() {
-                let win = [
-                    top[at + j],
-                    top[at + c + j],
-                    bottom[at + j],
-                    bottom[at + c + j],
-                ];
-                let mut arg = 0;
-                for (q, &val) in win.iter().enumerate().skip(1) {
-                    if val > win[arg] {
-                        arg = q;
+    let (w, row) = (g.w, g.w * c);
+    dz.par_chunks_mut(g.h * row)
+        .zip(a.par_chunks(g.h * row))
+        .zip(d_out.par_chunks(o.h * o.w * c))
+        .for_each(|((dz_img, a_img), d_img)| {
+            for oy in 0..o.h {
+                let (dz_top, dz_bottom) =
+                    dz_img[2 * oy * row..(2 * oy + 2) * row].split_at_mut(row);
+                let top = &a_img[2 * oy * row..(2 * oy + 1) * row];
+                let bottom = &a_img[(2 * oy + 1) * row..(2 * oy + 2) * row];
+                for ox in 0..o.w {
+                    let at = 2 * ox * c;
+                    let grad = &d_img[(oy * o.w + ox) * c..][..c];
+                    let (a0, a1) = (&top[at..at + c], &top[at + c..at + 2 * c]);
+                    let (a2, a3) = (&bottom[at..at + c], &bottom[at + c..at + 2 * c]);
+                    let (d0, d1) = dz_top[at..at + 2 * c].split_at_mut(c);
+                    let (d2, d3) = dz_bottom[at..at + 2 * c].split_at_mut(c);
+                    for j in 0..c {
+                        let (v0, v1, v2, v3) = (a0[j], a1[j], a2[j], a3[j]);
+                        let m = v0.max(v1).max(v2).max(v3);
+                        let s0 = v0 == m;
+                        let s1 = !s0 && v1 == m;
+                        let s2 = !s0 && !s1 && v2 == m;
+                        let s3 = !s0 && !s1 && !s2;
+                        // The maximum's own derivative: 1 above zero, `slope` at or below.
+                        let gm = if m > 0.0 { grad[j] } else { slope * grad[j] };
+                        d0[j] = if s0 { gm } else { 0.0 };
+                        d1[j] = if s1 { gm } else { 0.0 };
+                        d2[j] = if s2 { gm } else { 0.0 };
+                        d3[j] = if s3 { gm } else { 0.0 };
                     }
                 }
-                *v = if arg == pos {
-                    let av = mine[x * c + j];
-                    let grad = drow[ox * c + j];
-                    if av > 0.0 {
-                        grad
-                    } else {
-                        slope * grad
-                    }
-                } else {
-                    0.0
-                };
+                // An odd last column belongs to no window.
+                if w % 2 == 1 {
+                    dz_top[(w - 1) * c..].fill(0.0);
+                    dz_bottom[(w - 1) * c..].fill(0.0);
+                }
             }
-        }
-    });
+            // An odd last row belongs to no window.
+            dz_img[2 * o.h * row..].fill(0.0);
+        });
 }
 
 /// Contiguous row ranges, one per thread (fixed for a given thread count).
-fn thread_ranges(rows: usize) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn thread_ranges(rows: usize) -> Vec<std::ops::Range<usize>> {
     let t = rayon::current_num_threads().max(1).min(rows.max(1));
     let per = rows.div_ceil(t);
     (0..t)
@@ -924,6 +961,17 @@ impl Unit {
         self.k * self.k * self.c_in
     }
 
+    /// Whether the 3x3 products run as Winograd F(2x2, 3x3): with enough channels on both
+    /// sides for the transforms to pay (the first layer, on 1 or 3 channels, stays im2col),
+    /// and transformed weights small enough (ResNet-12's widest layers work on few pixels,
+    /// where streaming 16/9 times the weights costs more than the multiply-adds saved).
+    fn winograd(&self) -> bool {
+        self.k == 3
+            && self.c_in >= WINOGRAD_MIN_CHANNELS
+            && self.c_out >= WINOGRAD_MIN_CHANNELS
+            && 16 * self.c_in * self.c_out * 4 <= WINOGRAD_MAX_BYTES
+    }
+
     /// Conv (plus bias) into `y`, batch statistics, running statistics, `scale`/`shift`.
     fn forward(&mut self, params: &mut [Param], work: &mut Work, x: &[f32], g: Geom) {
         let p = g.pixels();
@@ -931,16 +979,21 @@ impl Unit {
         self.y.resize(p * c, 0.0);
         let weight = &params[self.weight].value;
         let bias = self.bias.map(|b| params[b].value.as_slice());
-        conv_rows(
-            x,
-            g,
-            self.c_in,
-            self.k,
-            Mat::rows(weight, c, self.depth()).t(),
-            &mut self.y,
-            false,
-            bias,
-        );
+        if self.winograd() {
+            winograd::forward_weights(weight, c, self.c_in, &mut work.w_flip);
+            winograd::conv(x, g, self.c_in, c, &work.w_flip, bias, &mut self.y);
+        } else {
+            conv_rows(
+                x,
+                g,
+                self.c_in,
+                self.k,
+                Mat::rows(weight, c, self.depth()).t(),
+                &mut self.y,
+                false,
+                bias,
+            );
+        }
         // Batch statistics: per-thread f64 sums, combined in order.
         let ranges = thread_ranges(p);
         work.stats.resize(ranges.len() * 2 * c, 0.0);
@@ -983,36 +1036,42 @@ impl Unit {
         }
     }
 
-    /// BatchNorm backward from `dz` (gradient of the normalised output): gamma and beta
-    /// gradients, `dy`, and the conv bias gradient.
-    fn bn_backward(&mut self, params: &mut [Param], dz: &[f32]) {
+    /// BatchNorm backward from the gradient of its output: gamma and beta gradients, `dy`,
+    /// and the conv bias gradient.
+    fn bn_backward(&mut self, params: &mut [Param], grad: GradIn<'_>) {
         let c = self.c_out;
         let p = self.y.len() / c;
-        let ranges = thread_ranges(p);
-        // Per channel: sum dz, sum dz * y.
         let y = &self.y;
+        // Per channel, per thread: sum dz and sum dz * y (f64), over blocks of rows.
+        let ranges = thread_ranges(p);
         let parts: Vec<Vec<f64>> = ranges
             .par_iter()
             .map(|r| {
                 let mut acc = vec![0f64; 2 * c];
                 let (s, sy) = acc.split_at_mut(c);
-                for (drow, yrow) in dz[r.start * c..r.end * c]
-                    .chunks_exact(c)
-                    .zip(y[r.start * c..r.end * c].chunks_exact(c))
-                {
-                    for j in 0..c {
-                        let d = f64::from(drow[j]);
-                        s[j] += d;
-                        sy[j] += d * f64::from(yrow[j]);
+                with_scratch(BLOCK_ROWS * c, |buf| {
+                    for start in (r.start..r.end).step_by(BLOCK_ROWS) {
+                        let rows = BLOCK_ROWS.min(r.end - start);
+                        let dz = grad.rows(start * c, rows * c, buf);
+                        let yb = &y[start * c..(start + rows) * c];
+                        for (drow, yrow) in dz.chunks_exact(c).zip(yb.chunks_exact(c)) {
+                            for (((s, sy), d), yv) in
+                                s.iter_mut().zip(sy.iter_mut()).zip(drow).zip(yrow)
+                            {
+                                let d = f64::from(*d);
+                                *s += d;
+                                *sy += d * f64::from(*yv);
+                            }
+                        }
                     }
-                }
+                });
                 acc
             })
             .collect();
         let nf = p as f64;
         // dy = a dz + b y + c0 with a = gamma istd, b = -gamma istd^2 dgamma / n,
         // c0 = -gamma istd dbeta / n - b mean  (xhat = (y - mean) istd).
-        let mut coef = vec![(0f32, 0f32, 0f32); c];
+        let (mut ca, mut cb, mut cc) = (vec![0f32; c], vec![0f32; c], vec![0f32; c]);
         for ch in 0..c {
             let (mut dbeta, mut sdy) = (0.0, 0.0);
             for part in &parts {
@@ -1027,7 +1086,7 @@ impl Unit {
             let a = gamma * istd;
             let b = -gamma * istd * istd * dgamma / nf;
             let c0 = -gamma * istd * dbeta / nf - b * mean;
-            coef[ch] = (a as f32, b as f32, c0 as f32);
+            (ca[ch], cb[ch], cc[ch]) = (a as f32, b as f32, c0 as f32);
             if let Some(bias) = self.bias {
                 // sum over pixels of dy: analytically a dbeta + b sum(y) + n c0 = 0.
                 let sum_y = mean * nf;
@@ -1035,28 +1094,37 @@ impl Unit {
             }
         }
         self.dy.resize(p * c, 0.0);
-        let rows = MIN_ROWS_PER_TASK * 4;
         self.dy
-            .par_chunks_mut(rows * c)
-            .zip(dz.par_chunks(rows * c))
-            .zip(y.par_chunks(rows * c))
-            .for_each(|((out, dz), y)| {
-                for ((orow, drow), yrow) in out
-                    .chunks_exact_mut(c)
-                    .zip(dz.chunks_exact(c))
-                    .zip(y.chunks_exact(c))
-                {
-                    for (j, o) in orow.iter_mut().enumerate() {
-                        let (a, b, c0) = coef[j];
-                        *o = a * drow[j] + b * yrow[j] + c0;
+            .par_chunks_mut(BLOCK_ROWS * c)
+            .enumerate()
+            .for_each(|(i, out)| {
+                let start = i * BLOCK_ROWS * c;
+                with_scratch(out.len(), |buf| {
+                    let dz = grad.rows(start, out.len(), buf);
+                    let yb = &y[start..start + out.len()];
+                    for ((orow, drow), yrow) in out
+                        .chunks_exact_mut(c)
+                        .zip(dz.chunks_exact(c))
+                        .zip(yb.chunks_exact(c))
+                    {
+                        let (drow, yrow) = (&drow[..c], &yrow[..c]);
+                        let (ca, cb, cc) = (&ca[..c], &cb[..c], &cc[..c]);
+                        for (j, o) in orow[..c].iter_mut().enumerate() {
+                            *o = ca[j] * drow[j] + cb[j] * yrow[j] + cc[j];
+                        }
                     }
-                }
+                });
             });
     }
 
     /// `dW = dy^T im2col(x)`: per-thread partial products over contiguous row ranges,
     /// summed in order.
     fn weight_backward(&self, params: &mut [Param], work: &mut Work, x: &[f32], g: Geom) {
+        if self.winograd() {
+            let grad = &mut params[self.weight].grad;
+            winograd::weight_grad(x, &self.dy, g, self.c_in, self.c_out, &mut work.dw, grad);
+            return;
+        }
         let (c_out, depth) = (self.c_out, self.depth());
         let size = c_out * depth;
         let ranges = thread_ranges(g.pixels());
@@ -1134,6 +1202,12 @@ impl Unit {
                 accumulate,
                 None,
             );
+            return;
+        }
+        if self.winograd() {
+            assert!(!accumulate, "the Winograd input gradient overwrites");
+            winograd::input_grad_weights(w, co, ci, &mut work.w_flip);
+            winograd::conv(&self.dy, g, co, ci, &work.w_flip, None, d_in);
             return;
         }
         // W_flip[(ky, kx, co), ci] = W[co, k-1-ky, k-1-kx, ci].
@@ -1256,7 +1330,7 @@ thread_local! {
 }
 
 /// Runs `f` on this thread's scratch buffer of `len` values (kept between calls).
-fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
+pub(crate) fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         if s.len() < len {
@@ -1268,7 +1342,7 @@ fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
 
 /// A strided matrix view: element (i, j) at `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
+pub(crate) struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -1278,7 +1352,7 @@ struct Mat<'a> {
 
 impl<'a> Mat<'a> {
     /// Row-major `(rows, cols)` from the start of `data`.
-    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub(crate) fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Mat {
             data,
             rows,
@@ -1288,7 +1362,7 @@ impl<'a> Mat<'a> {
         }
     }
     /// The transpose (a view).
-    fn t(self) -> Self {
+    pub(crate) fn t(self) -> Self {
         Mat {
             rows: self.cols,
             cols: self.rows,
@@ -1308,7 +1382,7 @@ impl<'a> Mat<'a> {
 }
 
 /// `dst (m, n) row-major = [dst +] lhs rhs`.
-fn gemm(
+pub(crate) fn gemm(
     dst: &mut [f32],
     (m, n): (usize, usize),
     accumulate: bool,

@@ -19,6 +19,7 @@ pub mod optim;
 pub mod pretrain;
 pub mod rng;
 pub mod trainer;
+mod winograd;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
