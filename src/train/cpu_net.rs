@@ -33,8 +33,11 @@ use crate::train::winograd;
 
 const BN_MOMENTUM: f64 = 0.1;
 const BN_EPS: f64 = 1e-5;
-/// Values of one im2col chunk (1 MiB of f32: the chunk and its output stay in L2).
-const CHUNK_VALUES: usize = 1 << 22;
+/// Values of one im2col chunk (4 MiB of f32)...
+const CHUNK_VALUES: usize = 1 << 20;
+/// ...or more, to give each product at least this many rows (wide layers: every chunk
+/// streams the whole weight matrix, and each weight-gradient chunk its whole result).
+const MIN_CHUNK_ROWS: usize = 512;
 /// 3x3 convolutions with at least this many input and output channels use Winograd.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// ...and transformed weights of at most this many bytes.
@@ -179,8 +182,12 @@ impl Block {
 /// Scratch reused between steps.
 #[derive(Default)]
 struct Work {
-    /// Per-thread partial sums (BatchNorm statistics, f64).
+    /// Per-thread partial sums (BatchNorm statistics and gradients, f64).
     stats: Vec<f64>,
+    /// Per-channel sums of the global average pool.
+    pool_acc: Vec<f64>,
+    /// BatchNorm backward's per-channel coefficients (3 x channels).
+    coef: Vec<f32>,
     /// Per-thread partial weight gradients.
     dw: Vec<f32>,
     /// The 180-degree-rotated, channel-swapped weights of the input gradient (im2col), or
@@ -441,7 +448,13 @@ impl CpuNet {
         }
         let d = self.feature_dim();
         self.features.resize(n * d, 0.0);
-        global_avg_pool(&self.outputs[3], g, d, &mut self.features);
+        global_avg_pool(
+            &self.outputs[3],
+            g,
+            d,
+            &mut self.work.pool_acc,
+            &mut self.features,
+        );
         Ok(&self.features)
     }
 
@@ -650,16 +663,17 @@ fn nchw_to_nhwc(x: &[f32], (_, c, h, w): (usize, usize, usize, usize), out: &mut
         });
 }
 
-fn global_avg_pool(x: &[f32], g: Geom, c: usize, out: &mut [f32]) {
+fn global_avg_pool(x: &[f32], g: Geom, c: usize, acc: &mut Vec<f64>, out: &mut [f32]) {
     let hw = g.h * g.w;
+    acc.resize(c, 0.0);
     for (img, dst) in x.chunks_exact(hw * c).zip(out.chunks_exact_mut(c)) {
-        let mut acc = vec![0f64; c];
+        acc.fill(0.0);
         for row in img.chunks_exact(c) {
             for (a, v) in acc.iter_mut().zip(row) {
                 *a += f64::from(*v);
             }
         }
-        for (o, a) in dst.iter_mut().zip(&acc) {
+        for (o, a) in dst.iter_mut().zip(acc.iter()) {
             *o = (a / hw as f64) as f32;
         }
     }
@@ -744,7 +758,7 @@ fn block_backward(
     unpool_activation_backward(act, g, c, pools, slope, d_out, &mut dz);
     match block {
         Block::Conv4 { unit, .. } => {
-            unit.bn_backward(params, GradIn::Direct(&dz));
+            unit.bn_backward(params, work, GradIn::Direct(&dz));
             unit.weight_backward(params, work, x, g);
             if let Some(d_in) = d_in {
                 d_in.resize(p * unit.c_in, 0.0);
@@ -753,8 +767,8 @@ fn block_backward(
         }
         Block::ResNet { units, a1, a2, .. } => {
             let [u1, u2, u3, us] = &mut **units;
-            u3.bn_backward(params, GradIn::Direct(&dz));
-            us.bn_backward(params, GradIn::Direct(&dz));
+            u3.bn_backward(params, work, GradIn::Direct(&dz));
+            us.bn_backward(params, work, GradIn::Direct(&dz));
             u3.weight_backward(params, work, a2, g);
             us.weight_backward(params, work, x, g);
             let mut d_a = std::mem::take(&mut work.d_a);
@@ -765,7 +779,7 @@ fn block_backward(
                 a: a2,
                 slope,
             };
-            u2.bn_backward(params, grad);
+            u2.bn_backward(params, work, grad);
             u2.weight_backward(params, work, a1, g);
             u2.input_backward(params, work, g, &mut d_a, false);
             let grad = GradIn::Activation {
@@ -773,7 +787,7 @@ fn block_backward(
                 a: a1,
                 slope,
             };
-            u1.bn_backward(params, grad);
+            u1.bn_backward(params, work, grad);
             u1.weight_backward(params, work, x, g);
             work.d_a = d_a;
             if let Some(d_in) = d_in {
@@ -981,7 +995,8 @@ impl Unit {
         let bias = self.bias.map(|b| params[b].value.as_slice());
         if self.winograd() {
             winograd::forward_weights(weight, c, self.c_in, &mut work.w_flip);
-            winograd::conv(x, g, self.c_in, c, &work.w_flip, bias, &mut self.y);
+            let u = (work.w_flip.as_slice(), winograd::PlaneLayout::OutIn);
+            winograd::conv(x, g, self.c_in, c, u, bias, &mut self.y);
         } else {
             conv_rows(
                 x,
@@ -1038,16 +1053,18 @@ impl Unit {
 
     /// BatchNorm backward from the gradient of its output: gamma and beta gradients, `dy`,
     /// and the conv bias gradient.
-    fn bn_backward(&mut self, params: &mut [Param], grad: GradIn<'_>) {
+    fn bn_backward(&mut self, params: &mut [Param], work: &mut Work, grad: GradIn<'_>) {
         let c = self.c_out;
         let p = self.y.len() / c;
         let y = &self.y;
         // Per channel, per thread: sum dz and sum dz * y (f64), over blocks of rows.
         let ranges = thread_ranges(p);
-        let parts: Vec<Vec<f64>> = ranges
-            .par_iter()
-            .map(|r| {
-                let mut acc = vec![0f64; 2 * c];
+        work.stats.resize(ranges.len() * 2 * c, 0.0);
+        work.stats
+            .par_chunks_mut(2 * c)
+            .zip(ranges.par_iter())
+            .for_each(|(acc, r)| {
+                acc.fill(0.0);
                 let (s, sy) = acc.split_at_mut(c);
                 with_scratch(BLOCK_ROWS * c, |buf| {
                     for start in (r.start..r.end).step_by(BLOCK_ROWS) {
@@ -1065,16 +1082,16 @@ impl Unit {
                         }
                     }
                 });
-                acc
-            })
-            .collect();
+            });
         let nf = p as f64;
         // dy = a dz + b y + c0 with a = gamma istd, b = -gamma istd^2 dgamma / n,
         // c0 = -gamma istd dbeta / n - b mean  (xhat = (y - mean) istd).
-        let (mut ca, mut cb, mut cc) = (vec![0f32; c], vec![0f32; c], vec![0f32; c]);
+        work.coef.resize(3 * c, 0.0);
+        let (ca, rest) = work.coef.split_at_mut(c);
+        let (cb, cc) = rest.split_at_mut(c);
         for ch in 0..c {
             let (mut dbeta, mut sdy) = (0.0, 0.0);
-            for part in &parts {
+            for part in work.stats.chunks_exact(2 * c) {
                 dbeta += part[ch];
                 sdy += part[c + ch];
             }
@@ -1134,7 +1151,7 @@ impl Unit {
             .par_chunks_mut(size)
             .zip(ranges.par_iter())
             .for_each(|(acc, range)| {
-                let rows_per = (CHUNK_VALUES / depth).max(16);
+                let rows_per = (CHUNK_VALUES / depth).max(MIN_CHUNK_ROWS);
                 let mut first = true;
                 let mut start = range.start;
                 while start < range.end {
@@ -1207,7 +1224,8 @@ impl Unit {
         if self.winograd() {
             assert!(!accumulate, "the Winograd input gradient overwrites");
             winograd::input_grad_weights(w, co, ci, &mut work.w_flip);
-            winograd::conv(&self.dy, g, co, ci, &work.w_flip, None, d_in);
+            let u = (work.w_flip.as_slice(), winograd::PlaneLayout::InOut);
+            winograd::conv(&self.dy, g, co, ci, u, None, d_in);
             return;
         }
         // W_flip[(ky, kx, co), ci] = W[co, k-1-ky, k-1-kx, ci].
@@ -1253,7 +1271,7 @@ fn conv_rows(
     debug_assert_eq!(out.len(), pixels * n_out);
     let threads = rayon::current_num_threads().max(1);
     let rows = (CHUNK_VALUES / depth.max(n_out))
-        .max(16)
+        .max(MIN_CHUNK_ROWS)
         .min(pixels.div_ceil(threads).max(1));
     out.par_chunks_mut(rows * n_out)
         .enumerate()

@@ -18,85 +18,78 @@ use rayon::prelude::*;
 
 use super::cpu_net::{gemm, thread_ranges, with_scratch, Geom, Mat};
 
-/// Values of one chunk's transformed tiles (4 MiB of f32).
+/// Values of one chunk's transformed tiles (4 MiB of f32)...
 const CHUNK_VALUES: usize = 1 << 20;
-
-const G: [[f64; 3]; 4] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
-    [0.0, 0.0, 1.0],
-];
+/// ...unless that leaves fewer tiles than this: each chunk streams all 16 transformed weight
+/// matrices, so wide layers need tall products for the weights' traffic to pay.
+const MIN_CHUNK_TILES: usize = 256;
 
 /// Tile grid of a geometry: (tile rows per image, tiles per tile row).
 fn tiles(g: Geom) -> (usize, usize) {
     (g.h.div_ceil(2), g.w.div_ceil(2))
 }
 
-/// `U[xi][i][o] = (G k G^T)[xi]` for the 3x3 kernels `k(o, i)` given by `kernel`, as 16
-/// row-major `(c_in, c_out)` matrices.
-fn transform_weights(
-    c_in: usize,
-    c_out: usize,
-    kernel: impl Fn(usize, usize, usize, usize) -> f32 + Sync,
+/// How [`conv`] multiplies by a transformed-weight plane `(rows, cols)`.
+#[derive(Clone, Copy)]
+pub(crate) enum PlaneLayout {
+    /// Planes are `(c_in, c_out)`.
+    InOut,
+    /// Planes are `(c_out, c_in)`: multiplied by their transpose.
+    OutIn,
+}
+
+/// `u[xi][a][..] = (G k_a G^T)[xi]` for `rows` kernels whose taps `tap(a, y, x)` are slices of
+/// `cols` channels: 16 row-major planes `(rows, cols)`, vectorised over the channels.
+fn transform_kernels<'w>(
+    rows: usize,
+    cols: usize,
+    tap: impl Fn(usize, usize, usize) -> &'w [f32] + Sync,
     u: &mut Vec<f32>,
 ) {
-    u.resize(16 * c_in * c_out, 0.0);
-    let plane = c_in * c_out;
-    // Rows i of every xi-plane are written by one task: split the 16 planes by rows of i.
-    let kernel = &kernel;
-    let mut rows: Vec<&mut [f32]> = Vec::with_capacity(16 * c_in);
-    for p in u.chunks_exact_mut(plane) {
-        rows.extend(p.chunks_exact_mut(c_out));
+    u.resize(16 * rows * cols, 0.0);
+    // Row a of each of the 16 planes, gathered per a so that one task writes them.
+    let mut per_row: Vec<Vec<&mut [f32]>> = (0..rows).map(|_| Vec::with_capacity(16)).collect();
+    for plane in u.chunks_exact_mut(rows * cols) {
+        for (a, row) in plane.chunks_exact_mut(cols).enumerate() {
+            per_row[a].push(row);
+        }
     }
-    // rows[xi * c_in + i] is row i of plane xi.
-    let mut by_input: Vec<Vec<&mut [f32]>> = (0..c_in).map(|_| Vec::with_capacity(16)).collect();
-    for (idx, r) in rows.into_iter().enumerate() {
-        by_input[idx % c_in].push(r);
-    }
-    by_input
+    per_row
         .into_par_iter()
         .enumerate()
-        .for_each(|(i, mut planes)| {
-            #[allow(clippy::needless_range_loop)] // o indexes a row of each of the 16 planes
-            for o in 0..c_out {
-                let k = |y: usize, x: usize| f64::from(kernel(o, i, y, x));
-                // t = G k (4x3), then t G^T (4x4).
-                let mut t = [[0f64; 3]; 4];
-                for (a, ga) in G.iter().enumerate() {
-                    for (x, tv) in t[a].iter_mut().enumerate() {
-                        *tv = ga[0] * k(0, x) + ga[1] * k(1, x) + ga[2] * k(2, x);
-                    }
-                }
-                for a in 0..4 {
-                    for (b, gb) in G.iter().enumerate() {
-                        let v = t[a][0] * gb[0] + t[a][1] * gb[1] + t[a][2] * gb[2];
-                        planes[a * 4 + b][o] = v as f32;
-                    }
+        .for_each(|(a, mut out)| {
+            let k: [&[f32]; 9] = std::array::from_fn(|t| &tap(a, t / 3, t % 3)[..cols]);
+            for j in 0..cols {
+                // t = G k (rows of G: k0; (k0+k1+k2)/2; (k0-k1+k2)/2; k2), then t G^T likewise.
+                let col = |x: usize| {
+                    let (k0, k1, k2) = (k[x][j], k[3 + x][j], k[6 + x][j]);
+                    [k0, 0.5 * (k0 + k1 + k2), 0.5 * (k0 - k1 + k2), k2]
+                };
+                let (c0, c1, c2) = (col(0), col(1), col(2));
+                for r in 0..4 {
+                    let (t0, t1, t2) = (c0[r], c1[r], c2[r]);
+                    out[r * 4][j] = t0;
+                    out[r * 4 + 1][j] = 0.5 * (t0 + t1 + t2);
+                    out[r * 4 + 2][j] = 0.5 * (t0 - t1 + t2);
+                    out[r * 4 + 3][j] = t2;
                 }
             }
         });
 }
 
-/// Forward weights of a kernel held as `(c_out, 3, 3, c_in)`.
+/// Forward weights of a kernel held as `(c_out, 3, 3, c_in)`: planes `(c_out, c_in)`
+/// ([`PlaneLayout::OutIn`]).
 pub(crate) fn forward_weights(w: &[f32], c_out: usize, c_in: usize, u: &mut Vec<f32>) {
-    transform_weights(
-        c_in,
-        c_out,
-        |o, i, y, x| w[((o * 3 + y) * 3 + x) * c_in + i],
-        u,
-    );
+    let tap = |o: usize, y: usize, x: usize| &w[((o * 3 + y) * 3 + x) * c_in..][..c_in];
+    transform_kernels(c_out, c_in, tap, u);
 }
 
 /// Input-gradient weights: the kernel rotated 180 degrees with its channel axes swapped, so
-/// that `dX = conv(dY)` with `c_out` inputs and `c_in` outputs.
+/// that `dX = conv(dY)` with `c_out` inputs and `c_in` outputs: planes `(c_out, c_in)` =
+/// (inputs, outputs) of that convolution ([`PlaneLayout::InOut`]).
 pub(crate) fn input_grad_weights(w: &[f32], c_out: usize, c_in: usize, u: &mut Vec<f32>) {
-    transform_weights(
-        c_out,
-        c_in,
-        |ci, co, y, x| w[((co * 3 + (2 - y)) * 3 + (2 - x)) * c_in + ci],
-        u,
-    );
+    let tap = |o: usize, y: usize, x: usize| &w[((o * 3 + (2 - y)) * 3 + (2 - x)) * c_in..][..c_in];
+    transform_kernels(c_out, c_in, tap, u);
 }
 
 /// `B^T d B` of the 4x4 patch of tile `(image, ty, tx)` of `x` (NHWC, `c` channels) into
@@ -169,19 +162,21 @@ fn tile_row_chunks(tile_rows: usize, tw: usize, max_tiles: usize) -> Vec<(usize,
 }
 
 /// `out = conv3x3(x) (+ bias)` with `u` from [`forward_weights`] (or
-/// [`input_grad_weights`]): `x` NHWC with `c_in` channels, `out` with `c_out`.
+/// [`input_grad_weights`]) in `layout`: `x` NHWC with `c_in` channels, `out` with `c_out`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
     x: &[f32],
     g: Geom,
     c_in: usize,
     c_out: usize,
-    u: &[f32],
+    (u, layout): (&[f32], PlaneLayout),
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
     let (th, tw) = tiles(g);
     let tile_rows = g.n * th;
-    let chunks = tile_row_chunks(tile_rows, tw, CHUNK_VALUES / (16 * (c_in + c_out)));
+    let max_tiles = (CHUNK_VALUES / (16 * (c_in + c_out))).max(MIN_CHUNK_TILES);
+    let chunks = tile_row_chunks(tile_rows, tw, max_tiles);
     // Output pixel where tile row `tr` starts (an odd image's last tile row holds one row).
     let row_start = |tr: usize| ((tr / th) * g.h + 2 * (tr % th)) * g.w;
     let mut parts = Vec::with_capacity(chunks.len());
@@ -210,7 +205,12 @@ pub(crate) fn conv(
                         (n_tiles, c_out),
                         false,
                         Mat::rows(&v[xi * n_tiles * c_in..], n_tiles, c_in),
-                        Mat::rows(&u[xi * c_in * c_out..], c_in, c_out),
+                        match layout {
+                            PlaneLayout::InOut => Mat::rows(&u[xi * c_in * c_out..], c_in, c_out),
+                            PlaneLayout::OutIn => {
+                                Mat::rows(&u[xi * c_in * c_out..], c_out, c_in).t()
+                            }
+                        },
                         gemm::Parallelism::None,
                     );
                 }
@@ -368,7 +368,8 @@ pub(crate) fn weight_grad(
     let ranges = thread_ranges(tile_rows);
     let size = 16 * c_out * c_in;
     partials.resize(ranges.len() * size, 0.0);
-    let max_rows = (CHUNK_VALUES / (16 * (c_in + c_out) * tw)).max(1);
+    let max_tiles = (CHUNK_VALUES / (16 * (c_in + c_out))).max(MIN_CHUNK_TILES);
+    let max_rows = (max_tiles / tw).max(1);
     partials
         .par_chunks_mut(size)
         .zip(ranges.par_iter())
@@ -412,26 +413,28 @@ pub(crate) fn weight_grad(
         }
     }
     let sum = &*sum;
-    // dw[o][y][x][i] = sum_ab G[a][y] M_ab[o][i] G[b][x].
+    // dw[o][y][x][..] = (G^T M_o G)[y][x], M_o's 16 entries being rows o of the planes;
+    // rows of G^T: m0 + (m1+m2)/2; (m1-m2)/2; (m1+m2)/2 + m3.
+    let plane = c_out * c_in;
     dw.par_chunks_mut(9 * c_in)
         .enumerate()
         .for_each(|(o, dst)| {
+            let m: [&[f32]; 16] = std::array::from_fn(|xi| &sum[xi * plane + o * c_in..][..c_in]);
+            let (taps, _) = dst.split_at_mut(9 * c_in);
             for i in 0..c_in {
-                let mut mm = [[0f64; 4]; 4];
-                for (a, row) in mm.iter_mut().enumerate() {
-                    for (b, v) in row.iter_mut().enumerate() {
-                        *v = f64::from(sum[((a * 4 + b) * c_out + o) * c_in + i]);
-                    }
-                }
+                let gt = |v: [f32; 4]| {
+                    [
+                        v[0] + 0.5 * (v[1] + v[2]),
+                        0.5 * (v[1] - v[2]),
+                        0.5 * (v[1] + v[2]) + v[3],
+                    ]
+                };
+                let cols: [[f32; 3]; 4] =
+                    std::array::from_fn(|b| gt([m[b][i], m[4 + b][i], m[8 + b][i], m[12 + b][i]]));
                 for y in 0..3 {
-                    for x in 0..3 {
-                        let mut acc = 0.0;
-                        for a in 0..4 {
-                            for b in 0..4 {
-                                acc += G[a][y] * mm[a][b] * G[b][x];
-                            }
-                        }
-                        dst[(y * 3 + x) * c_in + i] = acc as f32;
+                    let v = gt([cols[0][y], cols[1][y], cols[2][y], cols[3][y]]);
+                    for (x, val) in v.into_iter().enumerate() {
+                        taps[(y * 3 + x) * c_in + i] = val;
                     }
                 }
             }
