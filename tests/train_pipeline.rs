@@ -33,6 +33,7 @@ fn run(out: PathBuf, val_every: usize, validation_episodes: usize, seed: u64) ->
         data: root.clone(),
         train_list: Some(root.join("train.txt")),
         val_list: Some(root.join("val.txt")),
+        rotate_classes: false,
         augment: AugmentConfig::preset("omniglot").unwrap(),
         val_every,
         validation: ValidationConfig {

@@ -234,6 +234,64 @@ impl Dataset {
             .collect();
         (mean.into_iter().map(|m| m as f32).collect(), std)
     }
+
+    /// The dataset with each class's images rotated by 90, 180 and 270 degrees added as three
+    /// new classes (`NAME@rot90`, ...): the standard Omniglot enlargement of the training
+    /// classes (a rotated character is another character).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for non-square images.
+    pub fn with_rotated_classes(mut self) -> Result<Self> {
+        let (h, w) = self.size;
+        if h != w {
+            return Err(Error::InvalidArgument(format!(
+                "rotated classes need square images (got {h}x{w})"
+            )));
+        }
+        let classes = self.num_classes();
+        let c = self.channels;
+        for quarter in 1..4 {
+            for k in 0..classes {
+                let label = self.class_names.len();
+                self.class_names
+                    .push(format!("{}@rot{}", self.class_names[k], 90 * quarter));
+                let mut members = Vec::with_capacity(self.by_class[k].len());
+                for i in self.by_class[k].clone() {
+                    let src = &self.pixels[i];
+                    let mut out = vec![0u8; src.len()];
+                    // Clockwise by 90 degrees `quarter` times: (y, x) <- source pixel.
+                    for y in 0..h {
+                        for x in 0..w {
+                            let (sy, sx) = match quarter {
+                                1 => (w - 1 - x, y),
+                                2 => (h - 1 - y, w - 1 - x),
+                                _ => (x, h - 1 - y),
+                            };
+                            let (d, s) = ((y * w + x) * c, (sy * w + sx) * c);
+                            out[d..d + c].copy_from_slice(&src[s..s + c]);
+                        }
+                    }
+                    members.push(self.pixels.len());
+                    self.pixels.push(out);
+                    self.labels.push(label);
+                    self.paths.push(self.paths[i].clone());
+                }
+                self.by_class.push(members);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Classes grouped by their parent folder (an Omniglot alphabet), in name order; classes
+    /// at the root form one group.
+    pub fn groups(&self) -> Vec<Vec<usize>> {
+        let parent = |name: &str| name.rsplit_once('/').map_or("", |(p, _)| p).to_string();
+        let mut by_parent: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+        for (k, name) in self.class_names.iter().enumerate() {
+            by_parent.entry(parent(name)).or_default().push(k);
+        }
+        by_parent.into_values().collect()
+    }
 }
 
 /// One few-shot episode: image indices into a [`Dataset`], class-major
@@ -285,6 +343,71 @@ pub fn check_episode_shape(
     Ok(())
 }
 
+/// Where an episode's classes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EpisodeClasses {
+    /// Any classes of the dataset.
+    #[default]
+    Any,
+    /// All from one group ([`Dataset::groups`]: one alphabet, as in Lake et al.'s one-shot
+    /// runs), the group drawn uniformly among those with enough classes.
+    WithinGroup,
+}
+
+/// Checks that episodes of this shape can be drawn with `classes`: as
+/// [`check_episode_shape`], and for [`EpisodeClasses::WithinGroup`] that some group has
+/// `ways` classes.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming what is missing.
+pub fn check_episodes(
+    dataset: &Dataset,
+    classes: EpisodeClasses,
+    (ways, shots, queries): (usize, usize, usize),
+) -> Result<()> {
+    check_episode_shape(dataset, ways, shots, queries)?;
+    if classes == EpisodeClasses::WithinGroup && !dataset.groups().iter().any(|g| g.len() >= ways) {
+        return Err(Error::InvalidArgument(format!(
+            "within-alphabet {ways}-way episodes need a parent folder with {ways} classes; the \
+             largest has {}",
+            dataset.groups().iter().map(Vec::len).max().unwrap_or(0)
+        )));
+    }
+    Ok(())
+}
+
+/// Draws `count` episodes (call [`check_episodes`] first).
+pub fn sample_episodes(
+    dataset: &Dataset,
+    classes: EpisodeClasses,
+    (ways, shots, queries): (usize, usize, usize),
+    count: usize,
+    rng: &mut Rng,
+) -> Vec<Episode> {
+    let groups: Vec<Vec<usize>> = match classes {
+        EpisodeClasses::Any => Vec::new(),
+        EpisodeClasses::WithinGroup => dataset
+            .groups()
+            .into_iter()
+            .filter(|g| g.len() >= ways)
+            .collect(),
+    };
+    (0..count)
+        .map(|_| match classes {
+            EpisodeClasses::Any => sample_episode(dataset, ways, shots, queries, rng),
+            EpisodeClasses::WithinGroup => {
+                let group = &groups[rng.below(groups.len())];
+                let picked: Vec<usize> = rng
+                    .choose(group.len(), ways)
+                    .into_iter()
+                    .map(|i| group[i])
+                    .collect();
+                episode_of(dataset, picked, shots, queries, rng)
+            }
+        })
+        .collect()
+}
+
 /// Samples one episode (call [`check_episode_shape`] first).
 pub fn sample_episode(
     dataset: &Dataset,
@@ -294,6 +417,18 @@ pub fn sample_episode(
     rng: &mut Rng,
 ) -> Episode {
     let classes = rng.choose(dataset.num_classes(), ways);
+    episode_of(dataset, classes, shots, queries, rng)
+}
+
+/// An episode of the given dataset classes: `shots + queries` distinct images each.
+fn episode_of(
+    dataset: &Dataset,
+    classes: Vec<usize>,
+    shots: usize,
+    queries: usize,
+    rng: &mut Rng,
+) -> Episode {
+    let ways = classes.len();
     let mut support = Vec::with_capacity(ways * shots);
     let mut query = Vec::with_capacity(ways * queries);
     for &c in &classes {
@@ -306,5 +441,79 @@ pub fn sample_episode(
         classes,
         support,
         query,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `per_class` images per class, named `parent/class`, 3x3 grey pixels
+    /// 1..=9 plus the image index.
+    fn dataset(names: &[&str], per_class: usize) -> Dataset {
+        let mut d = Dataset {
+            class_names: names.iter().map(|s| s.to_string()).collect(),
+            labels: Vec::new(),
+            paths: Vec::new(),
+            pixels: Vec::new(),
+            channels: 1,
+            size: (3, 3),
+            by_class: vec![Vec::new(); names.len()],
+        };
+        for k in 0..names.len() {
+            for _ in 0..per_class {
+                let i = d.pixels.len();
+                d.by_class[k].push(i);
+                d.labels.push(k);
+                d.paths.push(PathBuf::from(format!("{i}.png")));
+                d.pixels.push((1..=9).map(|v| v + i as u8).collect());
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn rotated_classes_are_quarter_turns_clockwise() {
+        let d = dataset(&["a/x", "b/y"], 2).with_rotated_classes().unwrap();
+        assert_eq!(d.num_classes(), 8);
+        assert_eq!(d.class_names[2], "a/x@rot90");
+        assert_eq!(d.class_names[7], "b/y@rot270");
+        assert_eq!(d.len(), 16);
+        // Image 0 is [[1 2 3] [4 5 6] [7 8 9]]: its quarter turns, by hand.
+        let of = |class: usize| &d.pixels[d.by_class[class][0]];
+        assert_eq!(of(2), &vec![7, 4, 1, 8, 5, 2, 9, 6, 3]);
+        assert_eq!(of(4), &vec![9, 8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(of(6), &vec![3, 6, 9, 2, 5, 8, 1, 4, 7]);
+        assert!(d.by_class.iter().all(|m| m.len() == 2));
+        assert!(d
+            .labels
+            .iter()
+            .enumerate()
+            .all(|(i, &k)| d.by_class[k].contains(&i)));
+        let mut wide = dataset(&["a/x"], 1);
+        wide.size = (3, 1);
+        assert!(wide.with_rotated_classes().is_err());
+    }
+
+    #[test]
+    fn within_alphabet_episodes_keep_to_one_parent_folder() {
+        let d = dataset(&["a/1", "a/2", "a/3", "b/1", "b/2", "c/1"], 3);
+        assert_eq!(d.groups(), vec![vec![0, 1, 2], vec![3, 4], vec![5]]);
+        let mut rng = Rng::new(1, 2);
+        let shape = (2, 1, 2);
+        check_episodes(&d, EpisodeClasses::WithinGroup, shape).unwrap();
+        let episodes = sample_episodes(&d, EpisodeClasses::WithinGroup, shape, 200, &mut rng);
+        let parent = |k: usize| d.class_names[k].split('/').next().unwrap().to_string();
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &episodes {
+            assert_eq!(e.classes.len(), 2);
+            assert_eq!(parent(e.classes[0]), parent(e.classes[1]));
+            seen.insert(parent(e.classes[0]));
+            assert_eq!((e.support.len(), e.query.len()), (2, 4));
+        }
+        // Both folders with 2+ classes are used; "c" (one class) never.
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert!(check_episodes(&d, EpisodeClasses::WithinGroup, (4, 1, 2)).is_err());
+        assert!(check_episodes(&d, EpisodeClasses::Any, (4, 1, 2)).is_ok());
     }
 }

@@ -120,7 +120,10 @@ pub fn metatrain(
             init_model.preprocessor(),
         )
     };
-    let train = load(&config.run.train_list)?;
+    let mut train = load(&config.run.train_list)?;
+    if config.run.rotate_classes {
+        train = train.with_rotated_classes()?;
+    }
     check_episode_shape(&train, config.ways, config.shots, config.queries)?;
     let val = config
         .run

@@ -214,6 +214,10 @@ pub struct RunConfig {
     pub train_list: Option<std::path::PathBuf>,
     /// File listing the held-out top-level folders to validate on (None: no validation).
     pub val_list: Option<std::path::PathBuf>,
+    /// Add every training class rotated by 90, 180 and 270 degrees as three more classes
+    /// ([`data::Dataset::with_rotated_classes`]).
+    #[serde(default)]
+    pub rotate_classes: bool,
     /// Augmentation of training images.
     pub augment: augment::AugmentConfig,
     /// Validate and checkpoint every this many epochs (pretrain) or episodes (metatrain).

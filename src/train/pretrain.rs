@@ -132,7 +132,10 @@ pub fn pretrain(
     progress: bool,
 ) -> Result<RunSummary> {
     config.validate()?;
-    let train = load_split(config, &config.run.train_list)?;
+    let mut train = load_split(config, &config.run.train_list)?;
+    if config.run.rotate_classes {
+        train = train.with_rotated_classes()?;
+    }
     if train.num_classes() < 2 {
         return Err(Error::InvalidArgument(
             "pretraining needs at least 2 classes".into(),
