@@ -38,8 +38,9 @@ pub(crate) enum PlaneLayout {
     OutIn,
 }
 
-/// `u[xi][a][..] = (G k_a G^T)[xi]` for `rows` kernels whose taps `tap(a, y, x)` are slices of
-/// `cols` channels: 16 row-major planes `(rows, cols)`, vectorised over the channels.
+/// `u[a][xi][..] = (G k_a G^T)[xi]` for `rows` kernels whose taps `tap(a, y, x)` are slices of
+/// `cols` channels, vectorised over the channels. Plane `xi` is the `(rows, cols)` matrix
+/// [`plane`] views.
 fn transform_kernels<'w>(
     rows: usize,
     cols: usize,
@@ -47,17 +48,9 @@ fn transform_kernels<'w>(
     u: &mut Vec<f32>,
 ) {
     u.resize(16 * rows * cols, 0.0);
-    // Row a of each of the 16 planes, gathered per a so that one task writes them.
-    let mut per_row: Vec<Vec<&mut [f32]>> = (0..rows).map(|_| Vec::with_capacity(16)).collect();
-    for plane in u.chunks_exact_mut(rows * cols) {
-        for (a, row) in plane.chunks_exact_mut(cols).enumerate() {
-            per_row[a].push(row);
-        }
-    }
-    per_row
-        .into_par_iter()
+    u.par_chunks_mut(16 * cols)
         .enumerate()
-        .for_each(|(a, mut out)| {
+        .for_each(|(a, out)| {
             let k: [&[f32]; 9] = std::array::from_fn(|t| &tap(a, t / 3, t % 3)[..cols]);
             for j in 0..cols {
                 // t = G k (rows of G: k0; (k0+k1+k2)/2; (k0-k1+k2)/2; k2), then t G^T likewise.
@@ -68,13 +61,25 @@ fn transform_kernels<'w>(
                 let (c0, c1, c2) = (col(0), col(1), col(2));
                 for r in 0..4 {
                     let (t0, t1, t2) = (c0[r], c1[r], c2[r]);
-                    out[r * 4][j] = t0;
-                    out[r * 4 + 1][j] = 0.5 * (t0 + t1 + t2);
-                    out[r * 4 + 2][j] = 0.5 * (t0 - t1 + t2);
-                    out[r * 4 + 3][j] = t2;
+                    let at = r * 4 * cols + j;
+                    out[at] = t0;
+                    out[at + cols] = 0.5 * (t0 + t1 + t2);
+                    out[at + 2 * cols] = 0.5 * (t0 - t1 + t2);
+                    out[at + 3 * cols] = t2;
                 }
             }
         });
+}
+
+/// Plane `xi` of transformed weights from [`transform_kernels`]: `(rows, cols)`.
+fn plane(u: &[f32], xi: usize, rows: usize, cols: usize) -> Mat<'_> {
+    Mat {
+        data: &u[xi * cols..],
+        rows,
+        cols,
+        rs: 16 * cols,
+        cs: 1,
+    }
 }
 
 /// Forward weights of a kernel held as `(c_out, 3, 3, c_in)`: planes `(c_out, c_in)`
@@ -206,10 +211,8 @@ pub(crate) fn conv(
                         false,
                         Mat::rows(&v[xi * n_tiles * c_in..], n_tiles, c_in),
                         match layout {
-                            PlaneLayout::InOut => Mat::rows(&u[xi * c_in * c_out..], c_in, c_out),
-                            PlaneLayout::OutIn => {
-                                Mat::rows(&u[xi * c_in * c_out..], c_out, c_in).t()
-                            }
+                            PlaneLayout::InOut => plane(u, xi, c_in, c_out),
+                            PlaneLayout::OutIn => plane(u, xi, c_out, c_in).t(),
                         },
                         gemm::Parallelism::None,
                     );
