@@ -41,6 +41,7 @@ pub(crate) enum PlaneLayout {
 /// `u[a][xi][..] = (G k_a G^T)[xi]` for `rows` kernels whose taps `tap(a, y, x)` are slices of
 /// `cols` channels, vectorised over the channels. Plane `xi` is the `(rows, cols)` matrix
 /// [`plane`] views.
+#[allow(clippy::needless_range_loop)] // the channel index j addresses 9 taps and 16 outputs
 fn transform_kernels<'w>(
     rows: usize,
     cols: usize,
