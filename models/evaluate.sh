@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Accuracy table of a model on the Omniglot val alphabets: 2000 fixed-seed episodes per setting,
-# 15 queries per class, both classifiers. One JSON object per line (mgecl evaluate --json).
+# Accuracy table of a model on the Omniglot val alphabets: 2000 fixed-seed episodes per setting
+# (the same episodes for every model, so models are compared pairwise), 15 queries per class,
+# both classifiers. One JSON object per line (mgecl evaluate --json); models/table.py turns them
+# into the markdown table of models/README.md.
 #   models/evaluate.sh MODEL [DATA_ROOT] [CLASSIFIERS]
 set -euo pipefail
 model=$1
@@ -8,10 +10,13 @@ data=${2:-../shared/data/omniglot}
 classifiers=${3:-logistic prototype}
 mgecl=${MGECL:-target/release/mgecl}
 for classifier in $classifiers; do
-  for setting in "5 1" "5 5" "20 1" "20 5"; do
+  # ways shots [within]: the last is Lake's protocol (20 characters of one alphabet).
+  for setting in "5 1" "5 5" "20 1" "20 5" "20 1 within"; do
     set -- $setting
+    within=()
+    if [ "${3:-}" = within ]; then within=(--within-alphabet); fi
     "$mgecl" evaluate --model "$model" --data "$data/images_background" \
       --include "$data/splits/val_alphabets.txt" --ways "$1" --shots "$2" --queries 15 \
-      --episodes 2000 --seed 0 --classifier "$classifier" --json
+      --episodes 2000 --seed 0 --classifier "$classifier" "${within[@]}" --json
   done
 done

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Markdown accuracy table from `models/evaluate.sh` output (JSON lines on stdin or in files).
+
+    models/evaluate.sh MODEL | python3 models/table.py
+"""
+import fileinput
+import json
+
+COLUMNS = [(5, 1, False), (5, 5, False), (20, 1, False), (20, 5, False), (20, 1, True)]
+rows = {}
+for line in fileinput.input():
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    key = (r["ways"], r["shots"], bool(r.get("within_alphabet", False)))
+    rows.setdefault(r["classifier"], {})[key] = r
+head = ["5-way 1-shot", "5-way 5-shot", "20-way 1-shot", "20-way 5-shot", "20-way 1-shot within-alphabet"]
+print("| classifier | " + " | ".join(head) + " |")
+print("|---" * (len(head) + 1) + "|")
+for classifier, cells in rows.items():
+    out = []
+    for c in COLUMNS:
+        r = cells.get(c)
+        out.append(f"{100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}" if r else "-")
+    print(f"| {classifier} | " + " | ".join(out) + " |")
