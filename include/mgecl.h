@@ -44,7 +44,7 @@
 /**
  * Minor version of the library this header belongs to.
  */
-#define MGECL_VERSION_MINOR 2
+#define MGECL_VERSION_MINOR 3
 
 /**
  * Patch version of the library this header belongs to.
@@ -353,11 +353,13 @@ typedef struct mgecl_task_options {
    */
   size_t augmented_copies;
   /**
-   * Whether answers below `threshold` become "unknown" (label NULL). Default false.
+   * Whether answers whose known-probability (`mgecl_prediction.known_probability`) is below
+   * `threshold` become "unknown" (label NULL). Default false.
    */
   bool use_threshold;
   /**
-   * Open-set rejection threshold in [0, 1], used when `use_threshold` is true.
+   * Open-set rejection threshold in [0, 1], used when `use_threshold` is true: 0.5 rejects
+   * images more likely of no task class than of one (with a calibrated model).
    */
   double threshold;
   /**
@@ -370,6 +372,14 @@ typedef struct mgecl_task_options {
    * 10000), >= 2: the logistic fit needs rows x rows x 8 bytes.
    */
   size_t max_rows;
+  /**
+   * The classifier's raw probabilities instead of calibrated ones (default false).
+   * Calibrated: the model's calibration rescales the scores for the task's classes and
+   * shots, so that 0.9 is right 9 times in 10; the winning class never changes. Raw:
+   * logistic regression's are scikit-learn's exactly. A model without a calibration always
+   * gives raw ones.
+   */
+  bool raw_probabilities;
 } mgecl_task_options;
 
 /**
@@ -403,8 +413,8 @@ typedef struct mgecl_fit_report {
  */
 typedef struct mgecl_prediction {
   /**
-   * The best class's label, or NULL ("unknown") when its probability is below the task's
-   * threshold. Owned by the task: valid until the task is next changed or freed.
+   * The best class's label, or NULL ("unknown") when its known-probability is below the
+   * task's threshold. Owned by the task: valid until the task is next changed or freed.
    */
   const char *label;
   /**
@@ -412,9 +422,16 @@ typedef struct mgecl_prediction {
    */
   size_t class_index;
   /**
-   * Probability of the best class.
+   * Probability of the best class, given the image is of one of the task's classes.
    */
   double probability;
+  /**
+   * Probability that the image is of one of the task's classes at all (the open-set score
+   * the threshold compares; calibrated when the model has a calibration, else the image's
+   * best cosine similarity to a class mean clipped to [0, 1]). A one-class task (prototype
+   * classifier) answers with it as its probability.
+   */
+  double known_probability;
 } mgecl_prediction;
 
 #ifdef __cplusplus

@@ -28,7 +28,7 @@ use crate::task::{ClassifierKind, FitReport, Prediction, Task, TaskConfig};
 /// Major version of the library this header belongs to.
 pub const MGECL_VERSION_MAJOR: u32 = 0;
 /// Minor version of the library this header belongs to.
-pub const MGECL_VERSION_MINOR: u32 = 2;
+pub const MGECL_VERSION_MINOR: u32 = 3;
 /// Patch version of the library this header belongs to.
 pub const MGECL_VERSION_PATCH: u32 = 0;
 
@@ -225,9 +225,11 @@ pub struct mgecl_task_options {
     /// Augmented copies embedded with each support image (default 0, at most 8); applies to
     /// examples added after it is set.
     pub augmented_copies: usize,
-    /// Whether answers below `threshold` become "unknown" (label NULL). Default false.
+    /// Whether answers whose known-probability (`mgecl_prediction.known_probability`) is below
+    /// `threshold` become "unknown" (label NULL). Default false.
     pub use_threshold: bool,
-    /// Open-set rejection threshold in [0, 1], used when `use_threshold` is true.
+    /// Open-set rejection threshold in [0, 1], used when `use_threshold` is true: 0.5 rejects
+    /// images more likely of no task class than of one (with a calibrated model).
     pub threshold: f64,
     /// Most classes the task holds (default 1000), >= 2; one more is
     /// `MGECL_STATUS_LIMIT_EXCEEDED`.
@@ -235,6 +237,12 @@ pub struct mgecl_task_options {
     /// Most feature rows (examples times 1 + augmented copies) the task holds (default
     /// 10000), >= 2: the logistic fit needs rows x rows x 8 bytes.
     pub max_rows: usize,
+    /// The classifier's raw probabilities instead of calibrated ones (default false).
+    /// Calibrated: the model's calibration rescales the scores for the task's classes and
+    /// shots, so that 0.9 is right 9 times in 10; the winning class never changes. Raw:
+    /// logistic regression's are scikit-learn's exactly. A model without a calibration always
+    /// gives raw ones.
+    pub raw_probabilities: bool,
 }
 
 /// What `mgecl_task_fit` did.
@@ -257,13 +265,18 @@ pub struct mgecl_fit_report {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct mgecl_prediction {
-    /// The best class's label, or NULL ("unknown") when its probability is below the task's
-    /// threshold. Owned by the task: valid until the task is next changed or freed.
+    /// The best class's label, or NULL ("unknown") when its known-probability is below the
+    /// task's threshold. Owned by the task: valid until the task is next changed or freed.
     pub label: *const c_char,
     /// Index of the best class (also set when the label is rejected).
     pub class_index: usize,
-    /// Probability of the best class.
+    /// Probability of the best class, given the image is of one of the task's classes.
     pub probability: f64,
+    /// Probability that the image is of one of the task's classes at all (the open-set score
+    /// the threshold compares; calibrated when the model has a calibration, else the image's
+    /// best cosine similarity to a class mean clipped to [0, 1]). A one-class task (prototype
+    /// classifier) answers with it as its probability.
+    pub known_probability: f64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -516,6 +529,7 @@ fn options_to_config(options: &mgecl_task_options) -> Res<TaskConfig> {
         temperature: options.temperature,
         augmented_copies: options.augmented_copies,
         threshold: options.use_threshold.then_some(options.threshold),
+        calibrated: !options.raw_probabilities,
         max_classes: options.max_classes,
         max_rows: options.max_rows,
     })
@@ -533,6 +547,7 @@ fn config_to_options(config: &TaskConfig) -> mgecl_task_options {
         threshold: config.threshold.unwrap_or(0.0),
         max_classes: config.max_classes,
         max_rows: config.max_rows,
+        raw_probabilities: !config.calibrated,
     }
 }
 
@@ -590,6 +605,7 @@ impl mgecl_task {
             },
             class_index: p.class_index,
             probability: p.probability,
+            known_probability: p.known_probability,
         }
     }
 }

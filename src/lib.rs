@@ -31,4 +31,4 @@ pub use model::{
 pub use preprocess::{
     ImageLimits, ImageSource, ModelPixels, PixelBuffer, PixelFormat, Preprocessor,
 };
-pub use task::{ClassSummary, ClassifierKind, FitReport, Prediction, Task, TaskConfig};
+pub use task::{ClassSummary, ClassifierKind, FitReport, Prediction, Scores, Task, TaskConfig};

@@ -26,7 +26,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::logistic::{LogisticConfig, LogisticModel};
-use crate::classifier::prototype::PrototypeModel;
+use crate::classifier::prototype::{unit_class_means, PrototypeModel};
 use crate::error::{Error, Result};
 use crate::hash::{fnv1a, FNV_OFFSET};
 use crate::model::Model;
@@ -84,9 +84,18 @@ pub struct TaskConfig {
     /// [`MAX_AUGMENTED_COPIES`]): horizontal flip, then shifted crops, as RFS fits on
     /// augmented support sets. Applies to examples added after it is set.
     pub augmented_copies: usize,
-    /// Open-set rejection: an answer whose probability is below this becomes "unknown"
-    /// (`label: None`). `None` (default) always answers.
+    /// Open-set rejection: an answer whose [`Prediction::known_probability`] is below this
+    /// becomes "unknown" (`label: None`). With a calibrated model that is the probability that
+    /// the image belongs to one of the task's classes at all, so 0.5 rejects what is more
+    /// likely unknown than known. `None` (default) always answers.
     pub threshold: Option<f64>,
+    /// Calibrated probabilities (default true): the model's calibration
+    /// ([`Model::calibration`]) rescales the classifier's scores for the task's number of
+    /// classes and shots, so that a probability of 0.9 is right 9 times in 10; which class
+    /// wins never changes. `false` gives the classifier's raw probabilities (logistic
+    /// regression: scikit-learn's exactly), as does a model without a calibration.
+    #[serde(default = "default_calibrated")]
+    pub calibrated: bool,
     /// Most classes the task holds (default [`DEFAULT_MAX_CLASSES`]); adding one more, or
     /// loading a task file with more, is [`Error::LimitExceeded`].
     #[serde(default = "default_max_classes")]
@@ -111,6 +120,10 @@ fn default_max_rows() -> usize {
     DEFAULT_MAX_ROWS
 }
 
+fn default_calibrated() -> bool {
+    true
+}
+
 impl Default for TaskConfig {
     fn default() -> Self {
         let logistic = LogisticConfig::default();
@@ -122,6 +135,7 @@ impl Default for TaskConfig {
             temperature: 0.1,
             augmented_copies: 0,
             threshold: None,
+            calibrated: true,
             max_classes: DEFAULT_MAX_CLASSES,
             max_rows: DEFAULT_MAX_ROWS,
         }
@@ -207,10 +221,16 @@ pub struct Prediction {
     pub label: Option<String>,
     /// Index of the best class in [`Task::classes`] (also set when the label is rejected).
     pub class_index: usize,
-    /// Probability of the best class.
+    /// Probability of the best class, given that the image is of one of the task's classes
+    /// (calibrated unless [`TaskConfig::calibrated`] is off or the model has no calibration).
     pub probability: f64,
     /// Probability of every class, in [`Task::classes`] order.
     pub probabilities: Vec<f64>,
+    /// Probability that the image is of one of the task's classes at all (the open-set score
+    /// [`TaskConfig::threshold`] compares): the model's calibrated function of the image's
+    /// best cosine similarity to a class mean; without a calibration, that similarity itself,
+    /// clipped to [0, 1]. A single-class task answers with it as its class's probability.
+    pub known_probability: f64,
 }
 
 impl Prediction {
@@ -222,6 +242,16 @@ impl Prediction {
         ranked.truncate(k);
         ranked
     }
+}
+
+/// Uncalibrated scores of feature rows ([`Task::scores`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// `N x classes`: logistic regression's decision function, or cosine similarities to the
+    /// class means (prototype classifier, one-class task).
+    pub classifier: Array2<f64>,
+    /// Each row's best cosine similarity to a class mean.
+    pub best_cosine: Vec<f64>,
 }
 
 /// One class of a task, as listed by [`Task::classes`].
@@ -248,9 +278,20 @@ struct Class {
     examples: Vec<Example>,
 }
 
-enum Fitted {
+enum Classifier {
     Logistic(LogisticModel),
     Prototype(PrototypeModel),
+    /// One class: the answer is always it, with the known-probability as its probability.
+    Single,
+}
+
+struct Fitted {
+    classifier: Classifier,
+    /// Unit-norm class means of the normalised support features (`classes x dim`).
+    prototypes: Array2<f64>,
+    /// Classes, and support examples per class on average: the shape calibration depends on.
+    ways: f64,
+    shots: f64,
 }
 
 /// A few-shot task bound to a model. Use from one thread at a time (`&mut` for changes);
@@ -275,6 +316,13 @@ fn check_label(label: &str) -> Result<()> {
 /// L2-normalises each row into f64 (a zero row stays zero; a non-finite row stays
 /// non-finite, for the classifier's check to reject). One pass per row: this runs on every
 /// classification.
+/// `softmax(scale * scores)`, row by row.
+fn softmax_scaled(mut scores: Array2<f64>, scale: f64) -> Array2<f64> {
+    scores *= scale;
+    crate::classifier::logistic::softmax_rows_inplace(&mut scores);
+    scores
+}
+
 fn normalized_rows(features: ArrayView2<f32>) -> Array2<f64> {
     let (n, d) = features.dim();
     let mut out = Vec::with_capacity(n * d);
@@ -365,8 +413,8 @@ impl Task {
     /// The fitted logistic-regression model (coefficients, intercepts), when the task was
     /// last fitted with [`ClassifierKind::Logistic`].
     pub fn logistic_model(&self) -> Option<&LogisticModel> {
-        match &self.fitted {
-            Some(Fitted::Logistic(m)) => Some(m),
+        match self.fitted.as_ref().map(|f| &f.classifier) {
+            Some(Classifier::Logistic(m)) => Some(m),
             _ => None,
         }
     }
@@ -509,17 +557,21 @@ impl Task {
         Ok(())
     }
 
-    /// Fits the configured classifier on the L2-normalised support features.
+    /// Fits the configured classifier on the L2-normalised support features. A task of one
+    /// class ("is it this, or not?") fits with the prototype classifier: its answers carry the
+    /// known-probability ([`Prediction::known_probability`]) as their probability.
     ///
     /// # Errors
-    /// [`Error::InvalidTask`] with fewer than two classes or a class without examples;
-    /// [`Error::InvalidArgument`] if the solver rejects the data. On error the task is left
-    /// unfitted.
+    /// [`Error::InvalidTask`] with no class, one class and the logistic classifier, or a
+    /// class without examples; [`Error::InvalidArgument`] if the solver rejects the data. On
+    /// error the task is left unfitted.
     pub fn fit(&mut self) -> Result<FitReport> {
         self.fitted = None;
-        if self.classes.len() < 2 {
+        let single = self.classes.len() == 1 && self.config.classifier == ClassifierKind::Prototype;
+        if self.classes.len() < 2 && !single {
             return Err(Error::InvalidTask(format!(
-                "a task needs at least 2 classes to fit, it has {}",
+                "a task needs at least 2 classes to fit with logistic regression (one class \
+                 fits with the prototype classifier), it has {}",
                 self.classes.len()
             )));
         }
@@ -544,18 +596,25 @@ impl Task {
             .map_err(|e| Error::Backend(format!("support matrix: {e}")))?;
         let x = normalized_rows(raw.view());
         let n_classes = self.classes.len();
-        let (fitted, converged, gradient_max_abs) = match self.config.classifier {
+        let (classifier, converged, gradient_max_abs) = match self.config.classifier {
             ClassifierKind::Logistic => {
                 let m = LogisticModel::fit(x.view(), &labels, n_classes, &self.config.logistic())?;
                 let (c, g) = (m.converged(), m.grad_max_abs());
-                (Fitted::Logistic(m), c, g)
+                (Classifier::Logistic(m), c, g)
             }
+            ClassifierKind::Prototype if single => (Classifier::Single, true, 0.0),
             ClassifierKind::Prototype => {
                 let m = PrototypeModel::fit(x.view(), &labels, n_classes, self.config.temperature)?;
-                (Fitted::Prototype(m), true, 0.0)
+                (Classifier::Prototype(m), true, 0.0)
             }
         };
-        self.fitted = Some(fitted);
+        let examples: usize = self.classes.iter().map(|c| c.examples.len()).sum();
+        self.fitted = Some(Fitted {
+            classifier,
+            prototypes: unit_class_means(x.view(), &labels, n_classes),
+            ways: n_classes as f64,
+            shots: examples as f64 / n_classes as f64,
+        });
         Ok(FitReport {
             classifier: self.config.classifier,
             converged,
@@ -566,11 +625,26 @@ impl Task {
     }
 
     /// Class probabilities for feature rows (`N x feature_dim`, encoder outputs; normalised
-    /// here): `N x classes`.
+    /// here): `N x classes` (calibrated as [`TaskConfig::calibrated`] says).
     ///
     /// # Errors
     /// [`Error::NotFitted`]; [`Error::InvalidArgument`] for a wrong width or non-finite value.
     pub fn predict_proba(&self, features: ArrayView2<f32>) -> Result<Array2<f64>> {
+        Ok(self.answer(features)?.0)
+    }
+
+    /// The fitted classifier's uncalibrated scores for feature rows (`N x feature_dim`):
+    /// logistic regression's decision function or the prototype classifier's cosine
+    /// similarities (`N x classes`; a one-class task: the cosine to its class mean), and each
+    /// row's best cosine similarity to a class mean. What calibration is fitted on.
+    ///
+    /// # Errors
+    /// As [`Task::predict_proba`].
+    pub fn scores(&self, features: ArrayView2<f32>) -> Result<Scores> {
+        Ok(self.scores_and_fit(features)?.0)
+    }
+
+    fn scores_and_fit(&self, features: ArrayView2<f32>) -> Result<(Scores, &Fitted)> {
         let fitted = self.fitted.as_ref().ok_or(Error::NotFitted)?;
         let dim = self.model.feature_dim();
         if features.ncols() != dim || features.nrows() == 0 {
@@ -579,12 +653,55 @@ impl Task {
                 features.shape()
             )));
         }
-        // Non-finite values survive normalisation and are rejected by the classifier.
         let x = normalized_rows(features);
-        match fitted {
-            Fitted::Logistic(m) => m.predict_proba(x.view()),
-            Fitted::Prototype(m) => m.predict_proba(x.view()),
-        }
+        // Non-finite values survive normalisation: rejected here.
+        crate::classifier::logistic::validate_queries(x.view(), dim)?;
+        let cosines = x.dot(&fitted.prototypes.t());
+        let best_cosine = cosines
+            .rows()
+            .into_iter()
+            .map(|row| row.fold(f64::NEG_INFINITY, |m, &v| m.max(v)))
+            .collect();
+        let classifier = match &fitted.classifier {
+            Classifier::Logistic(m) => m.decision(x.view())?,
+            Classifier::Prototype(_) | Classifier::Single => cosines,
+        };
+        Ok((
+            Scores {
+                classifier,
+                best_cosine,
+            },
+            fitted,
+        ))
+    }
+
+    /// Probabilities and known-probabilities of feature rows.
+    fn answer(&self, features: ArrayView2<f32>) -> Result<(Array2<f64>, Vec<f64>)> {
+        let (scores, fitted) = self.scores_and_fit(features)?;
+        let (ways, shots) = (fitted.ways, fitted.shots);
+        let calibration = self.model.calibration();
+        let known: Vec<f64> = scores
+            .best_cosine
+            .iter()
+            .map(|&best| match calibration {
+                Some(c) => c.open_set.known_probability(best, ways, shots),
+                None => best.clamp(0.0, 1.0),
+            })
+            .collect();
+        let scale = calibration.filter(|_| self.config.calibrated);
+        let z = scores.classifier;
+        let proba = match (&fitted.classifier, scale) {
+            (Classifier::Single, _) => Array2::from_shape_vec((known.len(), 1), known.clone())
+                .map_err(|e| Error::Backend(e.to_string()))?,
+            (Classifier::Logistic(_), Some(c)) => softmax_scaled(z, c.logistic.scale(ways, shots)),
+            (Classifier::Prototype(_), Some(c)) => {
+                softmax_scaled(z, c.prototype.scale(ways, shots))
+            }
+            // Raw: scikit-learn's softmax of the decision function; softmax(cosine / T).
+            (Classifier::Logistic(_), None) => softmax_scaled(z, 1.0),
+            (Classifier::Prototype(m), None) => softmax_scaled(z, 1.0 / m.temperature()),
+        };
+        Ok((proba, known))
     }
 
     /// Classifies feature rows (see [`Task::predict_proba`]).
@@ -592,10 +709,11 @@ impl Task {
     /// # Errors
     /// As [`Task::predict_proba`].
     pub fn classify_features(&self, features: ArrayView2<f32>) -> Result<Vec<Prediction>> {
-        let proba = self.predict_proba(features)?;
+        let (proba, known) = self.answer(features)?;
         Ok(proba
             .axis_iter(Axis(0))
-            .map(|row| {
+            .zip(known)
+            .map(|(row, known_probability)| {
                 let (best, p) =
                     row.iter()
                         .copied()
@@ -604,12 +722,13 @@ impl Task {
                             (0, f64::NEG_INFINITY),
                             |acc, (i, v)| if v > acc.1 { (i, v) } else { acc },
                         );
-                let rejected = self.config.threshold.is_some_and(|t| p < t);
+                let rejected = self.config.threshold.is_some_and(|t| known_probability < t);
                 Prediction {
                     label: (!rejected).then(|| self.classes[best].label.clone()),
                     class_index: best,
                     probability: p,
                     probabilities: row.to_vec(),
+                    known_probability,
                 }
             })
             .collect())

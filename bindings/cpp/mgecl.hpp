@@ -169,10 +169,13 @@ class Model {
 };
 
 /// The answer for one image; `label` is empty when rejected as unknown (threshold).
+/// `probability`: of the best class, given the image is of one of the task's classes;
+/// `known_probability`: that it is of one of them at all (what the threshold compares).
 struct Prediction {
     std::optional<std::string> label;
     std::size_t class_index;
     double probability;
+    double known_probability;
 };
 
 /// Task settings (start from default_options()).
@@ -305,7 +308,7 @@ class Task {
   private:
     explicit Task(mgecl_task *raw) : handle_(raw) {}
     static Prediction convert(const mgecl_prediction &p) {
-        Prediction out{std::nullopt, p.class_index, p.probability};
+        Prediction out{std::nullopt, p.class_index, p.probability, p.known_probability};
         if (p.label) out.label = std::string(p.label);
         return out;
     }

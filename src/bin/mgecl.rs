@@ -9,8 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
 use mgecl::train::augment::AugmentConfig;
+use mgecl::train::calibrate::{calibrate_file, CalibrateConfig};
 use mgecl::train::data::{
-    check_episodes, read_list, sample_episodes, scan_classes, Dataset, EpisodeClasses,
+    add_unknown_queries, check_episodes, read_list, sample_episodes, scan_classes, Dataset,
+    EpisodeClasses,
 };
 use mgecl::train::evaluate::{embed_dataset, evaluate_episodes, EpisodesFile};
 use mgecl::train::metatrain::{metatrain, MetatrainConfig};
@@ -65,15 +67,41 @@ enum Command {
         /// logistic or prototype.
         #[arg(long, default_value = "logistic")]
         classifier: String,
-        /// Answer "unknown" when the best probability is below this.
+        /// Answer "unknown" when the image's known-probability (the probability that it is
+        /// of one of the support classes at all) is below this, e.g. 0.5.
         #[arg(long)]
         threshold: Option<f64>,
-        /// One JSON object per line: path, label, probability, probabilities.
+        /// The classifier's raw probabilities (logistic: scikit-learn's) instead of the
+        /// model's calibrated ones.
+        #[arg(long)]
+        raw_probabilities: bool,
+        /// One JSON object per line: path, label, probability, known_probability,
+        /// probabilities.
         #[arg(long)]
         json: bool,
         /// Images to classify.
         #[arg(required = true)]
         images: Vec<PathBuf>,
+    },
+    /// Fit a model's confidence calibration on labelled images from its training classes and
+    /// write the model with it (the weights unchanged).
+    Calibrate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Image-folder root (every folder holding images is a class).
+        #[arg(long)]
+        data: PathBuf,
+        /// File listing the top-level folders to use.
+        #[arg(long)]
+        include: Option<PathBuf>,
+        /// Output model file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Episodes per (ways, shots) shape.
+        #[arg(long, default_value_t = 40)]
+        episodes_per_shape: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Stage 1: cross-entropy pretraining of an encoder on an image-folder dataset.
     Pretrain(Box<PretrainArgs>),
@@ -299,6 +327,13 @@ struct EvaluateArgs {
     /// within-alphabet one-shot protocol, on which people score 95.5% at 20-way 1-shot).
     #[arg(long, conflicts_with = "episodes_file")]
     within_alphabet: bool,
+    /// Also query, in each episode, `queries` images of each of N classes outside it, and
+    /// report open_set_auroc (known-probability) and open_set_auroc_top_probability.
+    #[arg(long, default_value_t = 0, conflicts_with = "episodes_file")]
+    unknown_ways: usize,
+    /// The classifier's raw probabilities instead of the model's calibrated ones.
+    #[arg(long)]
+    raw_probabilities: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -446,6 +481,7 @@ struct ClassifyArgs {
     support: PathBuf,
     classifier: String,
     threshold: Option<f64>,
+    raw_probabilities: bool,
     json: bool,
     images: Vec<PathBuf>,
 }
@@ -454,6 +490,7 @@ fn classify(model: Model, args: ClassifyArgs) -> Result<(), Error> {
     let config = TaskConfig {
         classifier: args.classifier.parse::<ClassifierKind>()?,
         threshold: args.threshold,
+        calibrated: !args.raw_probabilities,
         ..TaskConfig::default()
     };
     let mut task = Task::new(Arc::new(model), config)?;
@@ -506,7 +543,7 @@ fn classify(model: Model, args: ClassifyArgs) -> Result<(), Error> {
                 .collect();
             let line = serde_json::json!({
                 "path": path, "label": label, "probability": answer.probability,
-                "probabilities": probabilities,
+                "known_probability": answer.known_probability, "probabilities": probabilities,
             });
             println!("{line}");
         } else {
@@ -603,6 +640,7 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
     let model = Arc::new(a.model.load()?);
     let config = TaskConfig {
         classifier: a.classifier.parse()?,
+        calibrated: !a.raw_probabilities,
         ..TaskConfig::default()
     };
     let result = match (&a.data, &a.episodes_file) {
@@ -629,7 +667,11 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
             check_episodes(&dataset, classes, shape)?;
             let features = embed_dataset(&model, &dataset)?;
             let mut rng = Rng::new(a.seed, 0xe7a1);
-            let episodes = sample_episodes(&dataset, classes, shape, a.episodes, &mut rng);
+            let mut episodes = sample_episodes(&dataset, classes, shape, a.episodes, &mut rng);
+            if a.unknown_ways > 0 {
+                let mut rng = Rng::new(a.seed, 0x0de7);
+                add_unknown_queries(&dataset, &mut episodes, a.unknown_ways, a.queries, &mut rng)?;
+            }
             evaluate_episodes(&model, &features, &dataset.labels, &episodes, &config)?
         }
         (None, None) => {
@@ -645,7 +687,7 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
         println!("{v}");
     } else {
         println!(
-            "{}-way {}-shot{}, {} episodes, {}: accuracy {:.2}% +- {:.2}% (95% CI)",
+            "{}-way {}-shot{}, {} episodes, {}: accuracy {:.2}% +- {:.2}% (95% CI), ECE {:.3}",
             result.ways,
             result.shots,
             if a.within_alphabet {
@@ -656,8 +698,14 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
             result.episodes,
             result.classifier,
             100.0 * result.accuracy,
-            100.0 * result.ci95
+            100.0 * result.ci95,
+            result.ece
         );
+        if let (Some(known), Some(top)) =
+            (result.open_set_auroc, result.open_set_auroc_top_probability)
+        {
+            println!("open-set AUROC: {known:.4} (known-probability), {top:.4} (top probability)");
+        }
     }
     Ok(())
 }
@@ -671,6 +719,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             support,
             classifier,
             threshold,
+            raw_probabilities,
             json,
             images,
         } => classify(
@@ -679,10 +728,30 @@ fn run(cli: Cli) -> Result<(), Error> {
                 support,
                 classifier,
                 threshold,
+                raw_probabilities,
                 json,
                 images,
             },
         ),
+        Command::Calibrate {
+            model,
+            data,
+            include,
+            out,
+            episodes_per_shape,
+            seed,
+        } => {
+            let include = include.as_deref().map(read_list).transpose()?;
+            let config = CalibrateConfig {
+                episodes_per_shape,
+                seed,
+                ..CalibrateConfig::default()
+            };
+            let calibration =
+                calibrate_file(&model.model, &data, include.as_deref(), &out, &config)?;
+            println!("{}: {}", out.display(), calibration.to_metadata());
+            Ok(())
+        }
         Command::Pretrain(a) => pretrain_cmd(*a),
         Command::Metatrain(a) => metatrain_cmd(*a),
         Command::Evaluate(a) => evaluate_cmd(*a),

@@ -1,4 +1,5 @@
 //! Few-shot classifier heads over L2-normalised features.
 
+pub mod calibration;
 pub mod logistic;
 pub mod prototype;

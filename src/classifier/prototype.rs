@@ -9,6 +9,28 @@ use crate::error::Error;
 /// enough to give confident but not saturated probabilities.
 pub const DEFAULT_TEMPERATURE: f64 = 0.1;
 
+/// Each class's mean row re-normalised to unit length (`n_classes x d`; a class whose mean
+/// is exactly zero, or that has no row, keeps a zero row). Labels must be `< n_classes`.
+pub fn unit_class_means(
+    features: ArrayView2<f64>,
+    labels: &[usize],
+    n_classes: usize,
+) -> Array2<f64> {
+    let mut means = Array2::zeros((n_classes, features.ncols()));
+    for (row, &y) in features.rows().into_iter().zip(labels) {
+        let mut m = means.row_mut(y);
+        m += &row;
+    }
+    // Scaling by 1/count is unnecessary: re-normalising removes it.
+    for mut m in means.rows_mut() {
+        let norm = m.dot(&m).sqrt();
+        if norm > 0.0 {
+            m /= norm;
+        }
+    }
+    means
+}
+
 /// A fitted prototype classifier: one unit-norm prototype per class.
 #[derive(Debug, Clone)]
 pub struct PrototypeModel {
@@ -39,20 +61,8 @@ impl PrototypeModel {
                 "temperature must be finite and > 0, got {temperature}"
             )));
         }
-        let mut prototypes = Array2::zeros((n_classes, features.ncols()));
-        for (row, &y) in features.rows().into_iter().zip(labels) {
-            let mut p = prototypes.row_mut(y);
-            p += &row;
-        }
-        // Scaling by 1/count is unnecessary: re-normalising removes it.
-        for mut p in prototypes.rows_mut() {
-            let norm = p.dot(&p).sqrt();
-            if norm > 0.0 {
-                p /= norm;
-            }
-        }
         Ok(Self {
-            prototypes,
+            prototypes: unit_class_means(features, labels, n_classes),
             temperature,
         })
     }

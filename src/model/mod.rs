@@ -9,6 +9,8 @@
 mod conv4;
 mod cpu_fast;
 mod metadata;
+
+use crate::classifier::calibration::{self, Calibration};
 mod resnet12;
 mod weights;
 
@@ -181,6 +183,7 @@ pub struct Model {
     info: ModelInfo,
     preprocessor: Preprocessor,
     device: Device,
+    calibration: Option<Calibration>,
 }
 
 impl Model {
@@ -258,9 +261,19 @@ impl Model {
         let preprocessor =
             Preprocessor::new(&metadata, in_channels)?.with_limits(options.image_limits);
         let mut hash = weights.content_hash();
-        for (k, v) in &metadata.raw {
+        // Calibration changes probabilities, not features: tasks stay valid across it.
+        for (k, v) in metadata
+            .raw
+            .iter()
+            .filter(|(k, _)| *k != calibration::METADATA_KEY)
+        {
             hash = fnv1a(fnv1a(hash, k.as_bytes()), v.as_bytes());
         }
+        let calibration = metadata
+            .raw
+            .get(calibration::METADATA_KEY)
+            .map(|text| Calibration::from_metadata(text))
+            .transpose()?;
         let info = ModelInfo {
             arch: arch.name().to_string(),
             feature_dim: *widths.last().unwrap_or(&0),
@@ -280,7 +293,15 @@ impl Model {
             info,
             preprocessor,
             device,
+            calibration,
         })
+    }
+
+    /// The model's confidence calibration (metadata key `calibration`), if it has one: what
+    /// makes [`Task`](crate::Task) probabilities calibrated and its known-probability an
+    /// open-set score. `mgecl calibrate` adds one to a model trained elsewhere.
+    pub fn calibration(&self) -> Option<&Calibration> {
+        self.calibration.as_ref()
     }
 
     /// What the model is.

@@ -304,6 +304,8 @@ pub struct Episode {
     pub support: Vec<usize>,
     /// Query image indices, class-major.
     pub query: Vec<usize>,
+    /// Query images of classes outside the episode (open-set evaluation; usually empty).
+    pub unknown: Vec<usize>,
 }
 
 /// Checks that every class of `dataset` can give `shots + queries` distinct images.
@@ -441,7 +443,40 @@ fn episode_of(
         classes,
         support,
         query,
+        unknown: Vec::new(),
     }
+}
+
+/// Adds to each episode `queries` images of each of `unknown_ways` classes outside it (open-set
+/// evaluation), drawn with `rng`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the data has fewer than ways + `unknown_ways` classes.
+pub fn add_unknown_queries(
+    dataset: &Dataset,
+    episodes: &mut [Episode],
+    unknown_ways: usize,
+    queries: usize,
+    rng: &mut Rng,
+) -> Result<()> {
+    for ep in episodes {
+        let outside: Vec<usize> = (0..dataset.num_classes())
+            .filter(|c| !ep.classes.contains(c))
+            .collect();
+        if outside.len() < unknown_ways {
+            return Err(Error::InvalidArgument(format!(
+                "{unknown_ways} unknown classes need {} classes in the data, it has {}",
+                ep.classes.len() + unknown_ways,
+                dataset.num_classes()
+            )));
+        }
+        for i in rng.choose(outside.len(), unknown_ways) {
+            let imgs = &dataset.by_class[outside[i]];
+            let picked = rng.choose(imgs.len(), queries);
+            ep.unknown.extend(picked.iter().map(|&j| imgs[j]));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

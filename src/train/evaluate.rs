@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 
+use crate::classifier::calibration::{auroc, expected_calibration_error};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::task::{Task, TaskConfig};
@@ -33,6 +34,21 @@ pub struct EvalResult {
     pub classifier: String,
     /// Episodes whose logistic fit did not reach the tolerance.
     pub unconverged_fits: usize,
+    /// Mean top probability of the answers to known-class queries.
+    pub mean_confidence: f64,
+    /// Expected calibration error of those answers (15 equal-width bins of the top
+    /// probability, DESIGN.md section 7).
+    pub ece: f64,
+    /// With unknown-class queries: AUROC of telling known from unknown queries by
+    /// [`Prediction::known_probability`](crate::Prediction::known_probability).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_set_auroc: Option<f64>,
+    /// With unknown-class queries: the same by the top class probability (for comparison).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_set_auroc_top_probability: Option<f64>,
+    /// Every known-class answer's (top probability, correct), for reliability diagrams.
+    #[serde(skip)]
+    pub answers: Vec<(f64, bool)>,
 }
 
 /// Runs `episodes` (indices into rows of `features`, labelled by `labels`) through a fresh
@@ -52,6 +68,9 @@ pub fn evaluate_episodes(
         .ok_or_else(|| Error::InvalidArgument("no episodes to evaluate".into()))?;
     let mut accuracies = Vec::with_capacity(episodes.len());
     let mut unconverged = 0;
+    let mut answers: Vec<(f64, bool)> = Vec::new();
+    let (mut known_scores, mut unknown_scores) = (Vec::new(), Vec::new());
+    let (mut known_top, mut unknown_top) = (Vec::new(), Vec::new());
     for ep in episodes {
         let mut task = Task::new(model.clone(), config.clone())?;
         let mut names: HashMap<usize, String> = HashMap::new();
@@ -70,14 +89,26 @@ pub fn evaluate_episodes(
             unconverged += 1;
         }
         let query = features.select(Axis(0), &ep.query);
-        let answers = task.classify_features(query.view())?;
-        let correct = answers
-            .iter()
-            .zip(&ep.query)
-            .filter(|(a, &i)| a.label.as_deref() == names.get(&labels[i]).map(String::as_str))
-            .count();
+        let predictions = task.classify_features(query.view())?;
+        let mut correct = 0;
+        for (p, &i) in predictions.iter().zip(&ep.query) {
+            let right = p.label.as_deref() == names.get(&labels[i]).map(String::as_str);
+            correct += usize::from(right);
+            answers.push((p.probability, right));
+            known_scores.push(p.known_probability);
+            known_top.push(p.probability);
+        }
         accuracies.push(correct as f64 / ep.query.len().max(1) as f64);
+        if !ep.unknown.is_empty() {
+            let outside = features.select(Axis(0), &ep.unknown);
+            for p in task.classify_features(outside.view())? {
+                unknown_scores.push(p.known_probability);
+                unknown_top.push(p.probability);
+            }
+        }
     }
+    let (confidence, right): (Vec<f64>, Vec<bool>) = answers.iter().copied().unzip();
+    let open_set = !unknown_scores.is_empty();
     let n = accuracies.len() as f64;
     let mean = accuracies.iter().sum::<f64>() / n;
     let var = accuracies.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / n;
@@ -91,6 +122,11 @@ pub fn evaluate_episodes(
         queries: first.query.len() / ways.max(1),
         classifier: format!("{:?}", config.classifier).to_lowercase(),
         unconverged_fits: unconverged,
+        mean_confidence: confidence.iter().sum::<f64>() / confidence.len().max(1) as f64,
+        ece: expected_calibration_error(&confidence, &right, 15),
+        open_set_auroc: open_set.then(|| auroc(&known_scores, &unknown_scores)),
+        open_set_auroc_top_probability: open_set.then(|| auroc(&known_top, &unknown_top)),
+        answers,
     })
 }
 
@@ -214,6 +250,7 @@ impl EpisodesFile {
                 classes: Vec::new(),
                 support: Vec::new(),
                 query: Vec::new(),
+                unknown: Vec::new(),
             };
             for (items, is_support) in [(&spec.support, true), (&spec.query, false)] {
                 for item in items {

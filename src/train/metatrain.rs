@@ -23,8 +23,8 @@ use crate::train::pretrain::RunSummary;
 use crate::train::rng::Rng;
 use crate::train::trainer::Trainer;
 use crate::train::{
-    check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined, save_progress,
-    Batch, InputSpec, RunConfig, RunFiles, Snapshot,
+    calibrate_best, check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined,
+    save_progress, Batch, InputSpec, RunConfig, RunFiles, Snapshot,
 };
 
 /// Everything a meta-training run depends on; saved in its checkpoints.
@@ -300,6 +300,12 @@ pub fn metatrain(
         Ok(())
     })?;
     bar.finish_and_clear();
+    if end == config.episodes && end > start {
+        let record = calibrate_best(&files, &train)?;
+        if progress {
+            eprintln!("{record}");
+        }
+    }
     Ok(RunSummary {
         completed: end,
         best_val_accuracy: best,

@@ -7,6 +7,7 @@
 //! checkpoints, validation and the background batch loader.
 
 pub mod augment;
+pub mod calibrate;
 mod cpu_net;
 mod cpu_ops;
 pub mod data;
@@ -380,6 +381,24 @@ pub fn save_progress(
         &trainer_checkpoint_bytes(snap.trainer, true, &meta)?,
     )?;
     append_log(&files.log, record)
+}
+
+/// At the end of a run: fits the confidence calibration of `best.safetensors` on the training
+/// data and stores it there ([`calibrate::calibrate_in_place`]), logging what it did. Data too
+/// small to calibrate on is logged and skipped (the model then gives raw probabilities).
+///
+/// # Errors
+/// Any error other than data too small for calibration.
+pub fn calibrate_best(files: &RunFiles, train: &Dataset) -> Result<serde_json::Value> {
+    let record = match calibrate::calibrate_in_place(&files.best, train) {
+        Ok(c) => serde_json::json!({"stage": "calibrate", "calibration": c}),
+        Err(Error::InvalidArgument(reason)) => {
+            serde_json::json!({"stage": "calibrate", "skipped": reason})
+        }
+        Err(e) => return Err(e),
+    };
+    append_log(&files.log, &record)?;
+    Ok(record)
 }
 
 /// Appends one JSON line to `path`.

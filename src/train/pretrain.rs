@@ -19,8 +19,8 @@ use crate::train::optim::OptimConfig;
 use crate::train::rng::Rng;
 use crate::train::trainer::Trainer;
 use crate::train::{
-    check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined, save_progress,
-    Batch, InputSpec, RunConfig, RunFiles, Snapshot,
+    calibrate_best, check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined,
+    save_progress, Batch, InputSpec, RunConfig, RunFiles, Snapshot,
 };
 
 /// Per-channel normalisation mean and standard deviation.
@@ -289,6 +289,12 @@ pub fn pretrain(
             &mut best,
             &mut record,
         )?;
+        if progress {
+            eprintln!("{record}");
+        }
+    }
+    if end_epoch == config.epochs && end_epoch > start_epoch {
+        let record = calibrate_best(&files, &train)?;
         if progress {
             eprintln!("{record}");
         }

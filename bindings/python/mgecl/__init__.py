@@ -95,7 +95,8 @@ class _TaskOptions(Structure):
     _fields_ = [("classifier", c_uint32), ("alpha", c_double), ("max_iterations", c_uint64),
                 ("gradient_tolerance", c_double), ("temperature", c_double),
                 ("augmented_copies", c_size_t), ("use_threshold", c_bool),
-                ("threshold", c_double), ("max_classes", c_size_t), ("max_rows", c_size_t)]
+                ("threshold", c_double), ("max_classes", c_size_t), ("max_rows", c_size_t),
+                ("raw_probabilities", c_bool)]
 
 
 class _FitReport(Structure):
@@ -104,7 +105,8 @@ class _FitReport(Structure):
 
 
 class _Prediction(Structure):
-    _fields_ = [("label", c_char_p), ("class_index", c_size_t), ("probability", c_double)]
+    _fields_ = [("label", c_char_p), ("class_index", c_size_t), ("probability", c_double),
+                ("known_probability", c_double)]
 
 
 # --- Loading the library -------------------------------------------------------------------
@@ -393,19 +395,26 @@ class Model(_Handle):
 # --- Task ----------------------------------------------------------------------------------
 
 class Prediction(NamedTuple):
-    """The answer for one image; `label` is None when rejected by the threshold."""
+    """The answer for one image; `label` is None when rejected by the threshold.
+
+    `probability`: of the best class, given the image is of one of the task's classes
+    (calibrated unless the task has raw_probabilities=True or the model has no calibration).
+    `known_probability`: that the image is of one of the task's classes at all (the open-set
+    score the threshold compares)."""
     label: object
     class_index: int
     probability: float
+    known_probability: float
 
 
 def _prediction(p):
     return Prediction(p.label.decode() if p.label is not None else None, p.class_index,
-                      p.probability)
+                      p.probability, p.known_probability)
 
 
 _OPTION_NAMES = ("classifier", "alpha", "max_iterations", "gradient_tolerance", "temperature",
-                 "augmented_copies", "threshold", "max_classes", "max_rows")
+                 "augmented_copies", "threshold", "max_classes", "max_rows",
+                 "raw_probabilities")
 
 
 def _options_to_c(options):
@@ -431,15 +440,19 @@ def _options_from_c(c):
             "max_iterations": c.max_iterations, "gradient_tolerance": c.gradient_tolerance,
             "temperature": c.temperature, "augmented_copies": c.augmented_copies,
             "threshold": c.threshold if c.use_threshold else None,
-            "max_classes": c.max_classes, "max_rows": c.max_rows}
+            "max_classes": c.max_classes, "max_rows": c.max_rows,
+            "raw_probabilities": c.raw_probabilities}
 
 
 class Task(_Handle):
     """A few-shot task on a model. Use from one thread at a time.
 
     Options (keywords): classifier ("logistic" | "prototype"), alpha, max_iterations,
-    gradient_tolerance, temperature, augmented_copies, threshold (None or 0..1),
-    max_classes, max_rows (limits: one more class or row raises Error STATUS_LIMIT_EXCEEDED)."""
+    gradient_tolerance, temperature, augmented_copies, threshold (None or 0..1: answers whose
+    known_probability is below it get label None), raw_probabilities (False: the model's
+    calibrated probabilities; True: the classifier's raw ones, scikit-learn's for logistic),
+    max_classes, max_rows (limits: one more class or row raises Error STATUS_LIMIT_EXCEEDED).
+    A task of one class fits with the prototype classifier."""
 
     _kind = "task"
 
