@@ -71,12 +71,23 @@ fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
     }
 }
 
+/// The training records of a run's log; the run's last record must be its calibration, and
+/// `best.safetensors` must carry it.
 fn log_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("log.jsonl"))
+    let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("log.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+        .collect();
+    let last = lines.pop().unwrap();
+    assert_eq!(last["stage"], "calibrate", "{last}");
+    let best = Model::load(dir.join("best.safetensors"), &LoadOptions::default()).unwrap();
+    let calibration = best.calibration().expect("training writes a calibration");
+    assert_eq!(
+        last["calibration"],
+        serde_json::to_value(calibration).unwrap()
+    );
+    lines
 }
 
 #[test]

@@ -173,6 +173,33 @@ class TaskTest(unittest.TestCase):
         with self.assertRaises(TypeError):
             mgecl.Task(self.model, colour="blue")
 
+    def test_raw_probabilities_and_one_class_tasks(self):
+        # The test model has no calibration: calibrated and raw answers agree, and the
+        # known-probability is the best cosine similarity to a class mean, clipped to [0, 1].
+        task, _ = self.make_task()
+        raw, _ = self.make_task(raw_probabilities=True)
+        self.assertTrue(raw.options["raw_probabilities"])
+        self.assertFalse(task.options["raw_probabilities"])
+        task.fit()
+        raw.fit()
+        for path in IMAGES:
+            a, b = task.classify(path), raw.classify(path)
+            self.assertEqual(a.probability, b.probability)
+            self.assertTrue(0.0 <= a.known_probability <= 1.0)
+        one = mgecl.Task(self.model, classifier="prototype")
+        one.add_class("zero")
+        one.add_example("zero", IMAGES[0])
+        one.fit()
+        p = one.classify(IMAGES[1])
+        self.assertEqual(p.probability, p.known_probability)
+        self.assertLess(p.probability, 1.0)
+        logistic = mgecl.Task(self.model)
+        logistic.add_class("zero")
+        logistic.add_example("zero", IMAGES[0])
+        with self.assertRaises(mgecl.Error) as e:
+            logistic.fit()
+        self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_TASK)
+
     def test_limits(self):
         task = mgecl.Task(self.model, max_classes=2, max_rows=2)
         self.assertEqual((task.options["max_classes"], task.options["max_rows"]), (2, 2))

@@ -1,5 +1,7 @@
 //! `mgecl`: the command-line front end of the SDK. One subcommand per job.
 
+mod plot;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -334,6 +336,9 @@ struct EvaluateArgs {
     /// The classifier's raw probabilities instead of the model's calibrated ones.
     #[arg(long)]
     raw_probabilities: bool,
+    /// Draw the reliability diagram (accuracy against confidence, 15 bins) as a PNG here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -680,6 +685,18 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
             ))
         }
     };
+    if let Some(path) = &a.plot {
+        let title = format!(
+            "{} {}-way {}-shot{}: accuracy {:.2}%, ECE {:.3}",
+            result.classifier,
+            result.ways,
+            result.shots,
+            if a.raw_probabilities { " (raw)" } else { "" },
+            100.0 * result.accuracy,
+            result.ece
+        );
+        plot::reliability_diagram(&result.answers, &title, path)?;
+    }
     if a.json {
         let mut v = serde_json::to_value(&result).unwrap_or_default();
         v["seed"] = a.seed.into();
