@@ -100,14 +100,10 @@ pub fn checkpoint_bytes(
     sgd: Option<&Sgd>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let mut momentum = Vec::new();
-    for (name, buf) in sgd.map(Sgd::buffers).into_iter().flatten() {
-        momentum.push((
-            name.clone(),
-            buf.dims().to_vec(),
-            buf.flatten_all()?.to_vec1::<f32>()?,
-        ));
-    }
+    let momentum = match sgd {
+        Some(sgd) => sgd.buffer_values()?,
+        None => Vec::new(),
+    };
     serialize_checkpoint(&net.export()?, &momentum, metadata)
 }
 

@@ -68,6 +68,23 @@ impl Sgd {
         &self.buffers
     }
 
+    /// Momentum buffers as host values (name, shape, values).
+    ///
+    /// # Errors
+    /// [`crate::Error::Backend`] if a device copy fails.
+    pub fn buffer_values(&self) -> Result<Vec<crate::train::net::NamedValues>> {
+        self.buffers
+            .iter()
+            .map(|(name, t)| {
+                Ok((
+                    name.clone(),
+                    t.dims().to_vec(),
+                    t.flatten_all()?.to_vec1::<f32>()?,
+                ))
+            })
+            .collect()
+    }
+
     /// Restores momentum buffers from a checkpoint.
     pub fn set_buffers(&mut self, buffers: BTreeMap<String, Tensor>) {
         self.buffers = buffers;

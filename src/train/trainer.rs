@@ -49,17 +49,7 @@ impl Trainer {
             weight_decay: sgd.weight_decay,
         };
         let inner = if engine == Engine::Auto && net.device().is_cpu() {
-            let momentum = sgd
-                .buffers()
-                .iter()
-                .map(|(name, t)| {
-                    Ok((
-                        name.clone(),
-                        t.dims().to_vec(),
-                        t.flatten_all()?.to_vec1::<f32>()?,
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let momentum = sgd.buffer_values()?;
             Inner::Cpu(Box::new(CpuNet::new(&spec, net.export()?, momentum)?))
         } else {
             Inner::Candle { net, sgd }
@@ -200,17 +190,7 @@ impl Trainer {
     pub fn momentum(&self) -> Result<Vec<NamedValues>> {
         match &self.inner {
             Inner::Cpu(net) => Ok(net.momentum()),
-            Inner::Candle { sgd, .. } => sgd
-                .buffers()
-                .iter()
-                .map(|(name, t)| {
-                    Ok((
-                        name.clone(),
-                        t.dims().to_vec(),
-                        t.flatten_all()?.to_vec1::<f32>()?,
-                    ))
-                })
-                .collect(),
+            Inner::Candle { sgd, .. } => sgd.buffer_values(),
         }
     }
 }
