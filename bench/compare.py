@@ -26,8 +26,7 @@ Setup (once; the venv is gitignored):
 Run (the full-width ResNet-12 comes from the reference's `make_fixtures.py --full`):
 
     bench/.venv/bin/python bench/compare.py \\
-        --resnet12 /tmp/ref/fixtures/resnet12_full.safetensors \\
-        --reference /work/shared/reference
+        --resnet12 REF_COPY/fixtures/resnet12_full.safetensors   # REF_COPY: a writable copy of shared/reference
 """
 import argparse
 import json
@@ -160,8 +159,8 @@ def main():
     ap.add_argument("--resnet12", help="ResNet-12 model (84x84; e.g. resnet12_full.safetensors)")
     ap.add_argument("--conv4", default=os.path.join(ROOT, "tests/data/conv4_gray.safetensors"),
                     help="Conv-4 model (28x28)")
-    ap.add_argument("--reference", default="/work/shared/reference",
-                    help="folder holding ref_models.py")
+    ap.add_argument("--reference", default=os.path.join(ROOT, "tests/data/train"),
+                    help="folder holding ref_models.py (default: the repository's copy)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved repetitions of each configuration; the best round counts")
