@@ -7,7 +7,7 @@
 //! engine.
 
 mod conv4;
-mod cpu_fast;
+pub(crate) mod cpu_fast;
 mod metadata;
 
 use crate::classifier::calibration::{self, Calibration};

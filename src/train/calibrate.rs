@@ -200,13 +200,10 @@ pub fn calibrate_file(
     out: &Path,
     config: &CalibrateConfig,
 ) -> Result<Calibration> {
-    let bytes = std::fs::read(model_path).map_err(|e| Error::io(model_path, e))?;
-    let model = Arc::new(Model::from_bytes(&bytes, &crate::LoadOptions::default())?);
+    let (bytes, model) = load_model(model_path)?;
     let classes = super::data::scan_classes(data, include)?;
     let dataset = Dataset::load(&classes, model.preprocessor())?;
-    let calibration = fit_calibration(&model, &dataset, config)?;
-    crate::atomic::write_file(out, &with_calibration(&bytes, &calibration)?)?;
-    Ok(calibration)
+    write_calibrated(&bytes, &model, &dataset, out, config)
 }
 
 /// Calibrates a training run's `best.safetensors` in place on the training data (what both
@@ -215,9 +212,27 @@ pub fn calibrate_file(
 /// # Errors
 /// As [`fit_calibration`]; [`Error::Io`] for the file.
 pub fn calibrate_in_place(path: &Path, data: &Dataset) -> Result<Calibration> {
+    let (bytes, model) = load_model(path)?;
+    write_calibrated(&bytes, &model, data, path, &CalibrateConfig::default())
+}
+
+/// A model file's bytes and the model they load as.
+fn load_model(path: &Path) -> Result<(Vec<u8>, Arc<Model>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let model = Arc::new(Model::from_bytes(&bytes, &crate::LoadOptions::default())?);
-    let calibration = fit_calibration(&model, data, &CalibrateConfig::default())?;
-    crate::atomic::write_file(path, &with_calibration(&bytes, &calibration)?)?;
+    Ok((bytes, model))
+}
+
+/// Fits the calibration of `model` (loaded from `bytes`) on `data` and writes the model file
+/// with it to `out`.
+fn write_calibrated(
+    bytes: &[u8],
+    model: &Arc<Model>,
+    data: &Dataset,
+    out: &Path,
+    config: &CalibrateConfig,
+) -> Result<Calibration> {
+    let calibration = fit_calibration(model, data, config)?;
+    crate::atomic::write_file(out, &with_calibration(bytes, &calibration)?)?;
     Ok(calibration)
 }

@@ -27,6 +27,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::model::cpu_fast::with_scratch;
 use crate::model::Architecture;
 use crate::train::net::{NamedValues, NetSpec, ParamKind, LEAKY_SLOPE};
 use crate::train::winograd;
@@ -1341,21 +1342,6 @@ fn im2col(x: &[f32], g: Geom, c: usize, k: usize, first: usize, rows: usize, col
             }
         }
     }
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's scratch buffer of `len` values (kept between calls).
-pub(crate) fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < len {
-            s.resize(len, 0.0);
-        }
-        f(&mut s[..len]);
-    });
 }
 
 /// A strided matrix view: element (i, j) at `data[i * rs + j * cs]`.

@@ -368,12 +368,14 @@ pub fn check_episodes(
     (ways, shots, queries): (usize, usize, usize),
 ) -> Result<()> {
     check_episode_shape(dataset, ways, shots, queries)?;
-    if classes == EpisodeClasses::WithinGroup && !dataset.groups().iter().any(|g| g.len() >= ways) {
-        return Err(Error::InvalidArgument(format!(
-            "within-alphabet {ways}-way episodes need a parent folder with {ways} classes; the \
-             largest has {}",
-            dataset.groups().iter().map(Vec::len).max().unwrap_or(0)
-        )));
+    if classes == EpisodeClasses::WithinGroup {
+        let largest = dataset.groups().iter().map(Vec::len).max().unwrap_or(0);
+        if largest < ways {
+            return Err(Error::InvalidArgument(format!(
+                "within-alphabet {ways}-way episodes need a parent folder with {ways} classes; \
+                 the largest has {largest}"
+            )));
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use candle_core::{Tensor, Var};
 use crate::error::{Error, Result};
 use crate::model::Engine;
 use crate::train::cpu_net::{CpuNet, SgdSettings};
+use crate::train::layers::correct_predictions;
 use crate::train::loss::cross_entropy;
 use crate::train::net::{NamedValues, NetSpec, TrainNet};
 use crate::train::optim::Sgd;
@@ -120,15 +121,9 @@ impl Trainer {
                 let loss = cross_entropy(&logits, &batch.labels, smoothing)?;
                 let grads = loss.backward()?;
                 sgd.step(net, &grads)?;
-                let pred: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-                let correct = pred
-                    .iter()
-                    .zip(&batch.labels)
-                    .filter(|(p, l)| **p as usize == **l)
-                    .count();
                 Ok(StepStats {
                     loss: f64::from(loss.to_scalar::<f32>()?),
-                    correct,
+                    correct: correct_predictions(&logits, &batch.labels)?,
                 })
             }
         }

@@ -16,7 +16,8 @@
 
 use rayon::prelude::*;
 
-use super::cpu_net::{gemm, thread_ranges, with_scratch, Geom, Mat};
+use super::cpu_net::{gemm, thread_ranges, Geom, Mat};
+use crate::model::cpu_fast::{add3_signed, add_signed, with_scratch, AT_TRIPLES, BT_PAIRS};
 
 /// Values of one chunk's transformed tiles (4 MiB of f32)...
 const CHUNK_VALUES: usize = 1 << 20;
@@ -141,16 +142,6 @@ fn input_transform(
             let dst = &mut v[xi * stride + at..xi * stride + at + c];
             add_signed(dst, &e[at_rc(r, *a)], &e[at_rc(r, *b)], *sign);
         }
-    }
-}
-
-/// B^T's rows as `x[a] + sign * x[b]`.
-const BT_PAIRS: [(usize, usize, f32); 4] = [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0)];
-
-/// `dst = x + sign * y`.
-fn add_signed(dst: &mut [f32], x: &[f32], y: &[f32], sign: f32) {
-    for ((d, a), b) in dst.iter_mut().zip(x).zip(y) {
-        *d = a + sign * b;
     }
 }
 
@@ -285,16 +276,6 @@ fn output_transform(
             }
             None => dst.copy_from_slice(src),
         }
-    }
-}
-
-/// A^T's rows as `x[a] + sign * (x[b] + x[c])`.
-const AT_TRIPLES: [(usize, usize, usize, f32); 2] = [(0, 1, 2, 1.0), (1, 2, 3, -1.0)];
-
-/// `dst = x + sign * (y + z)`.
-fn add3_signed(dst: &mut [f32], x: &[f32], y: &[f32], z: &[f32], sign: f32) {
-    for (((d, a), b), c) in dst.iter_mut().zip(x).zip(y).zip(z) {
-        *d = a + sign * (b + c);
     }
 }
 
