@@ -247,6 +247,7 @@ fn metatraining_runs_every_loss_combination() {
             ways: 3,
             shots: 1,
             queries: 3,
+            classes: Default::default(),
             views: 2,
             margin: 0.2,
             tau: 0.5,

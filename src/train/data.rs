@@ -253,8 +253,14 @@ impl Dataset {
         for quarter in 1..4 {
             for k in 0..classes {
                 let label = self.class_names.len();
-                self.class_names
-                    .push(format!("{}@rot{}", self.class_names[k], 90 * quarter));
+                // The rotation tags the parent folder, so that a rotated alphabet is a group
+                // of its own (within-alphabet episodes never mix rotations).
+                let name = &self.class_names[k];
+                let tagged = match name.rsplit_once('/') {
+                    Some((parent, leaf)) => format!("{parent}@rot{}/{leaf}", 90 * quarter),
+                    None => format!("@rot{}/{name}", 90 * quarter),
+                };
+                self.class_names.push(tagged);
                 let mut members = Vec::with_capacity(self.by_class[k].len());
                 for i in self.by_class[k].clone() {
                     let src = &self.pixels[i];
@@ -346,7 +352,8 @@ pub fn check_episode_shape(
 }
 
 /// Where an episode's classes come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EpisodeClasses {
     /// Any classes of the dataset.
     #[default]
@@ -513,8 +520,9 @@ mod tests {
     fn rotated_classes_are_quarter_turns_clockwise() {
         let d = dataset(&["a/x", "b/y"], 2).with_rotated_classes().unwrap();
         assert_eq!(d.num_classes(), 8);
-        assert_eq!(d.class_names[2], "a/x@rot90");
-        assert_eq!(d.class_names[7], "b/y@rot270");
+        assert_eq!(d.class_names[2], "a@rot90/x");
+        assert_eq!(d.class_names[7], "b@rot270/y");
+        assert_eq!(d.groups().len(), 8, "each rotation of an alphabet is its own group");
         assert_eq!(d.len(), 16);
         // Image 0 is [[1 2 3] [4 5 6] [7 8 9]]: its quarter turns, by hand.
         let of = |class: usize| &d.pixels[d.by_class[class][0]];

@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::model::{LoadOptions, Model};
 use crate::preprocess::normalize_hwc;
 use crate::train::augment::augment;
-use crate::train::data::{check_episode_shape, read_list, sample_episode, scan_classes, Dataset};
+use crate::train::data::{
+    check_episodes, read_list, sample_episodes, scan_classes, Dataset, EpisodeClasses,
+};
 use crate::train::loss::{class_hinge, instance_contrastive};
 use crate::train::net::{NetSpec, TrainNet};
 use crate::train::optim::OptimConfig;
@@ -42,6 +44,10 @@ pub struct MetatrainConfig {
     pub shots: usize,
     /// Query images per class.
     pub queries: usize,
+    /// Where each episode's classes come from: any training classes, or one alphabet (harder
+    /// negatives: the characters a within-alphabet reader must tell apart).
+    #[serde(default)]
+    pub classes: EpisodeClasses,
     /// Augmented views per support image for the instance loss (A).
     pub views: usize,
     /// Hinge margin of the class loss.
@@ -124,7 +130,8 @@ pub fn metatrain(
     if config.run.rotate_classes {
         train = train.with_rotated_classes()?;
     }
-    check_episode_shape(&train, config.ways, config.shots, config.queries)?;
+    let shape = (config.ways, config.shots, config.queries);
+    check_episodes(&train, config.classes, shape)?;
     let val = config
         .run
         .val_list
@@ -192,7 +199,9 @@ pub fn metatrain(
     let produce = |i: usize| -> Result<Batch> {
         let episode_index = start + i;
         let mut rng = Rng::new(config.run.seed, 0x3e7a_0000_0000 | episode_index as u64);
-        let ep = sample_episode(&train, config.ways, config.shots, config.queries, &mut rng);
+        let ep = sample_episodes(&train, config.classes, shape, 1, &mut rng)
+            .pop()
+            .expect("one episode");
         let mut input = Vec::new();
         let mut push = |idx: usize, rng: &mut Rng| {
             let mut img = train.pixels[idx].clone();

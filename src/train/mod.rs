@@ -32,7 +32,7 @@ use safetensors::tensor::TensorView;
 use crate::error::{Error, Result};
 use crate::model::{Engine, LoadOptions, Model};
 use crate::task::{ClassifierKind, TaskConfig};
-use data::{check_episode_shape, sample_episode, Dataset};
+use data::{check_episodes, sample_episodes, Dataset, EpisodeClasses};
 use evaluate::{embed_dataset, evaluate_episodes, EvalResult};
 use net::{NamedValues, NetSpec, TrainNet};
 use optim::Sgd;
@@ -249,6 +249,9 @@ pub struct ValidationConfig {
     pub queries: usize,
     /// Classifier fitted per episode.
     pub classifier: ClassifierKind,
+    /// Where each episode's classes come from (any, or one alphabet).
+    #[serde(default)]
+    pub classes: EpisodeClasses,
 }
 
 impl Default for ValidationConfig {
@@ -259,6 +262,7 @@ impl Default for ValidationConfig {
             shots: 1,
             queries: 15,
             classifier: ClassifierKind::Logistic,
+            classes: EpisodeClasses::Any,
         }
     }
 }
@@ -278,9 +282,8 @@ pub fn validate(
     let model = Arc::new(Model::from_bytes(model_bytes, &LoadOptions::default())?);
     let features = embed_dataset(&model, val)?;
     let mut rng = Rng::new(seed, 0x7a1);
-    let episodes: Vec<_> = (0..config.episodes)
-        .map(|_| sample_episode(val, config.ways, config.shots, config.queries, &mut rng))
-        .collect();
+    let shape = (config.ways, config.shots, config.queries);
+    let episodes = sample_episodes(val, config.classes, shape, config.episodes, &mut rng);
     let task = TaskConfig {
         classifier: config.classifier,
         ..TaskConfig::default()
@@ -291,14 +294,14 @@ pub fn validate(
 /// Checks validation settings against a dataset before any work starts.
 ///
 /// # Errors
-/// As [`check_episode_shape`]; zero episodes.
+/// As [`check_episodes`]; zero episodes.
 pub fn check_validation(val: &Dataset, config: &ValidationConfig) -> Result<()> {
     if config.episodes == 0 {
         return Err(Error::InvalidArgument(
             "validation needs at least one episode".into(),
         ));
     }
-    check_episode_shape(val, config.ways, config.shots, config.queries)
+    check_episodes(val, config.classes, (config.ways, config.shots, config.queries))
 }
 
 /// The output files of a training run.

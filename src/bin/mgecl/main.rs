@@ -150,6 +150,9 @@ struct ValArgs {
     /// Validation classifier.
     #[arg(long, default_value = "logistic")]
     val_classifier: String,
+    /// Validation episodes draw their classes from one alphabet (parent folder).
+    #[arg(long)]
+    val_within_alphabet: bool,
 }
 
 impl ValArgs {
@@ -160,6 +163,7 @@ impl ValArgs {
             shots: self.val_shots,
             queries: self.val_queries,
             classifier: self.val_classifier.parse()?,
+            classes: episode_classes(self.val_within_alphabet),
         })
     }
 }
@@ -275,6 +279,9 @@ struct MetatrainArgs {
     shots: usize,
     #[arg(long, default_value_t = 15)]
     queries: usize,
+    /// Training episodes draw their classes from one alphabet (parent folder).
+    #[arg(long)]
+    within_alphabet: bool,
     /// Augmented views per support image (instance loss).
     #[arg(long, default_value_t = 4)]
     views: usize,
@@ -620,6 +627,14 @@ fn pretrain_cmd(a: PretrainArgs) -> Result<(), Error> {
     Ok(())
 }
 
+fn episode_classes(within_alphabet: bool) -> EpisodeClasses {
+    if within_alphabet {
+        EpisodeClasses::WithinGroup
+    } else {
+        EpisodeClasses::Any
+    }
+}
+
 fn metatrain_cmd(a: MetatrainArgs) -> Result<(), Error> {
     let config = MetatrainConfig {
         init: a.init,
@@ -628,6 +643,7 @@ fn metatrain_cmd(a: MetatrainArgs) -> Result<(), Error> {
         ways: a.ways,
         shots: a.shots,
         queries: a.queries,
+        classes: episode_classes(a.within_alphabet),
         views: a.views,
         margin: a.margin,
         tau: a.tau,
@@ -663,11 +679,7 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
                 &scan_classes(root, include.as_deref())?,
                 model.preprocessor(),
             )?;
-            let classes = if a.within_alphabet {
-                EpisodeClasses::WithinGroup
-            } else {
-                EpisodeClasses::Any
-            };
+            let classes = episode_classes(a.within_alphabet);
             let shape = (a.ways, a.shots, a.queries);
             check_episodes(&dataset, classes, shape)?;
             let features = embed_dataset(&model, &dataset)?;
