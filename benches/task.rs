@@ -3,6 +3,8 @@
 //! classifiers. scikit-learn takes 2.8-3.6 ms for the logistic case on this machine.
 //!
 //!     cargo bench --bench task
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -1,4 +1,4 @@
-//! Times `Model::embed_tensor` on a random normalised batch and prints one JSON line; used by
+//! Times the encoder's forward pass (`embed_tensor`, no preprocessing) on a random normalised batch and prints one JSON line; used by
 //! `bench/compare.py` (which also measures this process's peak resident memory).
 //!
 //!     cargo run --release --example bench_embed -- MODEL BATCH [REPEATS] [auto|candle]
@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use mgecl::__private::embed_tensor;
 use mgecl::{Engine, LoadOptions, Model};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,11 +34,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let input = Tensor::from_vec(values, (batch, c, h, w), &Device::Cpu)?;
-    model.embed_tensor(&input)?; // warm-up: page in weights, fill the buffer pools
+    embed_tensor(&model, &input)?; // warm-up: page in weights, fill the buffer pools
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let start = Instant::now();
-        let features = model.embed_tensor(&input)?;
+        let features = embed_tensor(&model, &input)?;
         std::hint::black_box(features);
         times.push(start.elapsed().as_secs_f64());
     }

@@ -1,15 +1,15 @@
 //! What each fuzz target does with its input, shared by the cargo-fuzz targets
-//! (fuzz/fuzz_targets/*.rs) and the corpus replay test (tests/fuzz_corpora.rs), which runs
+//! (fuzz/fuzz_targets/*.rs) and the corpus replay test (crates/mgecl-train/tests/fuzz_corpora.rs), which runs
 //! every committed corpus and crash input through the same code on every `cargo test`.
 //! Each function must return normally for any input: a panic is a bug.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use mgecl::train::evaluate::EpisodesFile;
 use mgecl::{
     Engine, ImageSource, LoadOptions, Metadata, Model, PixelBuffer, PixelFormat, Preprocessor, Task,
 };
+use mgecl_train::evaluate::EpisodesFile;
 
 /// Model loading from untrusted bytes: any input must give a model or an error, never a
 /// panic, an abort or an allocation beyond what the bytes justify.

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
-use mgecl::train::checkpoint_bytes;
-use mgecl::train::net::{NetSpec, TrainNet};
-use mgecl::train::{model_metadata, InputSpec};
 use mgecl::{ClassifierKind, LoadOptions, Model, Task, TaskConfig};
+use mgecl_train::checkpoint_bytes;
+use mgecl_train::net::{NetSpec, TrainNet};
+use mgecl_train::{model_metadata, InputSpec};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 

@@ -67,7 +67,7 @@ impl DeviceChoice {
     /// # Errors
     /// [`Error::DeviceUnavailable`] when the backend was not compiled in (build with
     /// `--features cuda` or `--features metal`) or the device cannot be opened.
-    pub fn open(self) -> Result<Device> {
+    pub(crate) fn open(self) -> Result<Device> {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Cuda(n) => {
@@ -108,7 +108,7 @@ impl DeviceChoice {
 }
 
 /// Human-readable name of an opened device (`cpu`, `cuda:0`, `metal:0`).
-pub fn device_name(device: &Device) -> String {
+pub(crate) fn device_name(device: &Device) -> String {
     match device.location() {
         candle_core::DeviceLocation::Cpu => "cpu".to_string(),
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),

@@ -98,7 +98,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Builds an [`Error::InvalidModel`].
-    pub(crate) fn model(problem: ModelProblem, detail: impl Into<String>) -> Self {
+    pub fn model(problem: ModelProblem, detail: impl Into<String>) -> Self {
         Error::InvalidModel {
             problem,
             detail: detail.into(),
@@ -106,7 +106,7 @@ impl Error {
     }
 
     /// Builds an [`Error::Io`] for `path`.
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             source,

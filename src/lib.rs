@@ -7,13 +7,12 @@
 //!
 //! ```no_run
 //! use mgecl::{LoadOptions, Model};
-//! let model = Model::load("models/omniglot_conv4.safetensors", &LoadOptions::default())?;
+//! let model = Model::load("models/omniglot-conv4.safetensors", &LoadOptions::default())?;
 //! let features = model.embed_paths(&["a.png", "b.png"])?; // (2, feature_dim)
 //! # Ok::<(), mgecl::Error>(())
 //! ```
 
-pub mod atomic;
-pub mod capi;
+mod atomic;
 pub mod classifier;
 pub mod device;
 pub mod error;
@@ -21,7 +20,6 @@ mod hash;
 pub mod model;
 pub mod preprocess;
 pub mod task;
-pub mod train;
 
 pub use device::DeviceChoice;
 pub use error::{Error, ModelProblem, Result};
@@ -32,3 +30,40 @@ pub use preprocess::{
     ImageLimits, ImageSource, ModelPixels, PixelBuffer, PixelFormat, Preprocessor,
 };
 pub use task::{ClassSummary, ClassifierKind, FitReport, Prediction, Scores, Task, TaskConfig};
+
+/// For the workspace's other crates (training, the command-line tool, the C ABI): helpers
+/// they share with the core and handles that carry candle types. Not part of the API: no
+/// semver promise, hidden from the docs.
+#[doc(hidden)]
+pub mod __private {
+    use candle_core::{Device, Tensor};
+
+    pub use crate::atomic::{read_file_limited, write_file};
+    pub use crate::model::cpu_fast::{add3_signed, add_signed, with_scratch, AT_TRIPLES, BT_PAIRS};
+    use crate::{DeviceChoice, Model, Result};
+
+    /// Opens the candle device of a choice.
+    pub fn open_device(choice: DeviceChoice) -> Result<Device> {
+        choice.open()
+    }
+
+    /// Human-readable name of an opened device (`cpu`, `cuda:0`, `metal:0`).
+    pub fn device_name(device: &Device) -> String {
+        crate::device::device_name(device)
+    }
+
+    /// The candle device a model runs on.
+    pub fn model_device(model: &Model) -> &Device {
+        model.device()
+    }
+
+    /// Features `(N, D)` of a normalised NCHW batch on the model's device.
+    pub fn embed_tensor(model: &Model, input: &Tensor) -> Result<Tensor> {
+        model.embed_tensor(input)
+    }
+
+    /// The four block outputs of a normalised NCHW batch (parity checks).
+    pub fn forward_blocks(model: &Model, input: &Tensor) -> Result<Vec<Tensor>> {
+        model.forward_blocks(input)
+    }
+}

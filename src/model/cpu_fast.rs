@@ -405,20 +405,20 @@ impl FusedConv {
 }
 
 /// B^T's rows as `x[a] + sign * x[b]`.
-pub(crate) const BT_PAIRS: [(usize, usize, f32); 4] =
+pub const BT_PAIRS: [(usize, usize, f32); 4] =
     [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0)];
 /// A^T's rows as `x[a] + sign * (x[b] + x[c])`.
-pub(crate) const AT_TRIPLES: [(usize, usize, usize, f32); 2] = [(0, 1, 2, 1.0), (1, 2, 3, -1.0)];
+pub const AT_TRIPLES: [(usize, usize, usize, f32); 2] = [(0, 1, 2, 1.0), (1, 2, 3, -1.0)];
 
 /// `dst = x + sign * y`.
-pub(crate) fn add_signed(dst: &mut [f32], x: &[f32], y: &[f32], sign: f32) {
+pub fn add_signed(dst: &mut [f32], x: &[f32], y: &[f32], sign: f32) {
     for ((d, a), b) in dst.iter_mut().zip(x).zip(y) {
         *d = a + sign * b;
     }
 }
 
 /// `dst = x + sign * (y + z)`.
-pub(crate) fn add3_signed(dst: &mut [f32], x: &[f32], y: &[f32], z: &[f32], sign: f32) {
+pub fn add3_signed(dst: &mut [f32], x: &[f32], y: &[f32], z: &[f32], sign: f32) {
     for (((d, a), b), c) in dst.iter_mut().zip(x).zip(y).zip(z) {
         *d = a + sign * (b + c);
     }
@@ -556,7 +556,7 @@ thread_local! {
 /// Runs `f` on a scratch slice of `len` values (unspecified contents), reusing this thread's
 /// scratch buffer. Re-entrant: a nested call (rayon may run another chunk on this thread while
 /// gemm waits) gets a fresh buffer, and the larger of the two is kept.
-pub(crate) fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
+pub fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
     let mut buffer = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if buffer.capacity() < len {
         buffer = Vec::new();

@@ -315,7 +315,7 @@ impl Model {
     }
 
     /// The candle device the encoder runs on.
-    pub fn device(&self) -> &Device {
+    pub(crate) fn device(&self) -> &Device {
         &self.device
     }
 
@@ -397,7 +397,7 @@ impl Model {
     /// # Errors
     /// [`Error::InvalidArgument`] for a wrong channel count or a batch too small for four
     /// poolings; [`Error::Backend`] if the forward pass fails.
-    pub fn embed_tensor(&self, input: &Tensor) -> Result<Tensor> {
+    pub(crate) fn embed_tensor(&self, input: &Tensor) -> Result<Tensor> {
         self.check_input(input)?;
         self.network.embed_tensor(input)
     }
@@ -406,7 +406,7 @@ impl Model {
     ///
     /// # Errors
     /// As [`Model::embed_tensor`].
-    pub fn forward_blocks(&self, input: &Tensor) -> Result<Vec<Tensor>> {
+    pub(crate) fn forward_blocks(&self, input: &Tensor) -> Result<Vec<Tensor>> {
         self.check_input(input)?;
         self.network.forward_blocks(input)
     }

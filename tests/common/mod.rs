@@ -5,11 +5,18 @@ use std::path::PathBuf;
 
 use safetensors::{Dtype, SafeTensors};
 
-/// `tests/data/<name>`.
-pub fn data(name: &str) -> PathBuf {
+/// The repository root (the workspace's, which holds `Cargo.lock`), from any of its crates.
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").exists())
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+/// `tests/data/<name>` at the repository root.
+pub fn data(name: &str) -> PathBuf {
+    repo_root().join("tests/data").join(name)
 }
 
 /// A tensor of a fixture file as f64 values (F32, F64 and I64 are widened) plus its shape.

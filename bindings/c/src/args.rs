@@ -1,0 +1,129 @@
+//! Checks of the pointers, strings and buffers that C callers pass in.
+
+use std::ffi::{c_char, CStr, CString};
+
+use sdk::preprocess::{ImageSource, PixelBuffer, PixelFormat};
+
+use crate::error::{Failure, Res};
+use std::path::Path;
+
+use crate::types::{mgecl_image, mgecl_image_kind, mgecl_pixel_format};
+
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &'static str) -> Res<&'a str> {
+    if p.is_null() {
+        return Err(Failure::Null(name));
+    }
+    unsafe { CStr::from_ptr(p).to_str().map_err(|_| Failure::Utf8(name)) }
+}
+
+pub(crate) unsafe fn ref_arg<'a, T>(p: *const T, name: &'static str) -> Res<&'a T> {
+    unsafe { p.as_ref().ok_or(Failure::Null(name)) }
+}
+
+pub(crate) unsafe fn mut_arg<'a, T>(p: *mut T, name: &'static str) -> Res<&'a mut T> {
+    unsafe { p.as_mut().ok_or(Failure::Null(name)) }
+}
+
+pub(crate) fn check_out<T>(p: *mut T, name: &'static str) -> Res<()> {
+    if p.is_null() {
+        Err(Failure::Null(name))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn check_len<T>(len: usize, name: &'static str) -> Res<()> {
+    match len.checked_mul(std::mem::size_of::<T>().max(1)) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(()),
+        _ => Err(Failure::Argument(format!("length of {name} is too large"))),
+    }
+}
+
+/// A caller's input array; NULL is accepted only with length 0.
+pub(crate) unsafe fn slice_arg<'a, T>(p: *const T, len: usize, name: &'static str) -> Res<&'a [T]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Failure::Null(name));
+    }
+    check_len::<T>(len, name)?;
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// A caller's output array of `len` elements that must hold `needed`: writes `needed` to
+/// `needed_out` (when not NULL) whether or not the buffer is large enough.
+pub(crate) unsafe fn out_buffer<'a, T>(
+    p: *mut T,
+    len: usize,
+    needed: usize,
+    needed_out: *mut usize,
+    what: &'static str,
+) -> Res<&'a mut [T]> {
+    if !needed_out.is_null() {
+        unsafe { needed_out.write(needed) };
+    }
+    if len < needed {
+        return Err(Failure::BufferTooSmall {
+            what,
+            needed,
+            given: len,
+        });
+    }
+    if needed == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(Failure::Null(what));
+    }
+    check_len::<T>(len, what)?;
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, needed) })
+}
+
+pub(crate) fn c_string(text: &str) -> CString {
+    CString::new(text.replace('\0', "\\0")).unwrap_or_default()
+}
+
+pub(crate) unsafe fn image_arg<'a>(
+    image: &mgecl_image,
+    name: &'static str,
+) -> Res<ImageSource<'a>> {
+    match image.kind {
+        k if k == mgecl_image_kind::File as u32 => Ok(ImageSource::Path(Path::new(unsafe {
+            str_arg(image.path, name)
+        }?))),
+        k if k == mgecl_image_kind::Encoded as u32 => {
+            if image.data.is_null() {
+                return Err(Failure::Null(name));
+            }
+            Ok(ImageSource::Encoded(unsafe {
+                slice_arg(image.data, image.len, name)
+            }?))
+        }
+        k if k == mgecl_image_kind::Pixels as u32 => {
+            if image.data.is_null() {
+                return Err(Failure::Null(name));
+            }
+            let format = match image.format {
+                f if f == mgecl_pixel_format::Rgb8 as u32 => PixelFormat::Rgb8,
+                f if f == mgecl_pixel_format::Rgba8 as u32 => PixelFormat::Rgba8,
+                f if f == mgecl_pixel_format::Gray8 as u32 => PixelFormat::Gray8,
+                other => {
+                    return Err(Failure::Argument(format!(
+                        "{name}: unknown pixel format {other}"
+                    )))
+                }
+            };
+            Ok(ImageSource::Pixels(PixelBuffer {
+                data: unsafe { slice_arg(image.data, image.len, name) }?,
+                width: image.width,
+                height: image.height,
+                stride: image.stride,
+                format,
+            }))
+        }
+        other => Err(Failure::Argument(format!(
+            "{name}: unknown image kind {other}"
+        ))),
+    }
+}

@@ -1,0 +1,227 @@
+//! Model handles: loading, describing and embedding.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use sdk::error::Error;
+use sdk::model::{LoadOptions, Model};
+
+use crate::args::{c_string, check_out, image_arg, out_buffer, ref_arg, slice_arg, str_arg};
+use crate::error::{guard, mgecl_status, Failure, Res};
+use crate::types::{mgecl_image, mgecl_load_options, mgecl_model_info};
+
+/// A loaded encoder (opaque). Immutable: one handle may be used by any number of threads at
+/// once. Tasks keep their model alive, so the handle may be freed before its tasks.
+pub struct mgecl_model {
+    pub(crate) model: Arc<Model>,
+    pub(crate) arch: CString,
+    pub(crate) device: CString,
+    pub(crate) fingerprint: CString,
+}
+
+impl mgecl_model {
+    pub(crate) fn new(model: Model) -> Box<Self> {
+        let info = model.info();
+        Box::new(mgecl_model {
+            arch: c_string(&info.arch),
+            device: c_string(&info.device),
+            fingerprint: c_string(&info.fingerprint),
+            model: Arc::new(model),
+        })
+    }
+}
+
+pub(crate) unsafe fn load_options(options: *const mgecl_load_options) -> Res<LoadOptions> {
+    let mut out = LoadOptions::default();
+    // SAFETY: the caller passes NULL or a valid options struct (documented).
+    let Some(options) = (unsafe { options.as_ref() }) else {
+        return Ok(out);
+    };
+    if !options.device.is_null() {
+        out.device = unsafe { str_arg(options.device, "options->device") }?.parse()?;
+    }
+    let entries =
+        unsafe { slice_arg(options.metadata, options.metadata_len, "options->metadata") }?;
+    let mut overrides = BTreeMap::new();
+    for entry in entries {
+        overrides.insert(
+            unsafe { str_arg(entry.key, "options->metadata[i].key") }?.to_string(),
+            unsafe { str_arg(entry.value, "options->metadata[i].value") }?.to_string(),
+        );
+    }
+    out.metadata_overrides = overrides;
+    if options.max_image_side != 0 {
+        out.image_limits.max_width = options.max_image_side;
+        out.image_limits.max_height = options.max_image_side;
+    }
+    if options.max_image_bytes != 0 {
+        out.image_limits.max_decoded_bytes = options.max_image_bytes;
+    }
+    Ok(out)
+}
+
+/// Loads a model file (safetensors) into a new handle written to `*out_model`.
+///
+/// `path`: UTF-8, NUL-terminated. `options`: NULL for the defaults (CPU, no metadata
+/// overrides). On success the caller owns `*out_model` and releases it with
+/// `mgecl_model_free`.
+///
+/// Errors: `NULL_ARGUMENT` (path, out_model, an override key/value), `INVALID_ARGUMENT`
+/// (UTF-8, unknown device name), `IO` (unreadable file), `LIMIT_EXCEEDED` (file over 2 GiB),
+/// `INVALID_MODEL` (not safetensors, truncated, missing tensor, wrong shape or dtype,
+/// non-finite weight, bad metadata), `DEVICE_UNAVAILABLE`, `PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_model_load(
+    path: *const c_char,
+    options: *const mgecl_load_options,
+    out_model: *mut *mut mgecl_model,
+) -> mgecl_status {
+    guard(|| {
+        let path = unsafe { str_arg(path, "path") }?;
+        check_out(out_model, "out_model")?;
+        let options = unsafe { load_options(options) }?;
+        let model = Model::load(path, &options)?;
+        unsafe { out_model.write(Box::into_raw(mgecl_model::new(model))) };
+        Ok(())
+    })
+}
+
+/// Loads a model from the `len` bytes of a safetensors file at `data` (borrowed for the call)
+/// into a new handle written to `*out_model`; otherwise as `mgecl_model_load`.
+///
+/// Errors: `NULL_ARGUMENT` (data, out_model), otherwise as `mgecl_model_load` without `IO`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_model_load_bytes(
+    data: *const u8,
+    len: usize,
+    options: *const mgecl_load_options,
+    out_model: *mut *mut mgecl_model,
+) -> mgecl_status {
+    guard(|| {
+        if data.is_null() {
+            return Err(Failure::Null("data"));
+        }
+        let bytes = unsafe { slice_arg(data, len, "data") }?;
+        check_out(out_model, "out_model")?;
+        let options = unsafe { load_options(options) }?;
+        let model = Model::from_bytes(bytes, &options)?;
+        unsafe { out_model.write(Box::into_raw(mgecl_model::new(model))) };
+        Ok(())
+    })
+}
+
+/// Releases a model handle. `NULL` is a no-op. Tasks created from the model keep working (they
+/// hold their own reference). Do not use the handle afterwards, nor free it while another
+/// thread uses it.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_model_free(model: *mut mgecl_model) {
+    if !model.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(model) })));
+    }
+}
+
+/// Describes the model into `*out_info`; its strings belong to the model handle (valid until
+/// it is freed).
+///
+/// Errors: `NULL_ARGUMENT`. Thread-safe (the model is not changed).
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_model_describe(
+    model: *const mgecl_model,
+    out_info: *mut mgecl_model_info,
+) -> mgecl_status {
+    guard(|| {
+        let handle = unsafe { ref_arg(model, "model") }?;
+        check_out(out_info, "out_info")?;
+        let info = handle.model.info();
+        unsafe {
+            out_info.write(mgecl_model_info {
+                arch: handle.arch.as_ptr(),
+                device: handle.device.as_ptr(),
+                fingerprint: handle.fingerprint.as_ptr(),
+                feature_dim: info.feature_dim,
+                in_channels: info.in_channels,
+                image_height: info.image_size.0,
+                image_width: info.image_size.1,
+                invert: info.invert,
+            })
+        };
+        Ok(())
+    })
+}
+
+/// The full description of the model as a JSON object (arch, widths, in_channels,
+/// image_size, feature_dim, mean, std, invert, device, fingerprint, metadata), NUL-terminated,
+/// copied into the caller's `buffer` of `buffer_len` bytes.
+///
+/// `needed` (may be NULL) receives the bytes required including the NUL, on success and on
+/// `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size.
+///
+/// Errors: `NULL_ARGUMENT` (model, or buffer when buffer_len > 0), `BUFFER_TOO_SMALL`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_model_info_json(
+    model: *const mgecl_model,
+    buffer: *mut c_char,
+    buffer_len: usize,
+    needed: *mut usize,
+) -> mgecl_status {
+    guard(|| {
+        let handle = unsafe { ref_arg(model, "model") }?;
+        let json = serde_json::to_string(handle.model.info())
+            .map_err(|e| Error::Backend(format!("cannot serialise the model info: {e}")))?;
+        let text = c_string(&json);
+        let bytes = text.as_bytes_with_nul();
+        let out = unsafe { out_buffer(buffer, buffer_len, bytes.len(), needed, "buffer") }?;
+        for (o, &b) in out.iter_mut().zip(bytes) {
+            *o = b as c_char;
+        }
+        Ok(())
+    })
+}
+
+/// Embeds `count` images: writes `count x feature_dim` floats (row-major, one row per image,
+/// in input order; the encoder's output, not L2-normalised) into the caller's `out` buffer of
+/// `out_len` floats.
+///
+/// `needed` (may be NULL) receives `count x feature_dim`, on success and on
+/// `BUFFER_TOO_SMALL` (which is checked before any work). `out` is written only on success.
+///
+/// Errors: `NULL_ARGUMENT` (model, images, out, an image's path/data), `INVALID_ARGUMENT`
+/// (count 0, bad UTF-8 path, bad pixel buffer, unknown image kind or pixel format),
+/// `BUFFER_TOO_SMALL`, `IO`, `INVALID_IMAGE`, `LIMIT_EXCEEDED`, `BACKEND`, `PANIC`.
+/// Thread-safe: many threads may embed with one model at once.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_model_embed(
+    model: *const mgecl_model,
+    images: *const mgecl_image,
+    count: usize,
+    out: *mut f32,
+    out_len: usize,
+    needed: *mut usize,
+) -> mgecl_status {
+    guard(|| {
+        let handle = unsafe { ref_arg(model, "model") }?;
+        if images.is_null() {
+            return Err(Failure::Null("images"));
+        }
+        let images = unsafe { slice_arg(images, count, "images") }?;
+        let sources = images
+            .iter()
+            .map(|image| unsafe { image_arg(image, "images[i]") })
+            .collect::<Res<Vec<_>>>()?;
+        let dim = handle.model.feature_dim();
+        let total = count
+            .checked_mul(dim)
+            .ok_or_else(|| Failure::Argument("count x feature_dim overflows".into()))?;
+        let out = unsafe { out_buffer(out, out_len, total, needed, "out") }?;
+        let features = handle.model.embed(&sources)?;
+        for (o, &v) in out.iter_mut().zip(features.iter()) {
+            *o = v;
+        }
+        Ok(())
+    })
+}

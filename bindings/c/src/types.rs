@@ -1,0 +1,248 @@
+//! The C-visible value types (`#[repr(C)]` enums and structs) and their conversions to and
+//! from the Rust API's types.
+
+use std::ffi::c_char;
+
+use sdk::task::{ClassifierKind, FitReport, TaskConfig};
+
+use crate::error::{Failure, Res};
+
+/// Which classifier a task fits (`mgecl_task_options.classifier`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mgecl_classifier {
+    /// Multinomial logistic regression (scikit-learn's `LogisticRegression`, C = 1/alpha).
+    Logistic = 0,
+    /// Cosine similarity to class means, softmax with a temperature; fits in microseconds.
+    Prototype = 1,
+}
+
+/// What an `mgecl_image` holds (`mgecl_image.kind`). Zero is no valid kind, so a
+/// zero-initialised `mgecl_image` is rejected.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mgecl_image_kind {
+    /// An encoded image file (PNG or JPEG) at `path`.
+    File = 1,
+    /// An encoded image (PNG or JPEG) in memory: `data`, `len`.
+    Encoded = 2,
+    /// Raw pixels: `data`, `len`, `width`, `height`, `stride`, `format`.
+    Pixels = 3,
+}
+
+/// Layout of raw pixels (`mgecl_image.format`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mgecl_pixel_format {
+    /// 3 bytes per pixel: R, G, B.
+    Rgb8 = 1,
+    /// 4 bytes per pixel: R, G, B, A (alpha is ignored).
+    Rgba8 = 2,
+    /// 1 byte per pixel.
+    Gray8 = 3,
+}
+
+/// One metadata override for `mgecl_load_options`.
+#[repr(C)]
+pub struct mgecl_metadata_entry {
+    /// Metadata key (UTF-8, NUL-terminated), e.g. `"image_size"`.
+    pub key: *const c_char,
+    /// Its value as the file would store it, e.g. `"[28, 28]"`.
+    pub value: *const c_char,
+}
+
+/// How to load a model. A zero-initialised struct (or a NULL options pointer) means the
+/// defaults: CPU, no overrides.
+#[repr(C)]
+pub struct mgecl_load_options {
+    /// `"cpu"`, `"cuda"`, `"cuda:N"`, `"metal"`, `"metal:N"` or `"auto"`; NULL means `"cpu"`.
+    pub device: *const c_char,
+    /// `metadata_len` entries that supply or replace the file's `__metadata__` values (needed
+    /// for files without metadata); may be NULL when `metadata_len` is 0.
+    pub metadata: *const mgecl_metadata_entry,
+    /// Number of entries in `metadata`.
+    pub metadata_len: usize,
+    /// Largest width or height of an image to decode, in pixels; 0 means the default (16384).
+    /// Larger images fail with `MGECL_STATUS_LIMIT_EXCEEDED` before their pixels are decoded.
+    pub max_image_side: u32,
+    /// Most bytes decoding one image may allocate; 0 means the default (512 MiB).
+    pub max_image_bytes: u64,
+}
+
+/// What a model is (`mgecl_model_describe`). The strings belong to the model handle and stay
+/// valid until it is freed. Widths, normalisation and the full metadata are in
+/// `mgecl_model_info_json`.
+#[repr(C)]
+pub struct mgecl_model_info {
+    /// `"resnet12"` or `"conv4"`.
+    pub arch: *const c_char,
+    /// The device the encoder runs on (`"cpu"`, `"cuda:0"`, ...).
+    pub device: *const c_char,
+    /// A stable hash (hex) of the weights and effective metadata.
+    pub fingerprint: *const c_char,
+    /// Length of a feature vector (floats per image from `mgecl_model_embed`).
+    pub feature_dim: usize,
+    /// Input channels (1 or 3).
+    pub in_channels: usize,
+    /// Input height in pixels.
+    pub image_height: usize,
+    /// Input width in pixels.
+    pub image_width: usize,
+    /// Whether pixels are inverted (255 - v) before normalisation.
+    pub invert: bool,
+}
+
+/// One image to embed, add or classify; build it with `mgecl_image_file`,
+/// `mgecl_image_encoded` or `mgecl_image_pixels`. It borrows the caller's path and bytes for
+/// the duration of the call only.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct mgecl_image {
+    /// An `mgecl_image_kind` value.
+    pub kind: u32,
+    /// File path (UTF-8, NUL-terminated) for `MGECL_IMAGE_KIND_FILE`.
+    pub path: *const c_char,
+    /// Encoded bytes or raw pixels.
+    pub data: *const u8,
+    /// Bytes in `data`.
+    pub len: usize,
+    /// Raw pixels: width in pixels.
+    pub width: u32,
+    /// Raw pixels: height in pixels.
+    pub height: u32,
+    /// Raw pixels: bytes from the start of one row to the next (>= width x bytes per pixel).
+    pub stride: usize,
+    /// Raw pixels: an `mgecl_pixel_format` value.
+    pub format: u32,
+}
+
+/// Settings of a task (the Rust `TaskConfig`). Start from `mgecl_task_default_options()` and
+/// change fields; a zero-initialised struct is not valid.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mgecl_task_options {
+    /// An `mgecl_classifier` value (default `MGECL_CLASSIFIER_LOGISTIC`).
+    pub classifier: u32,
+    /// Logistic regression: L2 penalty alpha = 1/C (default 1), > 0.
+    pub alpha: f64,
+    /// Logistic regression: iteration cap (default 1000), >= 1.
+    pub max_iterations: u64,
+    /// Logistic regression: converged when the largest absolute gradient entry is at most
+    /// this (default 1e-6), > 0.
+    pub gradient_tolerance: f64,
+    /// Prototype classifier: softmax temperature (default 0.1), > 0.
+    pub temperature: f64,
+    /// Augmented copies embedded with each support image (default 0, at most 8); applies to
+    /// examples added after it is set.
+    pub augmented_copies: usize,
+    /// Whether answers whose known-probability (`mgecl_prediction.known_probability`) is below
+    /// `threshold` become "unknown" (label NULL). Default false.
+    pub use_threshold: bool,
+    /// Open-set rejection threshold in [0, 1], used when `use_threshold` is true: 0.5 rejects
+    /// images more likely of no task class than of one (with a calibrated model).
+    pub threshold: f64,
+    /// Most classes the task holds (default 1000), >= 2; one more is
+    /// `MGECL_STATUS_LIMIT_EXCEEDED`.
+    pub max_classes: usize,
+    /// Most feature rows (examples times 1 + augmented copies) the task holds (default
+    /// 10000), >= 2: the logistic fit needs rows x rows x 8 bytes.
+    pub max_rows: usize,
+    /// The classifier's raw probabilities instead of calibrated ones (default false).
+    /// Calibrated: the model's calibration rescales the scores for the task's classes and
+    /// shots, so that 0.9 is right 9 times in 10; the winning class never changes. Raw:
+    /// logistic regression's are scikit-learn's exactly. A model without a calibration always
+    /// gives raw ones.
+    pub raw_probabilities: bool,
+}
+
+/// What `mgecl_task_fit` did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mgecl_fit_report {
+    /// The `mgecl_classifier` fitted.
+    pub classifier: u32,
+    /// Whether the solver reached the gradient tolerance (always true for prototypes).
+    pub converged: bool,
+    /// Largest absolute gradient entry of the logistic objective (0 for prototypes).
+    pub gradient_max_abs: f64,
+    /// Feature rows fitted on (support examples and augmented copies).
+    pub rows: usize,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+/// The answer for one image.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mgecl_prediction {
+    /// The best class's label, or NULL ("unknown") when its known-probability is below the
+    /// task's threshold. Owned by the task: valid until the task is next changed or freed.
+    pub label: *const c_char,
+    /// Index of the best class (also set when the label is rejected).
+    pub class_index: usize,
+    /// Probability of the best class, given the image is of one of the task's classes.
+    pub probability: f64,
+    /// Probability that the image is of one of the task's classes at all (the open-set score
+    /// the threshold compares; calibrated when the model has a calibration, else the image's
+    /// best cosine similarity to a class mean clipped to [0, 1]). A one-class task (prototype
+    /// classifier) answers with it as its probability.
+    pub known_probability: f64,
+}
+
+pub(crate) fn classifier_code(kind: ClassifierKind) -> u32 {
+    match kind {
+        ClassifierKind::Logistic => mgecl_classifier::Logistic as u32,
+        ClassifierKind::Prototype => mgecl_classifier::Prototype as u32,
+    }
+}
+
+pub(crate) fn options_to_config(options: &mgecl_task_options) -> Res<TaskConfig> {
+    let classifier = match options.classifier {
+        c if c == mgecl_classifier::Logistic as u32 => ClassifierKind::Logistic,
+        c if c == mgecl_classifier::Prototype as u32 => ClassifierKind::Prototype,
+        other => {
+            return Err(Failure::Argument(format!(
+                "unknown classifier {other} (expected MGECL_CLASSIFIER_LOGISTIC or \
+                 MGECL_CLASSIFIER_PROTOTYPE)"
+            )))
+        }
+    };
+    Ok(TaskConfig {
+        classifier,
+        alpha: options.alpha,
+        max_iterations: options.max_iterations,
+        gradient_tolerance: options.gradient_tolerance,
+        temperature: options.temperature,
+        augmented_copies: options.augmented_copies,
+        threshold: options.use_threshold.then_some(options.threshold),
+        calibrated: !options.raw_probabilities,
+        max_classes: options.max_classes,
+        max_rows: options.max_rows,
+    })
+}
+
+pub(crate) fn config_to_options(config: &TaskConfig) -> mgecl_task_options {
+    mgecl_task_options {
+        classifier: classifier_code(config.classifier),
+        alpha: config.alpha,
+        max_iterations: config.max_iterations,
+        gradient_tolerance: config.gradient_tolerance,
+        temperature: config.temperature,
+        augmented_copies: config.augmented_copies,
+        use_threshold: config.threshold.is_some(),
+        threshold: config.threshold.unwrap_or(0.0),
+        max_classes: config.max_classes,
+        max_rows: config.max_rows,
+        raw_probabilities: !config.calibrated,
+    }
+}
+
+pub(crate) fn fit_report(report: &FitReport) -> mgecl_fit_report {
+    mgecl_fit_report {
+        classifier: classifier_code(report.classifier),
+        converged: report.converged,
+        gradient_max_abs: report.gradient_max_abs,
+        rows: report.rows,
+        classes: report.classes,
+    }
+}

@@ -1,0 +1,503 @@
+//! The C ABI from C and C++: compiles `tests/c/capi_test.c` (every convention of DESIGN.md
+//! section 5, 8 threads on one model, resource limits), `tests/c/stress_test.c` (8 threads
+//! cycling through the task life cycle) and the examples with `-Wall -Wextra -Werror` against
+//! `include/mgecl.h` and the library cargo built next to this test (static and dynamic), runs
+//! them on the Conv-4 fixture and checks their output. The panic test builds the library once
+//! more with the `test-hooks` feature into `target/capi-hooks` (only mgecl is recompiled: the
+//! dependencies are linked in from the release build).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root (C sources, fixtures and the header live there).
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// `target/release/deps`: this test runs from there, and that is where `cargo test` builds
+/// `libmgecl.so` and `libmgecl.a` (only `cargo build` copies them up to `target/release`, so
+/// on a fresh clone the copies there do not exist; works with any `CARGO_TARGET_DIR`).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().to_path_buf()
+}
+
+/// `target/release`.
+fn release_dir() -> PathBuf {
+    lib_dir().parent().unwrap().to_path_buf()
+}
+
+fn out_dir() -> PathBuf {
+    let dir = release_dir().join("c-api-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Native libraries a static libmgecl needs on Linux (`--print native-static-libs`).
+const STATIC_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
+
+#[derive(Clone, Copy)]
+enum Link<'a> {
+    Dynamic(&'a Path),
+    Static(&'a Path),
+}
+
+/// Compiles `sources` with `compiler` into `out_dir()/name`, warnings as errors.
+fn compile(
+    compiler: &str,
+    std: &str,
+    sources: &[&str],
+    name: &str,
+    link: Link<'_>,
+    extra: &[&str],
+) -> PathBuf {
+    let output = out_dir().join(name);
+    let mut cmd = Command::new(compiler);
+    cmd.current_dir(root())
+        .arg(std)
+        .args(["-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-g"])
+        .args(["-Iinclude", "-Ibindings/cpp"])
+        .args(extra)
+        .args(sources)
+        .arg("-o")
+        .arg(&output);
+    match link {
+        Link::Dynamic(dir) => {
+            cmd.arg(format!("-L{}", dir.display()))
+                .arg("-lmgecl")
+                .arg(format!("-Wl,-rpath,{}", dir.display()))
+                .args(["-pthread", "-lm"]);
+        }
+        Link::Static(dir) => {
+            cmd.arg(dir.join("libmgecl.a")).args(STATIC_LIBS);
+        }
+    }
+    let result = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+    assert!(
+        result.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    output
+}
+
+/// Runs a compiled program; returns its stdout, failing with everything it printed.
+fn run(program: &Path, args: &[PathBuf]) -> String {
+    // cargo's LD_LIBRARY_PATH lists target/release before target/release/deps: a stale
+    // libmgecl.so left there by an earlier `cargo build` would win over the rpath.
+    let result = Command::new(program)
+        .env_remove("LD_LIBRARY_PATH")
+        .current_dir(root())
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
+    assert!(
+        result.status.success(),
+        "{} failed ({}):\n{stdout}\n{}",
+        program.display(),
+        result.status,
+        String::from_utf8_lossy(&result.stderr)
+    );
+    stdout
+}
+
+fn data(name: &str) -> PathBuf {
+    root().join("tests/data").join(name)
+}
+
+fn capi_test_args(tag: &str) -> Vec<PathBuf> {
+    let tmp = out_dir().join(format!("tmp-{tag}"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    vec![
+        data("conv4_gray.safetensors"),
+        data("conv4_gray_inputs"),
+        tmp,
+    ]
+}
+
+fn check_capi_test_output(stdout: &str) {
+    assert!(stdout.contains(", 0 failed"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        stdout
+            .contains("threads: 8 x 10 iterations, 0 errors, 0 results differing from one thread"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("limits: image side, image bytes, classes, rows enforced"),
+        "{stdout}"
+    );
+    for line in [
+        "0.png -> zero",
+        "1.png -> zero",
+        "2.png -> two",
+        "3.png -> two",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn c_test_program_passes_linked_dynamically() {
+    let program = compile(
+        "cc",
+        "-std=c11",
+        &["tests/c/capi_test.c"],
+        "capi_test_dynamic",
+        Link::Dynamic(&lib_dir()),
+        &[],
+    );
+    let stdout = run(&program, &capi_test_args("dynamic"));
+    check_capi_test_output(&stdout);
+    assert!(stdout.contains("panic: test hook not built in"), "{stdout}");
+}
+
+/// Eight threads, each with its own tasks doing new/add/fit/classify/save/load on one model
+/// for five seconds, answers bit-identical to one thread (tests/c/stress_test.c). `.ci/run`
+/// runs a short version under valgrind for leaks.
+#[test]
+fn stress_eight_threads_match_one_thread() {
+    let program = compile(
+        "cc",
+        "-std=c11",
+        &["tests/c/stress_test.c"],
+        "stress_test",
+        Link::Dynamic(&lib_dir()),
+        &[],
+    );
+    let tmp = out_dir().join("tmp-stress");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let stdout = run(
+        &program,
+        &[
+            data("conv4_gray.safetensors"),
+            data("conv4_gray_inputs"),
+            tmp,
+        ],
+    );
+    let line = stdout.lines().find(|l| l.starts_with("stress:")).unwrap();
+    println!("{line}");
+    assert!(line.contains(", 0 errors, 0 mismatches"), "{stdout}");
+    let cycles: usize = line
+        .split(", ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cycles >= 16, "{stdout}");
+}
+
+#[test]
+fn c_test_program_passes_linked_statically() {
+    let program = compile(
+        "cc",
+        "-std=c11",
+        &["tests/c/capi_test.c"],
+        "capi_test_static",
+        Link::Static(&lib_dir()),
+        &[],
+    );
+    check_capi_test_output(&run(&program, &capi_test_args("static")));
+}
+
+#[test]
+fn default_library_exports_no_test_hook() {
+    for name in ["libmgecl.so", "libmgecl.a"] {
+        let bytes = std::fs::read(lib_dir().join(name)).unwrap();
+        let hook = b"mgecl_test_panic";
+        assert!(
+            !bytes.windows(hook.len()).any(|w| w == hook),
+            "{name} contains the test hook"
+        );
+        let entry = b"mgecl_task_classify_top_k";
+        assert!(
+            bytes.windows(entry.len()).any(|w| w == entry),
+            "{name} lacks the C API"
+        );
+    }
+}
+
+/// Hard-links every file under `from` into `to` (copying where a link is impossible), except
+/// those `skip` names, and files already there.
+fn link_tree(from: &Path, to: &Path, skip: &dyn Fn(&str) -> bool) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if skip(&name) {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            link_tree(&src, &dst, &|_| false);
+        } else if kind.is_file() && !dst.exists() && std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// `target/capi-hooks/release`, holding libmgecl built with `--features test-hooks`. The
+/// release build's dependencies are linked in first so that cargo only compiles mgecl.
+fn hooks_lib_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let release = release_dir();
+        let target = release.parent().unwrap().join("capi-hooks");
+        let not_mgecl = |name: &str| name.starts_with("libmgecl") || name.starts_with("mgecl");
+        link_tree(
+            &release.join("deps"),
+            &target.join("release/deps"),
+            &not_mgecl,
+        );
+        link_tree(
+            &release.join("build"),
+            &target.join("release/build"),
+            &|_| false,
+        );
+        link_tree(
+            &release.join(".fingerprint"),
+            &target.join("release/.fingerprint"),
+            &not_mgecl,
+        );
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let result = Command::new(cargo)
+            .current_dir(root())
+            .args([
+                "build",
+                "--release",
+                "--package",
+                "mgecl-c",
+                "--lib",
+                "--features",
+                "test-hooks",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            result.status.success(),
+            "building the test-hooks library failed:\n{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        target.join("release")
+    })
+}
+
+#[test]
+fn c_test_program_sees_a_forced_panic_as_a_status() {
+    let program = compile(
+        "cc",
+        "-std=c11",
+        &["tests/c/capi_test.c"],
+        "capi_test_hooks",
+        Link::Static(hooks_lib_dir()),
+        &["-DMGECL_TEST_HOOKS"],
+    );
+    let stdout = run(&program, &capi_test_args("hooks"));
+    check_capi_test_output(&stdout);
+    assert!(
+        stdout.contains("panic: caught as MGECL_STATUS_PANIC"),
+        "{stdout}"
+    );
+}
+
+fn example_args() -> Vec<PathBuf> {
+    let image = |i: usize| data(&format!("conv4_gray_inputs/{i}.png"));
+    let labelled = |label: &str, i: usize| PathBuf::from(format!("{label}={}", image(i).display()));
+    vec![
+        data("conv4_gray.safetensors"),
+        labelled("zero", 0),
+        labelled("zero", 1),
+        labelled("two", 2),
+        labelled("two", 3),
+        PathBuf::from("--"),
+        image(0),
+        image(3),
+    ]
+}
+
+fn check_c_example(stdout: &str) {
+    assert!(
+        stdout.contains("model conv4, 28x28 input, 64-d features"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fitted 2 classes on 4 examples (converged: yes)"),
+        "{stdout}"
+    );
+    let answers: Vec<&str> = stdout.lines().filter(|l| l.contains(".png: ")).collect();
+    assert_eq!(answers.len(), 2, "{stdout}");
+    assert!(
+        answers[0].ends_with("0.png: zero 0.535 two 0.465"),
+        "{stdout}"
+    );
+    assert!(
+        answers[1].ends_with("3.png: two 0.549 zero 0.451"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn c_example_classifies_linked_dynamically_and_statically() {
+    let dynamic = compile(
+        "cc",
+        "-std=c11",
+        &["examples/c/classify.c"],
+        "classify_c_dynamic",
+        Link::Dynamic(&lib_dir()),
+        &[],
+    );
+    check_c_example(&run(&dynamic, &example_args()));
+    let fixed = compile(
+        "cc",
+        "-std=c11",
+        &["examples/c/classify.c"],
+        "classify_c_static",
+        Link::Static(&lib_dir()),
+        &[],
+    );
+    check_c_example(&run(&fixed, &example_args()));
+}
+
+#[test]
+fn cpp_example_classifies_with_the_raii_wrapper() {
+    let program = compile(
+        "c++",
+        "-std=c++17",
+        &["examples/cpp/classify.cpp"],
+        "classify_cpp",
+        Link::Dynamic(&lib_dir()),
+        &[],
+    );
+    let stdout = run(&program, &example_args());
+    assert!(stdout.contains("model conv4, 64-d features"), "{stdout}");
+    assert!(
+        stdout.contains("before fit: MGECL_STATUS_NOT_FITTED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fitted 2 classes on 4 examples"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("0.png: zero [zero 0.535] [two 0.465]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3.png: two [two 0.549] [zero 0.451]"),
+        "{stdout}"
+    );
+    let fixed = compile(
+        "c++",
+        "-std=c++17",
+        &["examples/cpp/classify.cpp"],
+        "classify_cpp_static",
+        Link::Static(&lib_dir()),
+        &[],
+    );
+    assert_eq!(run(&fixed, &example_args()), stdout);
+}
+
+/// Installs header, libraries and the `.pc` files into a scratch prefix as the README says,
+/// then builds the C example with the flags `pkg-config` gives for `mgecl` (dynamic) and
+/// `mgecl-static`. Skipped, saying so, where pkg-config is not installed.
+#[test]
+fn pkg_config_files_build_the_example_from_an_install_prefix() {
+    let read_pc = |name: &str| {
+        let pc = std::fs::read_to_string(root().join("bindings/pkgconfig").join(name)).unwrap();
+        assert!(
+            pc.contains(&format!("\nVersion: {}\n", env!("CARGO_PKG_VERSION"))),
+            "{name} has the wrong version"
+        );
+        pc
+    };
+    let pcs = [
+        ("mgecl.pc", read_pc("mgecl.pc")),
+        ("mgecl-static.pc", read_pc("mgecl-static.pc")),
+    ];
+    if Command::new("pkg-config")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("pkg-config not installed: skipping the install check");
+        return;
+    }
+    let prefix = out_dir().join("prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    for dir in ["include", "lib/pkgconfig"] {
+        std::fs::create_dir_all(prefix.join(dir)).unwrap();
+    }
+    std::fs::copy(
+        root().join("include/mgecl.h"),
+        prefix.join("include/mgecl.h"),
+    )
+    .unwrap();
+    for lib in ["libmgecl.so", "libmgecl.a"] {
+        std::fs::copy(lib_dir().join(lib), prefix.join("lib").join(lib)).unwrap();
+    }
+    for (name, pc) in &pcs {
+        let pc = pc.replace("prefix=/usr/local", &format!("prefix={}", prefix.display()));
+        std::fs::write(prefix.join("lib/pkgconfig").join(name), pc).unwrap();
+    }
+    let build = |package: &str, extra: &[String]| {
+        let flags = Command::new("pkg-config")
+            .args(["--cflags", "--libs", package])
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+            .output()
+            .unwrap();
+        assert!(
+            flags.status.success(),
+            "{}",
+            String::from_utf8_lossy(&flags.stderr)
+        );
+        let output = out_dir().join(format!("classify_pc_{package}"));
+        let result = Command::new("cc")
+            .current_dir(root())
+            .args([
+                "-std=c11",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "examples/c/classify.c",
+            ])
+            .args(String::from_utf8(flags.stdout).unwrap().split_whitespace())
+            .args(extra)
+            .arg("-o")
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        output
+    };
+    // The rpath stands in for ldconfig.
+    let rpath = format!("-Wl,-rpath,{}", prefix.join("lib").display());
+    check_c_example(&run(&build("mgecl", &[rpath]), &example_args()));
+    let fixed = build("mgecl-static", &[]);
+    check_c_example(&run(&fixed, &example_args()));
+    // No libmgecl.so among the static program's needs.
+    let bytes = std::fs::read(&fixed).unwrap();
+    assert!(!bytes.windows(11).any(|w| w == b"libmgecl.so"));
+}

@@ -1,0 +1,166 @@
+//! The `mgecl` binary: `info` and `embed` against the reference fixtures.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+
+use common::{data, max_abs_diff, read_tensor};
+
+fn mgecl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mgecl"))
+}
+
+#[test]
+fn info_json_describes_the_model() {
+    let out = mgecl()
+        .args(["info", "--json", "--model"])
+        .arg(data("resnet12_small.safetensors"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["arch"], "resnet12");
+    assert_eq!(info["widths"], serde_json::json!([16, 40, 80, 160]));
+    assert_eq!(info["feature_dim"], 160);
+    assert_eq!(info["in_channels"], 3);
+    assert_eq!(info["image_size"], serde_json::json!([84, 84]));
+    assert_eq!(info["device"], "cpu");
+}
+
+#[test]
+fn embed_writes_features_in_argument_order() {
+    let dir = std::env::temp_dir().join(format!("mgecl-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_file = dir.join("features.safetensors");
+    // Reverse order, to check rows follow the arguments.
+    let order = [3usize, 2, 1, 0];
+    let mut cmd = mgecl();
+    cmd.args(["embed", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .arg("--out")
+        .arg(&out_file);
+    for i in order {
+        cmd.arg(data(&format!("conv4_gray_inputs/{i}.png")));
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bytes = std::fs::read(&out_file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("features").unwrap();
+    assert_eq!(t.dtype(), safetensors::Dtype::F32);
+    assert_eq!(t.shape(), &[4, 64]);
+    let ours: Vec<f64> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+        .collect();
+    let (expected, _) = read_tensor("conv4_gray_expected.safetensors", "features_f64");
+    for (row, &i) in order.iter().enumerate() {
+        let d = max_abs_diff(
+            ours[row * 64..(row + 1) * 64].iter().copied(),
+            expected[i * 64..(i + 1) * 64].iter().copied(),
+        );
+        assert!(d <= 1e-4, "row {row} (image {i}) differs by {d}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn errors_exit_nonzero_with_a_message_and_write_nothing() {
+    let dir = std::env::temp_dir().join(format!("mgecl-cli-err-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_file = dir.join("f.safetensors");
+    let out = mgecl()
+        .args(["embed", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .arg("--out")
+        .arg(&out_file)
+        .arg(data("conv4_gray_inputs/0.png"))
+        .arg(data("no-such.png"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such.png"), "{stderr}");
+    assert!(!out_file.exists(), "no partial output");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "no temporary left behind"
+    );
+
+    let out = mgecl()
+        .args(["info", "--device", "cuda", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .output()
+        .unwrap();
+    if !cfg!(feature = "cuda") {
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cuda"));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn classify_names_each_image_by_its_support_folder() {
+    let dir = std::env::temp_dir().join(format!("mgecl-cli-classify-{}", std::process::id()));
+    for i in 0..3 {
+        std::fs::create_dir_all(dir.join(format!("class{i}"))).unwrap();
+        std::fs::copy(
+            data(&format!("conv4_gray_inputs/{i}.png")),
+            dir.join(format!("class{i}/a.png")),
+        )
+        .unwrap();
+    }
+    let out = mgecl()
+        .args(["classify", "--json", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .arg("--support")
+        .arg(&dir)
+        .args((0..3).map(|i| data(&format!("conv4_gray_inputs/{i}.png"))))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["label"], format!("class{i}"));
+        let p = line["probability"].as_f64().unwrap();
+        assert_eq!(
+            line["probabilities"][format!("class{i}")].as_f64().unwrap(),
+            p
+        );
+        assert!(line["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{i}.png")));
+    }
+    let out = mgecl()
+        .args(["classify", "--threshold", "1.0", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .arg("--support")
+        .arg(&dir)
+        .arg(data("conv4_gray_inputs/0.png"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\tunknown\t"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,103 @@
+//! The command-line tool's training commands: a killed `mgecl pretrain` resumes (`--resume`)
+//! to exactly the result of an uninterrupted run.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::data;
+use mgecl::{LoadOptions, Model};
+
+fn log_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.pop().unwrap();
+    assert_eq!(last["stage"], "calibrate", "{last}");
+    let best = Model::load(dir.join("best.safetensors"), &LoadOptions::default()).unwrap();
+    let calibration = best.calibration().expect("training writes a calibration");
+    assert_eq!(
+        last["calibration"],
+        serde_json::to_value(calibration).unwrap()
+    );
+    lines
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_uninterrupted_result() {
+    let exe = env!("CARGO_BIN_EXE_mgecl");
+    let root = data("omniglot_mini");
+    let run = |out: &Path, resume: bool| {
+        let mut cmd = Command::new(exe);
+        cmd.args(["pretrain", "--data"]).arg(&root);
+        cmd.arg("--include").arg(root.join("train.txt"));
+        cmd.args([
+            "--widths",
+            "16",
+            "--invert",
+            "--epochs",
+            "3",
+            "--lr-milestones",
+            "2",
+            "--batch-size",
+            "32",
+            "--seed",
+            "5",
+        ]);
+        cmd.arg("--out").arg(out);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let straight = scratch.path().join("straight");
+    assert!(run(&straight, false).output().unwrap().status.success());
+
+    let killed = scratch.path().join("killed");
+    let mut child = run(&killed, false)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill as soon as the first epoch's checkpoint exists (mid-way through the second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !killed.join("log.jsonl").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run(&killed, true).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        weights(&killed.join("last.safetensors")),
+        weights(&straight.join("last.safetensors"))
+    );
+    assert_eq!(
+        log_lines(&killed).last().unwrap()["loss"],
+        log_lines(&straight).last().unwrap()["loss"]
+    );
+}

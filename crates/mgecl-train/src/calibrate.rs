@@ -1,0 +1,238 @@
+//! Fitting a model's confidence calibration ([`Calibration`]) on episodes of classes it was
+//! trained on, and writing it into a model file. Training calls this at the end of a run;
+//! `mgecl calibrate` does it for a model trained elsewhere.
+//!
+//! Episodes span the task shapes an app meets: ways from 2 to 40 and shots from 1 to 20 (as
+//! far as the data allows), each with queries of its own classes and of `unknown_ways` classes
+//! outside it. Each episode is fitted through the SDK's own [`Task`] with both classifiers;
+//! their raw scores ([`Task::scores`]) are what the temperatures are fitted to, and the best
+//! cosine similarities of known and unknown queries what the open-set score is fitted to.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ndarray::{Array2, Axis};
+
+use crate::data::Dataset;
+use crate::evaluate::embed_dataset;
+use crate::rng::Rng;
+use mgecl::classifier::calibration::{
+    fit_open_set, fit_scale, Calibration, EpisodeScores, OpenSetSample, METADATA_KEY,
+};
+use mgecl::error::{Error, ModelProblem, Result};
+use mgecl::model::Model;
+use mgecl::task::{ClassifierKind, Task, TaskConfig};
+
+/// How calibration episodes are drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrateConfig {
+    /// Episodes per (ways, shots) shape.
+    pub episodes_per_shape: usize,
+    /// Queries per class.
+    pub queries: usize,
+    /// Classes outside each episode whose images are also queried (the unknowns).
+    pub unknown_ways: usize,
+    /// Seed of the episodes.
+    pub seed: u64,
+}
+
+impl Default for CalibrateConfig {
+    fn default() -> Self {
+        CalibrateConfig {
+            episodes_per_shape: 40,
+            queries: 5,
+            unknown_ways: 5,
+            seed: 0,
+        }
+    }
+}
+
+const WAYS: [usize; 5] = [2, 5, 10, 20, 40];
+const SHOTS: [usize; 5] = [1, 2, 5, 10, 20];
+
+/// Fits a calibration for `model` on `data` (classes the model was trained on, or any
+/// labelled data from its domain).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the data has fewer than `2 + unknown_ways` classes with
+/// `1 + queries` images each; any embedding or fitting error.
+pub fn fit_calibration(
+    model: &Arc<Model>,
+    data: &Dataset,
+    config: &CalibrateConfig,
+) -> Result<Calibration> {
+    let min_images = data.by_class.iter().map(Vec::len).min().unwrap_or(0);
+    let classes = data.num_classes();
+    if classes < 2 + config.unknown_ways || min_images < 1 + config.queries {
+        return Err(Error::InvalidArgument(format!(
+            "calibration needs {} classes with {} images each; the data has {classes} classes, \
+             the smallest with {min_images} images",
+            2 + config.unknown_ways,
+            1 + config.queries
+        )));
+    }
+    let features = embed_dataset(model, data)?;
+    let mut rng = Rng::new(config.seed, 0xca1);
+    let (mut logistic, mut prototype, mut open_set) = (Vec::new(), Vec::new(), Vec::new());
+    let mut shapes = Vec::new();
+    for &ways in WAYS.iter().filter(|&&w| w + config.unknown_ways <= classes) {
+        for &shots in SHOTS.iter().filter(|&&s| s + config.queries <= min_images) {
+            shapes.push((ways, shots));
+            for _ in 0..config.episodes_per_shape {
+                let picked = rng.choose(classes, ways + config.unknown_ways);
+                let mut support: Vec<(usize, usize)> = Vec::new(); // (class in episode, row)
+                let mut known: Vec<(usize, usize)> = Vec::new();
+                let mut unknown: Vec<usize> = Vec::new();
+                for (k, &c) in picked.iter().enumerate() {
+                    let imgs = &data.by_class[c];
+                    let chosen = rng.choose(imgs.len(), shots + config.queries);
+                    if k < ways {
+                        support.extend(chosen[..shots].iter().map(|&i| (k, imgs[i])));
+                        known.extend(chosen[shots..].iter().map(|&i| (k, imgs[i])));
+                    } else {
+                        unknown.extend(chosen[..config.queries].iter().map(|&i| imgs[i]));
+                    }
+                }
+                let queries: Vec<usize> = known.iter().map(|&(_, r)| r).collect();
+                let labels: Vec<usize> = known.iter().map(|&(k, _)| k).collect();
+                for kind in [ClassifierKind::Logistic, ClassifierKind::Prototype] {
+                    let task = episode_task(model, &features, ways, &support, kind)?;
+                    let scores = task.scores(features.select(Axis(0), &queries).view())?;
+                    let episode = EpisodeScores {
+                        ways,
+                        shots,
+                        scores: scores.classifier.iter().copied().collect(),
+                        labels: labels.clone(),
+                    };
+                    if kind == ClassifierKind::Logistic {
+                        logistic.push(episode);
+                        continue;
+                    }
+                    prototype.push(episode);
+                    let outside = task.scores(features.select(Axis(0), &unknown).view())?;
+                    for (cos, is_known) in scores
+                        .best_cosine
+                        .iter()
+                        .map(|&c| (c, true))
+                        .chain(outside.best_cosine.iter().map(|&c| (c, false)))
+                    {
+                        open_set.push(OpenSetSample {
+                            max_cos: cos,
+                            ways,
+                            shots,
+                            known: is_known,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(Calibration {
+        version: 1,
+        logistic: fit_scale(&logistic)?,
+        prototype: fit_scale(&prototype)?,
+        open_set: fit_open_set(&open_set)?,
+        fitted_on: serde_json::json!({
+            "classes": classes,
+            "images": data.len(),
+            "episodes": logistic.len(),
+            "shapes": shapes,
+            "queries_per_class": config.queries,
+            "unknown_ways": config.unknown_ways,
+            "seed": config.seed,
+        }),
+    })
+}
+
+/// A task of `ways` classes fitted on `support` (class, feature row) with `kind`.
+fn episode_task(
+    model: &Arc<Model>,
+    features: &Array2<f32>,
+    ways: usize,
+    support: &[(usize, usize)],
+    kind: ClassifierKind,
+) -> Result<Task> {
+    let config = TaskConfig {
+        classifier: kind,
+        ..TaskConfig::default()
+    };
+    let mut task = Task::new(model.clone(), config)?;
+    let names: Vec<String> = (0..ways).map(|k| k.to_string()).collect();
+    for name in &names {
+        task.add_class(name)?;
+    }
+    for &(k, row) in support {
+        task.add_example_feature(&names[k], &features.row(row).to_vec())?;
+    }
+    task.fit()?;
+    Ok(task)
+}
+
+/// The bytes of model file `bytes` with `calibration` stored in its metadata (replacing any
+/// earlier one); tensors are copied unchanged.
+///
+/// # Errors
+/// [`Error::InvalidModel`] for bytes that are not a safetensors file.
+pub fn with_calibration(bytes: &[u8], calibration: &Calibration) -> Result<Vec<u8>> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::model(ModelProblem::NotSafetensors, format!("model file: {e}")))?;
+    let mut metadata: HashMap<String, String> =
+        super::checkpoint_metadata(bytes)?.into_iter().collect();
+    metadata.insert(METADATA_KEY.to_string(), calibration.to_metadata());
+    let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> =
+        st.tensors().into_iter().collect();
+    safetensors::serialize(tensors, Some(metadata))
+        .map_err(|e| Error::Backend(format!("model file: {e}")))
+}
+
+/// Fits a calibration for the model file `model_path` on the classes under `data` (optionally
+/// only the top-level folders `include`) and writes the model with it to `out` (atomically;
+/// `out` may be `model_path`). Returns the calibration.
+///
+/// # Errors
+/// As [`Model::load`], [`fit_calibration`] and the data loading; [`Error::Io`] when `out`
+/// cannot be written.
+pub fn calibrate_file(
+    model_path: &Path,
+    data: &Path,
+    include: Option<&[String]>,
+    out: &Path,
+    config: &CalibrateConfig,
+) -> Result<Calibration> {
+    let (bytes, model) = load_model(model_path)?;
+    let classes = super::data::scan_classes(data, include)?;
+    let dataset = Dataset::load(&classes, model.preprocessor())?;
+    write_calibrated(&bytes, &model, &dataset, out, config)
+}
+
+/// Calibrates a training run's `best.safetensors` in place on the training data (what both
+/// training stages do when they finish).
+///
+/// # Errors
+/// As [`fit_calibration`]; [`Error::Io`] for the file.
+pub fn calibrate_in_place(path: &Path, data: &Dataset) -> Result<Calibration> {
+    let (bytes, model) = load_model(path)?;
+    write_calibrated(&bytes, &model, data, path, &CalibrateConfig::default())
+}
+
+/// A model file's bytes and the model they load as.
+fn load_model(path: &Path) -> Result<(Vec<u8>, Arc<Model>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let model = Arc::new(Model::from_bytes(&bytes, &mgecl::LoadOptions::default())?);
+    Ok((bytes, model))
+}
+
+/// Fits the calibration of `model` (loaded from `bytes`) on `data` and writes the model file
+/// with it to `out`.
+fn write_calibrated(
+    bytes: &[u8],
+    model: &Arc<Model>,
+    data: &Dataset,
+    out: &Path,
+    config: &CalibrateConfig,
+) -> Result<Calibration> {
+    let calibration = fit_calibration(model, data, config)?;
+    mgecl::__private::write_file(out, &with_calibration(bytes, &calibration)?)?;
+    Ok(calibration)
+}

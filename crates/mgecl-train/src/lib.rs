@@ -1,0 +1,506 @@
+//! The training companion: cross-entropy pretraining, MGECL meta-training and few-shot
+//! evaluation, producing model files the SDK loads unchanged.
+//!
+//! One place per concept: [`data`] (image folders, splits, episodes), [`augment`],
+//! [`layers`] (differentiable blocks), [`loss`], [`optim`], [`net`] (trainable encoders),
+//! [`pretrain`], [`metatrain`], [`evaluate`]; this module holds what stages share:
+//! checkpoints, validation and the background batch loader.
+
+pub mod augment;
+pub mod calibrate;
+mod cpu_net;
+mod cpu_ops;
+pub mod data;
+pub mod evaluate;
+pub mod layers;
+pub mod loss;
+pub mod metatrain;
+pub mod net;
+pub mod optim;
+pub mod pretrain;
+pub mod rng;
+pub mod trainer;
+mod winograd;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use safetensors::tensor::TensorView;
+
+use data::{check_episodes, sample_episodes, Dataset, EpisodeClasses};
+use evaluate::{embed_dataset, evaluate_episodes, EvalResult};
+use mgecl::error::{Error, Result};
+use mgecl::model::{Engine, LoadOptions, Model};
+use mgecl::task::{ClassifierKind, TaskConfig};
+use net::{NamedValues, NetSpec, TrainNet};
+use optim::Sgd;
+use rng::Rng;
+use trainer::Trainer;
+
+/// What a training run reports while it works. Training never prints: the command-line tool
+/// draws its progress bar and log lines from these calls; [`Silent`] ignores them.
+pub trait Progress {
+    /// A phase of `total` steps begins (an epoch of batches, or the run's episodes), `done`
+    /// of them already done (a resumed run); `label` names it (`epoch 3/30`, `episodes`).
+    fn start(&mut self, _label: &str, _done: u64, _total: u64) {}
+    /// One step is done; `status` holds the running figures (loss, accuracy, images/s).
+    fn step(&mut self, _status: &str) {}
+    /// The phase is over.
+    fn finish(&mut self) {}
+    /// A record also written to `log.jsonl` (an epoch, a validation, the calibration).
+    fn record(&mut self, _record: &serde_json::Value) {}
+}
+
+/// Reports nothing.
+pub struct Silent;
+
+impl Progress for Silent {}
+
+/// What the SDK needs to know about the inputs of a trained model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InputSpec {
+    /// Square input side in pixels.
+    pub image_size: usize,
+    /// Per-channel mean after scaling to [0, 1].
+    pub mean: Vec<f32>,
+    /// Per-channel std.
+    pub std: Vec<f32>,
+    /// Pixels inverted (255 - v) before normalising.
+    pub invert: bool,
+}
+
+/// Model-file metadata for a network and its inputs (the keys `Model` reads), plus
+/// `training` (free-form JSON describing how it was made).
+pub fn model_metadata(
+    spec: &NetSpec,
+    input: &InputSpec,
+    training: &serde_json::Value,
+) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("format".into(), "pt".into());
+    m.insert("layout".into(), "rfs".into());
+    m.insert("arch".into(), spec.arch.clone());
+    m.insert("in_channels".into(), spec.in_channels.to_string());
+    m.insert("image_size".into(), input.image_size.to_string());
+    m.insert("mean".into(), to_json(&input.mean));
+    m.insert("std".into(), to_json(&input.std));
+    m.insert("invert".into(), input.invert.to_string());
+    m.insert("bn_eps".into(), "1e-05".into());
+    m.insert("feature_dim".into(), spec.widths[3].to_string());
+    m.insert(
+        "channel_order".into(),
+        if spec.in_channels == 1 { "L" } else { "RGB" }.into(),
+    );
+    if spec.arch == "resnet12" {
+        m.insert("widths".into(), to_json(&spec.widths));
+        m.insert("leaky_relu_slope".into(), net::LEAKY_SLOPE.to_string());
+    } else {
+        m.insert("width".into(), spec.widths[0].to_string());
+        m.insert("activation".into(), "relu".into());
+    }
+    m.insert("training".into(), portable(training).to_string());
+    m
+}
+
+/// `value` with every absolute path reduced to `.../` and its last two components
+/// (`/home/me/data/omniglot/images_background` -> `.../omniglot/images_background`): a model
+/// file names what it was trained on without the folder layout of the training machine.
+pub fn portable(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) if Path::new(text).is_absolute() => {
+            let tail: Vec<_> = Path::new(text)
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(part) => Some(part.to_string_lossy()),
+                    _ => None,
+                })
+                .collect();
+            let keep = tail.len().saturating_sub(2);
+            Value::String(format!(".../{}", tail[keep..].join("/")))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(portable).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), portable(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Compact JSON of a plain serde value.
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Serialises the network (and optionally the optimiser's momentum buffers as
+/// `optimizer.momentum.<name>`) with `metadata` into safetensors bytes.
+///
+/// # Errors
+/// [`Error::Backend`] if a device copy or serialisation fails.
+pub fn checkpoint_bytes(
+    net: &TrainNet,
+    sgd: Option<&Sgd>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let momentum = match sgd {
+        Some(sgd) => sgd.buffer_values()?,
+        None => Vec::new(),
+    };
+    serialize_checkpoint(&net.export()?, &momentum, metadata)
+}
+
+/// Safetensors bytes of named tensors, momentum buffers (`optimizer.momentum.<name>`) and
+/// metadata.
+fn serialize_checkpoint(
+    tensors: &[NamedValues],
+    momentum: &[NamedValues],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let entries: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.clone(), s.clone(), v))
+        .chain(
+            momentum
+                .iter()
+                .map(|(n, s, v)| (format!("optimizer.momentum.{n}"), s.clone(), v)),
+        )
+        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = entries
+        .iter()
+        .map(|(n, s, b)| {
+            TensorView::new(safetensors::Dtype::F32, s.clone(), b).map(|v| (n.clone(), v))
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Backend(format!("checkpoint tensor: {e}")))?;
+    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Backend(format!("checkpoint: {e}")))
+}
+
+/// The checkpoint of a [`Trainer`]: its network, with its momentum buffers when
+/// `with_momentum` (the resume point), and `metadata`.
+///
+/// # Errors
+/// [`Error::Backend`] if a device copy or serialisation fails.
+pub fn trainer_checkpoint_bytes(
+    trainer: &Trainer,
+    with_momentum: bool,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let momentum = if with_momentum {
+        trainer.momentum()?
+    } else {
+        Vec::new()
+    };
+    serialize_checkpoint(&trainer.tensors()?, &momentum, metadata)
+}
+
+/// Restores momentum buffers saved by [`checkpoint_bytes`].
+///
+/// # Errors
+/// [`Error::InvalidModel`] for an unreadable checkpoint.
+pub fn momentum_from_checkpoint(bytes: &[u8], net: &TrainNet) -> Result<BTreeMap<String, Tensor>> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+        Error::model(
+            mgecl::ModelProblem::NotSafetensors,
+            format!("checkpoint: {e}"),
+        )
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, _, _) in net.vars() {
+        if let Ok(view) = st.tensor(&format!("optimizer.momentum.{name}")) {
+            let v: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            out.insert(
+                name.clone(),
+                Tensor::from_vec(v, view.shape(), net.device())?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a checkpoint's `__metadata__`.
+///
+/// # Errors
+/// [`Error::InvalidModel`] for an unreadable file.
+pub fn checkpoint_metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
+        Error::model(
+            mgecl::ModelProblem::NotSafetensors,
+            format!("checkpoint: {e}"),
+        )
+    })?;
+    Ok(header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
+/// What both training stages share: the data and its split, augmentation, validation, the seed
+/// and the output folder.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunConfig {
+    /// Image-folder root.
+    pub data: std::path::PathBuf,
+    /// File listing the top-level folders to train on (None: all).
+    pub train_list: Option<std::path::PathBuf>,
+    /// File listing the held-out top-level folders to validate on (None: no validation).
+    pub val_list: Option<std::path::PathBuf>,
+    /// Add every training class rotated by 90, 180 and 270 degrees as three more classes
+    /// ([`data::Dataset::with_rotated_classes`]).
+    #[serde(default)]
+    pub rotate_classes: bool,
+    /// Augmentation of training images.
+    pub augment: augment::AugmentConfig,
+    /// Validate and checkpoint every this many epochs (pretrain) or episodes (metatrain).
+    pub val_every: usize,
+    /// Validation episodes.
+    pub validation: ValidationConfig,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Output folder: `best.safetensors`, `last.safetensors`, `log.jsonl`.
+    pub out_dir: std::path::PathBuf,
+    /// Stop after this many epochs or episodes in this invocation (the run resumes later with
+    /// `--resume`); None = run to the end.
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
+    /// Which implementation trains ([`Engine::Auto`]: mgecl's CPU kernels on the CPU, candle
+    /// on CUDA and Metal). Not part of what a checkpoint must match: both compute the same
+    /// steps to within float rounding.
+    #[serde(skip)]
+    pub engine: Engine,
+}
+
+/// Few-shot validation settings shared by both stages.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ValidationConfig {
+    /// Episodes per validation.
+    pub episodes: usize,
+    /// Classes per episode.
+    pub ways: usize,
+    /// Support images per class.
+    pub shots: usize,
+    /// Query images per class.
+    pub queries: usize,
+    /// Classifier fitted per episode.
+    pub classifier: ClassifierKind,
+    /// Where each episode's classes come from (any, or one alphabet).
+    #[serde(default)]
+    pub classes: EpisodeClasses,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            episodes: 300,
+            ways: 5,
+            shots: 1,
+            queries: 15,
+            classifier: ClassifierKind::Logistic,
+            classes: EpisodeClasses::Any,
+        }
+    }
+}
+
+/// Validates the network as the SDK will run it: the checkpoint bytes are loaded as a
+/// [`Model`], the validation images embedded, and fixed-seed episodes fitted through the task
+/// API.
+///
+/// # Errors
+/// Any model, embedding or task error.
+pub fn validate(
+    model_bytes: &[u8],
+    val: &Dataset,
+    config: &ValidationConfig,
+    seed: u64,
+) -> Result<EvalResult> {
+    let model = Arc::new(Model::from_bytes(model_bytes, &LoadOptions::default())?);
+    let features = embed_dataset(&model, val)?;
+    let mut rng = Rng::new(seed, 0x7a1);
+    let shape = (config.ways, config.shots, config.queries);
+    let episodes = sample_episodes(val, config.classes, shape, config.episodes, &mut rng);
+    let task = TaskConfig {
+        classifier: config.classifier,
+        ..TaskConfig::default()
+    };
+    evaluate_episodes(&model, &features, &val.labels, &episodes, &task)
+}
+
+/// Checks validation settings against a dataset before any work starts.
+///
+/// # Errors
+/// As [`check_episodes`]; zero episodes.
+pub fn check_validation(val: &Dataset, config: &ValidationConfig) -> Result<()> {
+    if config.episodes == 0 {
+        return Err(Error::InvalidArgument(
+            "validation needs at least one episode".into(),
+        ));
+    }
+    check_episodes(
+        val,
+        config.classes,
+        (config.ways, config.shots, config.queries),
+    )
+}
+
+/// The output files of a training run.
+pub struct RunFiles {
+    /// `best.safetensors`: the model with the best validation accuracy so far.
+    pub best: std::path::PathBuf,
+    /// `last.safetensors`: the resume point (with optimiser state).
+    pub last: std::path::PathBuf,
+    /// `log.jsonl`: one JSON object per record.
+    pub log: std::path::PathBuf,
+}
+
+impl RunFiles {
+    /// Creates the output folder.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when it cannot be created.
+    pub fn create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(RunFiles {
+            best: dir.join("best.safetensors"),
+            last: dir.join("last.safetensors"),
+            log: dir.join("log.jsonl"),
+        })
+    }
+}
+
+/// What [`save_progress`] writes for a network.
+pub struct Snapshot<'a> {
+    /// The network and its optimiser (saved in the resume point).
+    pub trainer: &'a Trainer,
+    /// Its inputs.
+    pub input: &'a InputSpec,
+}
+
+/// One progress point of a run: optionally validate (recording `val_accuracy`/`val_ci95` in
+/// `record` and keeping `best.safetensors` when it improves; without validation data the
+/// current model is the best), then write the resume point and append `record` to the log.
+/// `training(best)` gives the `training` metadata for a best accuracy so far.
+///
+/// # Errors
+/// Any validation or I/O error.
+pub fn save_progress(
+    files: &RunFiles,
+    snap: &Snapshot<'_>,
+    training: impl Fn(Option<f64>) -> serde_json::Value,
+    validation: Option<(&Dataset, &ValidationConfig, u64)>,
+    validate_now: bool,
+    best: &mut Option<f64>,
+    record: &mut serde_json::Value,
+) -> Result<()> {
+    let model_bytes = |best: Option<f64>| {
+        trainer_checkpoint_bytes(
+            snap.trainer,
+            false,
+            &model_metadata(snap.trainer.spec(), snap.input, &training(best)),
+        )
+    };
+    if validate_now {
+        match validation {
+            Some((val, config, seed)) => {
+                let r = validate(&model_bytes(*best)?, val, config, seed)?;
+                record["val_accuracy"] = r.accuracy.into();
+                record["val_ci95"] = r.ci95.into();
+                if best.is_none_or(|b| r.accuracy > b) {
+                    *best = Some(r.accuracy);
+                    mgecl::__private::write_file(&files.best, &model_bytes(*best)?)?;
+                }
+            }
+            None => mgecl::__private::write_file(&files.best, &model_bytes(*best)?)?,
+        }
+    }
+    let meta = model_metadata(snap.trainer.spec(), snap.input, &training(*best));
+    mgecl::__private::write_file(
+        &files.last,
+        &trainer_checkpoint_bytes(snap.trainer, true, &meta)?,
+    )?;
+    append_log(&files.log, record)
+}
+
+/// At the end of a run: fits the confidence calibration of `best.safetensors` on the training
+/// data and stores it there ([`calibrate::calibrate_in_place`]), logging what it did. Data too
+/// small to calibrate on is logged and skipped (the model then gives raw probabilities).
+///
+/// # Errors
+/// Any error other than data too small for calibration.
+pub fn calibrate_best(files: &RunFiles, train: &Dataset) -> Result<serde_json::Value> {
+    let record = match calibrate::calibrate_in_place(&files.best, train) {
+        Ok(c) => serde_json::json!({"stage": "calibrate", "calibration": c}),
+        Err(Error::InvalidArgument(reason)) => {
+            serde_json::json!({"stage": "calibrate", "skipped": reason})
+        }
+        Err(e) => return Err(e),
+    };
+    append_log(&files.log, &record)?;
+    Ok(record)
+}
+
+/// Appends one JSON line to `path`.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn append_log(path: &Path, value: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{value}").map_err(|e| Error::io(path, e))
+}
+
+/// A batch ready for the network: normalised NCHW values and labels.
+pub struct Batch {
+    /// `n * C * H * W` values.
+    pub input: Vec<f32>,
+    /// Number of images.
+    pub n: usize,
+    /// Per image: a label (class, or instance group for views).
+    pub labels: Vec<usize>,
+}
+
+/// Runs `produce(i)` for `i in 0..count` on a background thread, two batches ahead, and
+/// `consume` on the calling thread: decoding and augmentation overlap the training step.
+///
+/// # Errors
+/// The first error of `consume`, or of a producer.
+pub fn pipelined<T: Send>(
+    count: usize,
+    produce: impl Fn(usize) -> Result<T> + Sync,
+    mut consume: impl FnMut(usize, T) -> Result<()>,
+) -> Result<()> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<T>>(2);
+        let produce = &produce;
+        s.spawn(move || {
+            for i in 0..count {
+                if tx.send(produce(i)).is_err() {
+                    break;
+                }
+            }
+        });
+        for i in 0..count {
+            let item = rx
+                .recv()
+                .map_err(|_| Error::Backend("batch loader stopped".into()))??;
+            consume(i, item)?;
+        }
+        Ok(())
+    })
+}

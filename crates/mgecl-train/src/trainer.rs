@@ -1,0 +1,305 @@
+//! A network with its optimiser, stepping on either engine: mgecl's explicit CPU backward
+//! ([`cpu_net`](super::cpu_net), the default on the CPU) or candle's autograd (the reference,
+//! and the path for CUDA and Metal). Both stages train through this type only, so they get
+//! the same engine choice, the same checkpoints and the same step semantics.
+
+use candle_core::{Tensor, Var};
+
+use crate::cpu_net::{CpuNet, SgdSettings};
+use crate::layers::correct_predictions;
+use crate::loss::cross_entropy;
+use crate::net::{NamedValues, NetSpec, TrainNet};
+use crate::optim::Sgd;
+use crate::Batch;
+use mgecl::error::{Error, Result};
+use mgecl::model::Engine;
+
+enum Inner {
+    Candle { net: TrainNet, sgd: Sgd },
+    Cpu(Box<CpuNet>),
+}
+
+/// A trainable network and its SGD state.
+pub struct Trainer {
+    spec: NetSpec,
+    inner: Inner,
+    settings: SgdSettings,
+}
+
+/// What one cross-entropy step measured (before its update).
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    /// Mean loss over the batch.
+    pub loss: f64,
+    /// Images whose top logit is their label.
+    pub correct: usize,
+}
+
+impl Trainer {
+    /// Takes over `net` (weights, running statistics, head) and `sgd` (settings and momentum
+    /// buffers). `engine` [`Engine::Auto`] trains with mgecl's CPU kernels when `net` is on the
+    /// CPU and with candle elsewhere; [`Engine::Candle`] always with candle.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the network's tensors cannot be copied to the host.
+    pub fn new(net: TrainNet, sgd: Sgd, engine: Engine) -> Result<Self> {
+        let spec = net.spec().clone();
+        let settings = SgdSettings {
+            lr: sgd.lr,
+            momentum: sgd.momentum,
+            weight_decay: sgd.weight_decay,
+        };
+        let inner = if engine == Engine::Auto && net.device().is_cpu() {
+            let momentum = sgd.buffer_values()?;
+            Inner::Cpu(Box::new(CpuNet::new(&spec, net.export()?, momentum)?))
+        } else {
+            Inner::Candle { net, sgd }
+        };
+        Ok(Trainer {
+            spec,
+            inner,
+            settings,
+        })
+    }
+
+    /// The network's shape.
+    pub fn spec(&self) -> &NetSpec {
+        &self.spec
+    }
+
+    /// `cpu-fast` or `candle`.
+    pub fn engine_name(&self) -> &'static str {
+        match self.inner {
+            Inner::Cpu(_) => "cpu-fast",
+            Inner::Candle { .. } => "candle",
+        }
+    }
+
+    /// The learning rate of the next step.
+    pub fn lr(&self) -> f64 {
+        self.settings.lr
+    }
+
+    /// Sets the learning rate of the next steps (the schedule's job).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.settings.lr = lr;
+        if let Inner::Candle { sgd, .. } = &mut self.inner {
+            sgd.lr = lr;
+        }
+    }
+
+    /// One SGD step of cross-entropy (label smoothing `smoothing`) of the head's logits on a
+    /// batch of normalised `(c, h, w)` images with class labels.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a batch that does not fit the network or its head;
+    /// [`Error::Backend`] for a failed tensor operation.
+    pub fn step_cross_entropy(
+        &mut self,
+        batch: &Batch,
+        (c, h, w): (usize, usize, usize),
+        smoothing: f64,
+    ) -> Result<StepStats> {
+        check_batch(&self.spec, batch, (c, h, w))?;
+        match &mut self.inner {
+            Inner::Cpu(net) => {
+                let s = net.step_cross_entropy(
+                    &batch.input,
+                    (batch.n, h, w),
+                    &batch.labels,
+                    smoothing,
+                    self.settings,
+                )?;
+                Ok(StepStats {
+                    loss: s.loss,
+                    correct: s.correct,
+                })
+            }
+            Inner::Candle { net, sgd } => {
+                let x = Tensor::from_slice(&batch.input, (batch.n, c, h, w), net.device())?;
+                let logits = net.logits(&net.features(&x, true)?)?;
+                let loss = cross_entropy(&logits, &batch.labels, smoothing)?;
+                let grads = loss.backward()?;
+                sgd.step(net, &grads)?;
+                Ok(StepStats {
+                    loss: f64::from(loss.to_scalar::<f32>()?),
+                    correct: correct_predictions(&logits, &batch.labels)?,
+                })
+            }
+        }
+    }
+
+    /// One SGD step of a loss of the batch's features: `loss` receives the features
+    /// `(n, feature_dim)` and returns a scalar tensor built from them with candle operations.
+    ///
+    /// # Errors
+    /// As [`Trainer::step_cross_entropy`], and any error of `loss`.
+    pub fn step_on_features(
+        &mut self,
+        batch: &Batch,
+        (c, h, w): (usize, usize, usize),
+        loss: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
+        check_batch(&self.spec, batch, (c, h, w))?;
+        match &mut self.inner {
+            Inner::Cpu(net) => {
+                let d = net.feature_dim();
+                let features = net.forward(&batch.input, batch.n, h, w)?;
+                let features = Var::from_tensor(&Tensor::from_slice(
+                    features,
+                    (batch.n, d),
+                    &candle_core::Device::Cpu,
+                )?)?;
+                let grads = loss(features.as_tensor())?.backward()?;
+                let d_features: Vec<f32> = match grads.get(features.as_tensor()) {
+                    Some(g) => g.flatten_all()?.to_vec1()?,
+                    None => vec![0.0; batch.n * d],
+                };
+                net.backward(&d_features)?;
+                net.sgd_step(self.settings);
+                Ok(())
+            }
+            Inner::Candle { net, sgd } => {
+                let x = Tensor::from_slice(&batch.input, (batch.n, c, h, w), net.device())?;
+                let grads = loss(&net.features(&x, true)?)?.backward()?;
+                sgd.step(net, &grads)
+            }
+        }
+    }
+
+    /// Every tensor of the network (PyTorch layout and names), for checkpoints.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if a device copy fails.
+    pub fn tensors(&self) -> Result<Vec<NamedValues>> {
+        match &self.inner {
+            Inner::Cpu(net) => Ok(net.export()),
+            Inner::Candle { net, .. } => net.export(),
+        }
+    }
+
+    /// The optimiser's momentum buffers by tensor name (none before the first step).
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if a device copy fails.
+    pub fn momentum(&self) -> Result<Vec<NamedValues>> {
+        match &self.inner {
+            Inner::Cpu(net) => Ok(net.momentum()),
+            Inner::Candle { sgd, .. } => sgd.buffer_values(),
+        }
+    }
+}
+
+fn check_batch(spec: &NetSpec, batch: &Batch, (c, h, w): (usize, usize, usize)) -> Result<()> {
+    if c != spec.in_channels {
+        return Err(Error::InvalidArgument(format!(
+            "training batch has {c} channels, the network takes {}",
+            spec.in_channels
+        )));
+    }
+    if batch.n == 0 || batch.input.len() != batch.n * c * h * w {
+        return Err(Error::InvalidArgument(format!(
+            "training batch: {} values for {} images of ({c}, {h}, {w})",
+            batch.input.len(),
+            batch.n
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a training-step fixture (the format of `tests/data/train/make_train_fixtures.py`:
+/// start tensors under their RFS names, `head.weight`/`head.bias`, a batch `x` (N, C, H, W)
+/// f32 with labels `y` (N,) i64, and the step settings in `__metadata__`) and returns what its
+/// `_expected` file holds: every tensor after the steps (the head as `head.*`) and `loss`, one
+/// value per step, computed before that step's update.
+///
+/// # Errors
+/// [`Error::InvalidModel`] or [`Error::InvalidArgument`] for a fixture that is not of that
+/// format; any training error.
+pub fn run_step_fixture(bytes: &[u8], engine: Engine) -> Result<Vec<NamedValues>> {
+    use mgecl::error::ModelProblem;
+    let bad = |m: String| Error::model(ModelProblem::BadMetadata, format!("fixture: {m}"));
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::model(ModelProblem::NotSafetensors, format!("fixture: {e}")))?;
+    let meta = super::checkpoint_metadata(bytes)?;
+    let number = |key: &str| -> Result<f64> {
+        meta.get(key)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| bad(format!("metadata {key:?} missing or not a number")))
+    };
+    let arch: mgecl::model::Architecture = meta
+        .get("arch")
+        .ok_or_else(|| bad("metadata \"arch\" missing".into()))?
+        .parse()?;
+    if (number("bn_momentum")? - 0.1).abs() > 1e-12 {
+        return Err(bad("only bn_momentum 0.1 is supported".into()));
+    }
+    let steps = number("steps")? as usize;
+    let smoothing = number("label_smoothing")?;
+    let f32s = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| bad(format!("tensor {name:?} missing")))?;
+        if t.dtype() != safetensors::Dtype::F32 {
+            return Err(bad(format!("tensor {name:?} is not f32")));
+        }
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((t.shape().to_vec(), v))
+    };
+    // The network's tensors, head renamed to the checkpoint names.
+    let mut tensors = Vec::new();
+    for name in st.names() {
+        if name == "x" || name == "y" {
+            continue;
+        }
+        let (shape, v) = f32s(name)?;
+        let ours = match name.strip_prefix("head.") {
+            Some(rest) => format!("classifier.{rest}"),
+            None => name.to_string(),
+        };
+        tensors.push((ours, shape, v));
+    }
+    let net_bytes = super::serialize_checkpoint(&tensors, &[], &Default::default())?;
+    let net = TrainNet::from_safetensors(&net_bytes, arch, true, &candle_core::Device::Cpu)?;
+    let sgd = Sgd::new(number("lr")?, number("momentum")?, number("weight_decay")?);
+    let mut trainer = Trainer::new(net, sgd, engine)?;
+    let (x_shape, input) = f32s("x")?;
+    let y = st
+        .tensor("y")
+        .map_err(|_| bad("tensor \"y\" missing".into()))?;
+    if y.dtype() != safetensors::Dtype::I64 || x_shape.len() != 4 {
+        return Err(bad("x must be (N, C, H, W) f32 and y (N,) i64".into()));
+    }
+    let labels = y
+        .data()
+        .chunks_exact(8)
+        .map(|b| {
+            let v = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            usize::try_from(v).map_err(|_| bad(format!("label {v}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let batch = Batch {
+        input,
+        n: x_shape[0],
+        labels,
+    };
+    let dims = (x_shape[1], x_shape[2], x_shape[3]);
+    let mut losses = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        losses.push(trainer.step_cross_entropy(&batch, dims, smoothing)?.loss as f32);
+    }
+    let mut out: Vec<NamedValues> = trainer
+        .tensors()?
+        .into_iter()
+        .map(|(name, shape, v)| match name.strip_prefix("classifier.") {
+            Some(rest) => (format!("head.{rest}"), shape, v),
+            None => (name, shape, v),
+        })
+        .collect();
+    out.push(("loss".into(), vec![steps], losses));
+    Ok(out)
+}

@@ -1,0 +1,427 @@
+//! Winograd F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+//! 2016) for the three products of training a 3x3, stride-1, padding-1 convolution on NHWC
+//! activations: each costs 16 matrix products over 2x2 output tiles instead of one 9-tap
+//! product over pixels, 2.25 times fewer multiply-adds.
+//!
+//! With `d` a tile's 4x4 input patch, `g` a 3x3 kernel and `e` the tile's 2x2 output gradient:
+//! - forward:         `y  = A^T [(G g G^T) . (B^T d B)] A`;
+//! - input gradient:  the forward with the kernel rotated 180 degrees and its channel axes
+//!   swapped, applied to the output gradient;
+//! - weight gradient: `dg = G^T [sum over tiles (A e A^T) . (B^T d B)] G` (the transpose of
+//!   the forward's bilinear form).
+//!
+//! B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+//! A^T = [1 1 1 0; 0 1 -1 -1]. Tiles past an odd image edge read zeros and their outputs are
+//! dropped (or, for the weight gradient, count as zero gradient).
+
+use rayon::prelude::*;
+
+use super::cpu_net::{gemm, thread_ranges, Geom, Mat};
+use mgecl::__private::{add3_signed, add_signed, with_scratch, AT_TRIPLES, BT_PAIRS};
+
+/// Values of one chunk's transformed tiles (4 MiB of f32)...
+const CHUNK_VALUES: usize = 1 << 20;
+/// ...unless that leaves fewer tiles than this: each chunk streams all 16 transformed weight
+/// matrices, so wide layers need tall products for the weights' traffic to pay.
+const MIN_CHUNK_TILES: usize = 256;
+
+/// Tile grid of a geometry: (tile rows per image, tiles per tile row).
+fn tiles(g: Geom) -> (usize, usize) {
+    (g.h.div_ceil(2), g.w.div_ceil(2))
+}
+
+/// How [`conv`] multiplies by a transformed-weight plane `(rows, cols)`.
+#[derive(Clone, Copy)]
+pub(crate) enum PlaneLayout {
+    /// Planes are `(c_in, c_out)`.
+    InOut,
+    /// Planes are `(c_out, c_in)`: multiplied by their transpose.
+    OutIn,
+}
+
+/// `u[a][xi][..] = (G k_a G^T)[xi]` for `rows` kernels whose taps `tap(a, y, x)` are slices of
+/// `cols` channels, vectorised over the channels. Plane `xi` is the `(rows, cols)` matrix
+/// [`plane`] views.
+#[allow(clippy::needless_range_loop)] // the channel index j addresses 9 taps and 16 outputs
+fn transform_kernels<'w>(
+    rows: usize,
+    cols: usize,
+    tap: impl Fn(usize, usize, usize) -> &'w [f32] + Sync,
+    u: &mut Vec<f32>,
+) {
+    u.resize(16 * rows * cols, 0.0);
+    u.par_chunks_mut(16 * cols)
+        .enumerate()
+        .for_each(|(a, out)| {
+            let k: [&[f32]; 9] = std::array::from_fn(|t| &tap(a, t / 3, t % 3)[..cols]);
+            for j in 0..cols {
+                // t = G k (rows of G: k0; (k0+k1+k2)/2; (k0-k1+k2)/2; k2), then t G^T likewise.
+                let col = |x: usize| {
+                    let (k0, k1, k2) = (k[x][j], k[3 + x][j], k[6 + x][j]);
+                    [k0, 0.5 * (k0 + k1 + k2), 0.5 * (k0 - k1 + k2), k2]
+                };
+                let (c0, c1, c2) = (col(0), col(1), col(2));
+                for r in 0..4 {
+                    let (t0, t1, t2) = (c0[r], c1[r], c2[r]);
+                    let at = r * 4 * cols + j;
+                    out[at] = t0;
+                    out[at + cols] = 0.5 * (t0 + t1 + t2);
+                    out[at + 2 * cols] = 0.5 * (t0 - t1 + t2);
+                    out[at + 3 * cols] = t2;
+                }
+            }
+        });
+}
+
+/// Plane `xi` of transformed weights from [`transform_kernels`]: `(rows, cols)`.
+fn plane(u: &[f32], xi: usize, rows: usize, cols: usize) -> Mat<'_> {
+    Mat {
+        data: &u[xi * cols..],
+        rows,
+        cols,
+        rs: 16 * cols,
+        cs: 1,
+    }
+}
+
+/// Forward weights of a kernel held as `(c_out, 3, 3, c_in)`: planes `(c_out, c_in)`
+/// ([`PlaneLayout::OutIn`]).
+pub(crate) fn forward_weights(w: &[f32], c_out: usize, c_in: usize, u: &mut Vec<f32>) {
+    let tap = |o: usize, y: usize, x: usize| &w[((o * 3 + y) * 3 + x) * c_in..][..c_in];
+    transform_kernels(c_out, c_in, tap, u);
+}
+
+/// Input-gradient weights: the kernel rotated 180 degrees with its channel axes swapped, so
+/// that `dX = conv(dY)` with `c_out` inputs and `c_in` outputs: planes `(c_out, c_in)` =
+/// (inputs, outputs) of that convolution ([`PlaneLayout::InOut`]).
+pub(crate) fn input_grad_weights(w: &[f32], c_out: usize, c_in: usize, u: &mut Vec<f32>) {
+    let tap = |o: usize, y: usize, x: usize| &w[((o * 3 + (2 - y)) * 3 + (2 - x)) * c_in..][..c_in];
+    transform_kernels(c_out, c_in, tap, u);
+}
+
+/// `B^T d B` of the 4x4 patch of tile `(image, ty, tx)` of `x` (NHWC, `c` channels) into
+/// `v[xi * stride + at .. + c]`; `d` is scratch of 32 `c` values.
+#[allow(clippy::too_many_arguments)]
+fn input_transform(
+    x: &[f32],
+    g: Geom,
+    c: usize,
+    (image, ty, tx): (usize, usize, usize),
+    v: &mut [f32],
+    stride: usize,
+    at: usize,
+    scratch: &mut [f32],
+) {
+    let (d, e) = scratch.split_at_mut(16 * c);
+    // d[(r * 4 + col) * c ..]: the patch, zero outside the image.
+    for (rc, dst) in d.chunks_exact_mut(c).enumerate() {
+        let iy = (2 * ty + rc / 4).wrapping_sub(1);
+        let ix = (2 * tx + rc % 4).wrapping_sub(1);
+        if iy < g.h && ix < g.w {
+            let src = ((image * g.h + iy) * g.w + ix) * c;
+            dst.copy_from_slice(&x[src..src + c]);
+        } else {
+            dst.fill(0.0);
+        }
+    }
+    let at_rc = |r: usize, col: usize| (r * 4 + col) * c..(r * 4 + col + 1) * c;
+    // e = B^T d (rows), then v = e B (columns).
+    for col in 0..4 {
+        for (r, (a, b, sign)) in BT_PAIRS.iter().enumerate() {
+            add_signed(
+                &mut e[at_rc(r, col)],
+                &d[at_rc(*a, col)],
+                &d[at_rc(*b, col)],
+                *sign,
+            );
+        }
+    }
+    for r in 0..4 {
+        for (col, (a, b, sign)) in BT_PAIRS.iter().enumerate() {
+            let xi = r * 4 + col;
+            let dst = &mut v[xi * stride + at..xi * stride + at + c];
+            add_signed(dst, &e[at_rc(r, *a)], &e[at_rc(r, *b)], *sign);
+        }
+    }
+}
+
+/// Chunks of whole tile rows: (first tile row, count), at most `max_tiles` tiles each, and at
+/// least one chunk per thread when there are enough tile rows.
+fn tile_row_chunks(tile_rows: usize, tw: usize, max_tiles: usize) -> Vec<(usize, usize)> {
+    let threads = rayon::current_num_threads().max(1);
+    let per_chunk = (max_tiles / tw)
+        .max(1)
+        .min(tile_rows.div_ceil(threads).max(1));
+    (0..tile_rows)
+        .step_by(per_chunk)
+        .map(|first| (first, per_chunk.min(tile_rows - first)))
+        .collect()
+}
+
+/// `out = conv3x3(x) (+ bias)` with `u` from [`forward_weights`] (or
+/// [`input_grad_weights`]) in `layout`: `x` NHWC with `c_in` channels, `out` with `c_out`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv(
+    x: &[f32],
+    g: Geom,
+    c_in: usize,
+    c_out: usize,
+    (u, layout): (&[f32], PlaneLayout),
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let (th, tw) = tiles(g);
+    let tile_rows = g.n * th;
+    let max_tiles = (CHUNK_VALUES / (16 * (c_in + c_out))).max(MIN_CHUNK_TILES);
+    let chunks = tile_row_chunks(tile_rows, tw, max_tiles);
+    // Output pixel where tile row `tr` starts (an odd image's last tile row holds one row).
+    let row_start = |tr: usize| ((tr / th) * g.h + 2 * (tr % th)) * g.w;
+    let mut parts = Vec::with_capacity(chunks.len());
+    let mut rest = out;
+    for &(first, count) in &chunks {
+        let len = (row_start(first + count) - row_start(first)) * c_out;
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        parts.push((first, count, part));
+        rest = tail;
+    }
+    parts.into_par_iter().for_each(|(first, count, part)| {
+        let n_tiles = count * tw;
+        with_scratch(
+            16 * n_tiles * (c_in + c_out) + 32 * (c_in + c_out),
+            |scratch| {
+                let (v, rest) = scratch.split_at_mut(16 * n_tiles * c_in);
+                let (m, d) = rest.split_at_mut(16 * n_tiles * c_out);
+                for t in 0..n_tiles {
+                    let tr = first + t / tw;
+                    let tile = (tr / th, tr % th, t % tw);
+                    input_transform(x, g, c_in, tile, v, n_tiles * c_in, t * c_in, d);
+                }
+                for xi in 0..16 {
+                    gemm(
+                        &mut m[xi * n_tiles * c_out..(xi + 1) * n_tiles * c_out],
+                        (n_tiles, c_out),
+                        false,
+                        Mat::rows(&v[xi * n_tiles * c_in..], n_tiles, c_in),
+                        match layout {
+                            PlaneLayout::InOut => plane(u, xi, c_in, c_out),
+                            PlaneLayout::OutIn => plane(u, xi, c_out, c_in).t(),
+                        },
+                        gemm::Parallelism::None,
+                    );
+                }
+                let base = row_start(first);
+                for t in 0..n_tiles {
+                    let tr = first + t / tw;
+                    let tile = (tr / th, tr % th, t % tw);
+                    output_transform(
+                        m,
+                        n_tiles * c_out,
+                        t * c_out,
+                        (g, c_out),
+                        tile,
+                        bias,
+                        part,
+                        base,
+                        d,
+                    );
+                }
+            },
+        );
+    });
+}
+
+/// `(A^T m A) (+ bias)` of one tile, where m's 16 slices of `c` are at
+/// `m[xi * stride + at ..]`, written to the tile's pixels of `out` (which holds the output
+/// from pixel `base` on); `s` is scratch of 12 `c` values.
+#[allow(clippy::too_many_arguments)]
+fn output_transform(
+    m: &[f32],
+    stride: usize,
+    at: usize,
+    (g, c): (Geom, usize),
+    (image, ty, tx): (usize, usize, usize),
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    base: usize,
+    s: &mut [f32],
+) {
+    let (s, y) = s.split_at_mut(8 * c);
+    let mt = |r: usize, col: usize| &m[(r * 4 + col) * stride + at..][..c];
+    // A^T's rows as x[a] + sign * (x[b] + x[cc]): s = A^T m (2x4), y = s A (2x2).
+    for col in 0..4 {
+        for (r, (a, b, cc, sign)) in AT_TRIPLES.iter().enumerate() {
+            let dst = &mut s[(r * 4 + col) * c..(r * 4 + col + 1) * c];
+            add3_signed(dst, mt(*a, col), mt(*b, col), mt(*cc, col), *sign);
+        }
+    }
+    for r in 0..2 {
+        for (col, (a, b, cc, sign)) in AT_TRIPLES.iter().enumerate() {
+            let sl = |k: usize| &s[(r * 4 + k) * c..(r * 4 + k + 1) * c];
+            let dst = &mut y[(r * 2 + col) * c..(r * 2 + col + 1) * c];
+            add3_signed(dst, sl(*a), sl(*b), sl(*cc), *sign);
+        }
+    }
+    for (rc, src) in y.chunks_exact(c).take(4).enumerate() {
+        let (oy, ox) = (2 * ty + rc / 2, 2 * tx + rc % 2);
+        if oy >= g.h || ox >= g.w {
+            continue;
+        }
+        let p = (image * g.h + oy) * g.w + ox - base;
+        let dst = &mut out[p * c..(p + 1) * c];
+        match bias {
+            Some(b) => {
+                for ((d, v), b) in dst.iter_mut().zip(src).zip(b) {
+                    *d = v + b;
+                }
+            }
+            None => dst.copy_from_slice(src),
+        }
+    }
+}
+
+/// `A e A^T` of tile `(image, ty, tx)` of the output gradient `dy` (NHWC, `c` channels), into
+/// `v[xi * stride + at .. + c]`; outputs past the image edge count as zero. `scratch` holds
+/// 12 `c` values.
+#[allow(clippy::too_many_arguments)]
+fn gradient_transform(
+    dy: &[f32],
+    g: Geom,
+    c: usize,
+    (image, ty, tx): (usize, usize, usize),
+    v: &mut [f32],
+    stride: usize,
+    at: usize,
+    scratch: &mut [f32],
+) {
+    let (zero, ae) = scratch.split_at_mut(4 * c);
+    zero[..c].fill(0.0);
+    let zero = &zero[..c];
+    let e = |oy: usize, ox: usize| {
+        let (y, x) = (2 * ty + oy, 2 * tx + ox);
+        if y < g.h && x < g.w {
+            let p = ((image * g.h + y) * g.w + x) * c;
+            &dy[p..p + c]
+        } else {
+            zero
+        }
+    };
+    // A = [1 0; 1 1; 1 -1; 0 -1]; ae = A e, rows 1 and 2 (rows 0 and 3 are e's rows, ±).
+    let (r1, r2) = ae.split_at_mut(4 * c);
+    for col in 0..2 {
+        let (top, bottom) = (e(0, col), e(1, col));
+        add_signed(&mut r1[col * c..(col + 1) * c], top, bottom, 1.0);
+        add_signed(&mut r2[col * c..(col + 1) * c], top, bottom, -1.0);
+    }
+    let rows: [(&[f32], &[f32], f32); 4] = [
+        (e(0, 0), e(0, 1), 1.0),
+        (&r1[..c], &r1[c..2 * c], 1.0),
+        (&r2[..c], &r2[c..2 * c], 1.0),
+        (e(1, 0), e(1, 1), -1.0),
+    ];
+    // (A e) A^T: columns a, a + b, a - b, -b (times the row's sign).
+    for (r, (a, b, sign)) in rows.iter().enumerate() {
+        let slot = |k: usize| (r * 4 + k) * stride + at;
+        for (o, x) in v[slot(0)..slot(0) + c].iter_mut().zip(*a) {
+            *o = sign * x;
+        }
+        for ((o, x), y) in v[slot(1)..slot(1) + c].iter_mut().zip(*a).zip(*b) {
+            *o = sign * (x + y);
+        }
+        for ((o, x), y) in v[slot(2)..slot(2) + c].iter_mut().zip(*a).zip(*b) {
+            *o = sign * (x - y);
+        }
+        for (o, y) in v[slot(3)..slot(3) + c].iter_mut().zip(*b) {
+            *o = -sign * y;
+        }
+    }
+}
+
+/// Weight gradient `dw` `(c_out, 3, 3, c_in)` of the convolution from its input `x` and
+/// output gradient `dy`: per-thread sums over contiguous tile-row ranges (in `partials`),
+/// added in order, then `G^T M G`.
+pub(crate) fn weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    g: Geom,
+    c_in: usize,
+    c_out: usize,
+    partials: &mut Vec<f32>,
+    dw: &mut [f32],
+) {
+    let (th, tw) = tiles(g);
+    let tile_rows = g.n * th;
+    let ranges = thread_ranges(tile_rows);
+    let size = 16 * c_out * c_in;
+    partials.resize(ranges.len() * size, 0.0);
+    let max_tiles = (CHUNK_VALUES / (16 * (c_in + c_out))).max(MIN_CHUNK_TILES);
+    let max_rows = (max_tiles / tw).max(1);
+    partials
+        .par_chunks_mut(size)
+        .zip(ranges.par_iter())
+        .for_each(|(acc, range)| {
+            acc.fill(0.0);
+            let mut first = range.start;
+            while first < range.end {
+                let count = max_rows.min(range.end - first);
+                let n_tiles = count * tw;
+                with_scratch(
+                    16 * n_tiles * (c_in + c_out) + 32 * (c_in + c_out),
+                    |scratch| {
+                        let (v, rest) = scratch.split_at_mut(16 * n_tiles * c_in);
+                        let (e, d) = rest.split_at_mut(16 * n_tiles * c_out);
+                        for t in 0..n_tiles {
+                            let tr = first + t / tw;
+                            let tile = (tr / th, tr % th, t % tw);
+                            input_transform(x, g, c_in, tile, v, n_tiles * c_in, t * c_in, d);
+                            let (ve, stride) = (&mut *e, n_tiles * c_out);
+                            gradient_transform(dy, g, c_out, tile, ve, stride, t * c_out, d);
+                        }
+                        for xi in 0..16 {
+                            gemm(
+                                &mut acc[xi * c_out * c_in..(xi + 1) * c_out * c_in],
+                                (c_out, c_in),
+                                true,
+                                Mat::rows(&e[xi * n_tiles * c_out..], n_tiles, c_out).t(),
+                                Mat::rows(&v[xi * n_tiles * c_in..], n_tiles, c_in),
+                                gemm::Parallelism::None,
+                            );
+                        }
+                    },
+                );
+                first += count;
+            }
+        });
+    let (sum, rest) = partials.split_at_mut(size);
+    for part in rest[..(ranges.len() - 1) * size].chunks_exact(size) {
+        for (s, v) in sum.iter_mut().zip(part) {
+            *s += v;
+        }
+    }
+    let sum = &*sum;
+    // dw[o][y][x][..] = (G^T M_o G)[y][x], M_o's 16 entries being rows o of the planes;
+    // rows of G^T: m0 + (m1+m2)/2; (m1-m2)/2; (m1+m2)/2 + m3.
+    let plane = c_out * c_in;
+    dw.par_chunks_mut(9 * c_in)
+        .enumerate()
+        .for_each(|(o, dst)| {
+            let m: [&[f32]; 16] = std::array::from_fn(|xi| &sum[xi * plane + o * c_in..][..c_in]);
+            let (taps, _) = dst.split_at_mut(9 * c_in);
+            for i in 0..c_in {
+                let gt = |v: [f32; 4]| {
+                    [
+                        v[0] + 0.5 * (v[1] + v[2]),
+                        0.5 * (v[1] - v[2]),
+                        0.5 * (v[1] + v[2]) + v[3],
+                    ]
+                };
+                let cols: [[f32; 3]; 4] =
+                    std::array::from_fn(|b| gt([m[b][i], m[4 + b][i], m[8 + b][i], m[12 + b][i]]));
+                for y in 0..3 {
+                    let v = gt([cols[0][y], cols[1][y], cols[2][y], cols[3][y]]);
+                    for (x, val) in v.into_iter().enumerate() {
+                        taps[(y * 3 + x) * c_in + i] = val;
+                    }
+                }
+            }
+        });
+}

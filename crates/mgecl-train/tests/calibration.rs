@@ -1,0 +1,234 @@
+//! Calibrated probabilities and the open-set score: what the task computes from a model's
+//! calibration, checked against the formulas computed by hand from the task's raw scores;
+//! one-class tasks; the threshold; `calibrate_file` on real images.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+
+use mgecl::classifier::calibration::{Calibration, OpenSetFn, ScaleFn};
+use mgecl::{ClassifierKind, Error, LoadOptions, Model, Task, TaskConfig};
+use mgecl_train::calibrate::{calibrate_file, with_calibration, CalibrateConfig};
+use mgecl_train::rng::Rng;
+use ndarray::Array2;
+
+fn model_bytes() -> Vec<u8> {
+    std::fs::read(common::data("conv4_gray.safetensors")).unwrap()
+}
+
+fn calibration() -> Calibration {
+    Calibration {
+        version: 1,
+        logistic: ScaleFn {
+            a: 1.2,
+            b: 0.3,
+            c: -0.4,
+        },
+        prototype: ScaleFn {
+            a: 2.5,
+            b: 0.2,
+            c: 0.1,
+        },
+        open_set: OpenSetFn {
+            w: [-4.0, 9.0, 0.2, -0.3],
+        },
+        fitted_on: serde_json::json!({}),
+    }
+}
+
+fn calibrated_model() -> Arc<Model> {
+    let bytes = with_calibration(&model_bytes(), &calibration()).unwrap();
+    Arc::new(Model::from_bytes(&bytes, &LoadOptions::default()).unwrap())
+}
+
+fn random_rows(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|_| (0..64).map(|_| rng.normal() as f32).collect())
+        .collect()
+}
+
+/// A task of `ways` classes with `shots` random features each, and `queries` random queries.
+fn task(model: &Arc<Model>, config: TaskConfig, ways: usize, shots: usize) -> Task {
+    let mut rng = Rng::new(7, 1);
+    let mut task = Task::new(model.clone(), config).unwrap();
+    for k in 0..ways {
+        task.add_class(&format!("c{k}")).unwrap();
+        for row in random_rows(shots, &mut rng) {
+            task.add_example_feature(&format!("c{k}"), &row).unwrap();
+        }
+    }
+    task.fit().unwrap();
+    task
+}
+
+fn queries() -> Array2<f32> {
+    let rows = random_rows(6, &mut Rng::new(9, 2));
+    Array2::from_shape_vec((6, 64), rows.concat()).unwrap()
+}
+
+fn softmax(row: &[f64]) -> Vec<f64> {
+    let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+#[test]
+fn calibrated_probabilities_are_scaled_scores_and_keep_the_winner() {
+    let model = calibrated_model();
+    let c = calibration();
+    let (ways, shots) = (3usize, 2usize);
+    for kind in [ClassifierKind::Logistic, ClassifierKind::Prototype] {
+        let config = TaskConfig {
+            classifier: kind,
+            ..TaskConfig::default()
+        };
+        let calibrated = task(&model, config.clone(), ways, shots);
+        let raw = task(
+            &model,
+            TaskConfig {
+                calibrated: false,
+                ..config
+            },
+            ways,
+            shots,
+        );
+        let q = queries();
+        let scores = calibrated.scores(q.view()).unwrap();
+        let f = match kind {
+            ClassifierKind::Logistic => c.logistic,
+            ClassifierKind::Prototype => c.prototype,
+        };
+        let (lw, ls) = ((ways as f64).ln(), (shots as f64).ln());
+        let s = (f.a + f.b * lw + f.c * ls).exp();
+        let answers = calibrated.classify_features(q.view()).unwrap();
+        let raw_answers = raw.classify_features(q.view()).unwrap();
+        for (i, (a, r)) in answers.iter().zip(&raw_answers).enumerate() {
+            let z: Vec<f64> = scores.classifier.row(i).iter().map(|v| s * v).collect();
+            for (p, want) in a.probabilities.iter().zip(softmax(&z)) {
+                assert!((p - want).abs() < 1e-12, "{kind:?}: {p} vs {want}");
+            }
+            assert_eq!(
+                a.class_index, r.class_index,
+                "{kind:?}: calibration changed the winner"
+            );
+            assert_ne!(a.probabilities, r.probabilities);
+            let w = c.open_set.w;
+            let v = w[0] + w[1] * scores.best_cosine[i] + w[2] * lw + w[3] * ls;
+            let known = 1.0 / (1.0 + (-v).exp());
+            assert!((a.known_probability - known).abs() < 1e-12);
+            assert_eq!(a.known_probability, r.known_probability);
+        }
+    }
+}
+
+#[test]
+fn without_a_calibration_probabilities_are_raw_and_known_is_the_best_cosine() {
+    let model = Arc::new(Model::from_bytes(&model_bytes(), &LoadOptions::default()).unwrap());
+    assert!(model.calibration().is_none());
+    let on = task(&model, TaskConfig::default(), 3, 2);
+    let off = task(
+        &model,
+        TaskConfig {
+            calibrated: false,
+            ..TaskConfig::default()
+        },
+        3,
+        2,
+    );
+    let q = queries();
+    let scores = on.scores(q.view()).unwrap();
+    for (i, (a, b)) in on
+        .classify_features(q.view())
+        .unwrap()
+        .iter()
+        .zip(off.classify_features(q.view()).unwrap())
+        .enumerate()
+    {
+        assert_eq!(a.probabilities, b.probabilities);
+        assert_eq!(a.known_probability, scores.best_cosine[i].clamp(0.0, 1.0));
+    }
+    // The calibration is not part of the fingerprint: tasks stay valid across it.
+    assert_eq!(
+        model.info().fingerprint,
+        calibrated_model().info().fingerprint
+    );
+}
+
+#[test]
+fn a_single_class_task_answers_with_its_known_probability() {
+    let model = calibrated_model();
+    let mut rng = Rng::new(3, 3);
+    let rows = random_rows(3, &mut rng);
+    let mut task = Task::new(
+        model.clone(),
+        TaskConfig {
+            classifier: ClassifierKind::Prototype,
+            ..TaskConfig::default()
+        },
+    )
+    .unwrap();
+    task.add_class("this").unwrap();
+    task.add_example_feature("this", &rows[0]).unwrap();
+    task.fit().unwrap();
+    // The support image itself, and an unrelated one.
+    let q = Array2::from_shape_vec((2, 64), [rows[0].clone(), rows[1].clone()].concat()).unwrap();
+    let answers = task.classify_features(q.view()).unwrap();
+    for a in &answers {
+        assert_eq!(a.probabilities, vec![a.known_probability]);
+        assert_eq!(a.probability, a.known_probability);
+    }
+    assert!(
+        answers[0].known_probability > 0.9,
+        "{}",
+        answers[0].known_probability
+    );
+    assert!(
+        answers[1].known_probability < 0.5,
+        "{}",
+        answers[1].known_probability
+    );
+    // With a threshold the unrelated image is unknown, the support image is "this".
+    let mut config = task.config().clone();
+    config.threshold = Some(0.5);
+    task.set_config(config).unwrap();
+    task.fit().unwrap();
+    let answers = task.classify_features(q.view()).unwrap();
+    assert_eq!(answers[0].label.as_deref(), Some("this"));
+    assert_eq!(answers[1].label, None);
+    // Logistic regression needs two classes.
+    let mut logistic = Task::new(model, TaskConfig::default()).unwrap();
+    logistic.add_class("this").unwrap();
+    logistic.add_example_feature("this", &rows[0]).unwrap();
+    assert!(matches!(logistic.fit(), Err(Error::InvalidTask(_))));
+}
+
+#[test]
+fn calibrate_file_fits_on_images_and_writes_a_loadable_model() {
+    let dir = std::env::temp_dir().join(format!("mgecl-calibrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("calibrated.safetensors");
+    let config = CalibrateConfig {
+        episodes_per_shape: 4,
+        queries: 3,
+        unknown_ways: 2,
+        seed: 1,
+    };
+    let fitted = calibrate_file(
+        &common::data("conv4_gray.safetensors"),
+        &common::data("omniglot_mini"),
+        None,
+        &out,
+        &config,
+    )
+    .unwrap();
+    let model = Model::load(&out, &LoadOptions::default()).unwrap();
+    assert_eq!(model.calibration(), Some(&fitted));
+    let text = &model.info().metadata["calibration"];
+    assert!(
+        !text.contains('/'),
+        "calibration metadata names a path: {text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

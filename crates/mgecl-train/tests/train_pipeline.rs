@@ -1,0 +1,252 @@
+//! The training pipeline end to end on a few Omniglot characters: pretraining lowers the loss
+//! and beats the untrained encoder on held-out classes; a killed run resumes to the same
+//! result; meta-training runs and produces a loadable model; bad configurations fail before
+//! any work starts.
+
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+
+use common::data;
+use mgecl::{DeviceChoice, Error, LoadOptions, Model};
+use mgecl_train::augment::AugmentConfig;
+use mgecl_train::metatrain::{metatrain, MetatrainConfig};
+use mgecl_train::net::{NetSpec, TrainNet};
+use mgecl_train::optim::OptimConfig;
+use mgecl_train::pretrain::{pretrain, PretrainConfig};
+use mgecl_train::{
+    checkpoint_bytes, model_metadata, validate, InputSpec, RunConfig, Silent, ValidationConfig,
+};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mgecl-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Run settings on the mini data set: train on two alphabets, validate on Tagalog.
+fn run(out: PathBuf, val_every: usize, validation_episodes: usize, seed: u64) -> RunConfig {
+    let root = data("omniglot_mini");
+    RunConfig {
+        data: root.clone(),
+        train_list: Some(root.join("train.txt")),
+        val_list: Some(root.join("val.txt")),
+        rotate_classes: false,
+        augment: AugmentConfig::preset("omniglot").unwrap(),
+        val_every,
+        validation: ValidationConfig {
+            episodes: validation_episodes,
+            ..Default::default()
+        },
+        seed,
+        out_dir: out,
+        stop_after: None,
+        engine: Default::default(),
+    }
+}
+
+fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
+    PretrainConfig {
+        run: run(out, 1, 200, 3),
+        net: NetSpec {
+            arch: "conv4".into(),
+            widths: vec![32; 4],
+            in_channels: 1,
+        },
+        image_size: 28,
+        invert: true,
+        mean_std: None,
+        epochs,
+        batch_size: 32,
+        optim: OptimConfig {
+            lr: 0.05,
+            lr_milestones: vec![epochs.saturating_sub(1)],
+            lr_decay: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        },
+        label_smoothing: 0.0,
+    }
+}
+
+/// The training records of a run's log; the run's last record must be its calibration, and
+/// `best.safetensors` must carry it.
+fn log_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.pop().unwrap();
+    assert_eq!(last["stage"], "calibrate", "{last}");
+    let best = Model::load(dir.join("best.safetensors"), &LoadOptions::default()).unwrap();
+    let calibration = best.calibration().expect("training writes a calibration");
+    assert_eq!(
+        last["calibration"],
+        serde_json::to_value(calibration).unwrap()
+    );
+    lines
+}
+
+#[test]
+fn pretraining_learns_and_beats_the_untrained_encoder() {
+    let out = scratch("pretrain");
+    let cfg = config(out.clone(), 6);
+    let summary = pretrain(&cfg, DeviceChoice::Cpu, false, &mut Silent).unwrap();
+    let log = log_lines(&out);
+    assert_eq!(log.len(), 6);
+    let first = log[0]["loss"].as_f64().unwrap();
+    let last = log[5]["loss"].as_f64().unwrap();
+    println!(
+        "loss {first:.3} -> {last:.3}, {:.0} img/s",
+        summary.images_per_second
+    );
+    assert!(last < 0.7 * first, "loss {first} -> {last}");
+
+    // The untrained network of the same seed, validated on the same episodes.
+    let untrained =
+        TrainNet::new(cfg.net.clone(), 12, cfg.run.seed, &candle_core::Device::Cpu).unwrap();
+    let best = std::fs::read(out.join("best.safetensors")).unwrap();
+    let model = Model::from_bytes(&best, &LoadOptions::default()).unwrap();
+    let info = model.info();
+    let input = InputSpec {
+        image_size: 28,
+        mean: info.mean.clone(),
+        std: info.std.clone(),
+        invert: true,
+    };
+    let untrained_bytes = checkpoint_bytes(
+        &untrained,
+        None,
+        &model_metadata(&cfg.net, &input, &serde_json::json!({})),
+    )
+    .unwrap();
+    let root = data("omniglot_mini");
+    let classes = mgecl_train::data::scan_classes(&root, Some(&["Tagalog".to_string()])).unwrap();
+    let val = mgecl_train::data::Dataset::load(&classes, model.preprocessor()).unwrap();
+    let before = validate(&untrained_bytes, &val, &cfg.run.validation, cfg.run.seed).unwrap();
+    let after = validate(&best, &val, &cfg.run.validation, cfg.run.seed).unwrap();
+    println!(
+        "5-way 1-shot on held-out Tagalog: untrained {:.3}, trained {:.3}",
+        before.accuracy, after.accuracy
+    );
+    assert!(
+        after.accuracy > 0.2 + 3.0 * after.ci95,
+        "not above chance: {after:?}"
+    );
+    assert!(
+        after.accuracy > before.accuracy,
+        "{} <= {}",
+        after.accuracy,
+        before.accuracy
+    );
+    assert_eq!(
+        summary.best_val_accuracy,
+        Some(after.accuracy),
+        "best.safetensors holds the best validation"
+    );
+
+    // The checkpoint is a model file the SDK loads, with its training recorded.
+    assert_eq!(info.arch, "conv4");
+    assert!(info.invert);
+    let training: serde_json::Value = serde_json::from_str(&info.metadata["training"]).unwrap();
+    assert_eq!(training["config"]["epochs"], 6);
+    // The run was given absolute paths (data, lists, output); the file keeps none of them.
+    assert!(cfg.run.data.is_absolute());
+    assert_eq!(training["config"]["run"]["data"], ".../data/omniglot_mini");
+    let repo = common::repo_root();
+    for (key, value) in &info.metadata {
+        assert!(
+            !value.contains(repo.to_str().unwrap()) && !value.contains("\"/"),
+            "metadata {key} names a machine path: {value}"
+        );
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn metatraining_runs_every_loss_combination() {
+    let out = scratch("meta-init");
+    let mut cfg = config(out.clone(), 2);
+    cfg.run.val_list = None;
+    pretrain(&cfg, DeviceChoice::Cpu, false, &mut Silent).unwrap();
+    for (class_loss, instance_loss) in [(true, true), (true, false), (false, true)] {
+        let meta_out = scratch(&format!("meta-{class_loss}-{instance_loss}"));
+        let meta = MetatrainConfig {
+            init: out.join("best.safetensors"),
+            run: run(meta_out.clone(), 2, 20, 1),
+            episodes: 4,
+            ways: 3,
+            shots: 1,
+            queries: 3,
+            classes: Default::default(),
+            views: 2,
+            margin: 0.2,
+            tau: 0.5,
+            lambda: 1.0,
+            class_loss,
+            instance_loss,
+            optim: OptimConfig {
+                lr: 5e-4,
+                lr_milestones: vec![],
+                lr_decay: 0.1,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+            },
+        };
+        let summary = metatrain(&meta, DeviceChoice::Cpu, false, &mut Silent).unwrap();
+        assert_eq!(summary.completed, 4);
+        let log = log_lines(&meta_out);
+        assert_eq!(log.len(), 2);
+        let l = &log[1];
+        assert_eq!(l["class_loss"].as_f64().unwrap() > 0.0, class_loss, "{l}");
+        assert_eq!(
+            l["instance_loss"].as_f64().unwrap() > 0.0,
+            instance_loss,
+            "{l}"
+        );
+        assert!(Model::load(meta_out.join("best.safetensors"), &LoadOptions::default()).is_ok());
+        std::fs::remove_dir_all(&meta_out).unwrap();
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn bad_configurations_fail_before_any_work() {
+    let out = scratch("bad");
+    let invalid = |r: Result<mgecl_train::pretrain::RunSummary, Error>| match r {
+        Err(Error::InvalidArgument(m)) => m,
+        Err(Error::Io { path, .. }) => format!("io {}", path.display()),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("expected an error"),
+    };
+    let mut c = config(out.clone(), 1);
+    c.run.data = data("no-such-folder");
+    assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, &mut Silent)).contains("no-such-folder"));
+    let mut c = config(out.clone(), 1);
+    c.run.validation.shots = 25; // classes have 20 images
+    assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, &mut Silent)).contains("fewer than"));
+    let mut c = config(out.clone(), 1);
+    c.run.validation.ways = 0;
+    assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, &mut Silent)).contains("2 ways"));
+    let c = config(out.clone(), 0);
+    assert!(invalid(pretrain(&c, DeviceChoice::Cpu, false, &mut Silent)).contains("epochs"));
+    // An included folder without any image is an empty split.
+    let empty = out.join("data");
+    std::fs::create_dir_all(empty.join("EmptyAlphabet/character01")).unwrap();
+    std::fs::write(out.join("list.txt"), "EmptyAlphabet\n").unwrap();
+    let mut c = config(out.clone(), 1);
+    c.run.data = empty;
+    c.run.train_list = Some(out.join("list.txt"));
+    c.run.val_list = None;
+    assert!(
+        invalid(pretrain(&c, DeviceChoice::Cpu, false, &mut Silent)).contains("no image folders")
+    );
+    assert!(
+        !out.join("last.safetensors").exists(),
+        "nothing was trained"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
