@@ -42,7 +42,7 @@ fn forward(c: &mut Criterion) {
                 let x = input(&m, batch);
                 group.throughput(Throughput::Elements(batch as u64));
                 group.bench_with_input(
-                    BenchmarkId::new(m.info().engine.clone(), batch),
+                    BenchmarkId::new(m.info().engine.name(), batch),
                     &x,
                     |b, x| b.iter(|| embed_tensor(&m, x).expect("forward")),
                 );

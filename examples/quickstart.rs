@@ -28,7 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let info = model.info();
     println!(
         "model: {} {:?}, {}x{} input, {}-d features on {}",
-        info.arch, info.widths, info.image_size.0, info.image_size.1, info.feature_dim, info.device
+        info.arch,
+        info.widths,
+        info.input.image_size.0,
+        info.input.image_size.1,
+        info.feature_dim,
+        info.device
     );
 
     // One class per folder; its first image (sorted) is the single support example.

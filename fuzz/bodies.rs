@@ -24,7 +24,7 @@ pub fn model_from_bytes(data: &[u8]) {
         let other = Model::from_bytes(data, &candle).expect("loads on one engine, not the other");
         assert_eq!(model.info().fingerprint, other.info().fingerprint);
         // Embed one small blank image when the input size keeps that cheap.
-        let (h, w) = model.info().image_size;
+        let (h, w) = model.info().input.image_size;
         if h * w <= 32 * 32 && model.info().widths.iter().all(|&c| c <= 64) {
             let pixels = vec![0u8; h * w];
             let image = ImageSource::Pixels(PixelBuffer {
@@ -51,7 +51,7 @@ fn preprocessor(size: &str, mean: &str, std: &str, invert: &str, channels: usize
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let metadata = Metadata::parse(raw, None, channels).expect("valid metadata");
-    Preprocessor::new(&metadata, channels).expect("1 or 3 channels")
+    Preprocessor::new(&metadata.input).expect("1 or 3 channels")
 }
 
 fn preprocessors() -> &'static [Preprocessor; 2] {

@@ -25,13 +25,14 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Res<()> {
 /// A randomly initialised encoder saved as a model file, as training writes them.
 fn model_file(arch: &str, widths: [usize; 4], channels: usize, size: usize) -> Res<Vec<u8>> {
     let spec = NetSpec {
-        arch: arch.into(),
+        arch: arch.parse()?,
         widths: widths.to_vec(),
         in_channels: channels,
     };
     let net = TrainNet::new(spec.clone(), 0, 7, &Device::Cpu)?;
     let input = InputSpec {
-        image_size: size,
+        image_size: (size, size),
+        in_channels: channels,
         mean: vec![0.5; channels],
         std: vec![0.25; channels],
         invert: channels == 1,

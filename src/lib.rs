@@ -24,10 +24,10 @@ pub mod task;
 pub use device::DeviceChoice;
 pub use error::{Error, ModelProblem, Result};
 pub use model::{
-    Architecture, Engine, LoadOptions, Metadata, Model, ModelInfo, MAX_MODEL_FILE_BYTES,
+    Architecture, Engine, EngineKind, LoadOptions, Metadata, Model, ModelInfo, MAX_MODEL_FILE_BYTES,
 };
 pub use preprocess::{
-    ImageLimits, ImageSource, ModelPixels, PixelBuffer, PixelFormat, Preprocessor,
+    ImageLimits, ImageSource, InputSpec, ModelPixels, PixelBuffer, PixelFormat, Preprocessor,
 };
 pub use task::{ClassSummary, ClassifierKind, FitReport, Prediction, Scores, Task, TaskConfig};
 

@@ -1,5 +1,5 @@
 //! Image bytes or pixels -> the normalised NCHW f32 input the encoder saw in training
-//! (DESIGN.md section 3): decode -> convert to the model's channel count -> optional invert
+//! (the model-file contract of README "Model files"): decode -> convert to the model's channel count -> optional invert
 //! -> resize to the input size -> `u8 / 255` -> `(x - mean) / std` per channel.
 //!
 //! Grey images are replicated to RGB for 3-channel models; colour images become luma
@@ -12,8 +12,49 @@ use std::path::Path;
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageBuffer, ImageReader, Luma, Rgb, RgbImage};
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
-use crate::model::Metadata;
+
+/// What a model takes as input: size, channels and normalisation. The one description that a
+/// model file's metadata is parsed into ([`Metadata`](crate::Metadata)), that preprocessing
+/// runs, that [`ModelInfo`](crate::ModelInfo) reports and that training writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Input height and width in pixels.
+    pub image_size: (usize, usize),
+    /// Input channels: 1 (grey) or 3 (RGB).
+    pub in_channels: usize,
+    /// Per-channel mean subtracted after scaling pixels to [0, 1].
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by after subtracting the mean.
+    pub std: Vec<f32>,
+    /// Map each u8 pixel v to 255 - v before normalising (bright strokes on dark).
+    pub invert: bool,
+}
+
+impl InputSpec {
+    /// The model-file metadata entries that describe it (`image_size`, `in_channels`, `mean`,
+    /// `std`, `invert`), as [`Metadata::parse`](crate::Metadata::parse) reads them back.
+    pub fn to_metadata(&self) -> BTreeMap<String, String> {
+        let json = |v: &[f32]| serde_json::to_string(v).unwrap_or_default();
+        let (h, w) = self.image_size;
+        let size = if h == w {
+            h.to_string()
+        } else {
+            format!("[{h}, {w}]")
+        };
+        BTreeMap::from([
+            ("image_size".to_string(), size),
+            ("in_channels".to_string(), self.in_channels.to_string()),
+            ("mean".to_string(), json(&self.mean)),
+            ("std".to_string(), json(&self.std)),
+            ("invert".to_string(), self.invert.to_string()),
+        ])
+    }
+}
 
 /// Limits a decoded image may not exceed, so that a small hostile file (a "decompression
 /// bomb") cannot make the decoder allocate gigabytes.
@@ -86,15 +127,10 @@ pub enum ImageSource<'a> {
     Pixels(PixelBuffer<'a>),
 }
 
-/// The preprocessing of one model: its channel count, input size and normalisation.
+/// The preprocessing of one model: its input description and decoding limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocessor {
-    channels: usize,
-    height: u32,
-    width: u32,
-    mean: Vec<f32>,
-    std: Vec<f32>,
-    invert: bool,
+    input: InputSpec,
     limits: ImageLimits,
 }
 
@@ -149,26 +185,32 @@ pub fn normalize_hwc(
 }
 
 impl Preprocessor {
-    /// The preprocessing described by a model's metadata, for a model taking `channels`
-    /// input channels (1 or 3).
+    /// The preprocessing of a model with this input.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a channel count other than 1 or 3.
-    pub fn new(metadata: &Metadata, channels: usize) -> Result<Self> {
+    /// [`Error::InvalidArgument`] for a channel count other than 1 or 3, or `mean`/`std`
+    /// lists of another length.
+    pub fn new(input: &InputSpec) -> Result<Self> {
+        let channels = input.in_channels;
         if channels != 1 && channels != 3 {
             return Err(Error::InvalidArgument(format!(
                 "models with {channels} input channels cannot take images (1 or 3 supported)"
             )));
         }
+        if input.mean.len() != channels || input.std.len() != channels {
+            return Err(Error::InvalidArgument(format!(
+                "mean and std need {channels} values each"
+            )));
+        }
         Ok(Preprocessor {
-            channels,
-            height: metadata.image_size.0 as u32,
-            width: metadata.image_size.1 as u32,
-            mean: metadata.mean.clone(),
-            std: metadata.std.clone(),
-            invert: metadata.invert,
+            input: input.clone(),
             limits: ImageLimits::default(),
         })
+    }
+
+    /// The input this preprocessing produces.
+    pub fn input(&self) -> &InputSpec {
+        &self.input
     }
 
     /// The same preprocessing with other decoding limits.
@@ -184,12 +226,14 @@ impl Preprocessor {
 
     /// Number of f32 values one image becomes (`C * H * W`).
     pub fn input_len(&self) -> usize {
-        self.channels * self.height as usize * self.width as usize
+        let (c, h, w) = self.input_shape();
+        c * h * w
     }
 
     /// `(C, H, W)` of one preprocessed image.
     pub fn input_shape(&self) -> (usize, usize, usize) {
-        (self.channels, self.height as usize, self.width as usize)
+        let (h, w) = self.input.image_size;
+        (self.input.in_channels, h, w)
     }
 
     /// Decodes an image of any supported form into model pixels.
@@ -302,12 +346,12 @@ impl Preprocessor {
 
     /// Converts a decoded image to the model's channel count and applies `invert`.
     pub fn to_model_pixels(&self, image: DynamicImage) -> ModelPixels {
-        let mut pixels = if self.channels == 1 {
+        let mut pixels = if self.input.in_channels == 1 {
             ModelPixels::Gray(image.into_luma8())
         } else {
             ModelPixels::Rgb(image.into_rgb8())
         };
-        if self.invert {
+        if self.input.invert {
             match &mut pixels {
                 ModelPixels::Gray(img) => img.iter_mut().for_each(|v| *v = 255 - *v),
                 ModelPixels::Rgb(img) => img.iter_mut().for_each(|v| *v = 255 - *v),
@@ -318,16 +362,10 @@ impl Preprocessor {
 
     /// Resizes model pixels to the input size and normalises them into CHW f32.
     pub fn normalize(&self, pixels: &ModelPixels) -> Vec<f32> {
-        let (w, h) = (self.width, self.height);
+        let (c, h, w) = self.input_shape();
         let mut out = Vec::with_capacity(self.input_len());
-        let raw = pixels.resized_raw(w, h);
-        normalize_hwc(
-            &raw,
-            (h as usize, w as usize, self.channels),
-            &self.mean,
-            &self.std,
-            &mut out,
-        );
+        let raw = pixels.resized_raw(w as u32, h as u32);
+        normalize_hwc(&raw, (h, w, c), &self.input.mean, &self.input.std, &mut out);
         out
     }
 }

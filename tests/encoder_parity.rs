@@ -38,10 +38,10 @@ fn check_fixture(
         Engine::Auto => "cpu-fast",
         Engine::Candle => "candle",
     };
-    assert_eq!(model.info().engine, expected_engine);
+    assert_eq!(model.info().engine.name(), expected_engine);
     let info = model.info();
     assert_eq!(info.widths, expect_widths);
-    assert_eq!(info.in_channels, expect_channels);
+    assert_eq!(info.input.in_channels, expect_channels);
     assert_eq!(info.feature_dim, *expect_widths.last().unwrap());
 
     let expected_file = format!("{name}_expected.safetensors");

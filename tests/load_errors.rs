@@ -210,7 +210,7 @@ fn metadata_missing_then_supplied_by_the_caller() {
     let model = Model::from_bytes(&stripped, &options).unwrap();
     assert_eq!(
         model.info().arch,
-        "conv4",
+        mgecl::Architecture::Conv4,
         "architecture guessed from the key names"
     );
     // Same features as the file with metadata.

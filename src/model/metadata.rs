@@ -1,7 +1,7 @@
 //! What a model file says about itself beyond its weights: the `__metadata__` map of a
 //! safetensors file (all values are strings, lists are JSON), merged with caller overrides.
 //!
-//! Keys read here (see `shared/reference/README.md`): `arch` (`resnet12` | `conv4`),
+//! Keys read here (README "Model files"): `arch` (`resnet12` | `conv4`),
 //! `image_size` (`"84"` or `"[84, 84]"` as height, width), `mean`, `std` (JSON lists, one
 //! value per input channel), `in_channels` (checked against the weights), `bn_eps`
 //! (default 1e-5), `leaky_relu_slope` (ResNet-12, default 0.1), `invert` (`"true"` maps each
@@ -11,10 +11,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, ModelProblem, Result};
+use serde::{Deserialize, Serialize};
 
-/// The encoder architectures mgecl runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::error::{Error, ModelProblem, Result};
+use crate::preprocess::InputSpec;
+
+/// The encoder architectures mgecl runs (in metadata and JSON: `resnet12`, `conv4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Architecture {
     /// RFS ResNet-12: four residual blocks, LeakyReLU, max-pool, global average pool.
     ResNet12,
@@ -61,14 +65,8 @@ impl FromStr for Architecture {
 pub struct Metadata {
     /// The architecture (from `arch`, or guessed from the tensor names when absent).
     pub arch: Architecture,
-    /// Input height and width in pixels.
-    pub image_size: (usize, usize),
-    /// Per-channel mean subtracted after scaling pixels to [0, 1].
-    pub mean: Vec<f32>,
-    /// Per-channel standard deviation divided by after subtracting the mean.
-    pub std: Vec<f32>,
-    /// Map each u8 pixel v to 255 - v before normalising (bright strokes on dark).
-    pub invert: bool,
+    /// What the model takes as input.
+    pub input: InputSpec,
     /// BatchNorm epsilon.
     pub bn_eps: f64,
     /// Negative slope of ResNet-12's LeakyReLU.
@@ -196,10 +194,13 @@ impl Metadata {
         let leaky_relu_slope = parse_f64(&raw, "leaky_relu_slope", 0.1)?;
         Ok(Metadata {
             arch,
-            image_size,
-            mean,
-            std,
-            invert,
+            input: InputSpec {
+                image_size,
+                in_channels,
+                mean,
+                std,
+                invert,
+            },
             bn_eps,
             leaky_relu_slope,
             raw,
@@ -233,9 +234,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.arch, Architecture::Conv4);
-        assert_eq!(m.image_size, (28, 28));
+        assert_eq!(m.input.image_size, (28, 28));
         assert_eq!(m.bn_eps, 1e-5);
-        assert!(!m.invert);
+        assert!(!m.input.invert);
     }
 
     #[test]
@@ -254,7 +255,10 @@ mod tests {
         assert!(with("in_channels", "3").is_err());
         assert!(with("invert", "maybe").is_err());
         assert!(with("bn_eps", "nan").is_err());
-        assert_eq!(with("image_size", "[32, 48]").unwrap().image_size, (32, 48));
+        assert_eq!(
+            with("image_size", "[32, 48]").unwrap().input.image_size,
+            (32, 48)
+        );
         assert!(
             Metadata::parse(map(&base), None, 1).is_err(),
             "no arch, no guess"

@@ -25,7 +25,7 @@ pub use metadata::{Architecture, Metadata};
 use crate::device::{device_name, DeviceChoice};
 use crate::error::{Error, ModelProblem, Result};
 use crate::hash::fnv1a;
-use crate::preprocess::{ImageLimits, ImageSource, Preprocessor};
+use crate::preprocess::{ImageLimits, ImageSource, InputSpec, Preprocessor};
 use conv4::{Conv4, Conv4Params};
 use cpu_fast::FastNet;
 use resnet12::{ResNet12, ResNet12Params};
@@ -95,29 +95,51 @@ pub struct LoadOptions {
     pub image_limits: ImageLimits,
 }
 
-/// A description of a loaded model.
+/// The implementation running a loaded model's forward pass (in JSON: `cpu-fast`, `candle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum EngineKind {
+    /// mgecl's own CPU kernels (`src/model/cpu_fast.rs`).
+    #[serde(rename = "cpu-fast")]
+    CpuFast,
+    /// candle's operations.
+    #[serde(rename = "candle")]
+    Candle,
+}
+
+impl EngineKind {
+    /// `cpu-fast` or `candle`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::CpuFast => "cpu-fast",
+            EngineKind::Candle => "candle",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A description of a loaded model. Its JSON (`mgecl info --json`, `mgecl_model_info_json`)
+/// has the input's fields at the top level: `arch`, `widths`, `image_size`, `in_channels`,
+/// `mean`, `std`, `invert`, `feature_dim`, `device`, `engine`, `fingerprint`, `metadata`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ModelInfo {
-    /// `resnet12` or `conv4`.
-    pub arch: String,
+    /// The architecture.
+    pub arch: Architecture,
     /// Channel width of each of the four blocks.
     pub widths: Vec<usize>,
-    /// Input channels (1 or 3).
-    pub in_channels: usize,
-    /// Input height and width in pixels.
-    pub image_size: (usize, usize),
+    /// What the model takes as input.
+    #[serde(flatten)]
+    pub input: InputSpec,
     /// Length of a feature vector.
     pub feature_dim: usize,
-    /// Per-channel normalisation mean.
-    pub mean: Vec<f32>,
-    /// Per-channel normalisation standard deviation.
-    pub std: Vec<f32>,
-    /// Whether pixels are inverted (255 - v) before normalisation.
-    pub invert: bool,
     /// The device the encoder runs on (`cpu`, `cuda:0`, ...).
     pub device: String,
-    /// The implementation running the forward pass: `cpu-fast` or `candle`.
-    pub engine: String,
+    /// The implementation running the forward pass.
+    pub engine: EngineKind,
     /// A stable 64-bit hash (hex) of the weights (names, shapes, values) and the effective
     /// metadata: two models with the same fingerprint produce the same features.
     pub fingerprint: String,
@@ -258,8 +280,7 @@ impl Model {
                 (network, widths)
             }
         };
-        let preprocessor =
-            Preprocessor::new(&metadata, in_channels)?.with_limits(options.image_limits);
+        let preprocessor = Preprocessor::new(&metadata.input)?.with_limits(options.image_limits);
         let mut hash = weights.content_hash();
         // Calibration changes probabilities, not features: tasks stay valid across it.
         for (k, v) in metadata
@@ -275,16 +296,16 @@ impl Model {
             .map(|text| Calibration::from_metadata(text))
             .transpose()?;
         let info = ModelInfo {
-            arch: arch.name().to_string(),
+            arch,
             feature_dim: *widths.last().unwrap_or(&0),
             widths,
-            in_channels,
-            image_size: metadata.image_size,
-            mean: metadata.mean.clone(),
-            std: metadata.std.clone(),
-            invert: metadata.invert,
+            input: metadata.input.clone(),
             device: device_name(&device),
-            engine: if fast { "cpu-fast" } else { "candle" }.to_string(),
+            engine: if fast {
+                EngineKind::CpuFast
+            } else {
+                EngineKind::Candle
+            },
             fingerprint: format!("{hash:016x}"),
             metadata: metadata.raw.clone(),
         };
@@ -418,16 +439,19 @@ impl Model {
 
     /// Checks an NCHW input shape against the model.
     fn check_dims(&self, dims: &[usize]) -> Result<()> {
-        let poolings = if self.info.arch == "conv4" { 3 } else { 4 };
+        let poolings = match self.info.arch {
+            Architecture::Conv4 => 3,
+            Architecture::ResNet12 => 4,
+        };
         let min_side = 1usize << poolings;
         if dims.len() != 4
-            || dims[1] != self.info.in_channels
+            || dims[1] != self.info.input.in_channels
             || dims[2] < min_side
             || dims[3] < min_side
         {
             return Err(Error::InvalidArgument(format!(
                 "expected an (N, {}, H, W) input with H, W >= {min_side}, got {dims:?}",
-                self.info.in_channels
+                self.info.input.in_channels
             )));
         }
         Ok(())

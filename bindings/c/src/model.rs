@@ -25,7 +25,7 @@ impl mgecl_model {
     pub(crate) fn new(model: Model) -> Box<Self> {
         let info = model.info();
         Box::new(mgecl_model {
-            arch: c_string(&info.arch),
+            arch: c_string(info.arch.name()),
             device: c_string(&info.device),
             fingerprint: c_string(&info.fingerprint),
             model: Arc::new(model),
@@ -143,10 +143,10 @@ pub unsafe extern "C" fn mgecl_model_describe(
                 device: handle.device.as_ptr(),
                 fingerprint: handle.fingerprint.as_ptr(),
                 feature_dim: info.feature_dim,
-                in_channels: info.in_channels,
-                image_height: info.image_size.0,
-                image_width: info.image_size.1,
-                invert: info.invert,
+                in_channels: info.input.in_channels,
+                image_height: info.input.image_size.0,
+                image_width: info.input.image_size.1,
+                invert: info.input.invert,
             })
         };
         Ok(())

@@ -461,15 +461,15 @@ fn info(model: &Model, json: bool) -> Result<(), Error> {
         outln!("widths:       {:?}", info.widths);
         outln!(
             "input:        {} channel(s), {}x{} px",
-            info.in_channels,
-            info.image_size.0,
-            info.image_size.1
+            info.input.in_channels,
+            info.input.image_size.0,
+            info.input.image_size.1
         );
         outln!(
             "normalise:    mean {:?}, std {:?}, invert {}",
-            info.mean,
-            info.std,
-            info.invert
+            info.input.mean,
+            info.input.std,
+            info.input.invert
         );
         outln!("feature dim:  {}", info.feature_dim);
         outln!("device:       {}", info.device);
@@ -663,7 +663,7 @@ fn pretrain_cmd(a: PretrainArgs) -> Result<(), Error> {
     let config = PretrainConfig {
         run: run_config(a.data, &a.val, &a.run, 5)?,
         net: NetSpec {
-            arch: a.arch,
+            arch: a.arch.parse()?,
             widths,
             in_channels: a.channels,
         },

@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (vec![64, 160, 320, 640], 3)
     };
     let spec = NetSpec {
-        arch: arch.clone(),
+        arch: arch.parse()?,
         widths,
         in_channels: channels,
     };

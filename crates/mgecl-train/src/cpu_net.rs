@@ -234,7 +234,7 @@ impl CpuNet {
         tensors: Vec<NamedValues>,
         momentum: Vec<NamedValues>,
     ) -> Result<Self> {
-        let arch = spec.architecture()?;
+        let arch = spec.arch;
         let mut params: Vec<Param> = Vec::new();
         for (name, shape, values) in tensors {
             let kind = if name.ends_with("running_mean") || name.ends_with("running_var") {

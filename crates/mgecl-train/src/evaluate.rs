@@ -142,7 +142,13 @@ pub fn embed_dataset(model: &Model, dataset: &Dataset) -> Result<Array2<f32>> {
     for chunk in dataset.pixels.chunks(256) {
         let mut input = Vec::with_capacity(chunk.len() * c * h * w);
         for img in chunk {
-            mgecl::preprocess::normalize_hwc(img, (h, w, c), &info.mean, &info.std, &mut input);
+            mgecl::preprocess::normalize_hwc(
+                img,
+                (h, w, c),
+                &info.input.mean,
+                &info.input.std,
+                &mut input,
+            );
         }
         rows.extend(model.embed_preprocessed(&input)?);
     }

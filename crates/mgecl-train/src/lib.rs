@@ -34,6 +34,8 @@ use evaluate::{embed_dataset, evaluate_episodes, EvalResult};
 use mgecl::error::{Error, Result};
 use mgecl::model::{Engine, LoadOptions, Model};
 use mgecl::task::{ClassifierKind, TaskConfig};
+use mgecl::Architecture;
+pub use mgecl::InputSpec;
 use net::{NamedValues, NetSpec, TrainNet};
 use optim::Sgd;
 use rng::Rng;
@@ -58,19 +60,6 @@ pub struct Silent;
 
 impl Progress for Silent {}
 
-/// What the SDK needs to know about the inputs of a trained model.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct InputSpec {
-    /// Square input side in pixels.
-    pub image_size: usize,
-    /// Per-channel mean after scaling to [0, 1].
-    pub mean: Vec<f32>,
-    /// Per-channel std.
-    pub std: Vec<f32>,
-    /// Pixels inverted (255 - v) before normalising.
-    pub invert: bool,
-}
-
 /// Model-file metadata for a network and its inputs (the keys `Model` reads), plus
 /// `training` (free-form JSON describing how it was made).
 pub fn model_metadata(
@@ -78,22 +67,17 @@ pub fn model_metadata(
     input: &InputSpec,
     training: &serde_json::Value,
 ) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
+    let mut m = input.to_metadata();
     m.insert("format".into(), "pt".into());
     m.insert("layout".into(), "rfs".into());
-    m.insert("arch".into(), spec.arch.clone());
-    m.insert("in_channels".into(), spec.in_channels.to_string());
-    m.insert("image_size".into(), input.image_size.to_string());
-    m.insert("mean".into(), to_json(&input.mean));
-    m.insert("std".into(), to_json(&input.std));
-    m.insert("invert".into(), input.invert.to_string());
+    m.insert("arch".into(), spec.arch.name().into());
     m.insert("bn_eps".into(), "1e-05".into());
     m.insert("feature_dim".into(), spec.widths[3].to_string());
     m.insert(
         "channel_order".into(),
         if spec.in_channels == 1 { "L" } else { "RGB" }.into(),
     );
-    if spec.arch == "resnet12" {
+    if spec.arch == Architecture::ResNet12 {
         m.insert("widths".into(), to_json(&spec.widths));
         m.insert("leaky_relu_slope".into(), net::LEAKY_SLOPE.to_string());
     } else {

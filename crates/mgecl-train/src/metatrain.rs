@@ -21,7 +21,7 @@ use crate::rng::Rng;
 use crate::trainer::Trainer;
 use crate::{
     calibrate_best, check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined,
-    save_progress, Batch, InputSpec, Progress, RunConfig, RunFiles, Snapshot,
+    save_progress, Batch, Progress, RunConfig, RunFiles, Snapshot,
 };
 use mgecl::device::DeviceChoice;
 use mgecl::error::{Error, Result};
@@ -106,18 +106,13 @@ pub fn metatrain(
     let init_bytes = std::fs::read(&config.init).map_err(|e| Error::io(&config.init, e))?;
     let init_model = Model::from_bytes(&init_bytes, &LoadOptions::default())?;
     let info = init_model.info().clone();
-    let arch = info.arch.parse()?;
+    let arch = info.arch;
     let spec = NetSpec {
-        arch: info.arch.clone(),
+        arch,
         widths: info.widths.clone(),
-        in_channels: info.in_channels,
+        in_channels: info.input.in_channels,
     };
-    let input_spec = InputSpec {
-        image_size: info.image_size.0,
-        mean: info.mean.clone(),
-        std: info.std.clone(),
-        invert: info.invert,
-    };
+    let input_spec = info.input.clone();
     let load = |list: &Option<PathBuf>| -> Result<Dataset> {
         let include = list.as_deref().map(read_list).transpose()?;
         Dataset::load(
@@ -170,8 +165,8 @@ pub fn metatrain(
     let mut trainer = Trainer::new(net, sgd, config.run.engine)?;
 
     let (h, w, c) = (
-        input_spec.image_size,
-        input_spec.image_size,
+        input_spec.image_size.0,
+        input_spec.image_size.1,
         spec.in_channels,
     );
     let end = config

@@ -34,22 +34,12 @@ pub enum ParamKind {
 /// The architecture's shape.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NetSpec {
-    /// `resnet12` or `conv4`.
-    pub arch: String,
+    /// The architecture.
+    pub arch: Architecture,
     /// Block widths (Conv-4: four equal values).
     pub widths: Vec<usize>,
     /// Input channels.
     pub in_channels: usize,
-}
-
-impl NetSpec {
-    /// Parsed architecture.
-    ///
-    /// # Errors
-    /// As [`Architecture::from_str`](std::str::FromStr).
-    pub fn architecture(&self) -> Result<Architecture> {
-        self.arch.parse()
-    }
 }
 
 /// A named tensor as host values: (name, shape, values).
@@ -84,7 +74,7 @@ impl TrainNet {
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown architecture or bad widths.
     pub fn new(spec: NetSpec, num_classes: usize, seed: u64, device: &Device) -> Result<Self> {
-        let arch = spec.architecture()?;
+        let arch = spec.arch;
         if spec.widths.len() != 4 || spec.widths.contains(&0) || spec.in_channels == 0 {
             return Err(Error::InvalidArgument(format!(
                 "bad network shape {spec:?}"
@@ -224,7 +214,7 @@ impl TrainNet {
                 let in_channels = shape_of("layer1.0.conv1.weight")?[1];
                 (
                     NetSpec {
-                        arch: "resnet12".into(),
+                        arch: Architecture::ResNet12,
                         widths,
                         in_channels,
                     },
@@ -235,7 +225,7 @@ impl TrainNet {
                 let s = shape_of("layer1.0.weight")?;
                 (
                     NetSpec {
-                        arch: "conv4".into(),
+                        arch: Architecture::Conv4,
                         widths: vec![s[0]; 4],
                         in_channels: s[1],
                     },
@@ -362,7 +352,7 @@ impl TrainNet {
     /// [`Error::Backend`] if a tensor operation fails (e.g. wrong input shape).
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
-        let arch = self.spec.architecture()?;
+        let arch = self.spec.arch;
         for i in 1..=4 {
             let l = format!("layer{i}.0");
             x = match arch {

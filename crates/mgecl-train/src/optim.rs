@@ -163,7 +163,7 @@ mod tests {
         // Step 1: g = 3 + 0.5*2 = 4, buf = 4, w = 2 - 0.4 = 1.6.
         // Step 2: g = 3 + 0.8 = 3.8, buf = 0.9*4 + 3.8 = 7.4, w = 1.6 - 0.74 = 0.86.
         let spec = NetSpec {
-            arch: "conv4".into(),
+            arch: mgecl::Architecture::Conv4,
             widths: vec![1; 4],
             in_channels: 1,
         };

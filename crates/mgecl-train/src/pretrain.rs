@@ -80,26 +80,15 @@ fn load_split(config: &PretrainConfig, list: &Option<PathBuf>) -> Result<Dataset
     let include = list.as_deref().map(read_list).transpose()?;
     let classes = scan_classes(&config.run.data, include.as_deref())?;
     let c = config.net.in_channels;
-    let metadata = mgecl::model::Metadata::parse(
-        [
-            ("arch".to_string(), config.net.arch.clone()),
-            ("image_size".to_string(), config.image_size.to_string()),
-            (
-                "mean".to_string(),
-                serde_json::to_string(&vec![0.0; c]).unwrap_or_default(),
-            ),
-            (
-                "std".to_string(),
-                serde_json::to_string(&vec![1.0; c]).unwrap_or_default(),
-            ),
-            ("invert".to_string(), config.invert.to_string()),
-        ]
-        .into_iter()
-        .collect(),
-        None,
-        c,
-    )?;
-    Dataset::load(&classes, &Preprocessor::new(&metadata, c)?)
+    // Normalisation comes later (from these very images): identity for now.
+    let input = InputSpec {
+        image_size: (config.image_size, config.image_size),
+        in_channels: c,
+        mean: vec![0.0; c],
+        std: vec![1.0; c],
+        invert: config.invert,
+    };
+    Dataset::load(&classes, &Preprocessor::new(&input)?)
 }
 
 /// Summary of a finished (or stopped) run.
@@ -146,7 +135,8 @@ pub fn pretrain(
         .clone()
         .unwrap_or_else(|| train.channel_stats());
     let input_spec = InputSpec {
-        image_size: config.image_size,
+        image_size: (config.image_size, config.image_size),
+        in_channels: config.net.in_channels,
         mean,
         std,
         invert: config.invert,
@@ -172,7 +162,7 @@ pub fn pretrain(
                 "--resume: the checkpoint was made with other settings".into(),
             ));
         }
-        let net = TrainNet::from_safetensors(&bytes, config.net.architecture()?, true, &device)?;
+        let net = TrainNet::from_safetensors(&bytes, config.net.arch, true, &device)?;
         let mut sgd = config.optim.sgd();
         sgd.set_buffers(momentum_from_checkpoint(&bytes, &net)?);
         let epoch = training["epoch"].as_u64().unwrap_or(0) as usize;

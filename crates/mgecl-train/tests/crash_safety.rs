@@ -59,7 +59,7 @@ fn task_signature(task: &Task) -> Vec<(String, usize)> {
 
 fn spec() -> NetSpec {
     NetSpec {
-        arch: "resnet12".into(),
+        arch: mgecl::Architecture::ResNet12,
         widths: vec![8, 16, 32, 64],
         in_channels: 3,
     }
@@ -67,7 +67,8 @@ fn spec() -> NetSpec {
 
 fn input() -> InputSpec {
     InputSpec {
-        image_size: 32,
+        image_size: (32, 32),
+        in_channels: 3,
         mean: vec![0.5; 3],
         std: vec![0.25; 3],
         invert: false,

@@ -51,7 +51,7 @@ fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
     PretrainConfig {
         run: run(out, 1, 200, 3),
         net: NetSpec {
-            arch: "conv4".into(),
+            arch: mgecl::Architecture::Conv4,
             widths: vec![32; 4],
             in_channels: 1,
         },
@@ -111,12 +111,8 @@ fn pretraining_learns_and_beats_the_untrained_encoder() {
     let best = std::fs::read(out.join("best.safetensors")).unwrap();
     let model = Model::from_bytes(&best, &LoadOptions::default()).unwrap();
     let info = model.info();
-    let input = InputSpec {
-        image_size: 28,
-        mean: info.mean.clone(),
-        std: info.std.clone(),
-        invert: true,
-    };
+    let input: InputSpec = info.input.clone();
+    assert!(input.invert);
     let untrained_bytes = checkpoint_bytes(
         &untrained,
         None,
@@ -149,8 +145,8 @@ fn pretraining_learns_and_beats_the_untrained_encoder() {
     );
 
     // The checkpoint is a model file the SDK loads, with its training recorded.
-    assert_eq!(info.arch, "conv4");
-    assert!(info.invert);
+    assert_eq!(info.arch, mgecl::Architecture::Conv4);
+    assert!(info.input.invert);
     let training: serde_json::Value = serde_json::from_str(&info.metadata["training"]).unwrap();
     assert_eq!(training["config"]["epochs"], 6);
     // The run was given absolute paths (data, lists, output); the file keeps none of them.

@@ -147,7 +147,7 @@ fn feature_loss_steps_agree_across_engines() {
         ("resnet12", vec![16, 16, 24, 32], 3, 20),
     ] {
         let spec = NetSpec {
-            arch: arch.into(),
+            arch: arch.parse().unwrap(),
             widths,
             in_channels: channels,
         };
