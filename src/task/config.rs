@@ -1,0 +1,170 @@
+//! A task's settings: the classifier, its parameters, test-time augmentation, thresholds and
+//! resource limits.
+
+use serde::{Deserialize, Serialize};
+
+use crate::classifier::logistic::LogisticConfig;
+use crate::error::{Error, Result};
+
+/// Which classifier a task fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifierKind {
+    /// Multinomial logistic regression (scikit-learn's `LogisticRegression(C=1/alpha)`), fitted
+    /// with linfa-logistic. The MGECL/RFS meta-test classifier.
+    #[default]
+    Logistic,
+    /// Cosine similarity to class means, softmax with a temperature. Fits in microseconds.
+    Prototype,
+}
+
+impl std::str::FromStr for ClassifierKind {
+    type Err = Error;
+
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name other than `logistic` or `prototype`.
+    fn from_str(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "logistic" => Ok(ClassifierKind::Logistic),
+            "prototype" => Ok(ClassifierKind::Prototype),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown classifier {other:?} (expected logistic or prototype)"
+            ))),
+        }
+    }
+}
+
+/// Settings of a task; saved with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskConfig {
+    /// The classifier to fit.
+    pub classifier: ClassifierKind,
+    /// Logistic regression: L2 penalty `alpha = 1/C` (default 1, scikit-learn's C = 1).
+    pub alpha: f64,
+    /// Logistic regression: iteration cap (default 1000).
+    pub max_iterations: u64,
+    /// Logistic regression: the fit counts as converged when the largest absolute gradient
+    /// entry of the objective is at most this (default 1e-6). The solver itself is never asked
+    /// for less than f64 can resolve on the task
+    /// ([`solver_tolerance_floor`](crate::classifier::logistic::solver_tolerance_floor)): below
+    /// it the fit returns not converged instead of searching forever.
+    pub gradient_tolerance: f64,
+    /// Prototype classifier: softmax temperature on cosine similarities (default 0.1).
+    pub temperature: f64,
+    /// Augmented copies embedded with each support image (0 = off, the default; up to
+    /// [`MAX_AUGMENTED_COPIES`]): horizontal flip, then shifted crops, as RFS fits on
+    /// augmented support sets. Applies to examples added after it is set.
+    pub augmented_copies: usize,
+    /// Open-set rejection: an answer whose [`Prediction::known_probability`] is below this
+    /// becomes "unknown" (`label: None`). With a calibrated model that is the probability that
+    /// the image belongs to one of the task's classes at all, so 0.5 rejects what is more
+    /// likely unknown than known. `None` (default) always answers.
+    pub threshold: Option<f64>,
+    /// Calibrated probabilities (default true): the model's calibration
+    /// ([`Model::calibration`]) rescales the classifier's scores for the task's number of
+    /// classes and shots, so that a probability of 0.9 is right 9 times in 10; which class
+    /// wins never changes. `false` gives the classifier's raw probabilities (logistic
+    /// regression: scikit-learn's exactly), as does a model without a calibration.
+    #[serde(default = "default_calibrated")]
+    pub calibrated: bool,
+    /// Most classes the task holds (default [`DEFAULT_MAX_CLASSES`]); adding one more, or
+    /// loading a task file with more, is [`Error::LimitExceeded`].
+    #[serde(default = "default_max_classes")]
+    pub max_classes: usize,
+    /// Most feature rows the task holds, counting each example's augmented copies (default
+    /// [`DEFAULT_MAX_ROWS`]). The logistic fit keeps a rows x rows Gram matrix in f64, so this
+    /// bounds its memory (800 MB at 10,000 rows) and time.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+}
+
+/// Default of [`TaskConfig::max_classes`].
+pub const DEFAULT_MAX_CLASSES: usize = 1000;
+/// Default of [`TaskConfig::max_rows`].
+pub const DEFAULT_MAX_ROWS: usize = 10_000;
+
+fn default_max_classes() -> usize {
+    DEFAULT_MAX_CLASSES
+}
+
+fn default_max_rows() -> usize {
+    DEFAULT_MAX_ROWS
+}
+
+fn default_calibrated() -> bool {
+    true
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        let logistic = LogisticConfig::default();
+        TaskConfig {
+            classifier: ClassifierKind::Logistic,
+            alpha: logistic.alpha,
+            max_iterations: logistic.max_iterations,
+            gradient_tolerance: logistic.gradient_tolerance,
+            temperature: 0.1,
+            augmented_copies: 0,
+            threshold: None,
+            calibrated: true,
+            max_classes: DEFAULT_MAX_CLASSES,
+            max_rows: DEFAULT_MAX_ROWS,
+        }
+    }
+}
+
+/// Most augmented copies per support image.
+pub const MAX_AUGMENTED_COPIES: usize = 8;
+
+impl TaskConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.alpha) {
+            return Err(Error::InvalidArgument(format!(
+                "alpha must be > 0, got {}",
+                self.alpha
+            )));
+        }
+        if self.max_iterations == 0 {
+            return Err(Error::InvalidArgument("max_iterations must be >= 1".into()));
+        }
+        if !positive(self.gradient_tolerance) {
+            return Err(Error::InvalidArgument(format!(
+                "gradient_tolerance must be > 0, got {}",
+                self.gradient_tolerance
+            )));
+        }
+        if !positive(self.temperature) {
+            return Err(Error::InvalidArgument(format!(
+                "temperature must be > 0, got {}",
+                self.temperature
+            )));
+        }
+        if self.augmented_copies > MAX_AUGMENTED_COPIES {
+            return Err(Error::InvalidArgument(format!(
+                "augmented_copies must be <= {MAX_AUGMENTED_COPIES}"
+            )));
+        }
+        if self.max_classes < 2 || self.max_rows < 2 {
+            return Err(Error::InvalidArgument(
+                "max_classes and max_rows must be >= 2".into(),
+            ));
+        }
+        if let Some(t) = self.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(Error::InvalidArgument(format!(
+                    "threshold must be in [0, 1], got {t}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn logistic(&self) -> LogisticConfig {
+        LogisticConfig {
+            alpha: self.alpha,
+            max_iterations: self.max_iterations,
+            gradient_tolerance: self.gradient_tolerance,
+        }
+    }
+}
