@@ -2,7 +2,7 @@
 //
 //   classify_cpp MODEL LABEL=IMAGE [LABEL=IMAGE ...] -- QUERY [QUERY ...]
 //
-// Build (see README "C / C++ / Python"):
+// Build against an installed library: examples/cpp/CMakeLists.txt. From the build tree:
 //   c++ -std=c++17 -Iinclude -Ibindings/cpp examples/cpp/classify.cpp
 //       -Ltarget/release -lmgecl -Wl,-rpath,$PWD/target/release -o classify_cpp
 #include <cstdio>
