@@ -15,8 +15,9 @@ An image is a path (str or os.PathLike: PNG/JPEG file), bytes (an encoded PNG/JP
 without it, features are lists of lists of floats.
 
 The shared library is found through the MGECL_LIBRARY environment variable (a path to
-libmgecl.so / .dylib / .dll), else next to this package, else in the repository's
-target/release (or $CARGO_TARGET_DIR/release), else on the system library path.
+libmgecl.so / .dylib / .dll), else the one an installed package carries (mgecl/_native*),
+else in a source checkout's target/release (or $CARGO_TARGET_DIR/release), else on the system
+library path.
 
 Threads: a Model may be used from many threads at once (the library releases the GIL during
 calls, as ctypes does for every foreign call); a Task from one thread at a time.
@@ -112,10 +113,15 @@ class _Prediction(Structure):
 # --- Loading the library -------------------------------------------------------------------
 
 def _candidates():
+    here = os.path.dirname(os.path.abspath(__file__))
+    # Installed (pip install ./bindings/python): the library the package carries.
+    for name in sorted(os.listdir(here)):
+        if name.startswith("_native") and name.endswith((".so", ".dylib", ".pyd", ".dll")):
+            yield os.path.join(here, name)
+    # A source checkout: the library cargo built.
     names = {"linux": ["libmgecl.so"], "darwin": ["libmgecl.dylib"],
              "win32": ["mgecl.dll"]}.get(sys.platform, ["libmgecl.so"])
-    here = os.path.dirname(os.path.abspath(__file__))
-    dirs = [here]
+    dirs = []
     if os.environ.get("CARGO_TARGET_DIR"):
         dirs.append(os.path.join(os.environ["CARGO_TARGET_DIR"], "release"))
     dirs.append(os.path.join(here, "..", "..", "..", "target", "release"))
@@ -135,7 +141,8 @@ def _find_library():
     found = ctypes.util.find_library("mgecl")
     if found:
         return found
-    raise OSError("libmgecl not found: build it (cargo build --release) or set MGECL_LIBRARY")
+    raise OSError("libmgecl not found: install the package (pip install ./bindings/python), "
+                  "build the library (cargo build --release), or set MGECL_LIBRARY")
 
 
 library_path = _find_library()

@@ -9,7 +9,11 @@ import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+# MGECL_TEST_INSTALLED=1 (CI): test the installed package (pip install ./bindings/python)
+# and fail if the source tree would be imported instead; otherwise the source tree.
+INSTALLED = os.environ.get("MGECL_TEST_INSTALLED") == "1"
+if not INSTALLED:
+    sys.path.insert(0, os.path.dirname(HERE))
 ROOT = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
 DATA = os.path.join(ROOT, "tests", "data")
 MODEL = os.path.join(DATA, "conv4_gray.safetensors")
@@ -26,6 +30,13 @@ def rows(features):
 
 
 class LibraryTest(unittest.TestCase):
+    @unittest.skipUnless(INSTALLED, "tests the source tree (MGECL_TEST_INSTALLED unset)")
+    def test_the_installed_package_carries_its_library(self):
+        package = os.path.dirname(os.path.abspath(mgecl.__file__))
+        self.assertNotEqual(package, os.path.join(os.path.dirname(HERE), "mgecl"))
+        self.assertEqual(os.path.dirname(os.path.abspath(mgecl.library_path)), package)
+        self.assertTrue(os.path.basename(mgecl.library_path).startswith("_native"))
+
     def test_version(self):
         self.assertRegex(mgecl.version(), r"^\d+\.\d+\.\d+$")
 
