@@ -159,7 +159,7 @@ def main():
     ap.add_argument("--resnet12", help="ResNet-12 model (84x84; e.g. resnet12_full.safetensors)")
     ap.add_argument("--conv4", default=os.path.join(ROOT, "tests/data/conv4_gray.safetensors"),
                     help="Conv-4 model (28x28)")
-    ap.add_argument("--reference", default=os.path.join(ROOT, "tests/data/train"),
+    ap.add_argument("--reference", default=os.path.join(ROOT, "crates/mgecl-train/tests/data/train"),
                     help="folder holding ref_models.py (default: the repository's copy)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3,

@@ -21,7 +21,7 @@ os.wait4) is its own:
     and prints one line per step, e.g. `conv4 28x28 batch 64 step 3: 0.123 s, 520.3 img/s`;
     step 0 is warm-up and the best of steps 1..3 counts.
   * PyTorch: this script in its hidden `--torch-job ARCH SIZE BATCH THREADS` mode, the models
-    of `tests/data/train/ref_models.py`, NCHW float32, `torch.set_num_threads(THREADS)`;
+    of `crates/mgecl-train/tests/data/train/ref_models.py`, NCHW float32, `torch.set_num_threads(THREADS)`;
     1 warm-up step and 3 timed steps, the best counts.
 
 For each configuration the two jobs alternate ROUNDS times (PyTorch, then mgecl) and each
@@ -54,7 +54,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-REF_MODELS_DIR = os.path.join(ROOT, "tests", "data", "train")
+REF_MODELS_DIR = os.path.join(ROOT, "crates", "mgecl-train", "tests", "data", "train")
 
 NUM_CLASSES = 790
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4

@@ -155,8 +155,8 @@ fn images_end_to_end_with_threshold_and_augmentation() {
 
 #[test]
 fn save_and_load_round_trip() {
-    let dir = std::env::temp_dir().join(format!("mgecl-task-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     let path = dir.join("task.safetensors");
     let (mut task, fx) = task_from_fixture(
         "lr_5w1s",
@@ -185,13 +185,12 @@ fn save_and_load_round_trip() {
     let mut back = Task::load(&path, task.model().clone()).unwrap();
     assert!(!back.is_fitted());
     assert!(back.add_example_feature("a", &vec![2.0; 160]).unwrap() > first);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn damaged_or_foreign_task_files_are_refused() {
-    let dir = std::env::temp_dir().join(format!("mgecl-task-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     let path = dir.join("task.safetensors");
     let (mut task, _) = task_from_fixture("lr_5w1s", TaskConfig::default());
     task.fit().unwrap();
@@ -233,7 +232,6 @@ fn damaged_or_foreign_task_files_are_refused() {
         .err()
         .unwrap();
     assert!(matches!(err, Error::Io { .. }), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -449,8 +447,8 @@ fn task_limits_are_enforced_and_configurable() {
 
     // A task file holding more than its own limits allow is refused on load; a file written
     // before the limits existed loads with the defaults.
-    let dir = std::env::temp_dir().join(format!("mgecl-task-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     let path = dir.join("task.safetensors");
     task.save(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
@@ -472,7 +470,6 @@ fn task_limits_are_enforced_and_configurable() {
     );
     assert_eq!(loaded.config().max_rows, mgecl::task::DEFAULT_MAX_ROWS);
     assert_eq!(loaded.classes(), task.classes());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A task found by fuzzing (fuzz/regressions/task_from_bytes/): extreme feature values and

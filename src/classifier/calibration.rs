@@ -10,7 +10,7 @@
 //!   largest cosine similarity to a class prototype (the class means of the support set).
 //!
 //! Also the two measures they are judged by: the expected calibration error and the open-set
-//! AUROC (DESIGN.md section 7).
+//! AUROC (README "Confidence", `models/README.md`).
 
 use serde::{Deserialize, Serialize};
 
@@ -289,7 +289,7 @@ fn solve4(mut a: [[f64; 4]; 4], mut b: [f64; 4]) -> Option<[f64; 4]> {
 
 /// Expected calibration error of answers with top probabilities `confidence` and correctness
 /// `correct`: over `bins` equal-width bins of the confidence, the sum of
-/// `(n_bin / n) |accuracy_bin - mean confidence_bin|` (DESIGN.md section 7 uses 15 bins). A
+/// `(n_bin / n) |accuracy_bin - mean confidence_bin|` (the evaluation uses 15 bins). A
 /// confidence of exactly 1 falls in the last bin. 0 for no answers.
 pub fn expected_calibration_error(confidence: &[f64], correct: &[bool], bins: usize) -> f64 {
     let n = confidence.len().min(correct.len());

@@ -3,7 +3,7 @@
 use ndarray::{Array1, Array2};
 use safetensors::{Dtype, SafeTensors};
 
-/// One logistic-regression reference fixture (see shared/reference/README.md).
+/// One logistic-regression reference fixture (scikit-learn solutions; provenance in `tests/data/README.md`).
 pub struct Fixture {
     pub support: Array2<f64>,
     pub support_labels: Vec<usize>,

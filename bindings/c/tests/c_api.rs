@@ -1,5 +1,5 @@
-//! The C ABI from C and C++: compiles `tests/c/capi_test.c` (every convention of DESIGN.md
-//! section 5, 8 threads on one model, resource limits), `tests/c/stress_test.c` (8 threads
+//! The C ABI from C and C++: compiles `tests/c/capi_test.c` (every convention of the
+//! header's preamble, 8 threads on one model, resource limits), `tests/c/stress_test.c` (8 threads
 //! cycling through the task life cycle) and the examples with `-Wall -Wextra -Werror` against
 //! `include/mgecl.h` and the library cargo built next to this test (static and dynamic), runs
 //! them on the Conv-4 fixture and checks their output. The panic test builds the library once
@@ -415,4 +415,3 @@ fn cpp_example_classifies_with_the_raii_wrapper() {
     );
     assert_eq!(run(&fixed, &example_args()), stdout);
 }
-

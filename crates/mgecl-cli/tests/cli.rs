@@ -34,8 +34,8 @@ fn info_json_describes_the_model() {
 
 #[test]
 fn embed_writes_features_in_argument_order() {
-    let dir = std::env::temp_dir().join(format!("mgecl-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     let out_file = dir.join("features.safetensors");
     // Reverse order, to check rows follow the arguments.
     let order = [3usize, 2, 1, 0];
@@ -72,13 +72,12 @@ fn embed_writes_features_in_argument_order() {
         );
         assert!(d <= 1e-4, "row {row} (image {i}) differs by {d}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn errors_exit_nonzero_with_a_message_and_write_nothing() {
-    let dir = std::env::temp_dir().join(format!("mgecl-cli-err-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     let out_file = dir.join("f.safetensors");
     let out = mgecl()
         .args(["embed", "--model"])
@@ -108,12 +107,12 @@ fn errors_exit_nonzero_with_a_message_and_write_nothing() {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("cuda"));
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn classify_names_each_image_by_its_support_folder() {
-    let dir = std::env::temp_dir().join(format!("mgecl-cli-classify-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     for i in 0..3 {
         std::fs::create_dir_all(dir.join(format!("class{i}"))).unwrap();
         std::fs::copy(
@@ -162,5 +161,4 @@ fn classify_names_each_image_by_its_support_folder() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\tunknown\t"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

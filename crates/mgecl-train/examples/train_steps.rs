@@ -1,6 +1,6 @@
 //! Runs the SGD steps a training-step fixture describes and writes every tensor afterwards
 //! (`head.*` included) and `loss` (one f32 per step, before its update), as the fixture's
-//! `_expected` file holds them (format: `tests/data/train/make_train_fixtures.py`).
+//! `_expected` file holds them (format: `crates/mgecl-train/tests/data/train/make_train_fixtures.py`).
 //!
 //!     cargo run --release --example train_steps -- FIXTURE.safetensors OUT.safetensors [auto|candle]
 

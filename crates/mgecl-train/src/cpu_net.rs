@@ -1,7 +1,7 @@
 //! CPU training of Conv-4 and ResNet-12 with an explicit backward pass.
 //!
-//! candle's autograd on the CPU runs a training step 7-20x slower than PyTorch (DESIGN.md in
-//! the shared notes, section 6; `bench/RESULTS.md`). This module does what made inference fast
+//! candle's autograd on the CPU runs a training step 7-20x slower than PyTorch
+//! (`bench/RESULTS.md`). This module does what made inference fast
 //! (`src/model/cpu_fast.rs`) for training:
 //!
 //! - Activations are NHWC (`(pixels, channels)` row-major), so every convolution is a matrix

@@ -1,4 +1,4 @@
-//! Few-shot evaluation (DESIGN.md section 7): N-way K-shot episodes on classes the encoder
+//! Few-shot evaluation (the protocol of `models/README.md`): N-way K-shot episodes on classes the encoder
 //! never trained on, the SDK's own task API fitted per episode, mean accuracy with a 95%
 //! confidence interval. Also the episodes-file format that pins exact episodes.
 
@@ -37,7 +37,7 @@ pub struct EvalResult {
     /// Mean top probability of the answers to known-class queries.
     pub mean_confidence: f64,
     /// Expected calibration error of those answers (15 equal-width bins of the top
-    /// probability, DESIGN.md section 7).
+    /// probability, as in `models/README.md`).
     pub ece: f64,
     /// With unknown-class queries: AUROC of telling known from unknown queries by
     /// [`Prediction::known_probability`](mgecl::Prediction::known_probability).

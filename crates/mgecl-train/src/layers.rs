@@ -1,7 +1,7 @@
 //! Differentiable building blocks for training, written as plain functions of tensors so that
 //! each one can be checked against finite differences (tests/train_gradients.rs).
 //!
-//! candle 0.11's `max_pool2d` backward is wrong (DESIGN.md section 6), so max-pooling is
+//! candle 0.11's `max_pool2d` backward is wrong (it was measured against PyTorch's), so max-pooling is
 //! expressed as a reshape and two `max` reductions, whose backward is correct.
 
 use candle_core::{DType, Tensor, D};
@@ -33,7 +33,7 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 /// 3x3 (padding 1) or 1x1 (padding 0) convolution, stride 1, with an optional bias.
 ///
 /// Written as im2col and one matrix product, not with candle's `conv2d`: candle computes
-/// conv2d's input gradient with a naive `conv_transpose2d` (DESIGN.md section 6), while the
+/// conv2d's input gradient with a naive `conv_transpose2d` (slow on the CPU), while the
 /// backward of this form is two GEMMs and a col2im. On CPU im2col is a kernel of
 /// [`cpu_ops`](super::cpu_ops); elsewhere nine shifted views of the padded input.
 pub fn conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {

@@ -207,7 +207,7 @@ fn check_batch(spec: &NetSpec, batch: &Batch, (c, h, w): (usize, usize, usize)) 
     Ok(())
 }
 
-/// Runs a training-step fixture (the format of `tests/data/train/make_train_fixtures.py`:
+/// Runs a training-step fixture (the format of `crates/mgecl-train/tests/data/train/make_train_fixtures.py`:
 /// start tensors under their RFS names, `head.weight`/`head.bias`, a batch `x` (N, C, H, W)
 /// f32 with labels `y` (N,) i64, and the step settings in `__metadata__`) and returns what its
 /// `_expected` file holds: every tensor after the steps (the head as `head.*`) and `loss`, one

@@ -206,8 +206,8 @@ fn a_single_class_task_answers_with_its_known_probability() {
 
 #[test]
 fn calibrate_file_fits_on_images_and_writes_a_loadable_model() {
-    let dir = std::env::temp_dir().join(format!("mgecl-calibrate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     let out = dir.join("calibrated.safetensors");
     let config = CalibrateConfig {
         episodes_per_shape: 4,
@@ -230,5 +230,4 @@ fn calibrate_file_fits_on_images_and_writes_a_loadable_model() {
         !text.contains('/'),
         "calibration metadata names a path: {text}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

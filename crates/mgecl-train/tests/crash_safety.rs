@@ -164,11 +164,9 @@ fn delay(round: u64) -> Duration {
     Duration::from_micros(mixed % 40_000)
 }
 
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgecl-crash-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder, removed when the returned guard drops.
+fn fresh_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 /// [`ROUNDS`] kills of a `kind` child writing into `dir`, each followed by `check(round)` on
@@ -192,7 +190,8 @@ fn task_saves_survive_kills() {
         task_signature(&task(&model, 0)),
         task_signature(&task(&model, 1)),
     ];
-    let dir = fresh_dir("task");
+    let scratch = fresh_dir();
+    let dir = scratch.path().to_path_buf();
     let path = dir.join("task.safetensors");
     kill_rounds("child-task", &dir, "task saves", |round| {
         let loaded = Task::load(&path, model.clone())
@@ -210,22 +209,22 @@ fn task_saves_survive_kills() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("task.safetensors")]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn checkpoints_survive_kills() {
     // The fingerprints of the two checkpoints, written without interruption.
     let mut expected = Vec::new();
     for variant in 0..2 {
-        let dir = fresh_dir(&format!("checkpoint-ref{variant}"));
+        let scratch = fresh_dir();
+        let dir = scratch.path().to_path_buf();
         write_checkpoints(&dir, &trainer(variant));
         for file in ["best.safetensors", "last.safetensors"] {
             let model = Model::load(dir.join(file), &LoadOptions::default()).unwrap();
             expected.push((file, model.info().fingerprint.clone()));
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
-    let dir = fresh_dir("checkpoint");
+    let scratch = fresh_dir();
+    let dir = scratch.path().to_path_buf();
     kill_rounds("child-checkpoint", &dir, "checkpoints", |round| {
         for file in ["best.safetensors", "last.safetensors"] {
             let model = Model::load(dir.join(file), &LoadOptions::default())
@@ -234,7 +233,6 @@ fn checkpoints_survive_kills() {
             assert!(expected.contains(&found), "round {round}: {file} is a mix");
         }
     });
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn main() {

@@ -19,11 +19,9 @@ use mgecl_train::{
     checkpoint_bytes, model_metadata, validate, InputSpec, RunConfig, Silent, ValidationConfig,
 };
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mgecl-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder, removed when the returned guard drops.
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 /// Run settings on the mini data set: train on two alphabets, validate on Tagalog.
@@ -92,7 +90,8 @@ fn log_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn pretraining_learns_and_beats_the_untrained_encoder() {
-    let out = scratch("pretrain");
+    let out_dir = scratch();
+    let out = out_dir.path().to_path_buf();
     let cfg = config(out.clone(), 6);
     let summary = pretrain(&cfg, DeviceChoice::Cpu, false, &mut Silent).unwrap();
     let log = log_lines(&out);
@@ -159,17 +158,18 @@ fn pretraining_learns_and_beats_the_untrained_encoder() {
             "metadata {key} names a machine path: {value}"
         );
     }
-    std::fs::remove_dir_all(&out).unwrap();
 }
 
 #[test]
 fn metatraining_runs_every_loss_combination() {
-    let out = scratch("meta-init");
+    let out_dir = scratch();
+    let out = out_dir.path().to_path_buf();
     let mut cfg = config(out.clone(), 2);
     cfg.run.val_list = None;
     pretrain(&cfg, DeviceChoice::Cpu, false, &mut Silent).unwrap();
     for (class_loss, instance_loss) in [(true, true), (true, false), (false, true)] {
-        let meta_out = scratch(&format!("meta-{class_loss}-{instance_loss}"));
+        let meta_out_dir = scratch();
+        let meta_out = meta_out_dir.path().to_path_buf();
         let meta = MetatrainConfig {
             init: out.join("best.safetensors"),
             run: run(meta_out.clone(), 2, 20, 1),
@@ -204,14 +204,13 @@ fn metatraining_runs_every_loss_combination() {
             "{l}"
         );
         assert!(Model::load(meta_out.join("best.safetensors"), &LoadOptions::default()).is_ok());
-        std::fs::remove_dir_all(&meta_out).unwrap();
     }
-    std::fs::remove_dir_all(&out).unwrap();
 }
 
 #[test]
 fn bad_configurations_fail_before_any_work() {
-    let out = scratch("bad");
+    let out_dir = scratch();
+    let out = out_dir.path().to_path_buf();
     let invalid = |r: Result<mgecl_train::pretrain::RunSummary, Error>| match r {
         Err(Error::InvalidArgument(m)) => m,
         Err(Error::Io { path, .. }) => format!("io {}", path.display()),
@@ -244,5 +243,4 @@ fn bad_configurations_fail_before_any_work() {
         !out.join("last.safetensors").exists(),
         "nothing was trained"
     );
-    std::fs::remove_dir_all(&out).unwrap();
 }
