@@ -32,6 +32,25 @@ fn info_json_describes_the_model() {
     assert_eq!(info["device"], "cpu");
 }
 
+/// `mgecl info --json | head -c 10`: the reader goes away; the tool must neither panic nor
+/// complain ("failed printing to stdout: Broken pipe"), and exits 0.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let mut child = mgecl()
+        .args(["info", "--model"])
+        .arg(data("resnet12_small.safetensors"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the model is loaded: every write then fails with EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
 #[test]
 fn embed_writes_features_in_argument_order() {
     let scratch = tempfile::tempdir().unwrap();
