@@ -15,12 +15,37 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
-/// `target/release/deps`: this test runs from there, and that is where `cargo test` builds
-/// `libmgecl.so` and `libmgecl.a` (only `cargo build` copies them up to `target/release`, so
-/// on a fresh clone the copies there do not exist; works with any `CARGO_TARGET_DIR`).
+/// `target/release/deps`: this test runs from there, and that is where cargo puts
+/// `libmgecl.so` and `libmgecl.a` (works with any `CARGO_TARGET_DIR`). `cargo test` does not
+/// build a library that is only a cdylib and a staticlib (no test can link it), so the first
+/// call builds it: `cargo build --release -p mgecl-c` into this same target folder, where
+/// every dependency is already built.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().to_path_buf()
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let deps = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let target = deps.parent().unwrap().parent().unwrap();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let result = Command::new(cargo)
+            .current_dir(root())
+            .args(["build", "--release", "--package", "mgecl-c", "--lib"])
+            .arg("--target-dir")
+            .arg(target)
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            result.status.success(),
+            "building the C library failed:\n{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        deps
+    })
+    .clone()
 }
 
 /// `target/release`.
