@@ -135,3 +135,23 @@ pub fn synthetic_conv4_seeded(dim: usize, seed: u64) -> std::sync::Arc<mgecl::Mo
     let bytes = safetensors::serialize(views, Some(metadata)).unwrap();
     std::sync::Arc::new(mgecl::Model::from_bytes(&bytes, &mgecl::LoadOptions::default()).unwrap())
 }
+
+/// The training records of a run's log; the run's last record must be its calibration, and
+/// `best.safetensors` must carry it.
+pub fn training_log(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.pop().unwrap();
+    assert_eq!(last["stage"], "calibrate", "{last}");
+    let best =
+        mgecl::Model::load(dir.join("best.safetensors"), &mgecl::LoadOptions::default()).unwrap();
+    let calibration = best.calibration().expect("training writes a calibration");
+    assert_eq!(
+        last["calibration"],
+        serde_json::to_value(calibration).unwrap()
+    );
+    lines
+}

@@ -15,6 +15,27 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
+/// `cargo build --release -p mgecl-c --lib` with `features` into `target_dir`.
+fn build_c_library(target_dir: &Path, features: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(root())
+        .args(["build", "--release", "--package", "mgecl-c", "--lib"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env_remove("CARGO_TARGET_DIR");
+    if !features.is_empty() {
+        command.arg("--features").arg(features.join(","));
+    }
+    let result = command.output().unwrap();
+    assert!(
+        result.status.success(),
+        "building the C library ({features:?}) failed:\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
 /// `target/release/deps`: this test runs from there, and that is where cargo puts
 /// `libmgecl.so` and `libmgecl.a` (works with any `CARGO_TARGET_DIR`). `cargo test` does not
 /// build a library that is only a cdylib and a staticlib (no test can link it), so the first
@@ -29,20 +50,7 @@ fn lib_dir() -> PathBuf {
             .unwrap()
             .to_path_buf();
         let target = deps.parent().unwrap().parent().unwrap();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let result = Command::new(cargo)
-            .current_dir(root())
-            .args(["build", "--release", "--package", "mgecl-c", "--lib"])
-            .arg("--target-dir")
-            .arg(target)
-            .env_remove("CARGO_TARGET_DIR")
-            .output()
-            .unwrap();
-        assert!(
-            result.status.success(),
-            "building the C library failed:\n{}",
-            String::from_utf8_lossy(&result.stderr)
-        );
+        build_c_library(target, &[]);
         deps
     })
     .clone()
@@ -300,28 +308,7 @@ fn hooks_lib_dir() -> &'static Path {
             &target.join("release/.fingerprint"),
             &not_mgecl,
         );
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let result = Command::new(cargo)
-            .current_dir(root())
-            .args([
-                "build",
-                "--release",
-                "--package",
-                "mgecl-c",
-                "--lib",
-                "--features",
-                "test-hooks",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .env_remove("CARGO_TARGET_DIR")
-            .output()
-            .unwrap();
-        assert!(
-            result.status.success(),
-            "building the test-hooks library failed:\n{}",
-            String::from_utf8_lossy(&result.stderr)
-        );
+        build_c_library(&target, &["test-hooks"]);
         target.join("release")
     })
 }

@@ -7,25 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::data;
-use mgecl::{LoadOptions, Model};
-
-fn log_lines(dir: &Path) -> Vec<serde_json::Value> {
-    let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let last = lines.pop().unwrap();
-    assert_eq!(last["stage"], "calibrate", "{last}");
-    let best = Model::load(dir.join("best.safetensors"), &LoadOptions::default()).unwrap();
-    let calibration = best.calibration().expect("training writes a calibration");
-    assert_eq!(
-        last["calibration"],
-        serde_json::to_value(calibration).unwrap()
-    );
-    lines
-}
+use common::{data, training_log};
 
 fn weights(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
@@ -97,7 +79,7 @@ fn a_killed_run_resumes_to_the_uninterrupted_result() {
         weights(&straight.join("last.safetensors"))
     );
     assert_eq!(
-        log_lines(&killed).last().unwrap()["loss"],
-        log_lines(&straight).last().unwrap()["loss"]
+        training_log(&killed).last().unwrap()["loss"],
+        training_log(&straight).last().unwrap()["loss"]
     );
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::data;
+use common::{data, training_log};
 use mgecl::{DeviceChoice, Error, LoadOptions, Model};
 use mgecl_train::augment::AugmentConfig;
 use mgecl_train::metatrain::{metatrain, MetatrainConfig};
@@ -69,32 +69,13 @@ fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
     }
 }
 
-/// The training records of a run's log; the run's last record must be its calibration, and
-/// `best.safetensors` must carry it.
-fn log_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    let mut lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let last = lines.pop().unwrap();
-    assert_eq!(last["stage"], "calibrate", "{last}");
-    let best = Model::load(dir.join("best.safetensors"), &LoadOptions::default()).unwrap();
-    let calibration = best.calibration().expect("training writes a calibration");
-    assert_eq!(
-        last["calibration"],
-        serde_json::to_value(calibration).unwrap()
-    );
-    lines
-}
-
 #[test]
 fn pretraining_learns_and_beats_the_untrained_encoder() {
     let out_dir = scratch();
     let out = out_dir.path().to_path_buf();
     let cfg = config(out.clone(), 6);
     let summary = pretrain(&cfg, DeviceChoice::Cpu, false, &mut Silent).unwrap();
-    let log = log_lines(&out);
+    let log = training_log(&out);
     assert_eq!(log.len(), 6);
     let first = log[0]["loss"].as_f64().unwrap();
     let last = log[5]["loss"].as_f64().unwrap();
@@ -194,7 +175,7 @@ fn metatraining_runs_every_loss_combination() {
         };
         let summary = metatrain(&meta, DeviceChoice::Cpu, false, &mut Silent).unwrap();
         assert_eq!(summary.completed, 4);
-        let log = log_lines(&meta_out);
+        let log = training_log(&meta_out);
         assert_eq!(log.len(), 2);
         let l = &log[1];
         assert_eq!(l["class_loss"].as_f64().unwrap() > 0.0, class_loss, "{l}");
