@@ -11,6 +11,24 @@ use mgecl::{
 };
 use mgecl_train::evaluate::EpisodesFile;
 
+/// PyTorch checkpoint conversion of untrusted bytes (1-channel 28 px metadata): a model that
+/// loads, or an error.
+pub fn convert_checkpoint(data: &[u8]) {
+    let options = mgecl::convert::ConvertOptions {
+        metadata: [("image_size", "28"), ("mean", "[0.5]"), ("std", "[0.25]")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        state_dict_key: None,
+    };
+    if let Ok(conversion) = mgecl::convert::convert_checkpoint(data, &options) {
+        assert!(!conversion.kept.is_empty());
+        let model = Model::from_bytes(&conversion.bytes, &LoadOptions::default())
+            .expect("a converted model loads");
+        assert_eq!(model.info().fingerprint, conversion.info.fingerprint);
+    }
+}
+
 /// Model loading from untrusted bytes: any input must give a model or an error, never a
 /// panic, an abort or an allocation beyond what the bytes justify.
 pub fn model_from_bytes(data: &[u8]) {

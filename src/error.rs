@@ -23,6 +23,9 @@ pub enum ModelProblem {
     NonFiniteWeight,
     /// `__metadata__` (or an override) is missing a required key or holds an invalid value.
     BadMetadata,
+    /// A PyTorch checkpoint cannot be converted (not a `torch.save` archive, legacy format,
+    /// malformed pickle, no encoder found, missing or short tensor data).
+    BadCheckpoint,
 }
 
 /// Every failure the SDK reports. Messages are complete sentences for end users.

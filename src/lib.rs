@@ -14,6 +14,7 @@
 
 mod atomic;
 pub mod classifier;
+pub mod convert;
 pub mod device;
 pub mod error;
 mod hash;

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
+use mgecl::convert::{convert_checkpoint_file, ConvertOptions};
 use mgecl::{ClassifierKind, DeviceChoice, Engine, Error, LoadOptions, Model, Task, TaskConfig};
 use mgecl_train::augment::AugmentConfig;
 use mgecl_train::calibrate::{calibrate_file, CalibrateConfig};
@@ -113,6 +114,23 @@ enum Command {
         episodes_per_shape: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Convert a PyTorch checkpoint (torch.save zip: a state dict, or a dict holding one as RFS
+    /// and MGECL save) to a model file: the encoder's tensors under RFS key names, float32,
+    /// with the metadata given; heads, counters and prefixes such as `module.` dropped.
+    Convert {
+        /// The PyTorch checkpoint (.pth, .pt).
+        input: PathBuf,
+        /// The model file to write (safetensors).
+        output: PathBuf,
+        /// Metadata entry KEY=VALUE (repeatable); image_size, mean and std are required, e.g.
+        /// --meta image_size=84 --meta mean=[0.485,0.456,0.406] --meta std=[0.229,0.224,0.225].
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+        /// Dotted key of the state dict inside the checkpoint (e.g. model, state_dict), when
+        /// it holds more than one encoder.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Stage 1: cross-entropy pretraining of an encoder on an image-folder dataset.
     Pretrain(Box<PretrainArgs>),
@@ -376,19 +394,27 @@ struct ModelArgs {
     meta: Vec<String>,
 }
 
-impl ModelArgs {
-    fn load(&self) -> Result<Model, Error> {
-        let mut overrides = BTreeMap::new();
-        for entry in &self.meta {
-            let (k, v) = entry.split_once('=').ok_or_else(|| {
+/// `--meta KEY=VALUE` entries as a map.
+fn parse_meta(entries: &[String]) -> Result<BTreeMap<String, String>, Error> {
+    let mut map = BTreeMap::new();
+    for entry in entries {
+        let (k, v) = entry
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| {
                 Error::InvalidArgument(format!("--meta {entry:?}: expected KEY=VALUE"))
             })?;
-            overrides.insert(k.to_string(), v.to_string());
-        }
+        map.insert(k.to_string(), v.to_string());
+    }
+    Ok(map)
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<Model, Error> {
         let options = LoadOptions {
             device: self.device.parse::<DeviceChoice>()?,
             engine: self.engine.parse::<Engine>()?,
-            metadata_overrides: overrides,
+            metadata_overrides: parse_meta(&self.meta)?,
             ..LoadOptions::default()
         };
         Model::load(&self.model, &options)
@@ -515,6 +541,65 @@ fn embed(model: &Model, out: &Path, images: &[PathBuf]) -> Result<(), Error> {
         out.display()
     );
     Ok(())
+}
+
+fn convert(input: &Path, output: &Path, meta: &[String], key: Option<String>) -> Result<(), Error> {
+    let options = ConvertOptions {
+        metadata: parse_meta(meta)?,
+        state_dict_key: key,
+    };
+    let conversion = convert_checkpoint_file(input, output, &options)?;
+    let info = &conversion.info;
+    let from = match conversion.state_dict_key.as_str() {
+        "" => "the top-level state dict".to_string(),
+        key => format!("the state dict under {key:?}"),
+    };
+    outln!(
+        "{}: {} {:?}, {} channel(s) in, {} features; {} tensors from {from}{}",
+        output.display(),
+        info.arch,
+        info.widths,
+        info.input.in_channels,
+        info.feature_dim,
+        conversion.kept.len(),
+        match conversion.prefix.as_str() {
+            "" => String::new(),
+            prefix => format!(" (prefix {prefix:?} stripped)"),
+        }
+    );
+    if !conversion.dropped.is_empty() {
+        outln!(
+            "left out {} tensors: {}",
+            conversion.dropped.len(),
+            summarise_keys(&conversion.dropped, &conversion.prefix)
+        );
+    }
+    Ok(())
+}
+
+/// Keys grouped by their first component after `prefix`, with counts: `classifier.* (2),
+/// num_batches_tracked (16)`.
+fn summarise_keys(keys: &[String], prefix: &str) -> String {
+    let mut counters = 0;
+    let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
+    for key in keys {
+        let key = key.strip_prefix(prefix).unwrap_or(key);
+        if key.ends_with("num_batches_tracked") {
+            counters += 1;
+        } else {
+            *groups
+                .entry(key.split('.').next().unwrap_or(key))
+                .or_default() += 1;
+        }
+    }
+    let mut parts: Vec<String> = groups
+        .into_iter()
+        .map(|(group, n)| format!("{group}.* ({n})"))
+        .collect();
+    if counters > 0 {
+        parts.push(format!("num_batches_tracked ({counters})"));
+    }
+    parts.join(", ")
 }
 
 /// Image files directly inside `dir`, sorted by name.
@@ -844,6 +929,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             outln!("{}: {}", out.display(), calibration.to_metadata());
             Ok(())
         }
+        Command::Convert {
+            input,
+            output,
+            meta,
+            key,
+        } => convert(&input, &output, &meta, key),
         Command::Pretrain(a) => pretrain_cmd(*a),
         Command::Metatrain(a) => metatrain_cmd(*a),
         Command::Evaluate(a) => evaluate_cmd(*a),

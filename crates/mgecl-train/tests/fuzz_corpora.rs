@@ -28,6 +28,11 @@ fn replay(target: &str, run: fn(&[u8])) {
 }
 
 #[test]
+fn convert_checkpoint_corpus() {
+    replay("convert_checkpoint", bodies::convert_checkpoint);
+}
+
+#[test]
 fn model_from_bytes_corpus() {
     replay("model_from_bytes", bodies::model_from_bytes);
 }
