@@ -10,7 +10,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageBuffer, ImageReader, Luma, Rgb, RgbImage};
+use image::{DynamicImage, GrayImage, ImageBuffer, ImageDecoder, ImageReader, Luma, Rgb, RgbImage};
 
 use std::collections::BTreeMap;
 
@@ -282,14 +282,25 @@ impl Preprocessor {
         limits.max_image_width = Some(self.limits.max_width);
         limits.max_image_height = Some(self.limits.max_height);
         limits.max_alloc = Some(self.limits.max_decoded_bytes);
-        reader.limits(limits);
-        reader.decode().map_err(|e| match e {
+        reader.limits(limits.clone());
+        let error = |e: image::ImageError| match e {
             image::ImageError::Limits(l) => Error::LimitExceeded(format!(
                 "image exceeds the decoding limits ({l}); limits: {}x{} px, {} bytes",
                 self.limits.max_width, self.limits.max_height, self.limits.max_decoded_bytes
             )),
             other => Error::InvalidImage(format!("cannot decode image: {other}")),
-        })
+        };
+        let mut decoder = reader.into_decoder().map_err(error)?;
+        // The buffer the pixels need, checked before it is allocated (as ImageReader::decode).
+        limits.reserve(decoder.total_bytes()).map_err(error)?;
+        // Phones store photos as the sensor saw them plus an EXIF orientation: apply it, so a
+        // portrait photo is seen upright. An unreadable EXIF block leaves the image as stored.
+        let orientation = decoder
+            .orientation()
+            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        let mut image = DynamicImage::from_decoder(decoder).map_err(error)?;
+        image.apply_orientation(orientation);
+        Ok(image)
     }
 
     fn pixels_to_image(&self, p: &PixelBuffer<'_>) -> Result<DynamicImage> {
