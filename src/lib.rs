@@ -30,7 +30,10 @@ pub use model::{
 pub use preprocess::{
     ImageLimits, ImageSource, InputSpec, ModelPixels, PixelBuffer, PixelFormat, Preprocessor,
 };
-pub use task::{ClassSummary, ClassifierKind, FitReport, Prediction, Scores, Task, TaskConfig};
+pub use task::{
+    ClassSummary, ClassifierKind, FitReport, LabelOptions, Labelling, Prediction, Proposal, Scores,
+    Suggestion, Task, TaskConfig,
+};
 
 /// For the workspace's other crates (training, the command-line tool, the C ABI): helpers
 /// they share with the core and handles that carry candle types. Not part of the API: no
@@ -41,6 +44,7 @@ pub mod __private {
 
     pub use crate::atomic::{read_file_limited, write_file};
     pub use crate::model::cpu_fast::{add3_signed, add_signed, with_scratch, AT_TRIPLES, BT_PAIRS};
+    pub use crate::preprocess::decode_upright;
     use crate::{DeviceChoice, Model, Result};
 
     /// Opens the candle device of a choice.

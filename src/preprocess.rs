@@ -127,6 +127,50 @@ pub enum ImageSource<'a> {
     Pixels(PixelBuffer<'a>),
 }
 
+/// Decodes PNG or JPEG bytes within `bounds` and turns the image upright by its EXIF
+/// orientation: the one decoder of encoded images (preprocessing; thumbnails in the CLI).
+///
+/// # Errors
+/// [`Error::InvalidImage`] for empty, corrupt or unsupported data; [`Error::LimitExceeded`]
+/// when the image is larger than `bounds`.
+#[doc(hidden)] // for the workspace's crates (mgecl::__private): an `image` type, no API promise
+pub fn decode_upright(bytes: &[u8], bounds: &ImageLimits) -> Result<DynamicImage> {
+    if bytes.is_empty() {
+        return Err(Error::InvalidImage("the image data is empty".into()));
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::InvalidImage(format!("cannot read image: {e}")))?;
+    if reader.format().is_none() {
+        return Err(Error::InvalidImage(
+            "unrecognised image format (PNG and JPEG are supported)".into(),
+        ));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(bounds.max_width);
+    limits.max_image_height = Some(bounds.max_height);
+    limits.max_alloc = Some(bounds.max_decoded_bytes);
+    reader.limits(limits.clone());
+    let error = |e: image::ImageError| match e {
+        image::ImageError::Limits(l) => Error::LimitExceeded(format!(
+            "image exceeds the decoding limits ({l}); limits: {}x{} px, {} bytes",
+            bounds.max_width, bounds.max_height, bounds.max_decoded_bytes
+        )),
+        other => Error::InvalidImage(format!("cannot decode image: {other}")),
+    };
+    let mut decoder = reader.into_decoder().map_err(error)?;
+    // The buffer the pixels need, checked before it is allocated (as ImageReader::decode).
+    limits.reserve(decoder.total_bytes()).map_err(error)?;
+    // Phones store photos as the sensor saw them plus an EXIF orientation: apply it, so a
+    // portrait photo is seen upright. An unreadable EXIF block leaves the image as stored.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(error)?;
+    image.apply_orientation(orientation);
+    Ok(image)
+}
+
 /// The preprocessing of one model: its input description and decoding limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocessor {
@@ -267,40 +311,7 @@ impl Preprocessor {
     }
 
     fn decode_encoded(&self, bytes: &[u8]) -> Result<DynamicImage> {
-        if bytes.is_empty() {
-            return Err(Error::InvalidImage("the image data is empty".into()));
-        }
-        let mut reader = ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| Error::InvalidImage(format!("cannot read image: {e}")))?;
-        if reader.format().is_none() {
-            return Err(Error::InvalidImage(
-                "unrecognised image format (PNG and JPEG are supported)".into(),
-            ));
-        }
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(self.limits.max_width);
-        limits.max_image_height = Some(self.limits.max_height);
-        limits.max_alloc = Some(self.limits.max_decoded_bytes);
-        reader.limits(limits.clone());
-        let error = |e: image::ImageError| match e {
-            image::ImageError::Limits(l) => Error::LimitExceeded(format!(
-                "image exceeds the decoding limits ({l}); limits: {}x{} px, {} bytes",
-                self.limits.max_width, self.limits.max_height, self.limits.max_decoded_bytes
-            )),
-            other => Error::InvalidImage(format!("cannot decode image: {other}")),
-        };
-        let mut decoder = reader.into_decoder().map_err(error)?;
-        // The buffer the pixels need, checked before it is allocated (as ImageReader::decode).
-        limits.reserve(decoder.total_bytes()).map_err(error)?;
-        // Phones store photos as the sensor saw them plus an EXIF orientation: apply it, so a
-        // portrait photo is seen upright. An unreadable EXIF block leaves the image as stored.
-        let orientation = decoder
-            .orientation()
-            .unwrap_or(image::metadata::Orientation::NoTransforms);
-        let mut image = DynamicImage::from_decoder(decoder).map_err(error)?;
-        image.apply_orientation(orientation);
-        Ok(image)
+        decode_upright(bytes, &self.limits)
     }
 
     fn pixels_to_image(&self, p: &PixelBuffer<'_>) -> Result<DynamicImage> {

@@ -32,11 +32,13 @@ use crate::preprocess::ImageSource;
 
 mod config;
 mod file;
+mod label;
 
 pub use config::{
     ClassifierKind, TaskConfig, DEFAULT_MAX_CLASSES, DEFAULT_MAX_ROWS, MAX_AUGMENTED_COPIES,
 };
 pub use file::MAX_TASK_FILE_BYTES;
+pub use label::{rank_to_label, LabelOptions, Labelling, Proposal, Suggestion, MAX_CANDIDATES};
 
 /// Longest accepted class label, in bytes.
 pub const MAX_LABEL_BYTES: usize = 1024;

@@ -1,0 +1,169 @@
+//! `mgecl label`: propose a label for every image of a folder from a support folder, write the
+//! CSV (and the HTML report), say which images to review and which to label next.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use mgecl::{Error, LabelOptions, Labelling, Task};
+use ndarray::{Array2, Axis};
+
+use crate::report::{self, ReportInput};
+
+/// The CSV's header (contract in the README, "mgecl label").
+pub const CSV_HEADER: &str =
+    "path,label,probability,needs_review,runner_up,runner_up_probability,known_probability,label_next";
+
+/// Every PNG/JPEG file under `root`, recursively (symbolic links are not followed), sorted by
+/// path.
+pub fn images_under(root: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut found = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let entries = std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&folder, e))?;
+            let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+            let path = entry.path();
+            if kind.is_dir() {
+                folders.push(path);
+            } else if kind.is_file() && is_image(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn is_image(path: &Path) -> bool {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
+}
+
+/// `path` relative to `root`, with `/` separators (the CSV's `path` column).
+pub fn relative(path: &Path, root: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// One CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180; what
+/// Python's csv module writes with QUOTE_MINIMAL).
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// The CSV text: a header row, then one row per image in `paths` order (`\n` line ends,
+/// probabilities with 6 decimals).
+pub fn csv(paths: &[String], labelling: &Labelling) -> String {
+    let mut rank = vec![None; paths.len()];
+    for (i, s) in labelling.label_next.iter().enumerate() {
+        rank[s.index] = Some(i + 1);
+    }
+    let mut out = String::with_capacity(64 * (paths.len() + 1));
+    out.push_str(CSV_HEADER);
+    out.push('\n');
+    for ((path, p), rank) in paths.iter().zip(&labelling.proposals).zip(rank) {
+        let (runner, runner_p) = match &p.runner_up {
+            Some((label, prob)) => (csv_field(label), format!("{prob:.6}")),
+            None => (String::new(), String::new()),
+        };
+        let _ = writeln!(
+            out,
+            "{},{},{:.6},{},{runner},{runner_p},{:.6},{}",
+            csv_field(path),
+            csv_field(&p.label),
+            p.probability,
+            p.needs_review,
+            p.known_probability,
+            rank.map(|r| r.to_string()).unwrap_or_default()
+        );
+    }
+    out
+}
+
+/// What `mgecl label` was asked.
+pub struct LabelArgs {
+    pub support: PathBuf,
+    pub images: PathBuf,
+    pub out: PathBuf,
+    pub report: Option<PathBuf>,
+    pub options: LabelOptions,
+    /// Each class's support images (shown in the report).
+    pub examples: Vec<(String, Vec<PathBuf>)>,
+}
+
+/// Labels every image under `args.images` with `task` (fitted on `args.support`), writes the
+/// CSV and the report. Returns the labelling and the relative paths.
+pub fn run(
+    task: &Task,
+    args: &LabelArgs,
+    progress: &dyn Fn(usize, &str) -> indicatif::ProgressBar,
+) -> Result<(Vec<String>, Labelling), Error> {
+    let files = images_under(&args.images)?;
+    if files.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "no PNG or JPEG images under {}",
+            args.images.display()
+        )));
+    }
+    let paths: Vec<String> = files.iter().map(|f| relative(f, &args.images)).collect();
+    let bar = progress(files.len(), "labelling");
+    let model = task.model();
+    let mut features = Array2::<f32>::zeros((0, model.feature_dim()));
+    for chunk in files.chunks(16) {
+        let rows = model.embed_paths(chunk)?;
+        features
+            .append(Axis(0), rows.view())
+            .map_err(|e| Error::Backend(format!("cannot collect features: {e}")))?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let labelling = task.label_features(features.view(), &args.options)?;
+    mgecl::__private::write_file(&args.out, csv(&paths, &labelling).as_bytes())?;
+    if let Some(report_path) = &args.report {
+        let html = report::html(
+            &ReportInput {
+                support: &args.support,
+                images: &args.images,
+                files: &files,
+                paths: &paths,
+                labelling: &labelling,
+                task,
+                review_below: args.options.review_below,
+                examples: &args.examples,
+            },
+            progress,
+        )?;
+        mgecl::__private::write_file(report_path, html.as_bytes())?;
+    }
+    Ok((paths, labelling))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_quoted_only_when_needed() {
+        assert_eq!(csv_field("a/b.png"), "a/b.png");
+        assert_eq!(csv_field("a,b.png"), "\"a,b.png\"");
+        assert_eq!(csv_field("say \"hi\".png"), "\"say \"\"hi\"\".png\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn relative_paths_use_forward_slashes() {
+        let root = Path::new("/data/images");
+        assert_eq!(relative(&root.join("a").join("b.png"), root), "a/b.png");
+    }
+}

@@ -1,0 +1,339 @@
+//! Labelling many images with a fitted task: a proposed label per image, which ones a person
+//! should review, and which unlabelled images to label next to help the classifier most.
+//!
+//! The "label next" ranking is uncertainty sampling weighted by density, with diversity
+//! (Settles & Craven 2008's information density, greedy): an image scores
+//! `uncertainty x density`, where uncertainty is one minus the margin between its two most
+//! probable classes (two classes the task cannot tell apart) and density is its mean cosine
+//! similarity to its nearest images (an image like many others teaches the classifier about all
+//! of them; an outlier teaches it about one). Picks are greedy: after each, the scores of the
+//! images similar to it are scaled down by `1 - similarity`, so the list does not spend its
+//! places on near-duplicates of one confusing image.
+
+use ndarray::{Array2, ArrayView2, Axis};
+use serde::Serialize;
+
+use super::{normalized_rows, Prediction, Task};
+use crate::error::{Error, Result};
+use crate::preprocess::ImageSource;
+
+/// Most images the "label next" ranking scores (the most uncertain ones): bounds its cost to
+/// `MAX_CANDIDATES x N` similarities whatever the number of images.
+pub const MAX_CANDIDATES: usize = 512;
+/// Neighbours averaged in an image's density.
+const DENSITY_NEIGHBOURS: usize = 10;
+
+/// How to label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelOptions {
+    /// An image needs review when its class probability or its known-probability (that it is
+    /// of one of the task's classes at all) is below this.
+    pub review_below: f64,
+    /// How many images the "label next" ranking returns (0: none).
+    pub label_next: usize,
+}
+
+impl Default for LabelOptions {
+    fn default() -> Self {
+        LabelOptions {
+            review_below: 0.8,
+            label_next: 20,
+        }
+    }
+}
+
+/// The proposed label of one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proposal {
+    /// The most probable class.
+    pub label: String,
+    /// Its probability, given that the image is of one of the task's classes.
+    pub probability: f64,
+    /// The second most probable class and its probability (`None` for a one-class task).
+    pub runner_up: Option<(String, f64)>,
+    /// Probability that the image is of one of the task's classes at all
+    /// ([`Prediction::known_probability`]).
+    pub known_probability: f64,
+    /// `probability` or `known_probability` is below [`LabelOptions::review_below`].
+    pub needs_review: bool,
+}
+
+/// An image worth labelling next.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suggestion {
+    /// Row of the image in the labelled batch.
+    pub index: usize,
+    /// `uncertainty x density`, after the diversity discount (what the ranking sorted by).
+    pub score: f64,
+    /// One minus the margin between the two most probable classes.
+    pub uncertainty: f64,
+    /// Mean cosine similarity to its nearest images.
+    pub density: f64,
+}
+
+/// What [`Task::label_features`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Labelling {
+    /// One per image, in input order.
+    pub proposals: Vec<Proposal>,
+    /// The images to label next, best first.
+    pub label_next: Vec<Suggestion>,
+}
+
+impl Labelling {
+    /// Indices of the images to review, least certain first (lowest of probability and
+    /// known-probability).
+    pub fn review_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.proposals.len())
+            .filter(|&i| self.proposals[i].needs_review)
+            .collect();
+        let certainty = |p: &Proposal| p.probability.min(p.known_probability);
+        order.sort_by(|&a, &b| {
+            certainty(&self.proposals[a])
+                .total_cmp(&certainty(&self.proposals[b]))
+                .then(a.cmp(&b))
+        });
+        order
+    }
+}
+
+impl Task {
+    /// Proposes a label for each feature row (`N x feature_dim`, encoder outputs), marks the
+    /// ones to review and ranks the ones to label next (see the module documentation).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `review_below` outside [0, 1] or a wrong feature width;
+    /// [`Error::NotFitted`].
+    pub fn label_features(
+        &self,
+        features: ArrayView2<f32>,
+        options: &LabelOptions,
+    ) -> Result<Labelling> {
+        if !(0.0..=1.0).contains(&options.review_below) {
+            return Err(Error::InvalidArgument(format!(
+                "review_below = {} is not a probability",
+                options.review_below
+            )));
+        }
+        let predictions = self.classify_features(features)?;
+        let proposals = predictions
+            .iter()
+            .map(|p| self.proposal(p, options.review_below))
+            .collect();
+        let label_next = rank_to_label(features, &predictions, options.label_next);
+        Ok(Labelling {
+            proposals,
+            label_next,
+        })
+    }
+
+    /// [`Task::label_features`] of image files (embedded in batches of 64).
+    ///
+    /// # Errors
+    /// [`Error::NotFitted`] (before any embedding); any error of
+    /// [`Model::embed`](crate::Model::embed) or of [`Task::label_features`].
+    pub fn label_paths<P: AsRef<std::path::Path>>(
+        &self,
+        paths: &[P],
+        options: &LabelOptions,
+    ) -> Result<Labelling> {
+        if !self.is_fitted() {
+            return Err(Error::NotFitted);
+        }
+        let dim = self.model().feature_dim();
+        let mut features = Array2::<f32>::zeros((0, dim));
+        for chunk in paths.chunks(64) {
+            let sources: Vec<ImageSource<'_>> = chunk
+                .iter()
+                .map(|p| ImageSource::Path(p.as_ref()))
+                .collect();
+            let rows = self.model().embed(&sources)?;
+            features
+                .append(Axis(0), rows.view())
+                .map_err(|e| Error::Backend(format!("cannot collect features: {e}")))?;
+        }
+        self.label_features(features.view(), options)
+    }
+
+    fn proposal(&self, prediction: &Prediction, review_below: f64) -> Proposal {
+        let classes = &self.classes;
+        let top = prediction.top_k(2);
+        let runner_up = top.get(1).map(|&(i, p)| (classes[i].label.clone(), p));
+        Proposal {
+            label: classes[prediction.class_index].label.clone(),
+            probability: prediction.probability,
+            runner_up,
+            known_probability: prediction.known_probability,
+            needs_review: prediction.probability < review_below
+                || prediction.known_probability < review_below,
+        }
+    }
+}
+
+/// The `count` images to label next (see the module documentation). `features` are the rows
+/// `predictions` were made from; they are L2-normalised here.
+pub fn rank_to_label(
+    features: ArrayView2<f32>,
+    predictions: &[Prediction],
+    count: usize,
+) -> Vec<Suggestion> {
+    let n = predictions.len().min(features.nrows());
+    if count == 0 || n == 0 {
+        return Vec::new();
+    }
+    let uncertainty: Vec<f64> = predictions[..n]
+        .iter()
+        .map(|p| match p.top_k(2).as_slice() {
+            [(_, a), (_, b)] => 1.0 - (a - b),
+            _ => 1.0 - p.known_probability,
+        })
+        .collect();
+    let mut candidates: Vec<usize> = (0..n).collect();
+    candidates.sort_by(|&a, &b| uncertainty[b].total_cmp(&uncertainty[a]).then(a.cmp(&b)));
+    candidates.truncate(MAX_CANDIDATES);
+
+    let x = normalized_rows(features.slice(ndarray::s![..n, ..]));
+    let rows = x.select(Axis(0), &candidates);
+    // Candidates x all images.
+    let similarity = rows.dot(&x.t());
+    let density: Vec<f64> = similarity
+        .axis_iter(Axis(0))
+        .zip(&candidates)
+        .map(|(row, &me)| {
+            let mut others: Vec<f64> = row
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != me)
+                .map(|(_, &s)| s.max(0.0))
+                .collect();
+            let k = DENSITY_NEIGHBOURS.min(others.len());
+            if k == 0 {
+                return 1.0;
+            }
+            others.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            others[..k].iter().sum::<f64>() / k as f64
+        })
+        .collect();
+    let mut score: Vec<f64> = candidates
+        .iter()
+        .zip(&density)
+        .map(|(&i, d)| uncertainty[i] * d)
+        .collect();
+    let mut picked = Vec::new();
+    let mut taken = vec![false; candidates.len()];
+    for _ in 0..count.min(candidates.len()) {
+        let Some(best) = (0..candidates.len())
+            .filter(|&c| !taken[c])
+            .max_by(|&a, &b| score[a].total_cmp(&score[b]).then(b.cmp(&a)))
+        else {
+            break;
+        };
+        taken[best] = true;
+        let image = candidates[best];
+        picked.push(Suggestion {
+            index: image,
+            score: score[best],
+            uncertainty: uncertainty[image],
+            density: density[best],
+        });
+        // Discount the candidates like the one just picked.
+        for (c, s) in score.iter_mut().enumerate() {
+            if !taken[c] {
+                *s *= 1.0 - similarity[[c, image]].clamp(0.0, 1.0);
+            }
+        }
+    }
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    fn prediction(probabilities: Vec<f64>) -> Prediction {
+        let (best, p) = probabilities
+            .iter()
+            .copied()
+            .enumerate()
+            .fold((0, f64::MIN), |a, (i, v)| if v > a.1 { (i, v) } else { a });
+        Prediction {
+            label: Some(format!("c{best}")),
+            class_index: best,
+            probability: p,
+            probabilities,
+            known_probability: 0.9,
+        }
+    }
+
+    #[test]
+    fn picks_the_uncertain_dense_image_first_and_skips_its_duplicate() {
+        // Four certain images near (1, 0); two identical uncertain ones at 45 degrees; one
+        // fairly uncertain at (0, 1).
+        let features = array![
+            [1.0f32, 0.0],
+            [1.0, 0.05],
+            [1.0, -0.05],
+            [1.0, 0.1],
+            [0.7, 0.7],
+            [0.7, 0.7],
+            [0.0, 1.0]
+        ];
+        let predictions: Vec<Prediction> = [
+            [0.9, 0.1],
+            [0.9, 0.1],
+            [0.9, 0.1],
+            [0.9, 0.1],
+            [0.5, 0.5],
+            [0.5, 0.5],
+            [0.55, 0.45],
+        ]
+        .iter()
+        .map(|p| prediction(p.to_vec()))
+        .collect();
+        // Hand computation of uncertainty x density (6 neighbours: all the others).
+        let unit: Vec<[f64; 2]> = features
+            .rows()
+            .into_iter()
+            .map(|r| {
+                let n = (f64::from(r[0]).powi(2) + f64::from(r[1]).powi(2)).sqrt();
+                [f64::from(r[0]) / n, f64::from(r[1]) / n]
+            })
+            .collect();
+        let score = |i: usize| {
+            let top = &predictions[i].probabilities;
+            let uncertainty = 1.0 - (top[0] - top[1]).abs();
+            let density = (0..7)
+                .filter(|&j| j != i)
+                .map(|j| (unit[i][0] * unit[j][0] + unit[i][1] * unit[j][1]).max(0.0))
+                .sum::<f64>()
+                / 6.0;
+            uncertainty * density
+        };
+        let best = (0..7)
+            .max_by(|&a, &b| score(a).total_cmp(&score(b)))
+            .unwrap();
+        let ranked = rank_to_label(features.view(), &predictions, 3);
+        assert_eq!(ranked.len(), 3);
+        assert_eq!(
+            ranked[0].index,
+            best.min(4),
+            "the first of the two equal best"
+        );
+        assert!((ranked[0].score - score(ranked[0].index)).abs() < 1e-9);
+        // Its duplicate's score is multiplied by 1 - 1 = 0: the (0, 1) image comes next.
+        assert_eq!(ranked[1].index, 6);
+        assert_ne!(ranked[2].index, 5);
+    }
+
+    #[test]
+    fn asks_for_no_more_than_there_is() {
+        let features = array![[1.0f32, 0.0], [0.0, 1.0]];
+        let predictions = vec![prediction(vec![0.6, 0.4]), prediction(vec![0.3, 0.7])];
+        assert!(rank_to_label(features.view(), &predictions, 0).is_empty());
+        let all = rank_to_label(features.view(), &predictions, 10);
+        let mut indices: Vec<usize> = all.iter().map(|s| s.index).collect();
+        indices.sort();
+        assert_eq!(indices, [0, 1]);
+    }
+}
