@@ -773,6 +773,29 @@ enum mgecl_status mgecl_task_classify_feature(const struct mgecl_task *task,
                                               struct mgecl_prediction *out_prediction);
 
 /**
+ * Ranks `rows` feature rows (`rows x dim` floats, row-major, as `mgecl_model_embed` writes
+ * them) by how much labelling each would help the task: the `count` best, best first, go to
+ * the caller's `out_indices` (row numbers) and `out_scores` (uncertainty x density after the
+ * diversity discount), each of `out_len` elements; `*out_count` receives how many were
+ * written (`min(count, rows)`). Uncertainty is one minus the margin between the two most
+ * probable classes, density the mean cosine similarity to the 10 nearest rows; after each
+ * pick, rows like it are discounted so that near-duplicates are not all suggested.
+ *
+ * Errors: `NULL_ARGUMENT`, `NOT_FITTED`, `INVALID_ARGUMENT` (rows 0, `dim` not the model's
+ * feature_dim, NaN/infinite values), `BUFFER_TOO_SMALL` (`out_len < min(count, rows)`).
+ * One thread at a time per task.
+ */
+enum mgecl_status mgecl_task_label_next(const struct mgecl_task *task,
+                                        const float *features,
+                                        size_t rows,
+                                        size_t dim,
+                                        size_t count,
+                                        size_t *out_indices,
+                                        double *out_scores,
+                                        size_t out_len,
+                                        size_t *out_count);
+
+/**
  * Saves the task (labels, features, options, model fingerprint, whether it was fitted) to
  * `path` atomically: a crash leaves the old file or the new one.
  *

@@ -287,6 +287,22 @@ class Task {
         detail::check(mgecl_task_classify_feature(get(), feature.data(), feature.size(), &p));
         return convert(p);
     }
+    /// The `count` rows of `features` (`rows` x feature_dim, row-major, as Model::embed
+    /// returns them) most worth labelling next, best first, as (row, score).
+    std::vector<std::pair<std::size_t, double>> label_next(const std::vector<float> &features,
+                                                           std::size_t rows,
+                                                           std::size_t count) const {
+        std::size_t wanted = count < rows ? count : rows;
+        std::vector<std::size_t> index(wanted);
+        std::vector<double> score(wanted);
+        std::size_t n = 0;
+        detail::check(mgecl_task_label_next(get(), features.data(), rows,
+                                            rows ? features.size() / rows : 0, count,
+                                            index.data(), score.data(), wanted, &n));
+        std::vector<std::pair<std::size_t, double>> out;
+        for (std::size_t i = 0; i < n; i++) out.emplace_back(index[i], score[i]);
+        return out;
+    }
     /// The k most probable classes as (label, probability), best first.
     std::vector<std::pair<std::string, double>> top_k(const Image &image, std::size_t k) const {
         mgecl_image raw = image.raw();

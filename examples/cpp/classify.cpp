@@ -61,6 +61,14 @@ int main(int argc, char **argv) {
             }
             std::cout << "\n";
         }
+
+        // Which query would help most if labelled (uncertain, like many others).
+        std::vector<mgecl::Image> queries;
+        for (std::size_t i = split + 1; i < args.size(); i++)
+            queries.push_back(mgecl::Image::file(args[i]));
+        std::vector<float> features = model.embed(queries);
+        auto next = task.label_next(features, queries.size(), 1);
+        if (!next.empty()) std::cout << "label next: " << args[split + 1 + next[0].first] << "\n";
     } catch (const mgecl::Error &e) {
         std::cerr << "error: " << e.what() << "\n";
         return 1;

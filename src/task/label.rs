@@ -155,6 +155,16 @@ impl Task {
         self.label_features(features.view(), options)
     }
 
+    /// The `count` feature rows (`N x feature_dim`, encoder outputs) most worth labelling
+    /// next, best first (see the module documentation).
+    ///
+    /// # Errors
+    /// As [`Task::classify_features`].
+    pub fn label_next(&self, features: ArrayView2<f32>, count: usize) -> Result<Vec<Suggestion>> {
+        let predictions = self.classify_features(features)?;
+        Ok(rank_to_label(features, &predictions, count))
+    }
+
     fn proposal(&self, prediction: &Prediction, review_below: f64) -> Proposal {
         let classes = &self.classes;
         let top = prediction.top_k(2);

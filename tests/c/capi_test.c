@@ -403,6 +403,33 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
            MGECL_STATUS_NULL_ARGUMENT);
     EXPECT(mgecl_task_classify_feature(task, features, DIM, NULL), MGECL_STATUS_NULL_ARGUMENT);
 
+    /* Label next: the four rows ranked; picks are distinct rows, scores never increase. */
+    size_t next[N_IMAGES];
+    double next_scores[N_IMAGES];
+    size_t n_next = 99;
+    OK(mgecl_task_label_next(task, features, N_IMAGES, DIM, 3, next, next_scores, N_IMAGES,
+                             &n_next));
+    CHECK(n_next == 3);
+    for (size_t i = 0; i < n_next; i++) {
+        CHECK(next[i] < N_IMAGES && next_scores[i] >= 0.0);
+        for (size_t j = 0; j < i; j++) CHECK(next[j] != next[i]);
+        if (i > 0) CHECK(next_scores[i] <= next_scores[i - 1]);
+    }
+    OK(mgecl_task_label_next(task, features, N_IMAGES, DIM, 10, next, next_scores, N_IMAGES,
+                             &n_next));
+    CHECK(n_next == N_IMAGES);
+    EXPECT(mgecl_task_label_next(task, features, N_IMAGES, DIM, 3, next, next_scores, 2, &n_next),
+           MGECL_STATUS_BUFFER_TOO_SMALL);
+    EXPECT(mgecl_task_label_next(task, features, 2, DIM + 1, 1, next, next_scores, N_IMAGES,
+                                 &n_next),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_label_next(task, NULL, N_IMAGES, DIM, 1, next, next_scores, N_IMAGES,
+                                 &n_next),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_label_next(task, features, N_IMAGES, DIM, 1, next, next_scores, N_IMAGES,
+                                 NULL),
+           MGECL_STATUS_NULL_ARGUMENT);
+
     /* Batch: too small, then all four. */
     mgecl_image images[N_IMAGES];
     for (int i = 0; i < N_IMAGES; i++) images[i] = mgecl_image_file(image_paths[i]);

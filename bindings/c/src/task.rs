@@ -487,6 +487,70 @@ pub unsafe extern "C" fn mgecl_task_classify_feature(
     })
 }
 
+/// Ranks `rows` feature rows (`rows x dim` floats, row-major, as `mgecl_model_embed` writes
+/// them) by how much labelling each would help the task: the `count` best, best first, go to
+/// the caller's `out_indices` (row numbers) and `out_scores` (uncertainty x density after the
+/// diversity discount), each of `out_len` elements; `*out_count` receives how many were
+/// written (`min(count, rows)`). Uncertainty is one minus the margin between the two most
+/// probable classes, density the mean cosine similarity to the 10 nearest rows; after each
+/// pick, rows like it are discounted so that near-duplicates are not all suggested.
+///
+/// Errors: `NULL_ARGUMENT`, `NOT_FITTED`, `INVALID_ARGUMENT` (rows 0, `dim` not the model's
+/// feature_dim, NaN/infinite values), `BUFFER_TOO_SMALL` (`out_len < min(count, rows)`).
+/// One thread at a time per task.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_task_label_next(
+    task: *const mgecl_task,
+    features: *const f32,
+    rows: usize,
+    dim: usize,
+    count: usize,
+    out_indices: *mut usize,
+    out_scores: *mut f64,
+    out_len: usize,
+    out_count: *mut usize,
+) -> mgecl_status {
+    guard(|| {
+        let handle = unsafe { ref_arg(task, "task") }?;
+        if features.is_null() {
+            return Err(Failure::Null("features"));
+        }
+        let len = rows
+            .checked_mul(dim)
+            .ok_or_else(|| Failure::Argument("rows x dim overflows".into()))?;
+        let features = unsafe { slice_arg(features, len, "features") }?;
+        check_out(out_count, "out_count")?;
+        let wanted = count.min(rows);
+        let indices = unsafe {
+            out_buffer(
+                out_indices,
+                out_len,
+                wanted,
+                std::ptr::null_mut(),
+                "out_indices",
+            )
+        }?;
+        let scores = unsafe {
+            out_buffer(
+                out_scores,
+                out_len,
+                wanted,
+                std::ptr::null_mut(),
+                "out_scores",
+            )
+        }?;
+        let view = ArrayView2::from_shape((rows, dim), features)
+            .map_err(|e| Failure::Argument(format!("features: {e}")))?;
+        let ranked = handle.task.label_next(view, count)?;
+        for ((i, s), suggestion) in indices.iter_mut().zip(scores.iter_mut()).zip(&ranked) {
+            *i = suggestion.index;
+            *s = suggestion.score;
+        }
+        unsafe { out_count.write(ranked.len()) };
+        Ok(())
+    })
+}
+
 /// Saves the task (labels, features, options, model fingerprint, whether it was fitted) to
 /// `path` atomically: a crash leaves the old file or the new one.
 ///

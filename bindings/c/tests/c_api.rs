@@ -417,6 +417,14 @@ fn cpp_example_classifies_with_the_raii_wrapper() {
         stdout.contains("3.png: two [two 0.549] [zero 0.451]"),
         "{stdout}"
     );
+    // Of two queries (equal density: each is the other's only neighbour), the one with the
+    // smaller margin: 0.png (0.535 - 0.465) before 3.png (0.549 - 0.451).
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("label next: ") && l.ends_with("conv4_gray_inputs/0.png")),
+        "{stdout}"
+    );
     let fixed = compile(
         "c++",
         "-std=c++17",

@@ -193,6 +193,8 @@ _declare("mgecl_task_classify_top_k", _status, c_void_p, _P(_Image), c_size_t, _
          _P(c_double), _P(c_size_t))
 _declare("mgecl_task_classify_feature", _status, c_void_p, _P(c_float), c_size_t,
          _P(_Prediction))
+_declare("mgecl_task_label_next", _status, c_void_p, _P(c_float), c_size_t, c_size_t, c_size_t,
+         _P(c_size_t), _P(c_double), c_size_t, _P(c_size_t))
 _declare("mgecl_task_save", _status, c_void_p, c_char_p)
 _declare("mgecl_task_load", _status, c_char_p, c_void_p, _P(c_void_p))
 _declare("mgecl_task_load_bytes", _status, _P(c_uint8), c_size_t, c_void_p, _P(c_void_p))
@@ -584,6 +586,25 @@ class Task(_Handle):
         p = _Prediction()
         _check(_lib.mgecl_task_classify_feature(self._ptr(), pointer, n, byref(p)))
         return _prediction(p)
+
+    def label_next(self, features, count):
+        """The `count` rows of `features` (N x feature_dim, e.g. from Model.embed) most worth
+        labelling next, best first, as [(row, score)]: rows the task cannot decide between two
+        classes (uncertainty) that resemble many other rows (density), near-duplicates
+        discounted. See `mgecl label`."""
+        rows = list(features) if np is None else np.ascontiguousarray(features, dtype=np.float32)
+        n = len(rows)
+        dim = len(rows[0]) if n else 0
+        pointer, size, _keep = _floats([v for row in rows for v in row] if np is None else rows)
+        if size != n * dim:
+            raise ValueError("features must be rows of equal length")
+        wanted = max(min(count, n), 1)
+        index = (c_size_t * wanted)()
+        score = (c_double * wanted)()
+        written = c_size_t()
+        _check(_lib.mgecl_task_label_next(self._ptr(), pointer, n, dim, count, index, score,
+                                          wanted, byref(written)))
+        return [(index[i], score[i]) for i in range(written.value)]
 
     def top_k(self, image, k):
         """The k most probable classes of one image as [(label, probability)], best first."""

@@ -148,6 +148,15 @@ class TaskTest(unittest.TestCase):
         features = self.model.embed(IMAGES)
         from_feature = task.classify_feature(list(features[2]))
         self.assertEqual(from_feature.label, "two")
+        # Label next: distinct rows, scores never increasing; lists work like arrays.
+        ranked = task.label_next(features, 3)
+        self.assertEqual(len(ranked), 3)
+        self.assertEqual(len({row for row, _ in ranked}), 3)
+        self.assertTrue(all(a[1] >= b[1] for a, b in zip(ranked, ranked[1:])))
+        self.assertEqual(task.label_next([list(r) for r in features], 3), ranked)
+        with self.assertRaises(mgecl.Error) as e:
+            task.label_next([row[:-1] for row in features], 1)
+        self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_ARGUMENT)
 
     def test_errors_and_use_after_them(self):
         task, ids = self.make_task()
