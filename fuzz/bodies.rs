@@ -12,8 +12,15 @@ use mgecl::{
 use mgecl_train::evaluate::EpisodesFile;
 
 /// PyTorch checkpoint conversion of untrusted bytes (1-channel 28 px metadata): a model that
-/// loads, or an error.
+/// loads, or an error. The input is converted as a checkpoint, and also as the pickle
+/// (`data.pkl`) of a real checkpoint's archive: a mutated `data.pkl` inside a zip fails the
+/// entry's CRC before the parser sees it, so the parser is fed directly too.
 pub fn convert_checkpoint(data: &[u8]) {
+    convert_and_load(data);
+    convert_and_load(&with_pickle(data));
+}
+
+fn convert_and_load(checkpoint: &[u8]) {
     let options = mgecl::convert::ConvertOptions {
         metadata: [("image_size", "28"), ("mean", "[0.5]"), ("std", "[0.25]")]
             .into_iter()
@@ -21,12 +28,51 @@ pub fn convert_checkpoint(data: &[u8]) {
             .collect(),
         state_dict_key: None,
     };
-    if let Ok(conversion) = mgecl::convert::convert_checkpoint(data, &options) {
+    if let Ok(conversion) = mgecl::convert::convert_checkpoint(checkpoint, &options) {
         assert!(!conversion.kept.is_empty());
         let model = Model::from_bytes(&conversion.bytes, &LoadOptions::default())
             .expect("a converted model loads");
         assert_eq!(model.info().fingerprint, conversion.info.fingerprint);
     }
+}
+
+/// The entries of the tiny DataParallel Conv-4 seed checkpoint (its storages), read once.
+fn template() -> &'static [(String, Vec<u8>)] {
+    static CELL: OnceLock<Vec<(String, Vec<u8>)>> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let seed = include_bytes!("corpus/convert_checkpoint/seed-conv4-dataparallel.pth");
+        let config = zip::read::Config {
+            archive_offset: zip::read::ArchiveOffset::Known(0),
+        };
+        let mut archive =
+            zip::ZipArchive::with_config(config, std::io::Cursor::new(&seed[..])).expect("seed");
+        (0..archive.len())
+            .map(|i| {
+                let mut entry = archive.by_index(i).expect("seed entry");
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).expect("seed entry");
+                (entry.name().expect("name").into_owned(), bytes)
+            })
+            .collect()
+    })
+}
+
+/// The template archive with `pickle` as its `data.pkl`.
+fn with_pickle(pickle: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in template() {
+        let bytes = if name.ends_with("/data.pkl") {
+            pickle
+        } else {
+            bytes
+        };
+        writer.start_file(name.as_str(), stored).expect("zip");
+        writer.write_all(bytes).expect("zip");
+    }
+    writer.finish().expect("zip").into_inner()
 }
 
 /// Model loading from untrusted bytes: any input must give a model or an error, never a

@@ -28,6 +28,7 @@ import copy
 import json
 import os
 import sys
+import zipfile
 
 import numpy as np
 import torch
@@ -117,6 +118,13 @@ def fuzz_seeds(folder):
                os.path.join(folder, "seed-conv4-nested-f64.pth"))
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in conv.state_dict().items()},
                os.path.join(folder, "seed-conv4-f16.pth"))
+    # Each pickle alone too: the target also runs an input as the data.pkl of a checkpoint.
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("seed-") and name.endswith(".pth"):
+            with zipfile.ZipFile(os.path.join(folder, name)) as archive:
+                pickle = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+                with open(os.path.join(folder, name[:-4] + ".pkl"), "wb") as f:
+                    f.write(archive.read(pickle))
 
 
 def main():
