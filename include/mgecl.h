@@ -796,6 +796,35 @@ enum mgecl_status mgecl_task_label_next(const struct mgecl_task *task,
                                         size_t *out_count);
 
 /**
+ * Labels `rows` feature rows (`rows x dim` floats, row-major, as `mgecl_model_embed` writes
+ * them) and writes `mgecl label`'s CSV for them, NUL-terminated, into the caller's `buffer`
+ * of `buffer_len` bytes: a header row (`path,label,probability,needs_review,runner_up,
+ * runner_up_probability,known_probability,label_next`), then one row per feature row with
+ * `paths[i]` (`rows` NUL-terminated UTF-8 strings) as its path. An image needs review when its
+ * probability or known-probability is below `review_below`; the `label_next` best rows to
+ * label next get their rank (see `mgecl_task_label_next`).
+ *
+ * `needed` (may be NULL) receives the bytes required including the NUL, on success and on
+ * `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size
+ * (the labelling is computed on each call).
+ *
+ * Errors: `NULL_ARGUMENT` (task, features, paths or one of them, buffer when buffer_len >
+ * 0), `NOT_FITTED`, `INVALID_ARGUMENT` (rows 0, `dim` not the model's feature_dim, NaN or
+ * infinite values, `review_below` outside [0, 1], bad UTF-8), `BUFFER_TOO_SMALL`.
+ * One thread at a time per task.
+ */
+enum mgecl_status mgecl_task_label_csv(const struct mgecl_task *task,
+                                       const float *features,
+                                       size_t rows,
+                                       size_t dim,
+                                       const char *const *paths,
+                                       double review_below,
+                                       size_t label_next,
+                                       char *buffer,
+                                       size_t buffer_len,
+                                       size_t *needed);
+
+/**
  * Saves the task (labels, features, options, model fingerprint, whether it was fitted) to
  * `path` atomically: a crash leaves the old file or the new one.
  *

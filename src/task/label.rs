@@ -80,7 +80,59 @@ pub struct Labelling {
     pub label_next: Vec<Suggestion>,
 }
 
+/// The header of [`Labelling::csv`] (the `mgecl label` CSV contract).
+pub const CSV_HEADER: &str = "path,label,probability,needs_review,runner_up,runner_up_probability,known_probability,label_next";
+
+/// One CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180; what
+/// Python's csv module writes with QUOTE_MINIMAL).
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
 impl Labelling {
+    /// The CSV of `mgecl label`: [`CSV_HEADER`], then one row per image in input order, `path`
+    /// being `paths[i]`; `\n` line ends, probabilities with 6 decimals, `label_next` the
+    /// image's rank in [`Labelling::label_next`] (from 1) or empty.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `paths` and the proposals differ in number.
+    pub fn csv<S: AsRef<str>>(&self, paths: &[S]) -> Result<String> {
+        if paths.len() != self.proposals.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} paths for {} labelled images",
+                paths.len(),
+                self.proposals.len()
+            )));
+        }
+        let mut rank = vec![None; paths.len()];
+        for (i, s) in self.label_next.iter().enumerate() {
+            rank[s.index] = Some(i + 1);
+        }
+        let mut out = String::with_capacity(64 * (paths.len() + 1));
+        out.push_str(CSV_HEADER);
+        out.push('\n');
+        for ((path, p), rank) in paths.iter().zip(&self.proposals).zip(rank) {
+            let (runner, runner_p) = match &p.runner_up {
+                Some((label, prob)) => (csv_field(label), format!("{prob:.6}")),
+                None => (String::new(), String::new()),
+            };
+            let rank = rank.map(|r| r.to_string()).unwrap_or_default();
+            out.push_str(&format!(
+                "{},{},{:.6},{},{runner},{runner_p},{:.6},{rank}\n",
+                csv_field(path.as_ref()),
+                csv_field(&p.label),
+                p.probability,
+                p.needs_review,
+                p.known_probability,
+            ));
+        }
+        Ok(out)
+    }
+
     /// Indices of the images to review, least certain first (lowest of probability and
     /// known-probability).
     pub fn review_order(&self) -> Vec<usize> {
@@ -334,6 +386,14 @@ mod tests {
         // Its duplicate's score is multiplied by 1 - 1 = 0: the (0, 1) image comes next.
         assert_eq!(ranked[1].index, 6);
         assert_ne!(ranked[2].index, 5);
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        assert_eq!(csv_field("a/b.png"), "a/b.png");
+        assert_eq!(csv_field("a,b.png"), "\"a,b.png\"");
+        assert_eq!(csv_field("say \"hi\".png"), "\"say \"\"hi\"\".png\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
     }
 
     #[test]

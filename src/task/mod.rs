@@ -38,7 +38,9 @@ pub use config::{
     ClassifierKind, TaskConfig, DEFAULT_MAX_CLASSES, DEFAULT_MAX_ROWS, MAX_AUGMENTED_COPIES,
 };
 pub use file::MAX_TASK_FILE_BYTES;
-pub use label::{rank_to_label, LabelOptions, Labelling, Proposal, Suggestion, MAX_CANDIDATES};
+pub use label::{
+    rank_to_label, LabelOptions, Labelling, Proposal, Suggestion, CSV_HEADER, MAX_CANDIDATES,
+};
 
 /// Longest accepted class label, in bytes.
 pub const MAX_LABEL_BYTES: usize = 1024;

@@ -430,6 +430,30 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
                                  NULL),
            MGECL_STATUS_NULL_ARGUMENT);
 
+    /* mgecl label's CSV of the four rows: ask the size, then fill; a header and four rows. */
+    const char *csv_paths[N_IMAGES] = {"a.png", "b,c.png", "d.png", "e.png"};
+    size_t csv_needed = 0;
+    EXPECT(mgecl_task_label_csv(task, features, N_IMAGES, DIM, csv_paths, 0.8, 2, NULL, 0,
+                                &csv_needed),
+           MGECL_STATUS_BUFFER_TOO_SMALL);
+    CHECK(csv_needed > 100);
+    char *csv = malloc(csv_needed);
+    OK(mgecl_task_label_csv(task, features, N_IMAGES, DIM, csv_paths, 0.8, 2, csv, csv_needed,
+                            NULL));
+    CHECK(strlen(csv) + 1 == csv_needed);
+    CHECK(strncmp(csv, "path,label,probability,needs_review,runner_up,", 46) == 0);
+    CHECK(strstr(csv, "\n\"b,c.png\",") != NULL); /* quoted: it holds a comma */
+    int csv_lines = 0;
+    for (const char *c = csv; *c; c++) csv_lines += *c == '\n';
+    CHECK(csv_lines == N_IMAGES + 1);
+    free(csv);
+    EXPECT(mgecl_task_label_csv(task, features, N_IMAGES, DIM, csv_paths, 1.5, 2, NULL, 0,
+                                &csv_needed),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_label_csv(task, features, N_IMAGES, DIM, NULL, 0.8, 2, NULL, 0,
+                                &csv_needed),
+           MGECL_STATUS_NULL_ARGUMENT);
+
     /* Batch: too small, then all four. */
     mgecl_image images[N_IMAGES];
     for (int i = 0; i < N_IMAGES; i++) images[i] = mgecl_image_file(image_paths[i]);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ndarray::ArrayView2;
 use sdk::error::Error;
-use sdk::task::{Prediction, Task, TaskConfig};
+use sdk::task::{LabelOptions, Prediction, Task, TaskConfig};
 
 use crate::args::{
     c_string, check_out, image_arg, mut_arg, out_buffer, ref_arg, slice_arg, str_arg,
@@ -547,6 +547,68 @@ pub unsafe extern "C" fn mgecl_task_label_next(
             *s = suggestion.score;
         }
         unsafe { out_count.write(ranked.len()) };
+        Ok(())
+    })
+}
+
+/// Labels `rows` feature rows (`rows x dim` floats, row-major, as `mgecl_model_embed` writes
+/// them) and writes `mgecl label`'s CSV for them, NUL-terminated, into the caller's `buffer`
+/// of `buffer_len` bytes: a header row (`path,label,probability,needs_review,runner_up,
+/// runner_up_probability,known_probability,label_next`), then one row per feature row with
+/// `paths[i]` (`rows` NUL-terminated UTF-8 strings) as its path. An image needs review when its
+/// probability or known-probability is below `review_below`; the `label_next` best rows to
+/// label next get their rank (see `mgecl_task_label_next`).
+///
+/// `needed` (may be NULL) receives the bytes required including the NUL, on success and on
+/// `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size
+/// (the labelling is computed on each call).
+///
+/// Errors: `NULL_ARGUMENT` (task, features, paths or one of them, buffer when buffer_len >
+/// 0), `NOT_FITTED`, `INVALID_ARGUMENT` (rows 0, `dim` not the model's feature_dim, NaN or
+/// infinite values, `review_below` outside [0, 1], bad UTF-8), `BUFFER_TOO_SMALL`.
+/// One thread at a time per task.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_task_label_csv(
+    task: *const mgecl_task,
+    features: *const f32,
+    rows: usize,
+    dim: usize,
+    paths: *const *const c_char,
+    review_below: f64,
+    label_next: usize,
+    buffer: *mut c_char,
+    buffer_len: usize,
+    needed: *mut usize,
+) -> mgecl_status {
+    guard(|| {
+        let handle = unsafe { ref_arg(task, "task") }?;
+        if features.is_null() {
+            return Err(Failure::Null("features"));
+        }
+        if paths.is_null() {
+            return Err(Failure::Null("paths"));
+        }
+        let len = rows
+            .checked_mul(dim)
+            .ok_or_else(|| Failure::Argument("rows x dim overflows".into()))?;
+        let features = unsafe { slice_arg(features, len, "features") }?;
+        let paths = unsafe { slice_arg(paths, rows, "paths") }?
+            .iter()
+            .map(|&p| unsafe { str_arg(p, "paths[i]") })
+            .collect::<Res<Vec<&str>>>()?;
+        let view = ArrayView2::from_shape((rows, dim), features)
+            .map_err(|e| Failure::Argument(format!("features: {e}")))?;
+        let options = LabelOptions {
+            review_below,
+            label_next,
+        };
+        let csv = handle.task.label_features(view, &options)?.csv(&paths)?;
+        let text = c_string(&csv);
+        let bytes = text.as_bytes_with_nul();
+        let out = unsafe { out_buffer(buffer, buffer_len, bytes.len(), needed, "buffer") }?;
+        for (o, &b) in out.iter_mut().zip(bytes) {
+            *o = b as c_char;
+        }
         Ok(())
     })
 }

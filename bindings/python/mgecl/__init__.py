@@ -195,6 +195,8 @@ _declare("mgecl_task_classify_feature", _status, c_void_p, _P(c_float), c_size_t
          _P(_Prediction))
 _declare("mgecl_task_label_next", _status, c_void_p, _P(c_float), c_size_t, c_size_t, c_size_t,
          _P(c_size_t), _P(c_double), c_size_t, _P(c_size_t))
+_declare("mgecl_task_label_csv", _status, c_void_p, _P(c_float), c_size_t, c_size_t,
+         _P(c_char_p), c_double, c_size_t, _P(c_char), c_size_t, _P(c_size_t))
 _declare("mgecl_task_save", _status, c_void_p, c_char_p)
 _declare("mgecl_task_load", _status, c_char_p, c_void_p, _P(c_void_p))
 _declare("mgecl_task_load_bytes", _status, _P(c_uint8), c_size_t, c_void_p, _P(c_void_p))
@@ -605,6 +607,29 @@ class Task(_Handle):
         _check(_lib.mgecl_task_label_next(self._ptr(), pointer, n, dim, count, index, score,
                                           wanted, byref(written)))
         return [(index[i], score[i]) for i in range(written.value)]
+
+    def label_csv(self, features, paths, review_below=0.8, label_next=20):
+        """`mgecl label`'s CSV (a str) for feature rows (N x feature_dim, e.g. from
+        Model.embed) and their N paths: header, then one row per image (label, probability,
+        needs_review below `review_below`, runner-up, known-probability, rank among the
+        `label_next` images to label next)."""
+        rows = list(features) if np is None else np.ascontiguousarray(features, dtype=np.float32)
+        n = len(rows)
+        if len(paths) != n:
+            raise ValueError(f"{len(paths)} paths for {n} feature rows")
+        dim = len(rows[0]) if n else 0
+        pointer, size, _keep = _floats([v for row in rows for v in row] if np is None else rows)
+        if size != n * dim:
+            raise ValueError("features must be rows of equal length")
+        c_paths = (c_char_p * max(n, 1))(*[os.fsencode(p) for p in paths])
+        args = (self._ptr(), pointer, n, dim, c_paths, float(review_below), label_next)
+        needed = c_size_t()
+        status = _lib.mgecl_task_label_csv(*args, None, 0, byref(needed))
+        if status != STATUS["BUFFER_TOO_SMALL"]:
+            _check(status)
+        buffer = ctypes.create_string_buffer(needed.value)
+        _check(_lib.mgecl_task_label_csv(*args, buffer, needed.value, None))
+        return buffer.value.decode()
 
     def top_k(self, image, k):
         """The k most probable classes of one image as [(label, probability)], best first."""

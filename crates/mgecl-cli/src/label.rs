@@ -1,17 +1,12 @@
 //! `mgecl label`: propose a label for every image of a folder from a support folder, write the
 //! CSV (and the HTML report), say which images to review and which to label next.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use mgecl::{Error, LabelOptions, Labelling, Task};
 use ndarray::{Array2, Axis};
 
 use crate::report::{self, ReportInput};
-
-/// The CSV's header (contract in the README, "mgecl label").
-pub const CSV_HEADER: &str =
-    "path,label,probability,needs_review,runner_up,runner_up_probability,known_probability,label_next";
 
 /// Every PNG/JPEG file under `root`, recursively (symbolic links are not followed), sorted by
 /// path.
@@ -52,45 +47,6 @@ pub fn relative(path: &Path, root: &Path) -> String {
         .join("/")
 }
 
-/// One CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180; what
-/// Python's csv module writes with QUOTE_MINIMAL).
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
-}
-
-/// The CSV text: a header row, then one row per image in `paths` order (`\n` line ends,
-/// probabilities with 6 decimals).
-pub fn csv(paths: &[String], labelling: &Labelling) -> String {
-    let mut rank = vec![None; paths.len()];
-    for (i, s) in labelling.label_next.iter().enumerate() {
-        rank[s.index] = Some(i + 1);
-    }
-    let mut out = String::with_capacity(64 * (paths.len() + 1));
-    out.push_str(CSV_HEADER);
-    out.push('\n');
-    for ((path, p), rank) in paths.iter().zip(&labelling.proposals).zip(rank) {
-        let (runner, runner_p) = match &p.runner_up {
-            Some((label, prob)) => (csv_field(label), format!("{prob:.6}")),
-            None => (String::new(), String::new()),
-        };
-        let _ = writeln!(
-            out,
-            "{},{},{:.6},{},{runner},{runner_p},{:.6},{}",
-            csv_field(path),
-            csv_field(&p.label),
-            p.probability,
-            p.needs_review,
-            p.known_probability,
-            rank.map(|r| r.to_string()).unwrap_or_default()
-        );
-    }
-    out
-}
-
 /// What `mgecl label` was asked.
 pub struct LabelArgs {
     pub support: PathBuf,
@@ -129,7 +85,7 @@ pub fn run(
     }
     bar.finish_and_clear();
     let labelling = task.label_features(features.view(), &args.options)?;
-    mgecl::__private::write_file(&args.out, csv(&paths, &labelling).as_bytes())?;
+    mgecl::__private::write_file(&args.out, labelling.csv(&paths)?.as_bytes())?;
     if let Some(report_path) = &args.report {
         let html = report::html(
             &ReportInput {
@@ -152,14 +108,6 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field("a/b.png"), "a/b.png");
-        assert_eq!(csv_field("a,b.png"), "\"a,b.png\"");
-        assert_eq!(csv_field("say \"hi\".png"), "\"say \"\"hi\"\".png\"");
-        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
-    }
 
     #[test]
     fn relative_paths_use_forward_slashes() {

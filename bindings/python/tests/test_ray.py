@@ -1,0 +1,183 @@
+"""`python -m mgecl.ray label` against a local Ray cluster started here (head plus one worker
+node on the loopback address, `ray start`, stopped at the end), 2,100 images: the CSV must be
+`mgecl label`'s (same rows, labels, review flags and ranking; probabilities within 1e-5), with
+two labelling workers, and again after one worker process is killed in the middle of the job.
+
+Runs when Ray is installed (`pip install "./bindings/python[ray]"`) and the `mgecl` command is
+found (MGECL_CLI, else the source checkout's target/release/mgecl); MGECL_TEST_RAY=1 makes
+their absence a failure instead of a skip (CI sets it).
+"""
+import csv
+import io
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+MODEL = os.path.join(ROOT, "models", "omniglot-conv4.safetensors")
+CLI = os.environ.get("MGECL_CLI", os.path.join(ROOT, "target", "release", "mgecl"))
+REQUIRED = os.environ.get("MGECL_TEST_RAY") == "1"
+# The `ray` command of the interpreter running the tests (a venv's bin/ray).
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+if not os.path.exists(RAY):
+    RAY = shutil.which("ray") or "ray"
+
+try:
+    import ray  # noqa: F401
+    HAVE_RAY = True
+except ImportError:
+    HAVE_RAY = False
+
+CLASSES, PER_CLASS, SHOTS = 10, 213, 3
+
+
+def write_png(path, pixels, size):
+    """An 8-bit greyscale PNG (no dependency beyond zlib)."""
+    raw = b"".join(b"\x00" + bytes(pixels[y * size:(y + 1) * size]) for y in range(size))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 0, 0,
+                                                                   0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def drawing(strokes, rng, size=28):
+    """Dark strokes on white, each point jittered: one handwritten-like instance."""
+    pixels = [255] * (size * size)
+    dx, dy = rng.uniform(-2, 2), rng.uniform(-2, 2)
+    for (x0, y0), (x1, y1) in strokes:
+        x0, y0 = x0 + dx + rng.gauss(0, 0.8), y0 + dy + rng.gauss(0, 0.8)
+        x1, y1 = x1 + dx + rng.gauss(0, 0.8), y1 + dy + rng.gauss(0, 0.8)
+        steps = int(max(abs(x1 - x0), abs(y1 - y0)) * 2) + 1
+        for s in range(steps + 1):
+            x, y = x0 + (x1 - x0) * s / steps, y0 + (y1 - y0) * s / steps
+            for ox in (0, 1):
+                for oy in (0, 1):
+                    px, py = int(x) + ox, int(y) + oy
+                    if 0 <= px < size and 0 <= py < size:
+                        pixels[py * size + px] = 0
+    return pixels
+
+
+def make_images(root, seed=0):
+    """support/<class>/ (SHOTS each) and images/<class % 3>/... (the rest): 2,100 images."""
+    rng = random.Random(seed)
+    for c in range(CLASSES):
+        start = (rng.uniform(5, 23), rng.uniform(5, 23))
+        strokes, point = [], start
+        for _ in range(3):
+            nxt = (rng.uniform(4, 24), rng.uniform(4, 24))
+            strokes.append((point, nxt))
+            point = nxt
+        for i in range(PER_CLASS):
+            if i < SHOTS:
+                folder = os.path.join(root, "support", f"class{c:02d}")
+            else:
+                folder = os.path.join(root, "images", f"part{i % 3}")
+            os.makedirs(folder, exist_ok=True)
+            write_png(os.path.join(folder, f"c{c:02d}_{i:03d}.png"), drawing(strokes, rng), 28)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@unittest.skipUnless(((HAVE_RAY and os.path.exists(CLI)) or REQUIRED)
+                     and not os.environ.get("MGECL_PY_NO_NUMPY"),
+                     "needs ray and the mgecl command (MGECL_TEST_RAY=1 to require them)")
+class RayLabelTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.scratch = tempfile.mkdtemp(prefix="mgecl-ray-test-")
+        make_images(cls.scratch)
+        cls.support = os.path.join(cls.scratch, "support")
+        cls.images = os.path.join(cls.scratch, "images")
+        cls.expected = os.path.join(cls.scratch, "expected.csv")
+        subprocess.run([CLI, "label", "--model", MODEL, "--support", cls.support,
+                        "--images", cls.images, "--out", cls.expected], check=True,
+                       stderr=subprocess.DEVNULL)
+        cls.port = free_port()
+        cls.address = f"127.0.0.1:{cls.port}"
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+        subprocess.run([RAY, "start", "--head", f"--port={cls.port}",
+                        "--include-dashboard=false", *common], check=True, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([RAY, "start", f"--address={cls.address}", *common], check=True,
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @classmethod
+    def tearDownClass(cls):
+        subprocess.run([RAY, "stop", "--force"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        shutil.rmtree(cls.scratch, ignore_errors=True)
+
+    def command(self, out, *extra):
+        return [sys.executable, "-m", "mgecl.ray", "label", "--address", self.address,
+                "--model", MODEL, "--support", self.support, "--images", self.images,
+                "--out", out, *extra]
+
+    def assert_same_as_cli(self, out):
+        expected, got = read_csv(self.expected), read_csv(out)
+        self.assertGreaterEqual(len(expected), 2000)
+        self.assertEqual(len(got), len(expected))
+        for e, g in zip(expected, got):
+            for key in ("path", "label", "needs_review", "runner_up", "label_next"):
+                self.assertEqual(e[key], g[key], (key, e["path"]))
+            for key in ("probability", "runner_up_probability", "known_probability"):
+                self.assertAlmostEqual(float(e[key]), float(g[key]), delta=1e-5)
+
+    def test_same_csv_as_mgecl_label(self):
+        out = os.path.join(self.scratch, "ray.csv")
+        started = time.monotonic()
+        subprocess.run(self.command(out, "--workers", "2", "--batch-size", "64"), check=True,
+                       stderr=subprocess.DEVNULL)
+        print(f"ray label, 2 workers: {time.monotonic() - started:.1f} s", file=sys.stderr)
+        self.assert_same_as_cli(out)
+
+    def test_a_killed_worker_loses_nothing(self):
+        out = os.path.join(self.scratch, "ray-killed.csv")
+        job = subprocess.Popen(self.command(out, "--workers", "2", "--batch-size", "16"),
+                               stderr=subprocess.DEVNULL)
+        killed = None
+        deadline = time.monotonic() + 120
+        while killed is None and job.poll() is None and time.monotonic() < deadline:
+            listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True,
+                                     text=True).stdout
+            actors = [int(line.split()[0]) for line in listing.splitlines()
+                      if "Labeller" in line and "ps -eo" not in line]
+            if actors:
+                time.sleep(1.0)  # let it label a few batches first
+                if job.poll() is None:
+                    os.kill(actors[0], signal.SIGKILL)
+                    killed = actors[0]
+            else:
+                time.sleep(0.2)
+        self.assertIsNotNone(killed, "no labelling worker to kill while the job ran")
+        self.assertEqual(job.wait(timeout=300), 0)
+        self.assert_same_as_cli(out)
+
+
+if __name__ == "__main__":
+    unittest.main()
