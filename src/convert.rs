@@ -724,8 +724,8 @@ fn parse_pickle(data: &[u8]) -> Result<Object> {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stack.read(&mut cursor)))
                 .map_err(|_| bad(format!("pickle byte {at}: the pickle reader failed")))?;
         let stop = step.map_err(|e| {
-            let mut message = e.to_string();
-            message.truncate(200);
+            // candle's messages can quote a whole object: keep the first 200 characters.
+            let message: String = e.to_string().chars().take(200).collect();
             bad(format!("pickle byte {at}: {message}"))
         })?;
         if stop {
