@@ -93,6 +93,149 @@ fn csv_field(text: &str) -> String {
     }
 }
 
+/// Indices of the proposals to review, least certain first (lowest of probability and
+/// known-probability).
+pub fn review_order(proposals: &[Proposal]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..proposals.len())
+        .filter(|&i| proposals[i].needs_review)
+        .collect();
+    let certainty = |p: &Proposal| p.probability.min(p.known_probability);
+    order.sort_by(|&a, &b| {
+        certainty(&proposals[a])
+            .total_cmp(&certainty(&proposals[b]))
+            .then(a.cmp(&b))
+    });
+    order
+}
+
+/// A `mgecl label` CSV read back ([`LabelCsv::parse`]): what the report is drawn from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelCsv {
+    /// The `path` column.
+    pub paths: Vec<String>,
+    /// One per row.
+    pub proposals: Vec<Proposal>,
+    /// Row indices of the images to label next, by rank.
+    pub label_next: Vec<usize>,
+}
+
+/// The records of a CSV text (RFC 4180: quoted fields may hold commas, quotes, line breaks).
+fn csv_records(text: &str) -> Result<Vec<Vec<String>>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\r') if chars.peek() == Some(&'\n') => {}
+            (false, '\n') => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err(Error::InvalidArgument(
+            "the CSV ends inside a quoted field".into(),
+        ));
+    }
+    if !field.is_empty() || !record.is_empty() {
+        record.push(field);
+        records.push(record);
+    }
+    Ok(records)
+}
+
+impl LabelCsv {
+    /// Reads the text [`Labelling::csv`] writes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the line for another header, a row of the wrong
+    /// width, a number or flag that does not parse, or a `label_next` rank out of place.
+    pub fn parse(text: &str) -> Result<Self> {
+        let records = csv_records(text)?;
+        let bad = |line: usize, what: &str| {
+            Error::InvalidArgument(format!("labels CSV, record {line}: {what}"))
+        };
+        let header: Vec<&str> = CSV_HEADER.split(',').collect();
+        match records.first() {
+            Some(first) if *first == header => {}
+            _ => return Err(bad(1, &format!("expected the header {CSV_HEADER}"))),
+        }
+        let mut parsed = LabelCsv {
+            paths: Vec::new(),
+            proposals: Vec::new(),
+            label_next: Vec::new(),
+        };
+        let mut ranks = Vec::new();
+        for (i, record) in records.iter().enumerate().skip(1) {
+            let line = i + 1;
+            if record.len() != header.len() {
+                return Err(bad(
+                    line,
+                    &format!("{} fields, expected {}", record.len(), header.len()),
+                ));
+            }
+            let number = |k: usize| {
+                record[k]
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| (0.0..=1.0).contains(v))
+                    .ok_or_else(|| {
+                        bad(
+                            line,
+                            &format!("{} = {:?} is not a probability", header[k], record[k]),
+                        )
+                    })
+            };
+            let needs_review = match record[3].as_str() {
+                "true" => true,
+                "false" => false,
+                other => return Err(bad(line, &format!("needs_review = {other:?}"))),
+            };
+            let runner_up = if record[4].is_empty() {
+                None
+            } else {
+                Some((record[4].clone(), number(5)?))
+            };
+            if !record[7].is_empty() {
+                let rank: usize = record[7]
+                    .parse()
+                    .map_err(|_| bad(line, &format!("label_next = {:?}", record[7])))?;
+                ranks.push((rank, parsed.paths.len()));
+            }
+            parsed.paths.push(record[0].clone());
+            parsed.proposals.push(Proposal {
+                label: record[1].clone(),
+                probability: number(2)?,
+                runner_up,
+                known_probability: number(6)?,
+                needs_review,
+            });
+        }
+        ranks.sort_unstable();
+        if ranks
+            .iter()
+            .enumerate()
+            .any(|(i, &(rank, _))| rank != i + 1)
+        {
+            return Err(bad(0, "the label_next ranks are not 1, 2, 3, ..."));
+        }
+        parsed.label_next = ranks.into_iter().map(|(_, index)| index).collect();
+        Ok(parsed)
+    }
+}
+
 impl Labelling {
     /// The CSV of `mgecl label`: [`CSV_HEADER`], then one row per image in input order, `path`
     /// being `paths[i]`; `\n` line ends, probabilities with 6 decimals, `label_next` the
@@ -133,19 +276,9 @@ impl Labelling {
         Ok(out)
     }
 
-    /// Indices of the images to review, least certain first (lowest of probability and
-    /// known-probability).
+    /// Indices of the images to review, least certain first ([`review_order`]).
     pub fn review_order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.proposals.len())
-            .filter(|&i| self.proposals[i].needs_review)
-            .collect();
-        let certainty = |p: &Proposal| p.probability.min(p.known_probability);
-        order.sort_by(|&a, &b| {
-            certainty(&self.proposals[a])
-                .total_cmp(&certainty(&self.proposals[b]))
-                .then(a.cmp(&b))
-        });
-        order
+        review_order(&self.proposals)
     }
 }
 
@@ -394,6 +527,40 @@ mod tests {
         assert_eq!(csv_field("a,b.png"), "\"a,b.png\"");
         assert_eq!(csv_field("say \"hi\".png"), "\"say \"\"hi\"\".png\"");
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn the_csv_reads_back() {
+        let labelling = Labelling {
+            proposals: vec![
+                Proposal {
+                    label: "a,b".into(),
+                    probability: 0.25,
+                    runner_up: Some(("say \"c\"".into(), 0.125)),
+                    known_probability: 0.5,
+                    needs_review: true,
+                },
+                Proposal {
+                    label: "d".into(),
+                    probability: 1.0,
+                    runner_up: None,
+                    known_probability: 1.0,
+                    needs_review: false,
+                },
+            ],
+            label_next: vec![Suggestion {
+                index: 1,
+                score: 0.5,
+                uncertainty: 0.5,
+                density: 1.0,
+            }],
+        };
+        let paths = ["two\nlines.png", "x.png"];
+        let back = LabelCsv::parse(&labelling.csv(&paths).unwrap()).unwrap();
+        assert_eq!(back.paths, paths);
+        assert_eq!(back.proposals, labelling.proposals);
+        assert_eq!(back.label_next, [1]);
+        assert!(LabelCsv::parse("path,label\nx,y\n").is_err());
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub use config::{
 };
 pub use file::MAX_TASK_FILE_BYTES;
 pub use label::{
-    rank_to_label, LabelOptions, Labelling, Proposal, Suggestion, CSV_HEADER, MAX_CANDIDATES,
+    rank_to_label, review_order, LabelCsv, LabelOptions, Labelling, Proposal, Suggestion,
+    CSV_HEADER, MAX_CANDIDATES,
 };
 
 /// Longest accepted class label, in bytes.

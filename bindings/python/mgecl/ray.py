@@ -1,8 +1,8 @@
 """`mgecl label` on a Ray cluster: the same CSV, the embedding spread over the cluster.
 
     python -m mgecl.ray label --address ADDR --model M --support DIR --images DIR \\
-        --out labels.csv [--review-below 0.8] [--label-next 20] [--classifier prototype] \\
-        [--raw-probabilities] [--batch-size 64] [--workers N]
+        --out labels.csv [--report report.html] [--review-below 0.8] [--label-next 20] \\
+        [--classifier prototype] [--raw-probabilities] [--batch-size 64] [--workers N]
 
 Needs `pip install "./bindings/python[ray]"`. The support set is fitted once, on the driver;
 the model file and the fitted task file are put in Ray's object store and every worker loads
@@ -14,11 +14,15 @@ number of workers; a failed worker's batches are retried by Ray (actors restarte
 retried) and each image's row is kept once.
 
 The folders (--model, --support, --images) must be readable at the same path on every node
-(a shared or replicated file system), as for Ray Data's file readers.
+(a shared or replicated file system), as for Ray Data's file readers. --report draws the HTML
+page from the CSV on the driver with `mgecl report` (the command-line tool: MGECL_CLI, else
+`mgecl` on PATH).
 """
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -83,7 +87,15 @@ class Labeller:
                 "features": np.asarray(features, dtype=np.float32)}
 
 
+def mgecl_command():
+    """The `mgecl` command-line tool, or None."""
+    return os.environ.get("MGECL_CLI") or shutil.which("mgecl")
+
+
 def label(args):
+    if args.report and not mgecl_command():
+        raise SystemExit("error: --report needs the mgecl command (set MGECL_CLI or put mgecl "
+                         "on PATH: cargo install --path crates/mgecl-cli)")
     model = mgecl.Model(args.model)
     options = {"classifier": args.classifier, "raw_probabilities": args.raw_probabilities}
     task = fit_support(model, args.support, options)
@@ -144,6 +156,10 @@ def label(args):
     except BaseException:
         os.unlink(tmp)
         raise
+    if args.report:
+        subprocess.run([mgecl_command(), "report", "--csv", out, "--support", args.support,
+                        "--images", args.images, "--out", args.report,
+                        "--review-below", str(args.review_below)], check=True)
     review = sum(1 for row in rows if ",true," in row)
     print(f"labelled {len(paths)} images into {len(task.classes)} classes: {review} to review; "
           f"wrote {args.out}", file=sys.stderr)
@@ -158,6 +174,7 @@ def main(argv=None):
     p.add_argument("--support", required=True)
     p.add_argument("--images", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--report", help="also write the HTML report (needs the mgecl command)")
     p.add_argument("--review-below", type=float, default=0.8)
     p.add_argument("--label-next", type=int, default=20)
     p.add_argument("--classifier", default="prototype", choices=sorted(mgecl.CLASSIFIERS))

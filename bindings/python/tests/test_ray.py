@@ -150,11 +150,15 @@ class RayLabelTest(unittest.TestCase):
 
     def test_same_csv_as_mgecl_label(self):
         out = os.path.join(self.scratch, "ray.csv")
+        report = os.path.join(self.scratch, "ray.html")
         started = time.monotonic()
-        subprocess.run(self.command(out, "--workers", "2", "--batch-size", "64"), check=True,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(self.command(out, "--workers", "2", "--batch-size", "64",
+                                    "--report", report),
+                       check=True, stderr=subprocess.DEVNULL, env=dict(os.environ, MGECL_CLI=CLI))
         print(f"ray label, 2 workers: {time.monotonic() - started:.1f} s", file=sys.stderr)
         self.assert_same_as_cli(out)
+        with open(report) as f:
+            self.assertIn("Label these next", f.read())
 
     def test_a_killed_worker_loses_nothing(self):
         out = os.path.join(self.scratch, "ray-killed.csv")

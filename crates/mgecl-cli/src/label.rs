@@ -85,16 +85,21 @@ pub fn run(
     }
     bar.finish_and_clear();
     let labelling = task.label_features(features.view(), &args.options)?;
-    mgecl::__private::write_file(&args.out, labelling.csv(&paths)?.as_bytes())?;
+    let csv = labelling.csv(&paths)?;
+    mgecl::__private::write_file(&args.out, csv.as_bytes())?;
     if let Some(report_path) = &args.report {
+        // Drawn from the CSV as written (as `mgecl report` draws it): the same page either way.
+        let rows = mgecl::task::LabelCsv::parse(&csv)?;
+        let classes: Vec<String> = task.classes().into_iter().map(|c| c.label).collect();
         let html = report::html(
             &ReportInput {
                 support: &args.support,
                 images: &args.images,
                 files: &files,
-                paths: &paths,
-                labelling: &labelling,
-                task,
+                paths: &rows.paths,
+                proposals: &rows.proposals,
+                label_next: &rows.label_next,
+                classes: &classes,
                 review_below: args.options.review_below,
                 examples: &args.examples,
             },

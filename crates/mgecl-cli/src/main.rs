@@ -154,6 +154,26 @@ enum Command {
         #[arg(long)]
         raw_probabilities: bool,
     },
+    /// Draw the HTML report of a labels CSV written by `mgecl label` (or
+    /// `python -m mgecl.ray label`): no model needed, the images and examples are read from
+    /// their folders.
+    Report {
+        /// The labels CSV.
+        #[arg(long)]
+        csv: PathBuf,
+        /// The support folder the CSV was labelled from.
+        #[arg(long)]
+        support: PathBuf,
+        /// The images folder the CSV's paths are relative to.
+        #[arg(long)]
+        images: PathBuf,
+        /// The HTML page to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The --review-below the CSV was written with (for the page's explanation).
+        #[arg(long, default_value_t = 0.8)]
+        review_below: f64,
+    },
     /// Convert a PyTorch checkpoint (torch.save zip: a state dict, or a dict holding one as RFS
     /// and MGECL save) to a model file: the encoder's tensors under RFS key names, float32,
     /// with the metadata given; heads, counters and prefixes such as `module.` dropped.
@@ -694,6 +714,41 @@ fn support_task(
     Ok((task, classes))
 }
 
+fn report_cmd(
+    csv: &Path,
+    support: &Path,
+    images: &Path,
+    out: &Path,
+    review_below: f64,
+) -> Result<(), Error> {
+    let text = std::fs::read_to_string(csv).map_err(|e| Error::io(csv, e))?;
+    let rows = mgecl::task::LabelCsv::parse(&text)?;
+    let examples = support_classes(support)?;
+    let classes: Vec<String> = examples.iter().map(|(label, _)| label.clone()).collect();
+    let files: Vec<PathBuf> = rows
+        .paths
+        .iter()
+        .map(|p| images.join(p.split('/').collect::<PathBuf>()))
+        .collect();
+    let html = report::html(
+        &report::ReportInput {
+            support,
+            images,
+            files: &files,
+            paths: &rows.paths,
+            proposals: &rows.proposals,
+            label_next: &rows.label_next,
+            classes: &classes,
+            review_below,
+            examples: &examples,
+        },
+        &progress,
+    )?;
+    mgecl::__private::write_file(out, html.as_bytes())?;
+    eprintln!("wrote {} ({} images)", out.display(), rows.paths.len());
+    Ok(())
+}
+
 struct LabelCmd {
     support: PathBuf,
     images: PathBuf,
@@ -1069,6 +1124,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                 raw_probabilities,
             },
         ),
+        Command::Report {
+            csv,
+            support,
+            images,
+            out,
+            review_below,
+        } => report_cmd(&csv, &support, &images, &out, review_below),
         Command::Convert {
             input,
             output,

@@ -9,7 +9,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use mgecl::{Error, ImageLimits, Labelling, Proposal, Task};
+use mgecl::{Error, ImageLimits, Proposal};
 
 /// Longest side of a thumbnail, in pixels.
 const THUMBNAIL: u32 = 72;
@@ -26,8 +26,12 @@ pub struct ReportInput<'a> {
     pub files: &'a [PathBuf],
     /// Their paths relative to `images`.
     pub paths: &'a [String],
-    pub labelling: &'a Labelling,
-    pub task: &'a Task,
+    /// One per file.
+    pub proposals: &'a [Proposal],
+    /// Indices of the files to label next, by rank.
+    pub label_next: &'a [usize],
+    /// The task's class labels.
+    pub classes: &'a [String],
     pub review_below: f64,
     /// Each class's support images.
     pub examples: &'a [(String, Vec<PathBuf>)],
@@ -85,7 +89,7 @@ impl Page<'_> {
 
     /// One image's card; `badge` is shown in its corner (the "label next" rank).
     fn card(&mut self, index: usize, badge: Option<usize>) {
-        let p: &Proposal = &self.input.labelling.proposals[index];
+        let p: &Proposal = &self.input.proposals[index];
         let path = escape(&self.input.paths[index]);
         let mut class = String::from("card");
         if p.needs_review {
@@ -160,11 +164,11 @@ pub fn html(
     input: &ReportInput<'_>,
     progress: &dyn Fn(usize, &str) -> indicatif::ProgressBar,
 ) -> Result<String, Error> {
-    let labelling = input.labelling;
-    let n = labelling.proposals.len();
-    let review = labelling.review_order();
-    let next: Vec<usize> = labelling.label_next.iter().map(|s| s.index).collect();
-    let classes = input.task.classes();
+    let proposals = input.proposals;
+    let n = proposals.len();
+    let review = mgecl::task::review_order(proposals);
+    let next = input.label_next;
+    let classes = input.classes;
     let mut page = Page {
         input,
         thumbnails: HashMap::new(),
@@ -212,7 +216,7 @@ pub fn html(
          alike.</p>",
         next.len()
     );
-    page.cards(&next, true);
+    page.cards(next, true);
 
     page.html
         .push_str("<h2 id=\"examples\">Your examples</h2><div class=\"examples\">");
@@ -237,30 +241,28 @@ pub fn html(
     page.html.push_str(
         "<h2 id=\"labels\">By proposed label</h2><p class=\"note\">Most confident first.</p>",
     );
-    let mut groups: Vec<(String, Vec<usize>)> = classes
-        .iter()
-        .map(|c| (c.label.clone(), Vec::new()))
-        .collect();
+    let mut groups: Vec<(String, Vec<usize>)> =
+        classes.iter().map(|c| (c.clone(), Vec::new())).collect();
     let position: HashMap<&str, usize> = classes
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.label.as_str(), i))
+        .map(|(i, c)| (c.as_str(), i))
         .collect();
-    for (i, p) in labelling.proposals.iter().enumerate() {
+    for (i, p) in proposals.iter().enumerate() {
         if let Some(&g) = position.get(p.label.as_str()) {
             groups[g].1.push(i);
         }
     }
     for (label, members) in &mut groups {
         members.sort_by(|&a, &b| {
-            labelling.proposals[b]
+            proposals[b]
                 .probability
-                .total_cmp(&labelling.proposals[a].probability)
+                .total_cmp(&proposals[a].probability)
                 .then(a.cmp(&b))
         });
         let to_review = members
             .iter()
-            .filter(|&&i| labelling.proposals[i].needs_review)
+            .filter(|&&i| proposals[i].needs_review)
             .count();
         let _ = write!(
             page.html,

@@ -163,6 +163,30 @@ fn labels_a_folder_and_flags_what_it_does_not_know() {
         "self-contained"
     );
 
+    // The same page drawn from the CSV alone (what python -m mgecl.ray label --report runs).
+    let redrawn = scratch.path().join("redrawn.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_mgecl"))
+        .arg("report")
+        .arg("--csv")
+        .arg(&csv_path)
+        .arg("--support")
+        .arg(scratch.path().join("support"))
+        .arg("--images")
+        .arg(scratch.path().join("images"))
+        .arg("--out")
+        .arg(&redrawn)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&redrawn).unwrap() == html,
+        "mgecl report differs"
+    );
+
     if let Some(png) = render(&report, scratch.path()) {
         let shot = image::open(&png).unwrap().to_rgb8();
         assert_eq!(shot.dimensions(), (1280, 1600));
