@@ -2,7 +2,8 @@
 
     python -m mgecl.ray label --address ADDR --model M --support DIR --images DIR \\
         --out labels.csv [--report report.html] [--review-below 0.8] [--label-next 20] \\
-        [--classifier prototype] [--raw-probabilities] [--batch-size 64] [--workers N]
+        [--classifier prototype] [--raw-probabilities] [--batch-size 64] [--workers N] \\
+        [--threads 1]
 
 Needs `pip install "./bindings/python[ray]"`. The support set is fitted once, on the driver;
 the model file and the fitted task file are put in Ray's object store and every worker loads
@@ -115,7 +116,7 @@ def label(args):
              for i, p in enumerate(paths)]
 
     ray.init(address=args.address, log_to_driver=False)
-    workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // args.threads)
     model_ref, task_ref = ray.put(model_bytes), ray.put(task_bytes)
     dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items) // args.batch_size))
 
@@ -123,7 +124,9 @@ def label(args):
     labelled = dataset.map_batches(
         Labeller, batch_size=args.batch_size,
         fn_constructor_args=(model_ref, task_ref, args.review_below),
-        concurrency=workers, max_restarts=-1, max_task_retries=-1)
+        concurrency=workers, num_cpus=args.threads, max_restarts=-1, max_task_retries=-1,
+        # The library's CPU kernels use as many threads as the actor has CPUs.
+        runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(args.threads)}})
 
     rows = [None] * len(paths)
     features = np.zeros((len(paths), model.feature_dim), dtype=np.float32)
@@ -181,7 +184,8 @@ def main(argv=None):
     p.add_argument("--raw-probabilities", action="store_true")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None,
-                   help="labelling actors (default: as many as the cluster's CPUs allow)")
+                   help="labelling actors (default: the cluster's CPUs / --threads)")
+    p.add_argument("--threads", type=int, default=1, help="CPUs (threads) per labelling actor")
     args = parser.parse_args(argv)
     label(args)
 

@@ -124,6 +124,7 @@ fn converted_checkpoints_give_pytorchs_features() {
             .zip(&theirs)
             .map(|(a, b)| (f64::from(*a) - b).abs())
             .fold(0.0, f64::max);
+        eprintln!("{name}: max |mgecl - PyTorch| = {worst:.2e}");
         assert!(
             worst <= 1e-4,
             "{name}: features differ from PyTorch's by {worst}"
