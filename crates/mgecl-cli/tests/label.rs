@@ -2,7 +2,8 @@
 //! val alphabet) with three examples each, their other drawings to label, plus every drawing
 //! of a fifth character absent from the support. Checks the CSV contract, the accuracy on the
 //! known characters, that the review list holds the unknown ones, the report, and (when
-//! Debian's `chromium` is installed) the report as headless Chromium renders it.
+//! Debian's `chromium` is installed; MGECL_TEST_CHROMIUM=1 requires it, as `.ci/run` does) the
+//! report as headless Chromium renders it.
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
@@ -219,6 +220,10 @@ fn render(page: &Path, dir: &Path) -> Option<PathBuf> {
             String::from_utf8_lossy(&out.stderr)
         ),
         Err(_) => {
+            assert!(
+                std::env::var_os("MGECL_TEST_CHROMIUM").is_none(),
+                "MGECL_TEST_CHROMIUM is set but chromium is not installed"
+            );
             eprintln!("chromium not installed: the report is not rendered");
             None
         }
