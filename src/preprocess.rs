@@ -127,6 +127,17 @@ pub enum ImageSource<'a> {
     Pixels(PixelBuffer<'a>),
 }
 
+/// Whether a file name has the extension of a format the decoder reads (`.png`, `.jpg`,
+/// `.jpeg`, any case): how folders of images are listed (training data, support folders,
+/// `mgecl label`).
+pub fn is_image_file(path: &std::path::Path) -> bool {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
+}
+
 /// Decodes PNG or JPEG bytes within `bounds` and turns the image upright by its EXIF
 /// orientation: the one decoder of encoded images (preprocessing; thumbnails in the CLI).
 ///

@@ -21,21 +21,13 @@ pub fn images_under(root: &Path) -> Result<Vec<PathBuf>, Error> {
             let path = entry.path();
             if kind.is_dir() {
                 folders.push(path);
-            } else if kind.is_file() && is_image(&path) {
+            } else if kind.is_file() && mgecl::preprocess::is_image_file(&path) {
                 found.push(path);
             }
         }
     }
     found.sort();
     Ok(found)
-}
-
-fn is_image(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
 }
 
 /// `path` relative to `root`, with `/` separators (the CSV's `path` column).

@@ -815,11 +815,7 @@ fn images_in(dir: &Path) -> Result<Vec<PathBuf>, Error> {
                 source: e,
             })?
             .path();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        if path.is_file() && matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
+        if path.is_file() && mgecl::preprocess::is_image_file(&path) {
             files.push(path);
         }
     }

@@ -18,14 +18,6 @@ pub struct ClassFiles {
     pub files: Vec<PathBuf>,
 }
 
-fn is_image(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
-}
-
 /// Reads a split file: one top-level folder name per line; blank lines and `#` comments are
 /// skipped.
 ///
@@ -91,7 +83,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ClassFiles>) -> Result<()> {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if path.is_dir() {
             subdirs.push(path);
-        } else if is_image(&path) {
+        } else if mgecl::preprocess::is_image_file(&path) {
             files.push(path);
         }
     }
