@@ -553,17 +553,16 @@ const ANCHORS: [(&str, crate::Architecture); 2] = [
     ("layer1.0.weight", crate::Architecture::Conv4),
 ];
 
-fn anchors<'o>(dict: &TensorDict<'o>) -> Vec<(String, crate::Architecture)> {
-    dict.entries
-        .iter()
-        .filter_map(|(key, _)| {
-            ANCHORS.iter().find_map(|(suffix, arch)| {
-                key.strip_suffix(suffix)
-                    .filter(|p| p.is_empty() || p.ends_with('.'))
-                    .map(|prefix| (prefix.to_string(), *arch))
-            })
+/// The encoders the keys name: each first-convolution key's prefix and architecture.
+fn anchors<'k>(keys: impl Iterator<Item = &'k str>) -> Vec<(String, crate::Architecture)> {
+    keys.filter_map(|key| {
+        ANCHORS.iter().find_map(|(suffix, arch)| {
+            key.strip_suffix(suffix)
+                .filter(|p| p.is_empty() || p.ends_with('.'))
+                .map(|prefix| (prefix.to_string(), *arch))
         })
-        .collect()
+    })
+    .collect()
 }
 
 type Entries<'o> = Vec<(&'o str, TensorRef)>;
@@ -599,7 +598,7 @@ fn choose_state_dict<'o>(
             let listing = describe(&dicts);
             let mut encoders: Vec<TensorDict<'o>> = dicts
                 .into_iter()
-                .filter(|d| !anchors(d).is_empty())
+                .filter(|d| !anchors(d.entries.iter().map(|(k, _)| *k)).is_empty())
                 .collect();
             match encoders.len() {
                 1 => encoders.remove(0),
@@ -642,11 +641,7 @@ fn choose_state_dict<'o>(
 
 /// The prefix in front of the encoder's keys and its architecture.
 fn encoder_prefix(entries: &Entries<'_>) -> Result<(String, crate::Architecture)> {
-    let dict = TensorDict {
-        path: String::new(),
-        entries: entries.iter().map(|(k, _)| (*k, &Object::None)).collect(),
-    };
-    let mut found = anchors(&dict);
+    let mut found = anchors(entries.iter().map(|(k, _)| *k));
     found.sort_by(|a, b| a.0.cmp(&b.0));
     found.dedup_by(|a, b| a.0 == b.0);
     match found.as_slice() {
