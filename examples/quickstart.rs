@@ -63,8 +63,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let report = task.fit()?;
     println!(
-        "fitted {}-way 1-shot logistic regression (converged: {})",
-        report.classes, report.converged
+        "fitted a {}-way 1-shot {:?} classifier (converged: {})",
+        report.classes, report.classifier, report.converged
     );
 
     let paths: Vec<&Path> = queries.iter().map(|(p, _)| p.as_path()).collect();

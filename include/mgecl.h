@@ -327,7 +327,7 @@ typedef struct mgecl_model_info {
  */
 typedef struct mgecl_task_options {
   /**
-   * An `mgecl_classifier` value (default `MGECL_CLASSIFIER_LOGISTIC`).
+   * An `mgecl_classifier` value (default `MGECL_CLASSIFIER_PROTOTYPE`).
    */
   uint32_t classifier;
   /**

@@ -9,6 +9,14 @@ use common::{data, lr_fixture, synthetic_conv4};
 use mgecl::{ClassifierKind, Error, ImageSource, LoadOptions, Model, Task, TaskConfig};
 use ndarray::{Array2, Axis};
 
+/// The logistic-regression classifier (the fixtures are scikit-learn's; the default is prototype).
+fn logistic() -> TaskConfig {
+    TaskConfig {
+        classifier: ClassifierKind::Logistic,
+        ..TaskConfig::default()
+    }
+}
+
 fn task_from_fixture(name: &str, config: TaskConfig) -> (Task, lr_fixture::Fixture) {
     let fx = lr_fixture::load(name);
     let model = synthetic_conv4(fx.support.ncols());
@@ -27,7 +35,7 @@ fn task_from_fixture(name: &str, config: TaskConfig) -> (Task, lr_fixture::Fixtu
 #[test]
 fn logistic_task_matches_sklearn_on_every_fixture() {
     for name in ["lr_5w1s", "lr_5w5s", "lr_20w1s"] {
-        let (mut task, fx) = task_from_fixture(name, TaskConfig::default());
+        let (mut task, fx) = task_from_fixture(name, logistic());
         let report = task.fit().unwrap();
         assert!(report.converged, "{name}: {report:?}");
         let query: Array2<f32> = fx.query.mapv(|v| v as f32);
@@ -237,7 +245,7 @@ fn damaged_or_foreign_task_files_are_refused() {
 #[test]
 fn every_documented_task_error() {
     let model = synthetic_conv4(8);
-    let mut task = Task::new(model.clone(), TaskConfig::default()).unwrap();
+    let mut task = Task::new(model.clone(), logistic()).unwrap();
     let f = [0.5f32; 8];
     let q = Array2::<f32>::ones((1, 8));
     assert!(matches!(

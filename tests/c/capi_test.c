@@ -274,7 +274,7 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
     mgecl_task *sentinel = (mgecl_task *)&failed;
     mgecl_task *task = sentinel;
     mgecl_task_options options = mgecl_task_default_options();
-    CHECK(options.classifier == MGECL_CLASSIFIER_LOGISTIC);
+    CHECK(options.classifier == MGECL_CLASSIFIER_PROTOTYPE);
     CHECK(options.alpha == 1.0 && options.max_iterations == 1000 && !options.use_threshold);
 
     EXPECT(mgecl_task_new(NULL, NULL, &task), MGECL_STATUS_NULL_ARGUMENT);

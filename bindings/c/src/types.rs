@@ -121,7 +121,7 @@ pub struct mgecl_image {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct mgecl_task_options {
-    /// An `mgecl_classifier` value (default `MGECL_CLASSIFIER_LOGISTIC`).
+    /// An `mgecl_classifier` value (default `MGECL_CLASSIFIER_PROTOTYPE`).
     pub classifier: u32,
     /// Logistic regression: L2 penalty alpha = 1/C (default 1), > 0.
     pub alpha: f64,

@@ -183,8 +183,9 @@ class TaskTest(unittest.TestCase):
         self.assertEqual(task.options["classifier"], "prototype")
         self.assertEqual(task.options["temperature"], 0.5)
         self.assertEqual(task.fit()["classifier"], "prototype")
-        task.options = {"threshold": 1.0}
-        self.assertEqual(task.options["classifier"], "logistic")
+        task.options = {"threshold": 1.0}  # the others back to their defaults
+        self.assertEqual(task.options["classifier"], "prototype")
+        self.assertEqual(task.options["temperature"], 0.1)
         task.fit()
         self.assertIsNone(task.classify(IMAGES[0]).label)
         with self.assertRaises(mgecl.Error) as e:
@@ -213,7 +214,7 @@ class TaskTest(unittest.TestCase):
         p = one.classify(IMAGES[1])
         self.assertEqual(p.probability, p.known_probability)
         self.assertLess(p.probability, 1.0)
-        logistic = mgecl.Task(self.model)
+        logistic = mgecl.Task(self.model, classifier="logistic")
         logistic.add_class("zero")
         logistic.add_example("zero", IMAGES[0])
         with self.assertRaises(mgecl.Error) as e:

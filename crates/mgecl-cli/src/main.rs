@@ -78,8 +78,8 @@ enum Command {
         /// Folder of class folders.
         #[arg(long)]
         support: PathBuf,
-        /// logistic or prototype.
-        #[arg(long, default_value = "logistic")]
+        /// prototype (the SDK's default) or logistic.
+        #[arg(long, default_value = "prototype")]
         classifier: String,
         /// Answer "unknown" when the image's known-probability (the probability that it is
         /// of one of the support classes at all) is below this, e.g. 0.5.

@@ -198,7 +198,14 @@ fn a_single_class_task_answers_with_its_known_probability() {
     assert_eq!(answers[0].label.as_deref(), Some("this"));
     assert_eq!(answers[1].label, None);
     // Logistic regression needs two classes.
-    let mut logistic = Task::new(model, TaskConfig::default()).unwrap();
+    let mut logistic = Task::new(
+        model,
+        TaskConfig {
+            classifier: ClassifierKind::Logistic,
+            ..TaskConfig::default()
+        },
+    )
+    .unwrap();
     logistic.add_class("this").unwrap();
     logistic.add_example_feature("this", &rows[0]).unwrap();
     assert!(matches!(logistic.fit(), Err(Error::InvalidTask(_))));
