@@ -67,3 +67,39 @@ fn shipped_model_recognises_unseen_characters_from_one_example() {
         );
     }
 }
+
+/// Every string in a JSON value.
+fn strings(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn shipped_model_metadata_names_no_path_of_the_machine_it_was_made_on() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = Model::load(
+        root.join("models/omniglot-conv4.safetensors"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let metadata = &model.info().metadata;
+    assert!(
+        metadata.contains_key("calibration"),
+        "the shipped model is calibrated"
+    );
+    let training: serde_json::Value =
+        serde_json::from_str(metadata.get("training").expect("training metadata")).unwrap();
+    let mut texts: Vec<String> = metadata.values().cloned().collect();
+    strings(&training, &mut texts);
+    for text in texts {
+        let windows_drive = text.as_bytes().get(1..3) == Some(b":\\".as_slice());
+        assert!(
+            !text.starts_with('/') && !text.starts_with('~') && !windows_drive,
+            "absolute path in the shipped model's metadata: {text:?}"
+        );
+    }
+}
