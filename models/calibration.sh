@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Calibration of a model on the Omniglot val alphabets, as in models/README.md: per classifier,
+# 5-way 1-shot, 5-way 5-shot and 20-way 1-shot with calibrated and raw probabilities (the same
+# 2000 episodes, seed 0), then 5-way 1-shot with 5 unknown classes per episode (open set).
+# One JSON object per line (mgecl evaluate --json; "raw" says which probabilities).
+#   models/calibration.sh MODEL [DATA_ROOT]
+set -euo pipefail
+model=$1
+data=${2:-../shared/data/omniglot}
+mgecl=${MGECL:-target/release/mgecl}
+evaluate() {
+  "$mgecl" evaluate --model "$model" --data "$data/images_background" \
+    --include "$data/splits/val_alphabets.txt" --queries 15 --episodes 2000 --seed 0 --json "$@"
+}
+for classifier in logistic prototype; do
+  for setting in "5 1" "5 5" "20 1"; do
+    set -- $setting
+    evaluate --ways "$1" --shots "$2" --classifier "$classifier" | sed 's/^{/{"raw":false,/'
+    evaluate --ways "$1" --shots "$2" --classifier "$classifier" --raw-probabilities |
+      sed 's/^{/{"raw":true,/'
+  done
+  evaluate --ways 5 --shots 1 --classifier "$classifier" --unknown-ways 5
+done
