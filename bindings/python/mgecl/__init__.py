@@ -458,8 +458,8 @@ def _options_from_c(c):
 class Task(_Handle):
     """A few-shot task on a model. Use from one thread at a time.
 
-    Options (keywords): classifier ("prototype", the default, | "logistic"), alpha, max_iterations,
-    gradient_tolerance, temperature, augmented_copies, threshold (None or 0..1: answers whose
+    Options (keywords): classifier ("prototype", the default, or "logistic"), alpha,
+    max_iterations, gradient_tolerance, temperature, augmented_copies, threshold (None or 0..1: answers whose
     known_probability is below it get label None), raw_probabilities (False: the model's
     calibrated probabilities; True: the classifier's raw ones, scikit-learn's for logistic),
     max_classes, max_rows (limits: one more class or row raises Error STATUS_LIMIT_EXCEEDED).
