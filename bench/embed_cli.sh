@@ -15,6 +15,6 @@ for round in 1 2 3; do
     start=$(date +%s.%N)
     "$mgecl" embed --model "$model" --out "$out/features.safetensors" "${files[@]}" >/dev/null
     end=$(date +%s.%N)
-    python3 -c "import sys; s = float(sys.argv[2]) - float(sys.argv[1]); print(f'round $round  $model  {s:.2f} s  {800 / s:.0f} images/s')" "$start" "$end"
+    python3 -c "import sys; s = float(sys.argv[2]) - float(sys.argv[1]); print(f'round $round  $model  {s:.2f} s  {int(sys.argv[3]) / s:.0f} images/s')" "$start" "$end" "${#files[@]}"
   done
 done

@@ -20,6 +20,16 @@ pub enum ClassifierKind {
     Prototype,
 }
 
+impl std::fmt::Display for ClassifierKind {
+    /// The name [`FromStr`](std::str::FromStr) reads: `logistic` or `prototype`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClassifierKind::Logistic => "logistic",
+            ClassifierKind::Prototype => "prototype",
+        })
+    }
+}
+
 impl std::str::FromStr for ClassifierKind {
     type Err = Error;
 
@@ -168,5 +178,20 @@ impl TaskConfig {
             max_iterations: self.max_iterations,
             gradient_tolerance: self.gradient_tolerance,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClassifierKind;
+
+    #[test]
+    fn classifier_names_read_back() {
+        for kind in [ClassifierKind::Logistic, ClassifierKind::Prototype] {
+            assert_eq!(kind.to_string().parse::<ClassifierKind>().unwrap(), kind);
+        }
+        assert_eq!(ClassifierKind::Prototype.to_string(), "prototype");
+        assert!(" Logistic ".parse::<ClassifierKind>().unwrap() == ClassifierKind::Logistic);
+        assert!("svm".parse::<ClassifierKind>().is_err());
     }
 }

@@ -78,8 +78,8 @@ enum Command {
         /// Folder of class folders.
         #[arg(long)]
         support: PathBuf,
-        /// prototype (the SDK's default) or logistic.
-        #[arg(long, default_value = "prototype")]
+        /// prototype or logistic (default: the SDK's).
+        #[arg(long, default_value_t = ClassifierKind::default().to_string())]
         classifier: String,
         /// Answer "unknown" when the image's known-probability (the probability that it is
         /// of one of the support classes at all) is below this, e.g. 0.5.
@@ -144,11 +144,11 @@ enum Command {
         /// How many images to suggest labelling next.
         #[arg(long, default_value_t = 20)]
         label_next: usize,
-        /// prototype or logistic. Prototype by default: labelling gives classes unequal
-        /// numbers of examples, and logistic regression's intercepts then favour the larger
-        /// classes (bench/label_heldout.py: adding 10 labelled images per case cost logistic
-        /// 1.7 points, prototype nothing).
-        #[arg(long, default_value = "prototype")]
+        /// prototype or logistic (default: the SDK's, prototype, which suits labelling:
+        /// labelling gives classes unequal numbers of examples, and logistic regression's
+        /// intercepts then favour the larger classes; bench/label_heldout.py: adding 10
+        /// labelled images per case cost logistic 1.7 points, prototype nothing).
+        #[arg(long, default_value_t = ClassifierKind::default().to_string())]
         classifier: String,
         /// The classifier's raw probabilities instead of the model's calibrated ones.
         #[arg(long)]

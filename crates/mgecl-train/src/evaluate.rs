@@ -120,7 +120,7 @@ pub fn evaluate_episodes(
         ways,
         shots: first.support.len() / ways.max(1),
         queries: first.query.len() / ways.max(1),
-        classifier: format!("{:?}", config.classifier).to_lowercase(),
+        classifier: config.classifier.to_string(),
         unconverged_fits: unconverged,
         mean_confidence: confidence.iter().sum::<f64>() / confidence.len().max(1) as f64,
         ece: expected_calibration_error(&confidence, &right, 15),
