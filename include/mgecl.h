@@ -150,6 +150,21 @@ typedef enum mgecl_classifier {
 } mgecl_classifier;
 
 /**
+ * Which copies of an image a task makes (`mgecl_task_options.augmentation`).
+ */
+typedef enum mgecl_augmentation {
+  /**
+   * Rotations about the centre (+-15, +-7.5, +-11.25, +-3.75 degrees): a drawing stays the
+   * same character.
+   */
+  MGECL_AUGMENTATION_ROTATE = 0,
+  /**
+   * The horizontal flip, then shifts by 1/8 of the side: for photographs, not for text.
+   */
+  MGECL_AUGMENTATION_FLIP_SHIFT = 1,
+} mgecl_augmentation;
+
+/**
  * What an `mgecl_image` holds (`mgecl_image.kind`). Zero is no valid kind, so a
  * zero-initialised `mgecl_image` is rejected.
  */
@@ -348,8 +363,8 @@ typedef struct mgecl_task_options {
    */
   double temperature;
   /**
-   * Augmented copies embedded with each support image (default 0, at most 8); applies to
-   * examples added after it is set.
+   * Augmented copies embedded with each support image (default 0, at most 8), of the kind
+   * `augmentation` says; applies to examples added after it is set.
    */
   size_t augmented_copies;
   /**
@@ -380,6 +395,18 @@ typedef struct mgecl_task_options {
    * gives raw ones.
    */
   bool raw_probabilities;
+  /**
+   * An `mgecl_augmentation` value: which copies `augmented_copies` makes (default
+   * `MGECL_AUGMENTATION_ROTATE`).
+   */
+  uint32_t augmentation;
+  /**
+   * Whether `mgecl_task_classify`, `_classify_batch` and `_classify_top_k` also embed each
+   * image with `augmented_copies` copies and classify the mean direction of their features
+   * (default false; costs 1 + `augmented_copies` embeddings per image). Features given
+   * directly are classified as they are.
+   */
+  bool augment_queries;
 } mgecl_task_options;
 
 /**
@@ -650,7 +677,9 @@ enum mgecl_status mgecl_task_add_example(struct mgecl_task *task,
 
 /**
  * Adds an already computed feature (`len` floats, the model's `feature_dim`, e.g. a row from
- * `mgecl_model_embed`) to class `label`. The id is written to `*out_id` (may be NULL).
+ * `mgecl_model_embed`) to class `label`; a multiple of `feature_dim` holds the image's
+ * feature, then its augmented copies' (fitted on when `augmented_copies` is not 0). The id is
+ * written to `*out_id` (may be NULL).
  *
  * Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (wrong length, NaN/infinite value, bad
  * UTF-8), `UNKNOWN_LABEL`, `LIMIT_EXCEEDED` (`max_rows` reached). One thread at a time per

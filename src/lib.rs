@@ -31,8 +31,8 @@ pub use preprocess::{
     ImageLimits, ImageSource, InputSpec, ModelPixels, PixelBuffer, PixelFormat, Preprocessor,
 };
 pub use task::{
-    ClassSummary, ClassifierKind, FitReport, LabelOptions, Labelling, Prediction, Proposal, Scores,
-    Suggestion, Task, TaskConfig,
+    Augmentation, ClassSummary, ClassifierKind, FitReport, LabelOptions, Labelling, Prediction,
+    Proposal, Scores, Suggestion, Task, TaskConfig,
 };
 
 /// For the workspace's other crates (training, the command-line tool, the C ABI): helpers

@@ -6,7 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use common::{data, lr_fixture, synthetic_conv4};
-use mgecl::{ClassifierKind, Error, ImageSource, LoadOptions, Model, Task, TaskConfig};
+use mgecl::task::augmented_copy;
+use mgecl::{
+    Augmentation, ClassifierKind, Error, ImageSource, LoadOptions, Model, Task, TaskConfig,
+};
 use ndarray::{Array2, Axis};
 
 /// The logistic-regression classifier (the fixtures are scikit-learn's; the default is prototype).
@@ -471,13 +474,86 @@ fn task_limits_are_enforced_and_configurable() {
         c.remove("max_classes");
         c.remove("max_rows");
     });
-    let loaded = Task::from_bytes(&old, model).unwrap();
+    let loaded = Task::from_bytes(&old, model.clone()).unwrap();
     assert_eq!(
         loaded.config().max_classes,
         mgecl::task::DEFAULT_MAX_CLASSES
     );
     assert_eq!(loaded.config().max_rows, mgecl::task::DEFAULT_MAX_ROWS);
     assert_eq!(loaded.classes(), task.classes());
+    // Before the augmentation kind was a setting, copies were flips and shifts.
+    let old = edited_task_file(&bytes, |c| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("augmentation");
+        c.remove("augment_queries");
+    });
+    let loaded = Task::from_bytes(&old, model).unwrap();
+    assert_eq!(loaded.config().augmentation, Augmentation::FlipShift);
+    assert!(!loaded.config().augment_queries);
+}
+
+/// Test-time augmentation of queries: `classify` answers what `classify_features` answers for
+/// the mean direction of the image's and its copies' features, computed here by hand from
+/// the model; the support example holds its copies' rows as `add_example_feature` takes them.
+#[test]
+fn augmented_queries_classify_the_mean_direction_of_their_copies() {
+    let model = conv4_model();
+    let config = TaskConfig {
+        augmented_copies: 2,
+        augment_queries: true,
+        ..TaskConfig::default()
+    };
+    assert_eq!(config.augmentation, Augmentation::Rotate);
+    let pre = model.preprocessor();
+    // Each image and its two rotated copies, embedded by hand.
+    let rows_of = |i: usize| -> Array2<f32> {
+        let input = pre.preprocess(&ImageSource::Path(&image(i))).unwrap();
+        let mut inputs = input.clone();
+        for copy in 0..2 {
+            inputs.extend(augmented_copy(
+                &input,
+                pre.input_shape(),
+                Augmentation::Rotate,
+                copy,
+            ));
+        }
+        model.embed_preprocessed(&inputs).unwrap()
+    };
+    let mut by_images = Task::new(model.clone(), config.clone()).unwrap();
+    let mut by_features = Task::new(model.clone(), config).unwrap();
+    for i in 0..3 {
+        let label = format!("img{i}");
+        by_images.add_class(&label).unwrap();
+        by_images.add_example_path(&label, image(i)).unwrap();
+        by_features.add_class(&label).unwrap();
+        let rows = rows_of(i);
+        assert_ne!(
+            rows.row(0),
+            rows.row(1),
+            "a rotated copy embeds differently"
+        );
+        by_features
+            .add_example_feature(&label, rows.as_slice().unwrap())
+            .unwrap();
+    }
+    assert_eq!(by_images.fit().unwrap().rows, 9);
+    assert_eq!(by_features.fit().unwrap().rows, 9);
+    let answers = by_images.classify_paths(&[image(0), image(2)]).unwrap();
+    for (answer, i) in answers.iter().zip([0, 2]) {
+        let rows = rows_of(i);
+        let mut mean = ndarray::Array1::<f32>::zeros(rows.ncols());
+        for row in rows.rows() {
+            mean.scaled_add(1.0 / (3.0 * row.dot(&row).sqrt()), &row);
+        }
+        let expected = by_features
+            .classify_features(mean.insert_axis(Axis(0)).view())
+            .unwrap();
+        assert_eq!(answer.label.as_deref(), Some(format!("img{i}").as_str()));
+        assert_eq!(answer.class_index, expected[0].class_index);
+        for (a, b) in answer.probabilities.iter().zip(&expected[0].probabilities) {
+            assert!((a - b).abs() < 1e-5, "{answer:?} vs {:?}", expected[0]);
+        }
+    }
 }
 
 /// A task found by fuzzing (fuzz/regressions/task_from_bytes/): extreme feature values and

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::augment::{Augmentation, MAX_AUGMENTED_COPIES};
 use crate::classifier::logistic::LogisticConfig;
 use crate::error::{Error, Result};
 
@@ -64,9 +65,23 @@ pub struct TaskConfig {
     /// Prototype classifier: softmax temperature on cosine similarities (default 0.1).
     pub temperature: f64,
     /// Augmented copies embedded with each support image (0 = off, the default; up to
-    /// [`MAX_AUGMENTED_COPIES`]): horizontal flip, then shifted crops, as RFS fits on
-    /// augmented support sets. Applies to examples added after it is set.
+    /// [`MAX_AUGMENTED_COPIES`]), of the kind [`TaskConfig::augmentation`] says: the
+    /// classifier fits on the image's and its copies' features. Applies to examples added
+    /// after it is set.
     pub augmented_copies: usize,
+    /// Which copies `augmented_copies` makes (default [`Augmentation::Rotate`]). Task files
+    /// written before this setting existed made [`Augmentation::FlipShift`] copies.
+    #[serde(default = "legacy_augmentation")]
+    pub augmentation: Augmentation,
+    /// Test-time augmentation of the queries too (default false): [`Task::classify`] and
+    /// [`Task::label_paths`] embed each image with `augmented_copies` copies and classify the
+    /// mean direction of their features ([`merge_copies`](super::merge_copies)), at 1 + `augmented_copies` times
+    /// the embedding cost. Feature rows given directly are classified as they are.
+    ///
+    /// [`Task::classify`]: super::Task::classify
+    /// [`Task::label_paths`]: super::Task::label_paths
+    #[serde(default)]
+    pub augment_queries: bool,
     /// Open-set rejection: an answer whose [`Prediction::known_probability`] is below this
     /// becomes "unknown" (`label: None`). With a calibrated model that is the probability that
     /// the image belongs to one of the task's classes at all, so 0.5 rejects what is more
@@ -103,6 +118,10 @@ fn default_max_rows() -> usize {
     DEFAULT_MAX_ROWS
 }
 
+fn legacy_augmentation() -> Augmentation {
+    Augmentation::FlipShift
+}
+
 fn default_calibrated() -> bool {
     true
 }
@@ -117,6 +136,8 @@ impl Default for TaskConfig {
             gradient_tolerance: logistic.gradient_tolerance,
             temperature: 0.1,
             augmented_copies: 0,
+            augmentation: Augmentation::default(),
+            augment_queries: false,
             threshold: None,
             calibrated: true,
             max_classes: DEFAULT_MAX_CLASSES,
@@ -124,9 +145,6 @@ impl Default for TaskConfig {
         }
     }
 }
-
-/// Most augmented copies per support image.
-pub const MAX_AUGMENTED_COPIES: usize = 8;
 
 impl TaskConfig {
     pub(crate) fn validate(&self) -> Result<()> {

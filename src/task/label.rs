@@ -332,7 +332,7 @@ impl Task {
                 .iter()
                 .map(|p| ImageSource::Path(p.as_ref()))
                 .collect();
-            let rows = self.model().embed(&sources)?;
+            let rows = self.embed_queries(&sources)?;
             features
                 .append(Axis(0), rows.view())
                 .map_err(|e| Error::Backend(format!("cannot collect features: {e}")))?;

@@ -30,13 +30,13 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::preprocess::ImageSource;
 
+mod augment;
 mod config;
 mod file;
 mod label;
 
-pub use config::{
-    ClassifierKind, TaskConfig, DEFAULT_MAX_CLASSES, DEFAULT_MAX_ROWS, MAX_AUGMENTED_COPIES,
-};
+pub use augment::{augmented_copy, merge_copies, Augmentation, MAX_AUGMENTED_COPIES};
+pub use config::{ClassifierKind, TaskConfig, DEFAULT_MAX_CLASSES, DEFAULT_MAX_ROWS};
 pub use file::MAX_TASK_FILE_BYTES;
 pub use label::{
     rank_to_label, review_order, LabelCsv, LabelOptions, Labelling, Proposal, Suggestion,
@@ -357,16 +357,52 @@ impl Task {
     /// error of [`Model::embed`] (the task is unchanged).
     pub fn add_example(&mut self, label: &str, image: &ImageSource<'_>) -> Result<u64> {
         self.class_mut(label)?;
-        let pre = self.model.preprocessor();
-        let input = pre.preprocess(image)?;
-        let (c, h, w) = pre.input_shape();
-        let mut inputs = input.clone();
-        for copy in 0..self.config.augmented_copies {
-            inputs.extend(augment(&input, (c, h, w), copy));
-        }
-        let features = self.model.embed_preprocessed(&inputs)?;
+        let input = self.model.preprocessor().preprocess(image)?;
+        let features = self.model.embed_preprocessed(&self.with_copies(input))?;
         let rows = features.nrows();
         self.push_example(label, features.into_iter().collect(), rows)
+    }
+
+    /// A preprocessed image followed by its `augmented_copies` copies.
+    fn with_copies(&self, input: Vec<f32>) -> Vec<f32> {
+        let shape = self.model.preprocessor().input_shape();
+        let mut inputs = input.clone();
+        for copy in 0..self.config.augmented_copies {
+            inputs.extend(augmented_copy(
+                &input,
+                shape,
+                self.config.augmentation,
+                copy,
+            ));
+        }
+        inputs
+    }
+
+    /// The features the task classifies images by, one row per image: the encoder's output,
+    /// or with [`TaskConfig::augment_queries`] the mean direction of the image's and its
+    /// copies' outputs ([`merge_copies`]).
+    ///
+    /// # Errors
+    /// Any error of [`Model::embed`] (naming the image's index).
+    pub fn embed_queries(&self, images: &[ImageSource<'_>]) -> Result<Array2<f32>> {
+        let copies = self.config.augmented_copies;
+        if !self.config.augment_queries || copies == 0 {
+            return self.model.embed(images);
+        }
+        let pre = self.model.preprocessor();
+        let mut inputs = Vec::with_capacity(images.len() * (1 + copies) * pre.input_len());
+        for (index, image) in images.iter().enumerate() {
+            let input = pre.preprocess(image).map_err(|e| match e {
+                Error::InvalidImage(m) => Error::InvalidImage(format!("image {index}: {m}")),
+                Error::LimitExceeded(m) => Error::LimitExceeded(format!("image {index}: {m}")),
+                other => other,
+            })?;
+            inputs.extend(self.with_copies(input));
+        }
+        if inputs.is_empty() {
+            return Err(Error::InvalidArgument("no images to embed".into()));
+        }
+        merge_copies(self.model.embed_preprocessed(&inputs)?.view(), copies)
     }
 
     /// [`Task::add_example`] for an image file.
@@ -378,7 +414,10 @@ impl Task {
     }
 
     /// Adds an already computed feature (the encoder's output for this model, normalised or
-    /// not) to class `label`. Returns the example's id.
+    /// not) to class `label`; more rows (`k * feature_dim` values) are the features of the
+    /// image and then of its augmented copies ([`augmented_copy`]), fitted on when
+    /// [`TaskConfig::augmented_copies`] is not 0, as [`Task::add_example`] adds them. Returns
+    /// the example's id.
     ///
     /// # Errors
     /// [`Error::UnknownLabel`]; [`Error::InvalidArgument`] for a feature of the wrong length
@@ -386,7 +425,8 @@ impl Task {
     pub fn add_example_feature(&mut self, label: &str, feature: &[f32]) -> Result<u64> {
         self.class_mut(label)?;
         self.check_features(feature)?;
-        self.push_example(label, feature.to_vec(), 1)
+        let rows = feature.len() / self.model.feature_dim();
+        self.push_example(label, feature.to_vec(), rows)
     }
 
     fn check_features(&self, values: &[f32]) -> Result<()> {
@@ -590,7 +630,7 @@ impl Task {
         if self.fitted.is_none() {
             return Err(Error::NotFitted);
         }
-        let features = self.model.embed(images)?;
+        let features = self.embed_queries(images)?;
         self.classify_features(features.view())
     }
 
@@ -605,42 +645,6 @@ impl Task {
             .collect();
         self.classify(&sources)
     }
-}
-
-/// Augmented copy number `copy` of one preprocessed CHW image: copy 0 is the horizontal
-/// flip; the others are shifts by 1/8 of the side (a padded random crop, made deterministic),
-/// alternating unflipped and flipped. Padding takes the value 0 (the mean pixel).
-fn augment(input: &[f32], (c, h, w): (usize, usize, usize), copy: usize) -> Vec<f32> {
-    const SHIFTS: [(isize, isize); 4] = [(1, 1), (-1, -1), (1, -1), (-1, 1)];
-    let flip = copy % 2 == 0;
-    let (dy, dx) = if copy == 0 {
-        (0, 0)
-    } else {
-        let (sy, sx) = SHIFTS[(copy - 1) % SHIFTS.len()];
-        (sy * (h / 8).max(1) as isize, sx * (w / 8).max(1) as isize)
-    };
-    let mut out = vec![0f32; input.len()];
-    for ch in 0..c {
-        for y in 0..h {
-            let sy = y as isize - dy;
-            if sy < 0 || sy >= h as isize {
-                continue;
-            }
-            for x in 0..w {
-                let sx0 = x as isize - dx;
-                if sx0 < 0 || sx0 >= w as isize {
-                    continue;
-                }
-                let sx = if flip {
-                    w - 1 - sx0 as usize
-                } else {
-                    sx0 as usize
-                };
-                out[(ch * h + y) * w + x] = input[(ch * h + sy as usize) * w + sx];
-            }
-        }
-    }
-    out
 }
 
 /// [`Error::LimitExceeded`] when `classes` or `rows` pass the limits of `config`.

@@ -276,6 +276,8 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
     mgecl_task_options options = mgecl_task_default_options();
     CHECK(options.classifier == MGECL_CLASSIFIER_PROTOTYPE);
     CHECK(options.alpha == 1.0 && options.max_iterations == 1000 && !options.use_threshold);
+    CHECK(options.augmented_copies == 0 && options.augmentation == MGECL_AUGMENTATION_ROTATE &&
+          !options.augment_queries);
 
     EXPECT(mgecl_task_new(NULL, NULL, &task), MGECL_STATUS_NULL_ARGUMENT);
     EXPECT(mgecl_task_new(model, NULL, NULL), MGECL_STATUS_NULL_ARGUMENT);
@@ -284,6 +286,11 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
     options.alpha = 1.0;
     options.classifier = 42;
     EXPECT(mgecl_task_new(model, &options, &task), MGECL_STATUS_INVALID_ARGUMENT);
+    options.classifier = MGECL_CLASSIFIER_PROTOTYPE;
+    options.augmentation = 7;
+    EXPECT(mgecl_task_new(model, &options, &task), MGECL_STATUS_INVALID_ARGUMENT);
+    CHECK(error_says("augmentation"));
+    options.augmentation = MGECL_AUGMENTATION_ROTATE;
     options.classifier = MGECL_CLASSIFIER_LOGISTIC;
     CHECK(task == sentinel);
     OK(mgecl_task_new(model, &options, &task));

@@ -205,7 +205,9 @@ pub unsafe extern "C" fn mgecl_task_add_example(
 }
 
 /// Adds an already computed feature (`len` floats, the model's `feature_dim`, e.g. a row from
-/// `mgecl_model_embed`) to class `label`. The id is written to `*out_id` (may be NULL).
+/// `mgecl_model_embed`) to class `label`; a multiple of `feature_dim` holds the image's
+/// feature, then its augmented copies' (fitted on when `augmented_copies` is not 0). The id is
+/// written to `*out_id` (may be NULL).
 ///
 /// Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (wrong length, NaN/infinite value, bad
 /// UTF-8), `UNKNOWN_LABEL`, `LIMIT_EXCEEDED` (`max_rows` reached). One thread at a time per

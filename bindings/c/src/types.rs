@@ -3,7 +3,7 @@
 
 use std::ffi::c_char;
 
-use sdk::task::{ClassifierKind, FitReport, TaskConfig};
+use sdk::task::{Augmentation, ClassifierKind, FitReport, TaskConfig};
 
 use crate::error::{Failure, Res};
 
@@ -15,6 +15,17 @@ pub enum mgecl_classifier {
     Logistic = 0,
     /// Cosine similarity to class means, softmax with a temperature; fits in microseconds.
     Prototype = 1,
+}
+
+/// Which copies of an image a task makes (`mgecl_task_options.augmentation`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum mgecl_augmentation {
+    /// Rotations about the centre (+-15, +-7.5, +-11.25, +-3.75 degrees): a drawing stays the
+    /// same character.
+    Rotate = 0,
+    /// The horizontal flip, then shifts by 1/8 of the side: for photographs, not for text.
+    FlipShift = 1,
 }
 
 /// What an `mgecl_image` holds (`mgecl_image.kind`). Zero is no valid kind, so a
@@ -132,8 +143,8 @@ pub struct mgecl_task_options {
     pub gradient_tolerance: f64,
     /// Prototype classifier: softmax temperature (default 0.1), > 0.
     pub temperature: f64,
-    /// Augmented copies embedded with each support image (default 0, at most 8); applies to
-    /// examples added after it is set.
+    /// Augmented copies embedded with each support image (default 0, at most 8), of the kind
+    /// `augmentation` says; applies to examples added after it is set.
     pub augmented_copies: usize,
     /// Whether answers whose known-probability (`mgecl_prediction.known_probability`) is below
     /// `threshold` become "unknown" (label NULL). Default false.
@@ -153,6 +164,14 @@ pub struct mgecl_task_options {
     /// logistic regression's are scikit-learn's exactly. A model without a calibration always
     /// gives raw ones.
     pub raw_probabilities: bool,
+    /// An `mgecl_augmentation` value: which copies `augmented_copies` makes (default
+    /// `MGECL_AUGMENTATION_ROTATE`).
+    pub augmentation: u32,
+    /// Whether `mgecl_task_classify`, `_classify_batch` and `_classify_top_k` also embed each
+    /// image with `augmented_copies` copies and classify the mean direction of their features
+    /// (default false; costs 1 + `augmented_copies` embeddings per image). Features given
+    /// directly are classified as they are.
+    pub augment_queries: bool,
 }
 
 /// What `mgecl_task_fit` did.
@@ -207,6 +226,16 @@ pub(crate) fn options_to_config(options: &mgecl_task_options) -> Res<TaskConfig>
             )))
         }
     };
+    let augmentation = match options.augmentation {
+        a if a == mgecl_augmentation::Rotate as u32 => Augmentation::Rotate,
+        a if a == mgecl_augmentation::FlipShift as u32 => Augmentation::FlipShift,
+        other => {
+            return Err(Failure::Argument(format!(
+                "unknown augmentation {other} (expected MGECL_AUGMENTATION_ROTATE or \
+                 MGECL_AUGMENTATION_FLIP_SHIFT)"
+            )))
+        }
+    };
     Ok(TaskConfig {
         classifier,
         alpha: options.alpha,
@@ -214,6 +243,8 @@ pub(crate) fn options_to_config(options: &mgecl_task_options) -> Res<TaskConfig>
         gradient_tolerance: options.gradient_tolerance,
         temperature: options.temperature,
         augmented_copies: options.augmented_copies,
+        augmentation,
+        augment_queries: options.augment_queries,
         threshold: options.use_threshold.then_some(options.threshold),
         calibrated: !options.raw_probabilities,
         max_classes: options.max_classes,
@@ -234,6 +265,11 @@ pub(crate) fn config_to_options(config: &TaskConfig) -> mgecl_task_options {
         max_classes: config.max_classes,
         max_rows: config.max_rows,
         raw_probabilities: !config.calibrated,
+        augmentation: match config.augmentation {
+            Augmentation::Rotate => mgecl_augmentation::Rotate as u32,
+            Augmentation::FlipShift => mgecl_augmentation::FlipShift as u32,
+        },
+        augment_queries: config.augment_queries,
     }
 }
 

@@ -54,6 +54,7 @@ for _name, _value in STATUS.items():
     globals()["STATUS_" + _name] = _value
 
 CLASSIFIERS = {"logistic": 0, "prototype": 1}
+AUGMENTATIONS = {"rotate": 0, "flip-shift": 1}
 IMAGE_FILE, IMAGE_ENCODED, IMAGE_PIXELS = 1, 2, 3
 PIXEL_RGB8, PIXEL_RGBA8, PIXEL_GRAY8 = 1, 2, 3
 
@@ -97,7 +98,8 @@ class _TaskOptions(Structure):
                 ("gradient_tolerance", c_double), ("temperature", c_double),
                 ("augmented_copies", c_size_t), ("use_threshold", c_bool),
                 ("threshold", c_double), ("max_classes", c_size_t), ("max_rows", c_size_t),
-                ("raw_probabilities", c_bool)]
+                ("raw_probabilities", c_bool), ("augmentation", c_uint32),
+                ("augment_queries", c_bool)]
 
 
 class _FitReport(Structure):
@@ -424,8 +426,8 @@ def _prediction(p):
 
 
 _OPTION_NAMES = ("classifier", "alpha", "max_iterations", "gradient_tolerance", "temperature",
-                 "augmented_copies", "threshold", "max_classes", "max_rows",
-                 "raw_probabilities")
+                 "augmented_copies", "augmentation", "augment_queries", "threshold",
+                 "max_classes", "max_rows", "raw_probabilities")
 
 
 def _options_to_c(options):
@@ -437,6 +439,10 @@ def _options_to_c(options):
             if value not in CLASSIFIERS:
                 raise ValueError(f"classifier must be one of {sorted(CLASSIFIERS)}")
             c.classifier = CLASSIFIERS[value]
+        elif key == "augmentation":
+            if value not in AUGMENTATIONS:
+                raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}")
+            c.augmentation = AUGMENTATIONS[value]
         elif key == "threshold":
             c.use_threshold = value is not None
             c.threshold = 0.0 if value is None else float(value)
@@ -447,9 +453,12 @@ def _options_to_c(options):
 
 def _options_from_c(c):
     names = {v: k for k, v in CLASSIFIERS.items()}
+    augmentations = {v: k for k, v in AUGMENTATIONS.items()}
     return {"classifier": names.get(c.classifier, c.classifier), "alpha": c.alpha,
             "max_iterations": c.max_iterations, "gradient_tolerance": c.gradient_tolerance,
             "temperature": c.temperature, "augmented_copies": c.augmented_copies,
+            "augmentation": augmentations.get(c.augmentation, c.augmentation),
+            "augment_queries": c.augment_queries,
             "threshold": c.threshold if c.use_threshold else None,
             "max_classes": c.max_classes, "max_rows": c.max_rows,
             "raw_probabilities": c.raw_probabilities}
@@ -459,8 +468,10 @@ class Task(_Handle):
     """A few-shot task on a model. Use from one thread at a time.
 
     Options (keywords): classifier ("prototype", the default, or "logistic"), alpha,
-    max_iterations, gradient_tolerance, temperature, augmented_copies, threshold (None or 0..1: answers whose
-    known_probability is below it get label None), raw_probabilities (False: the model's
+    max_iterations, gradient_tolerance, temperature, augmented_copies (0..8 copies embedded
+    with each example), augmentation ("rotate", the default, or "flip-shift": which copies),
+    augment_queries (True: classify() also averages each image over its copies), threshold
+    (None or 0..1: answers whose known_probability is below it get label None), raw_probabilities (False: the model's
     calibrated probabilities; True: the classifier's raw ones, scikit-learn's for logistic),
     max_classes, max_rows (limits: one more class or row raises Error STATUS_LIMIT_EXCEEDED).
     A task of one class fits with the prototype classifier."""

@@ -30,6 +30,7 @@ _FeatureLike: TypeAlias = Union[Sequence[float], Any]
 _Features: TypeAlias = Any
 
 _Classifier: TypeAlias = Literal["logistic", "prototype"]
+_Augmentation: TypeAlias = Literal["rotate", "flip-shift"]
 
 # Task.options as read back: every key is present.
 class _TaskOptionsDict(TypedDict):
@@ -39,6 +40,8 @@ class _TaskOptionsDict(TypedDict):
     gradient_tolerance: float
     temperature: float
     augmented_copies: int
+    augmentation: str  # "rotate" or "flip-shift"
+    augment_queries: bool
     threshold: Optional[float]
     max_classes: int
     max_rows: int
@@ -52,6 +55,8 @@ class _TaskOptionsInputDict(TypedDict, total=False):
     gradient_tolerance: float
     temperature: float
     augmented_copies: int
+    augmentation: _Augmentation
+    augment_queries: bool
     threshold: Optional[float]
     max_classes: int
     max_rows: int
@@ -95,6 +100,7 @@ STATUS_PANIC: Final = 17
 
 # Classifier name -> mgecl_classifier code.
 CLASSIFIERS: Dict[str, int]
+AUGMENTATIONS: Dict[str, int]
 
 # mgecl_image_kind codes.
 IMAGE_FILE: Final = 1

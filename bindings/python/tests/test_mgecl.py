@@ -45,6 +45,11 @@ class LibraryTest(unittest.TestCase):
             header = f.read()
         codes = dict((n, int(v)) for n, v in re.findall(r"MGECL_STATUS_(\w+) = (\d+)", header))
         self.assertEqual(codes, mgecl.STATUS)
+        for prefix, names in (("CLASSIFIER", mgecl.CLASSIFIERS),
+                              ("AUGMENTATION", mgecl.AUGMENTATIONS)):
+            codes = {n.lower().replace("_", "-"): int(v)
+                     for n, v in re.findall(rf"MGECL_{prefix}_(\w+) = (\d+)", header)}
+            self.assertEqual(codes, names)
 
 
 class ModelTest(unittest.TestCase):
@@ -193,6 +198,22 @@ class TaskTest(unittest.TestCase):
         self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_ARGUMENT)
         with self.assertRaises(TypeError):
             mgecl.Task(self.model, colour="blue")
+
+    def test_augmented_copies_and_queries(self):
+        plain, _ = self.make_task()
+        self.assertEqual((plain.options["augmentation"], plain.options["augment_queries"]),
+                         ("rotate", False))
+        task, _ = self.make_task(augmented_copies=2, augment_queries=True)
+        self.assertEqual(task.fit()["rows"], 4 * 3)
+        self.assertEqual([p.label for p in task.classify_batch(IMAGES)], LABELS)
+        # The copies change the answer's probability: the queries were augmented too.
+        plain.fit()
+        self.assertNotAlmostEqual(task.classify(IMAGES[0]).probability,
+                                  plain.classify(IMAGES[0]).probability, places=9)
+        task.options = {"augmentation": "flip-shift", "augmented_copies": 1}
+        self.assertEqual(task.options["augmentation"], "flip-shift")
+        with self.assertRaises(ValueError):
+            mgecl.Task(self.model, augmentation="mirror")
 
     def test_raw_probabilities_and_one_class_tasks(self):
         # The test model has no calibration: calibrated and raw answers agree, and the

@@ -14,7 +14,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
 use mgecl::convert::{convert_checkpoint_file, ConvertOptions};
-use mgecl::{ClassifierKind, DeviceChoice, Engine, Error, LoadOptions, Model, Task, TaskConfig};
+use mgecl::{
+    Augmentation, ClassifierKind, DeviceChoice, Engine, Error, LoadOptions, Model, Task, TaskConfig,
+};
 use mgecl_train::augment::AugmentConfig;
 use mgecl_train::calibrate::{calibrate_file, CalibrateConfig};
 use mgecl_train::data::{
@@ -89,6 +91,8 @@ enum Command {
         /// model's calibrated ones.
         #[arg(long)]
         raw_probabilities: bool,
+        #[command(flatten)]
+        tta: TtaArgs,
         /// One JSON object per line: path, label, probability, known_probability,
         /// probabilities.
         #[arg(long)]
@@ -153,6 +157,8 @@ enum Command {
         /// The classifier's raw probabilities instead of the model's calibrated ones.
         #[arg(long)]
         raw_probabilities: bool,
+        #[command(flatten)]
+        tta: TtaArgs,
     },
     /// Draw the HTML report of a labels CSV written by `mgecl label` (or
     /// `python -m mgecl.ray label`): no model needed, the images and examples are read from
@@ -393,6 +399,39 @@ struct MetatrainArgs {
     run: RunArgs,
 }
 
+/// Test-time augmentation (the task's augmented copies).
+#[derive(Args)]
+struct TtaArgs {
+    /// Augmented copies embedded with each support image (0-8; 0 = off).
+    #[arg(long, default_value_t = 0)]
+    augmented_copies: usize,
+    /// Which copies: rotate (small rotations; for drawings and text) or flip-shift (mirror
+    /// and shifts; for photographs).
+    #[arg(long, default_value_t = Augmentation::default().to_string())]
+    augmentation: String,
+    /// Also embed each image to classify with the copies and classify their mean direction
+    /// (1 + copies times the embedding cost).
+    #[arg(long)]
+    augment_queries: bool,
+}
+
+impl TtaArgs {
+    /// `config` with these settings.
+    fn apply(&self, config: TaskConfig) -> Result<TaskConfig, Error> {
+        if self.augment_queries && self.augmented_copies == 0 {
+            return Err(Error::InvalidArgument(
+                "--augment-queries needs --augmented-copies 1 or more".into(),
+            ));
+        }
+        Ok(TaskConfig {
+            augmented_copies: self.augmented_copies,
+            augmentation: self.augmentation.parse()?,
+            augment_queries: self.augment_queries,
+            ..config
+        })
+    }
+}
+
 #[derive(Args)]
 struct EvaluateArgs {
     #[command(flatten)]
@@ -416,7 +455,8 @@ struct EvaluateArgs {
     episodes: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value = "logistic")]
+    /// logistic or prototype (default: the SDK's default classifier).
+    #[arg(long, default_value_t = ClassifierKind::default().to_string())]
     classifier: String,
     /// Draw each episode's classes from one parent folder (one alphabet: Lake et al.'s
     /// within-alphabet one-shot protocol, on which people score 95.5% at 20-way 1-shot).
@@ -429,6 +469,8 @@ struct EvaluateArgs {
     /// The classifier's raw probabilities instead of the model's calibrated ones.
     #[arg(long)]
     raw_probabilities: bool,
+    #[command(flatten)]
+    tta: TtaArgs,
     /// Draw the reliability diagram (accuracy against confidence, 15 bins) as a PNG here.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -758,14 +800,15 @@ struct LabelCmd {
     label_next: usize,
     classifier: String,
     raw_probabilities: bool,
+    tta: TtaArgs,
 }
 
 fn label_cmd(model: Model, a: LabelCmd) -> Result<(), Error> {
-    let config = TaskConfig {
+    let config = a.tta.apply(TaskConfig {
         classifier: a.classifier.parse::<ClassifierKind>()?,
         calibrated: !a.raw_probabilities,
         ..TaskConfig::default()
-    };
+    })?;
     let bar = progress(count_support(&a.support)?, "examples");
     let (task, examples) = support_task(model, config, &a.support, &bar)?;
     bar.finish_and_clear();
@@ -828,17 +871,18 @@ struct ClassifyArgs {
     classifier: String,
     threshold: Option<f64>,
     raw_probabilities: bool,
+    tta: TtaArgs,
     json: bool,
     images: Vec<PathBuf>,
 }
 
 fn classify(model: Model, args: ClassifyArgs) -> Result<(), Error> {
-    let config = TaskConfig {
+    let config = args.tta.apply(TaskConfig {
         classifier: args.classifier.parse::<ClassifierKind>()?,
         threshold: args.threshold,
         calibrated: !args.raw_probabilities,
         ..TaskConfig::default()
-    };
+    })?;
     let bar = progress(
         count_support(&args.support)? + args.images.len(),
         "embedding",
@@ -975,11 +1019,11 @@ fn metatrain_cmd(a: MetatrainArgs) -> Result<(), Error> {
 
 fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
     let model = Arc::new(a.model.load()?);
-    let config = TaskConfig {
+    let config = a.tta.apply(TaskConfig {
         classifier: a.classifier.parse()?,
         calibrated: !a.raw_probabilities,
         ..TaskConfig::default()
-    };
+    })?;
     let result = match (&a.data, &a.episodes_file) {
         (_, Some(file)) => {
             let episodes = EpisodesFile::load(file)?;
@@ -998,7 +1042,7 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
             let classes = episode_classes(a.within_alphabet);
             let shape = (a.ways, a.shots, a.queries);
             check_episodes(&dataset, classes, shape)?;
-            let features = embed_dataset(&model, &dataset)?;
+            let features = embed_dataset(&model, &dataset, &config)?;
             let mut rng = Rng::new(a.seed, 0xe7a1);
             let mut episodes = sample_episodes(&dataset, classes, shape, a.episodes, &mut rng);
             if a.unknown_ways > 0 {
@@ -1029,6 +1073,9 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
         let mut v = serde_json::to_value(&result).unwrap_or_default();
         v["seed"] = a.seed.into();
         v["within_alphabet"] = a.within_alphabet.into();
+        v["augmented_copies"] = config.augmented_copies.into();
+        v["augmentation"] = config.augmentation.to_string().into();
+        v["augment_queries"] = config.augment_queries.into();
         outln!("{v}");
     } else {
         outln!(
@@ -1065,6 +1112,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             classifier,
             threshold,
             raw_probabilities,
+            tta,
             json,
             images,
         } => classify(
@@ -1074,6 +1122,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 classifier,
                 threshold,
                 raw_probabilities,
+                tta,
                 json,
                 images,
             },
@@ -1107,6 +1156,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             label_next,
             classifier,
             raw_probabilities,
+            tta,
         } => label_cmd(
             model.load()?,
             LabelCmd {
@@ -1118,6 +1168,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 label_next,
                 classifier,
                 raw_probabilities,
+                tta,
             },
         ),
         Command::Report {

@@ -72,7 +72,8 @@ pub fn fit_calibration(
             1 + config.queries
         )));
     }
-    let features = embed_dataset(model, data)?;
+    // Calibration is fitted on plain features: the rows of images without copies.
+    let features = embed_dataset(model, data, &TaskConfig::default())?;
     let mut rng = Rng::new(config.seed, 0xca1);
     let (mut logistic, mut prototype, mut open_set) = (Vec::new(), Vec::new(), Vec::new());
     let mut shapes = Vec::new();

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ndarray::{Array2, Axis};
+use ndarray::{s, Array2, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Episode};
 use mgecl::classifier::calibration::{auroc, expected_calibration_error};
 use mgecl::error::{Error, Result};
 use mgecl::model::Model;
-use mgecl::task::{Task, TaskConfig};
+use mgecl::preprocess::ImageSource;
+use mgecl::task::{augmented_copy, merge_copies, Task, TaskConfig};
 
 /// The outcome of an evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,11 +52,15 @@ pub struct EvalResult {
     pub answers: Vec<(f64, bool)>,
 }
 
-/// Runs `episodes` (indices into rows of `features`, labelled by `labels`) through a fresh
-/// [`Task`] each. `features` are the encoder's outputs for `model`.
+/// Runs `episodes` (indices into `labels`) through a fresh [`Task`] each. `features` are the
+/// encoder's outputs for `model`: per image, its row and then its augmented copies' as
+/// [`embed_dataset`] gives them (`1 + config.augmented_copies` rows), which the task fits on
+/// and, with [`TaskConfig::augment_queries`], merges for the queries as
+/// [`Task::classify`](mgecl::Task::classify) does.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for no episodes; any task error.
+/// [`Error::InvalidArgument`] for no episodes or a row count that does not match; any task
+/// error.
 pub fn evaluate_episodes(
     model: &Arc<Model>,
     features: &Array2<f32>,
@@ -66,6 +71,28 @@ pub fn evaluate_episodes(
     let first = episodes
         .first()
         .ok_or_else(|| Error::InvalidArgument("no episodes to evaluate".into()))?;
+    let copies = config.augmented_copies;
+    let group = 1 + copies;
+    if features.nrows() != labels.len() * group {
+        return Err(Error::InvalidArgument(format!(
+            "{} feature rows for {} images with {copies} augmented copies each",
+            features.nrows(),
+            labels.len()
+        )));
+    }
+    // Query features: each image's own row, or the merge of its row and its copies'.
+    let query_features = |images: &[usize]| -> Result<Array2<f32>> {
+        if config.augment_queries && copies > 0 {
+            let rows: Vec<usize> = images
+                .iter()
+                .flat_map(|&i| i * group..(i + 1) * group)
+                .collect();
+            merge_copies(features.select(Axis(0), &rows).view(), copies)
+        } else {
+            let rows: Vec<usize> = images.iter().map(|&i| i * group).collect();
+            Ok(features.select(Axis(0), &rows))
+        }
+    };
     let mut accuracies = Vec::with_capacity(episodes.len());
     let mut unconverged = 0;
     let mut answers: Vec<(f64, bool)> = Vec::new();
@@ -83,12 +110,13 @@ pub fn evaluate_episodes(
             let name = names.get(&labels[i]).ok_or_else(|| {
                 Error::InvalidArgument("support image outside the episode's classes".into())
             })?;
-            task.add_example_feature(name, &features.row(i).to_vec())?;
+            let rows = features.slice(s![i * group..(i + 1) * group, ..]);
+            task.add_example_feature(name, &rows.iter().copied().collect::<Vec<f32>>())?;
         }
         if !task.fit()?.converged {
             unconverged += 1;
         }
-        let query = features.select(Axis(0), &ep.query);
+        let query = query_features(&ep.query)?;
         let predictions = task.classify_features(query.view())?;
         let mut correct = 0;
         for (p, &i) in predictions.iter().zip(&ep.query) {
@@ -100,7 +128,7 @@ pub fn evaluate_episodes(
         }
         accuracies.push(correct as f64 / ep.query.len().max(1) as f64);
         if !ep.unknown.is_empty() {
-            let outside = features.select(Axis(0), &ep.unknown);
+            let outside = query_features(&ep.unknown)?;
             for p in task.classify_features(outside.view())? {
                 unknown_scores.push(p.known_probability);
                 unknown_top.push(p.probability);
@@ -130,15 +158,18 @@ pub fn evaluate_episodes(
     })
 }
 
-/// Embeds every image of a dataset (eval mode) through the SDK model, in chunks.
+/// Embeds every image of a dataset (eval mode) through the SDK model, in chunks, each
+/// followed by its `config.augmented_copies` augmented copies (the rows
+/// [`evaluate_episodes`] takes).
 ///
 /// # Errors
 /// Any error of [`Model::embed_preprocessed`].
-pub fn embed_dataset(model: &Model, dataset: &Dataset) -> Result<Array2<f32>> {
+pub fn embed_dataset(model: &Model, dataset: &Dataset, config: &TaskConfig) -> Result<Array2<f32>> {
     let info = model.info();
     let (h, w) = dataset.size;
     let c = dataset.channels;
-    let mut rows = Vec::with_capacity(dataset.len() * model.feature_dim());
+    let group = 1 + config.augmented_copies;
+    let mut rows = Vec::with_capacity(dataset.len() * group * model.feature_dim());
     for chunk in dataset.pixels.chunks(256) {
         let mut input = Vec::with_capacity(chunk.len() * c * h * w);
         for img in chunk {
@@ -150,10 +181,29 @@ pub fn embed_dataset(model: &Model, dataset: &Dataset) -> Result<Array2<f32>> {
                 &mut input,
             );
         }
-        rows.extend(model.embed_preprocessed(&input)?);
+        rows.extend(embed_with_copies(model, &input, config)?);
     }
-    Array2::from_shape_vec((dataset.len(), model.feature_dim()), rows)
+    Array2::from_shape_vec((dataset.len() * group, model.feature_dim()), rows)
         .map_err(|e| Error::Backend(e.to_string()))
+}
+
+/// Features of preprocessed images (back to back), each image's row followed by its
+/// augmented copies' rows, made as a [`Task`] with `config` makes them.
+fn embed_with_copies(model: &Model, inputs: &[f32], config: &TaskConfig) -> Result<Vec<f32>> {
+    let pre = model.preprocessor();
+    let mut batch = Vec::with_capacity(inputs.len() * (1 + config.augmented_copies));
+    for image in inputs.chunks(pre.input_len()) {
+        batch.extend_from_slice(image);
+        for copy in 0..config.augmented_copies {
+            batch.extend(augmented_copy(
+                image,
+                pre.input_shape(),
+                config.augmentation,
+                copy,
+            ));
+        }
+    }
+    Ok(model.embed_preprocessed(&batch)?.into_iter().collect())
 }
 
 /// One entry of an episodes file.
@@ -283,7 +333,21 @@ impl EpisodesFile {
             }
             episodes.push(ep);
         }
-        let unique = model.embed_paths(&paths)?;
+        let mut inputs = Vec::with_capacity(paths.len() * model.preprocessor().input_len());
+        for path in &paths {
+            inputs.extend(model.preprocessor().preprocess(&ImageSource::Path(path))?);
+        }
+        let dim = model.feature_dim();
+        let group = 1 + config.augmented_copies;
+        let unique = Array2::from_shape_vec(
+            (paths.len() * group, dim),
+            embed_with_copies(model, &inputs, config)?,
+        )
+        .map_err(|e| Error::Backend(e.to_string()))?;
+        let rows: Vec<usize> = rows
+            .iter()
+            .flat_map(|&i| i * group..(i + 1) * group)
+            .collect();
         let features = unique.select(Axis(0), &rows);
         evaluate_episodes(model, &features, &labels, &episodes, config)
     }

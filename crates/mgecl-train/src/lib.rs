@@ -311,14 +311,14 @@ pub fn validate(
     seed: u64,
 ) -> Result<EvalResult> {
     let model = Arc::new(Model::from_bytes(model_bytes, &LoadOptions::default())?);
-    let features = embed_dataset(&model, val)?;
-    let mut rng = Rng::new(seed, 0x7a1);
-    let shape = (config.ways, config.shots, config.queries);
-    let episodes = sample_episodes(val, config.classes, shape, config.episodes, &mut rng);
     let task = TaskConfig {
         classifier: config.classifier,
         ..TaskConfig::default()
     };
+    let features = embed_dataset(&model, val, &task)?;
+    let mut rng = Rng::new(seed, 0x7a1);
+    let shape = (config.ways, config.shots, config.queries);
+    let episodes = sample_episodes(val, config.classes, shape, config.episodes, &mut rng);
     evaluate_episodes(&model, &features, &val.labels, &episodes, &task)
 }
 
