@@ -14,7 +14,12 @@ for line in fileinput.input():
         continue
     r = json.loads(line)
     key = (r["ways"], r["shots"], bool(r.get("within_alphabet", False)))
-    rows.setdefault(r["classifier"], {})[key] = r
+    name = r["classifier"]
+    if r.get("augmented_copies"):
+        name += f" + {r['augmented_copies']} {r['augmentation']} copies"
+        if r.get("augment_queries"):
+            name += " (support and queries)"
+    rows.setdefault(name, {})[key] = r
 head = ["5-way 1-shot", "5-way 5-shot", "20-way 1-shot", "20-way 5-shot", "20-way 1-shot within-alphabet"]
 print("| classifier | " + " | ".join(head) + " |")
 print("|---" * (len(head) + 1) + "|")
