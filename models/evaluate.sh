@@ -2,7 +2,8 @@
 # Accuracy table of a model on the Omniglot val alphabets: 2000 fixed-seed episodes per setting
 # (the same episodes for every model, so models are compared pairwise), 15 queries per class,
 # both classifiers. One JSON object per line (mgecl evaluate --json); models/table.py turns them
-# into the markdown table of models/README.md.
+# into the markdown table of models/README.md, models/paired.py compares two outputs episode by
+# episode.
 #   models/evaluate.sh MODEL [DATA_ROOT] [CLASSIFIERS] [TEST_TIME_AUGMENTATION]
 # e.g. models/evaluate.sh MODEL ../shared/data/omniglot prototype \
 #        "--augmented-copies 2 --augment-queries"
@@ -20,6 +21,7 @@ for classifier in $classifiers; do
     if [ "${3:-}" = within ]; then within=(--within-alphabet); fi
     "$mgecl" evaluate --model "$model" --data "$data/images_background" \
       --include "$data/splits/val_alphabets.txt" --ways "$1" --shots "$2" --queries 15 \
-      --episodes 2000 --seed 0 --classifier "$classifier" "${within[@]}" "${tta[@]}" --json
+      --episodes 2000 --seed 0 --classifier "$classifier" "${within[@]}" "${tta[@]}" --json \
+      --per-episode
   done
 done

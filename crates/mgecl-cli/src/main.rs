@@ -477,6 +477,10 @@ struct EvaluateArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// With --json: also each episode's accuracy (`episode_accuracies`), for paired
+    /// comparisons of two models or settings on the same episodes (`models/paired.py`).
+    #[arg(long, requires = "json")]
+    per_episode: bool,
 }
 
 #[derive(Args)]
@@ -1076,6 +1080,15 @@ fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
         v["augmented_copies"] = config.augmented_copies.into();
         v["augmentation"] = config.augmentation.to_string().into();
         v["augment_queries"] = config.augment_queries.into();
+        if a.per_episode {
+            // Six decimals: exact enough to pair, a third of the full digits.
+            let rounded: Vec<f64> = result
+                .episode_accuracies
+                .iter()
+                .map(|a| (a * 1e6).round() / 1e6)
+                .collect();
+            v["episode_accuracies"] = rounded.into();
+        }
         outln!("{v}");
     } else {
         outln!(

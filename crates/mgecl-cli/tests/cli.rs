@@ -1,4 +1,5 @@
-//! The `mgecl` binary: `info` and `embed` against the reference fixtures.
+//! The `mgecl` binary: `info` and `embed` against the reference fixtures, `classify`, and
+//! `evaluate`'s JSON.
 
 #[path = "../../../tests/common/mod.rs"]
 mod common;
@@ -180,4 +181,53 @@ fn classify_names_each_image_by_its_support_folder() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\tunknown\t"));
+}
+
+/// `mgecl evaluate --json --per-episode`: one accuracy per episode, whose mean is the reported
+/// accuracy; the test-time augmentation flags reach the task (and are refused half-given).
+#[test]
+fn evaluate_reports_each_episode_and_its_augmentation() {
+    let evaluate = |extra: &[&str]| {
+        mgecl()
+            .args(["evaluate", "--model"])
+            .arg(data("conv4_gray.safetensors"))
+            .arg("--data")
+            .arg(data("omniglot_mini"))
+            .args(["--ways", "3", "--queries", "2", "--episodes", "7", "--json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for extra in [
+        &["--per-episode"][..],
+        &[
+            "--per-episode",
+            "--augmented-copies",
+            "2",
+            "--augment-queries",
+        ],
+    ] {
+        let out = evaluate(extra);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let each: Vec<f64> = v["episode_accuracies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_f64().unwrap())
+            .collect();
+        assert_eq!(each.len(), 7);
+        let mean = each.iter().sum::<f64>() / 7.0;
+        assert!((mean - v["accuracy"].as_f64().unwrap()).abs() < 1e-6, "{v}");
+        assert_eq!(v["classifier"], "prototype");
+        assert_eq!(v["augment_queries"], extra.len() > 1);
+        assert_eq!(v["augmented_copies"], if extra.len() > 1 { 2 } else { 0 });
+    }
+    let out = evaluate(&["--augment-queries"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--augmented-copies"));
 }

@@ -50,6 +50,10 @@ pub struct EvalResult {
     /// Every known-class answer's (top probability, correct), for reliability diagrams.
     #[serde(skip)]
     pub answers: Vec<(f64, bool)>,
+    /// Each episode's accuracy, in episode order: two evaluations of the same episodes
+    /// compare pairwise (`models/paired.py`).
+    #[serde(skip)]
+    pub episode_accuracies: Vec<f64>,
 }
 
 /// Runs `episodes` (indices into `labels`) through a fresh [`Task`] each. `features` are the
@@ -155,6 +159,7 @@ pub fn evaluate_episodes(
         open_set_auroc: open_set.then(|| auroc(&known_scores, &unknown_scores)),
         open_set_auroc_top_probability: open_set.then(|| auroc(&known_top, &unknown_top)),
         answers,
+        episode_accuracies: accuracies,
     })
 }
 
