@@ -353,19 +353,30 @@ impl Model {
     /// [`Preprocessor::decode`] (naming the image's index); [`Error::Backend`] if the forward
     /// pass fails.
     pub fn embed(&self, images: &[ImageSource<'_>]) -> Result<Array2<f32>> {
+        let mut inputs = Vec::with_capacity(images.len() * self.preprocessor.input_len());
+        self.preprocess_each(images, |values| inputs.extend_from_slice(&values))?;
+        self.embed_preprocessed(&inputs)
+    }
+
+    /// Preprocesses `images` in order, handing each one's values to `take`; errors name the
+    /// image's index.
+    pub(crate) fn preprocess_each(
+        &self,
+        images: &[ImageSource<'_>],
+        mut take: impl FnMut(Vec<f32>),
+    ) -> Result<()> {
         if images.is_empty() {
             return Err(Error::InvalidArgument("no images to embed".into()));
         }
-        let mut inputs = Vec::with_capacity(images.len() * self.preprocessor.input_len());
         for (index, image) in images.iter().enumerate() {
             let values = self.preprocessor.preprocess(image).map_err(|e| match e {
                 Error::InvalidImage(m) => Error::InvalidImage(format!("image {index}: {m}")),
                 Error::LimitExceeded(m) => Error::LimitExceeded(format!("image {index}: {m}")),
                 other => other,
             })?;
-            inputs.extend_from_slice(&values);
+            take(values);
         }
-        self.embed_preprocessed(&inputs)
+        Ok(())
     }
 
     /// Embeds images already preprocessed: `inputs` holds N images of

@@ -75,8 +75,9 @@ pub struct TaskConfig {
     pub augmentation: Augmentation,
     /// Test-time augmentation of the queries too (default false): [`Task::classify`] and
     /// [`Task::label_paths`] embed each image with `augmented_copies` copies and classify the
-    /// mean direction of their features ([`merge_copies`](super::merge_copies)), at 1 + `augmented_copies` times
-    /// the embedding cost. Feature rows given directly are classified as they are.
+    /// mean direction of their features ([`merge_copies`](super::merge_copies)), at
+    /// 1 + `augmented_copies` times the embedding cost. Feature rows given directly are
+    /// classified as they are.
     ///
     /// [`Task::classify`]: super::Task::classify
     /// [`Task::label_paths`]: super::Task::label_paths

@@ -389,19 +389,10 @@ impl Task {
         if !self.config.augment_queries || copies == 0 {
             return self.model.embed(images);
         }
-        let pre = self.model.preprocessor();
-        let mut inputs = Vec::with_capacity(images.len() * (1 + copies) * pre.input_len());
-        for (index, image) in images.iter().enumerate() {
-            let input = pre.preprocess(image).map_err(|e| match e {
-                Error::InvalidImage(m) => Error::InvalidImage(format!("image {index}: {m}")),
-                Error::LimitExceeded(m) => Error::LimitExceeded(format!("image {index}: {m}")),
-                other => other,
-            })?;
-            inputs.extend(self.with_copies(input));
-        }
-        if inputs.is_empty() {
-            return Err(Error::InvalidArgument("no images to embed".into()));
-        }
+        let per_image = (1 + copies) * self.model.preprocessor().input_len();
+        let mut inputs = Vec::with_capacity(images.len() * per_image);
+        self.model
+            .preprocess_each(images, |input| inputs.extend(self.with_copies(input)))?;
         merge_copies(self.model.embed_preprocessed(&inputs)?.view(), copies)
     }
 
