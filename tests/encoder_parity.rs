@@ -301,3 +301,46 @@ fn one_model_serves_many_threads_at_once() {
         });
     }
 }
+
+/// `feature_power` (metadata): the features are the reference features raised elementwise
+/// to it (sign kept), on both engines; it changes the fingerprint, since tasks built on the
+/// plain features would not match.
+#[test]
+fn feature_power_raises_the_reference_features() {
+    let (expected, _) = read_tensor("conv4_gray_expected.safetensors", "features_f64");
+    let paths = inputs("conv4_gray_inputs");
+    for engine in [Engine::Auto, Engine::Candle] {
+        let options = LoadOptions {
+            engine,
+            metadata_overrides: [("feature_power".to_string(), "0.5".to_string())].into(),
+            ..Default::default()
+        };
+        let model = Model::load(data("conv4_gray.safetensors"), &options).unwrap();
+        let features = model.embed_paths(&paths).unwrap();
+        let powered = expected.iter().map(|v| v.signum() * v.abs().sqrt());
+        let d = max_abs_diff(features.iter().map(|&v| f64::from(v)), powered);
+        // sqrt near 0 magnifies the 1e-4 feature bound: |sqrt(a) - sqrt(b)| <= sqrt(|a - b|).
+        assert!(d <= FEATURE_BOUND.sqrt(), "{engine:?}: differs by {d}");
+        let plain = load("conv4_gray", engine);
+        assert_ne!(model.info().fingerprint, plain.info().fingerprint);
+    }
+    for bad in ["0", "-1", "NaN", "half"] {
+        let options = LoadOptions {
+            metadata_overrides: [("feature_power".to_string(), bad.to_string())].into(),
+            ..Default::default()
+        };
+        let err = Model::load(data("conv4_gray.safetensors"), &options)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                err,
+                mgecl::Error::InvalidModel {
+                    problem: mgecl::ModelProblem::BadMetadata,
+                    ..
+                }
+            ),
+            "{bad}: {err}"
+        );
+    }
+}

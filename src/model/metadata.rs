@@ -5,7 +5,8 @@
 //! `image_size` (`"84"` or `"[84, 84]"` as height, width), `mean`, `std` (JSON lists, one
 //! value per input channel), `in_channels` (checked against the weights), `bn_eps`
 //! (default 1e-5), `leaky_relu_slope` (ResNet-12, default 0.1), `invert` (`"true"` maps each
-//! u8 pixel v to 255 - v). Every other key is kept verbatim in [`Metadata::raw`].
+//! u8 pixel v to 255 - v), `feature_power` (optional: the features are the encoder's outputs
+//! raised to it). Every other key is kept verbatim in [`Metadata::raw`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,6 +72,12 @@ pub struct Metadata {
     pub bn_eps: f64,
     /// Negative slope of ResNet-12's LeakyReLU.
     pub leaky_relu_slope: f64,
+    /// The power the model's features are: each encoder output v becomes sign(v) |v|^p
+    /// (`feature_power`, > 0; absent = the outputs as they are). 0.5 on a ReLU encoder makes
+    /// the non-negative, skewed features more Gaussian-like before the classifier's L2
+    /// normalisation (Hu et al. 2021, "Leveraging the Feature Distribution in Transfer-based
+    /// Few-Shot Learning").
+    pub feature_power: Option<f64>,
     /// The merged key/value map (file metadata with overrides applied), kept verbatim.
     pub raw: BTreeMap<String, String>,
 }
@@ -192,6 +199,13 @@ impl Metadata {
             return Err(bad("metadata \"bn_eps\" must be positive".into()));
         }
         let leaky_relu_slope = parse_f64(&raw, "leaky_relu_slope", 0.1)?;
+        let feature_power = match raw.get("feature_power") {
+            None => None,
+            Some(_) => Some(parse_f64(&raw, "feature_power", 1.0)?)
+                .filter(|p| *p > 0.0)
+                .map(Some)
+                .ok_or_else(|| bad("metadata \"feature_power\" must be positive".into()))?,
+        };
         Ok(Metadata {
             arch,
             input: InputSpec {
@@ -203,6 +217,7 @@ impl Metadata {
             },
             bn_eps,
             leaky_relu_slope,
+            feature_power,
             raw,
         })
     }

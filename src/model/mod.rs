@@ -206,6 +206,7 @@ pub struct Model {
     preprocessor: Preprocessor,
     device: Device,
     calibration: Option<Calibration>,
+    feature_power: Option<f32>,
 }
 
 impl Model {
@@ -310,6 +311,7 @@ impl Model {
             metadata: metadata.raw.clone(),
         };
         Ok(Model {
+            feature_power: metadata.feature_power.map(|p| p as f32),
             network,
             info,
             preprocessor,
@@ -346,7 +348,8 @@ impl Model {
     }
 
     /// Embeds images: one row of `feature_dim` f32 values per image, in input order. The
-    /// features are the encoder's output (not L2-normalised).
+    /// features are the encoder's output (not L2-normalised), raised elementwise to the
+    /// model's `feature_power` when its metadata sets one ([`Metadata::feature_power`]).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty list; any preprocessing error of
@@ -407,6 +410,11 @@ impl Model {
             let batch = Tensor::from_slice(chunk, (batch_len, c, h, w), &self.device)?;
             let features = self.embed_tensor(&batch)?;
             out.extend(features.flatten_all()?.to_vec1::<f32>()?);
+        }
+        if let Some(p) = self.feature_power {
+            for v in &mut out {
+                *v = v.signum() * v.abs().powf(p);
+            }
         }
         Array2::from_shape_vec((n, dim), out)
             .map_err(|e| Error::Backend(format!("feature buffer has the wrong size: {e}")))

@@ -102,7 +102,8 @@ enum Command {
         images: Vec<PathBuf>,
     },
     /// Fit a model's confidence calibration on labelled images from its training classes and
-    /// write the model with it (the weights unchanged).
+    /// write the model with it (the weights unchanged; --meta overrides are written into its
+    /// metadata, e.g. --meta feature_power=0.5).
     Calibrate {
         #[command(flatten)]
         model: ModelArgs,
@@ -603,6 +604,10 @@ fn info(model: &Model, json: bool) -> Result<(), Error> {
             info.input.invert
         );
         outln!("feature dim:  {}", info.feature_dim);
+        if let Some(power) = info.metadata.get("feature_power") {
+            outln!("features:     encoder outputs ^ {power}");
+        }
+        outln!("calibrated:   {}", model.calibration().is_some());
         outln!("device:       {}", info.device);
         outln!("engine:       {}", info.engine);
         outln!("fingerprint:  {}", info.fingerprint);
@@ -1154,8 +1159,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                 seed,
                 ..CalibrateConfig::default()
             };
-            let calibration =
-                calibrate_file(&model.model, &data, include.as_deref(), &out, &config)?;
+            let calibration = calibrate_file(
+                &model.model,
+                &parse_meta(&model.meta)?,
+                &data,
+                include.as_deref(),
+                &out,
+                &config,
+            )?;
             outln!("{}: {}", out.display(), calibration.to_metadata());
             Ok(())
         }

@@ -8,7 +8,7 @@
 //! their raw scores ([`Task::scores`]) are what the temperatures are fitted to, and the best
 //! cosine similarities of known and unknown queries what the open-set score is fitted to.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -176,32 +176,45 @@ fn episode_task(
 /// # Errors
 /// [`Error::InvalidModel`] for bytes that are not a safetensors file.
 pub fn with_calibration(bytes: &[u8], calibration: &Calibration) -> Result<Vec<u8>> {
+    let metadata: BTreeMap<String, String> =
+        super::checkpoint_metadata(bytes)?.into_iter().collect();
+    with_metadata(bytes, metadata, calibration)
+}
+
+/// The bytes of model file `bytes` with `metadata` and `calibration` as its metadata; tensors
+/// are copied unchanged.
+fn with_metadata(
+    bytes: &[u8],
+    mut metadata: BTreeMap<String, String>,
+    calibration: &Calibration,
+) -> Result<Vec<u8>> {
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| Error::model(ModelProblem::NotSafetensors, format!("model file: {e}")))?;
-    let mut metadata: HashMap<String, String> =
-        super::checkpoint_metadata(bytes)?.into_iter().collect();
     metadata.insert(METADATA_KEY.to_string(), calibration.to_metadata());
+    let metadata: HashMap<String, String> = metadata.into_iter().collect();
     let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> =
         st.tensors().into_iter().collect();
     safetensors::serialize(tensors, Some(metadata))
         .map_err(|e| Error::Backend(format!("model file: {e}")))
 }
 
-/// Fits a calibration for the model file `model_path` on the classes under `data` (optionally
-/// only the top-level folders `include`) and writes the model with it to `out` (atomically;
-/// `out` may be `model_path`). Returns the calibration.
+/// Fits a calibration for the model file `model_path`, loaded with `metadata_overrides`, on
+/// the classes under `data` (optionally only the top-level folders `include`) and writes the
+/// model with it to `out` (atomically; `out` may be `model_path`), the overrides written into
+/// its metadata: the calibration holds for the model as loaded. Returns the calibration.
 ///
 /// # Errors
 /// As [`Model::load`], [`fit_calibration`] and the data loading; [`Error::Io`] when `out`
 /// cannot be written.
 pub fn calibrate_file(
     model_path: &Path,
+    metadata_overrides: &BTreeMap<String, String>,
     data: &Path,
     include: Option<&[String]>,
     out: &Path,
     config: &CalibrateConfig,
 ) -> Result<Calibration> {
-    let (bytes, model) = load_model(model_path)?;
+    let (bytes, model) = load_model(model_path, metadata_overrides)?;
     let classes = super::data::scan_classes(data, include)?;
     let dataset = Dataset::load(&classes, model.preprocessor())?;
     write_calibrated(&bytes, &model, &dataset, out, config)
@@ -213,14 +226,21 @@ pub fn calibrate_file(
 /// # Errors
 /// As [`fit_calibration`]; [`Error::Io`] for the file.
 pub fn calibrate_in_place(path: &Path, data: &Dataset) -> Result<Calibration> {
-    let (bytes, model) = load_model(path)?;
+    let (bytes, model) = load_model(path, &BTreeMap::new())?;
     write_calibrated(&bytes, &model, data, path, &CalibrateConfig::default())
 }
 
 /// A model file's bytes and the model they load as.
-fn load_model(path: &Path) -> Result<(Vec<u8>, Arc<Model>)> {
+fn load_model(
+    path: &Path,
+    metadata_overrides: &BTreeMap<String, String>,
+) -> Result<(Vec<u8>, Arc<Model>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let model = Arc::new(Model::from_bytes(&bytes, &mgecl::LoadOptions::default())?);
+    let options = mgecl::LoadOptions {
+        metadata_overrides: metadata_overrides.clone(),
+        ..Default::default()
+    };
+    let model = Arc::new(Model::from_bytes(&bytes, &options)?);
     Ok((bytes, model))
 }
 
@@ -234,6 +254,8 @@ fn write_calibrated(
     config: &CalibrateConfig,
 ) -> Result<Calibration> {
     let calibration = fit_calibration(model, data, config)?;
-    mgecl::__private::write_file(out, &with_calibration(bytes, &calibration)?)?;
+    // The metadata the model was loaded with: the file's, with any overrides applied.
+    let metadata = model.info().metadata.clone();
+    mgecl::__private::write_file(out, &with_metadata(bytes, metadata, &calibration)?)?;
     Ok(calibration)
 }

@@ -222,8 +222,11 @@ fn calibrate_file_fits_on_images_and_writes_a_loadable_model() {
         unknown_ways: 2,
         seed: 1,
     };
+    // An override the model is loaded with is written into the calibrated file.
+    let overrides = [("feature_power".to_string(), "0.5".to_string())].into();
     let fitted = calibrate_file(
         &common::data("conv4_gray.safetensors"),
+        &overrides,
         &common::data("omniglot_mini"),
         None,
         &out,
@@ -232,6 +235,12 @@ fn calibrate_file_fits_on_images_and_writes_a_loadable_model() {
     .unwrap();
     let model = Model::load(&out, &LoadOptions::default()).unwrap();
     assert_eq!(model.calibration(), Some(&fitted));
+    assert_eq!(model.info().metadata["feature_power"], "0.5");
+    assert_eq!(
+        model.info().metadata["arch"],
+        "conv4",
+        "the file's own metadata is kept"
+    );
     let text = &model.info().metadata["calibration"];
     assert!(
         !text.contains('/'),
