@@ -68,6 +68,22 @@ pub fn augmented_copy(
     }
 }
 
+/// One preprocessed CHW image followed by its first `copies` augmented copies of kind `kind`
+/// (what a task embeds for an example, and for a query with augmented queries), appended to
+/// `out`.
+pub fn extend_with_copies(
+    out: &mut Vec<f32>,
+    input: &[f32],
+    shape: (usize, usize, usize),
+    kind: Augmentation,
+    copies: usize,
+) {
+    out.extend_from_slice(input);
+    for copy in 0..copies {
+        out.extend(augmented_copy(input, shape, kind, copy));
+    }
+}
+
 /// Rotation by `degrees` about the centre, bilinear, sampling outside the image at the
 /// nearest border pixel (the background, for drawings: no frame appears).
 fn rotate(input: &[f32], (c, h, w): (usize, usize, usize), degrees: f64) -> Vec<f32> {

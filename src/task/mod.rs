@@ -35,7 +35,9 @@ mod config;
 mod file;
 mod label;
 
-pub use augment::{augmented_copy, merge_copies, Augmentation, MAX_AUGMENTED_COPIES};
+pub use augment::{
+    augmented_copy, extend_with_copies, merge_copies, Augmentation, MAX_AUGMENTED_COPIES,
+};
 pub use config::{ClassifierKind, TaskConfig, DEFAULT_MAX_CLASSES, DEFAULT_MAX_ROWS};
 pub use file::MAX_TASK_FILE_BYTES;
 pub use label::{
@@ -358,24 +360,18 @@ impl Task {
     pub fn add_example(&mut self, label: &str, image: &ImageSource<'_>) -> Result<u64> {
         self.class_mut(label)?;
         let input = self.model.preprocessor().preprocess(image)?;
-        let features = self.model.embed_preprocessed(&self.with_copies(input))?;
+        let mut inputs = Vec::new();
+        self.with_copies(&input, &mut inputs);
+        let features = self.model.embed_preprocessed(&inputs)?;
         let rows = features.nrows();
         self.push_example(label, features.into_iter().collect(), rows)
     }
 
-    /// A preprocessed image followed by its `augmented_copies` copies.
-    fn with_copies(&self, input: Vec<f32>) -> Vec<f32> {
+    /// A preprocessed image followed by its `augmented_copies` copies, appended to `out`.
+    fn with_copies(&self, input: &[f32], out: &mut Vec<f32>) {
         let shape = self.model.preprocessor().input_shape();
-        let mut inputs = input.clone();
-        for copy in 0..self.config.augmented_copies {
-            inputs.extend(augmented_copy(
-                &input,
-                shape,
-                self.config.augmentation,
-                copy,
-            ));
-        }
-        inputs
+        let (kind, copies) = (self.config.augmentation, self.config.augmented_copies);
+        extend_with_copies(out, input, shape, kind, copies);
     }
 
     /// The features the task classifies images by, one row per image: the encoder's output,
@@ -392,7 +388,7 @@ impl Task {
         let per_image = (1 + copies) * self.model.preprocessor().input_len();
         let mut inputs = Vec::with_capacity(images.len() * per_image);
         self.model
-            .preprocess_each(images, |input| inputs.extend(self.with_copies(input)))?;
+            .preprocess_each(images, |input| self.with_copies(&input, &mut inputs))?;
         merge_copies(self.model.embed_preprocessed(&inputs)?.view(), copies)
     }
 

@@ -14,7 +14,7 @@ use mgecl::classifier::calibration::{auroc, expected_calibration_error};
 use mgecl::error::{Error, Result};
 use mgecl::model::Model;
 use mgecl::preprocess::ImageSource;
-use mgecl::task::{augmented_copy, merge_copies, Task, TaskConfig};
+use mgecl::task::{extend_with_copies, merge_copies, Task, TaskConfig};
 
 /// The outcome of an evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -198,15 +198,8 @@ fn embed_with_copies(model: &Model, inputs: &[f32], config: &TaskConfig) -> Resu
     let pre = model.preprocessor();
     let mut batch = Vec::with_capacity(inputs.len() * (1 + config.augmented_copies));
     for image in inputs.chunks(pre.input_len()) {
-        batch.extend_from_slice(image);
-        for copy in 0..config.augmented_copies {
-            batch.extend(augmented_copy(
-                image,
-                pre.input_shape(),
-                config.augmentation,
-                copy,
-            ));
-        }
+        let (kind, copies) = (config.augmentation, config.augmented_copies);
+        extend_with_copies(&mut batch, image, pre.input_shape(), kind, copies);
     }
     Ok(model.embed_preprocessed(&batch)?.into_iter().collect())
 }
