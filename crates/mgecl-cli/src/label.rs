@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mgecl::{Error, LabelOptions, Labelling, Task};
+use mgecl::{Error, ImageSource, LabelOptions, Labelling, Task};
 use ndarray::{Array2, Axis};
 
 use crate::report::{self, ReportInput};
@@ -66,10 +66,11 @@ pub fn run(
     }
     let paths: Vec<String> = files.iter().map(|f| relative(f, &args.images)).collect();
     let bar = progress(files.len(), "labelling");
-    let model = task.model();
-    let mut features = Array2::<f32>::zeros((0, model.feature_dim()));
+    let mut features = Array2::<f32>::zeros((0, task.model().feature_dim()));
     for chunk in files.chunks(16) {
-        let rows = model.embed_paths(chunk)?;
+        // As the task classifies them: with each image's copies under augment_queries.
+        let sources: Vec<ImageSource<'_>> = chunk.iter().map(|f| ImageSource::Path(f)).collect();
+        let rows = task.embed_queries(&sources)?;
         features
             .append(Axis(0), rows.view())
             .map_err(|e| Error::Backend(format!("cannot collect features: {e}")))?;

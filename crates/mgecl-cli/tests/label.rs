@@ -229,3 +229,85 @@ fn render(page: &Path, dir: &Path) -> Option<PathBuf> {
         }
     }
 }
+
+/// With test-time augmentation of the queries, `mgecl label` proposes what `mgecl classify`
+/// answers with the same flags (labels and probabilities), and the copies change the answers
+/// (queries embedded without their copies gave other probabilities).
+#[test]
+fn label_augments_queries_as_classify_does() {
+    let scratch = tempfile::tempdir().unwrap();
+    let truth = make_case(scratch.path());
+    let model = repo_root().join("models/omniglot-conv4.safetensors");
+    let support = scratch.path().join("support");
+    let images = scratch.path().join("images");
+    let tta = ["--augmented-copies", "2", "--augment-queries"];
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mgecl"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let label = |out: &Path, extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "label".as_ref(),
+            "--model".as_ref(),
+            model.as_ref(),
+            "--support".as_ref(),
+            support.as_ref(),
+            "--images".as_ref(),
+            images.as_ref(),
+            "--out".as_ref(),
+            out.as_ref(),
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        run(&args);
+        parse_csv(&std::fs::read_to_string(out).unwrap()).1
+    };
+    let augmented = label(&scratch.path().join("tta.csv"), &tta);
+    let plain = label(&scratch.path().join("plain.csv"), &[]);
+    assert_eq!(augmented.len(), truth.len());
+
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "classify".as_ref(),
+        "--model".as_ref(),
+        model.as_ref(),
+        "--support".as_ref(),
+        support.as_ref(),
+        "--json".as_ref(),
+    ];
+    args.extend(tta.iter().map(std::ffi::OsStr::new));
+    let files: Vec<PathBuf> = augmented.iter().map(|r| images.join(&r["path"])).collect();
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    let answers: Vec<serde_json::Value> = run(&args)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(answers.len(), augmented.len());
+    let mut changed = 0;
+    for ((row, answer), before) in augmented.iter().zip(&answers).zip(&plain) {
+        assert_eq!(
+            row["label"],
+            answer["label"].as_str().unwrap(),
+            "{}",
+            row["path"]
+        );
+        let p: f64 = row["probability"].parse().unwrap();
+        let expected = answer["probability"].as_f64().unwrap();
+        assert!(
+            (p - expected).abs() < 1e-6,
+            "{}: {p} vs {expected}",
+            row["path"]
+        );
+        changed += usize::from(row["probability"] != before["probability"]);
+    }
+    assert!(
+        changed * 2 > augmented.len(),
+        "only {changed} answers changed"
+    );
+}
