@@ -790,8 +790,31 @@ enum mgecl_status mgecl_task_classify_top_k(const struct mgecl_task *task,
                                             size_t *out_count);
 
 /**
+ * Embeds `count` query images as the task's classify functions do: with
+ * `options.augment_queries` and `augmented_copies > 0`, each row is the mean direction of
+ * the image's and its copies' features; otherwise it is `mgecl_model_embed`'s row. Writes
+ * `count x feature_dim` floats (row-major, in input order) into the caller's `out` of
+ * `out_len` floats, for `mgecl_task_classify_feature`, `mgecl_task_label_next` and
+ * `mgecl_task_label_csv` (so that work split over processes classifies what
+ * `mgecl_task_classify_batch` would).
+ *
+ * `needed` (may be NULL) receives `count x feature_dim`, on success and on
+ * `BUFFER_TOO_SMALL` (which is checked before any work). `out` is written only on success.
+ *
+ * Errors: as `mgecl_model_embed` (the task need not be fitted). One thread at a time per
+ * task.
+ */
+enum mgecl_status mgecl_task_embed_queries(const struct mgecl_task *task,
+                                           const struct mgecl_image *images,
+                                           size_t count,
+                                           float *out,
+                                           size_t out_len,
+                                           size_t *needed);
+
+/**
  * Classifies an already computed feature (`len` floats = the model's `feature_dim`, e.g. a
- * row from `mgecl_model_embed`), written to `*out_prediction`.
+ * row from `mgecl_model_embed` or `mgecl_task_embed_queries`), written to
+ * `*out_prediction`.
  *
  * Errors: `NULL_ARGUMENT`, `NOT_FITTED`, `INVALID_ARGUMENT` (wrong length, NaN/infinite).
  * One thread at a time per task.

@@ -282,6 +282,21 @@ class Task {
         for (const mgecl_prediction &p : out) predictions.push_back(convert(p));
         return predictions;
     }
+    /// Features of query images as classify() sees them (with the task's query augmentation,
+    /// if any): images.size() rows of feature_dim floats, row-major, for classify_feature,
+    /// label_next and label_csv.
+    std::vector<float> embed_queries(const std::vector<Image> &images) const {
+        std::vector<mgecl_image> raw;
+        for (const Image &image : images) raw.push_back(image.raw());
+        std::size_t needed = 0;
+        mgecl_status s =
+            mgecl_task_embed_queries(get(), raw.data(), raw.size(), nullptr, 0, &needed);
+        if (s != MGECL_STATUS_BUFFER_TOO_SMALL) detail::check(s);
+        std::vector<float> out(needed);
+        detail::check(mgecl_task_embed_queries(get(), raw.data(), raw.size(), out.data(),
+                                               out.size(), nullptr));
+        return out;
+    }
     Prediction classify_feature(const std::vector<float> &feature) const {
         mgecl_prediction p;
         detail::check(mgecl_task_classify_feature(get(), feature.data(), feature.size(), &p));

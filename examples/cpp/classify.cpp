@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
         std::vector<mgecl::Image> queries;
         for (std::size_t i = split + 1; i < args.size(); i++)
             queries.push_back(mgecl::Image::file(args[i]));
-        std::vector<float> features = model.embed(queries);
+        std::vector<float> features = task.embed_queries(queries);
         auto next = task.label_next(features, queries.size(), 1);
         if (!next.empty()) std::cout << "label next: " << args[split + 1 + next[0].first] << "\n";
     } catch (const mgecl::Error &e) {

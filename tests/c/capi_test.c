@@ -566,6 +566,51 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
     return task;
 }
 
+/* Query embedding the task's way: without augmentation it is mgecl_model_embed's; with
+ * augmented queries it differs, and classifying its rows answers what classify_batch answers. */
+static void test_embed_queries(const mgecl_model *model, const float *features) {
+    mgecl_image images[N_IMAGES];
+    for (int i = 0; i < N_IMAGES; i++) images[i] = mgecl_image_file(image_paths[i]);
+    mgecl_task_options options = mgecl_task_default_options();
+    mgecl_task *plain = NULL;
+    OK(mgecl_task_new(model, &options, &plain));
+    float rows[N_IMAGES * DIM];
+    size_t needed = 0;
+    EXPECT(mgecl_task_embed_queries(plain, images, N_IMAGES, rows, N_IMAGES * DIM - 1, &needed),
+           MGECL_STATUS_BUFFER_TOO_SMALL);
+    CHECK(needed == N_IMAGES * DIM);
+    EXPECT(mgecl_task_embed_queries(NULL, images, N_IMAGES, rows, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_embed_queries(plain, NULL, N_IMAGES, rows, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_embed_queries(plain, images, 0, rows, N_IMAGES * DIM, NULL),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    OK(mgecl_task_embed_queries(plain, images, N_IMAGES, rows, N_IMAGES * DIM, NULL));
+    CHECK(memcmp(rows, features, sizeof rows) == 0);
+    mgecl_task_free(plain);
+
+    options.augmented_copies = 2;
+    options.augment_queries = true;
+    mgecl_task *augmented = NULL;
+    OK(mgecl_task_new(model, &options, &augmented));
+    OK(mgecl_task_add_class(augmented, "zero"));
+    OK(mgecl_task_add_class(augmented, "two"));
+    OK(mgecl_task_add_example(augmented, "zero", &images[0], NULL));
+    OK(mgecl_task_add_example(augmented, "two", &images[2], NULL));
+    OK(mgecl_task_fit(augmented, NULL));
+    OK(mgecl_task_embed_queries(augmented, images, N_IMAGES, rows, N_IMAGES * DIM, NULL));
+    CHECK(memcmp(rows, features, sizeof rows) != 0);
+    mgecl_prediction batch[N_IMAGES];
+    OK(mgecl_task_classify_batch(augmented, images, N_IMAGES, batch, N_IMAGES));
+    for (int i = 0; i < N_IMAGES; i++) {
+        mgecl_prediction one;
+        OK(mgecl_task_classify_feature(augmented, rows + i * DIM, DIM, &one));
+        CHECK(one.class_index == batch[i].class_index);
+        CHECK(fabs(one.probability - batch[i].probability) < 1e-6);
+    }
+    mgecl_task_free(augmented);
+}
+
 static void test_model_mismatch(const char *model_path, const char *task_path) {
     mgecl_metadata_entry entry = {"invert", "true"};
     mgecl_load_options options = {.device = "cpu", .metadata = &entry, .metadata_len = 1};
@@ -738,6 +783,7 @@ int main(int argc, char **argv) {
     answers expected;
     mgecl_task *task = test_task(model, features, &expected, task_path);
     test_model_mismatch(argv[1], task_path);
+    test_embed_queries(model, features);
     /* The task keeps the model alive: free the model handle first. */
     mgecl_model *second = NULL;
     OK(mgecl_model_load(argv[1], NULL, &second));

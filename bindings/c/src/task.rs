@@ -459,8 +459,54 @@ pub unsafe extern "C" fn mgecl_task_classify_top_k(
     })
 }
 
+/// Embeds `count` query images as the task's classify functions do: with
+/// `options.augment_queries` and `augmented_copies > 0`, each row is the mean direction of
+/// the image's and its copies' features; otherwise it is `mgecl_model_embed`'s row. Writes
+/// `count x feature_dim` floats (row-major, in input order) into the caller's `out` of
+/// `out_len` floats, for `mgecl_task_classify_feature`, `mgecl_task_label_next` and
+/// `mgecl_task_label_csv` (so that work split over processes classifies what
+/// `mgecl_task_classify_batch` would).
+///
+/// `needed` (may be NULL) receives `count x feature_dim`, on success and on
+/// `BUFFER_TOO_SMALL` (which is checked before any work). `out` is written only on success.
+///
+/// Errors: as `mgecl_model_embed` (the task need not be fitted). One thread at a time per
+/// task.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_task_embed_queries(
+    task: *const mgecl_task,
+    images: *const mgecl_image,
+    count: usize,
+    out: *mut f32,
+    out_len: usize,
+    needed: *mut usize,
+) -> mgecl_status {
+    guard(|| {
+        let handle = unsafe { ref_arg(task, "task") }?;
+        if images.is_null() {
+            return Err(Failure::Null("images"));
+        }
+        let images = unsafe { slice_arg(images, count, "images") }?;
+        let sources = images
+            .iter()
+            .map(|image| unsafe { image_arg(image, "images[i]") })
+            .collect::<Res<Vec<_>>>()?;
+        let dim = handle.task.model().feature_dim();
+        let total = count
+            .checked_mul(dim)
+            .ok_or_else(|| Failure::Argument("count x feature_dim overflows".into()))?;
+        let out = unsafe { out_buffer(out, out_len, total, needed, "out") }?;
+        let features = handle.task.embed_queries(&sources)?;
+        for (o, &v) in out.iter_mut().zip(features.iter()) {
+            *o = v;
+        }
+        Ok(())
+    })
+}
+
 /// Classifies an already computed feature (`len` floats = the model's `feature_dim`, e.g. a
-/// row from `mgecl_model_embed`), written to `*out_prediction`.
+/// row from `mgecl_model_embed` or `mgecl_task_embed_queries`), written to
+/// `*out_prediction`.
 ///
 /// Errors: `NULL_ARGUMENT`, `NOT_FITTED`, `INVALID_ARGUMENT` (wrong length, NaN/infinite).
 /// One thread at a time per task.

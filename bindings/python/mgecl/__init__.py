@@ -193,6 +193,8 @@ _declare("mgecl_task_classify_batch", _status, c_void_p, _P(_Image), c_size_t,
          _P(_Prediction), c_size_t)
 _declare("mgecl_task_classify_top_k", _status, c_void_p, _P(_Image), c_size_t, _P(c_size_t),
          _P(c_double), _P(c_size_t))
+_declare("mgecl_task_embed_queries", _status, c_void_p, _P(_Image), c_size_t, _P(c_float),
+         c_size_t, _P(c_size_t))
 _declare("mgecl_task_classify_feature", _status, c_void_p, _P(c_float), c_size_t,
          _P(_Prediction))
 _declare("mgecl_task_label_next", _status, c_void_p, _P(c_float), c_size_t, c_size_t, c_size_t,
@@ -392,17 +394,24 @@ class Model(_Handle):
         """Features of a list of images: (N, feature_dim) float32 numpy array (a list of
         lists without numpy), rows in input order, not L2-normalised."""
         array, n, _keep = _images(images)
-        dim = self.feature_dim
-        if np is not None:
-            out = np.empty((n, dim), dtype=np.float32)
-            pointer = out.ctypes.data_as(_P(c_float))
-        else:
-            out = (c_float * max(n * dim, 1))()
-            pointer = out
-        _check(_lib.mgecl_model_embed(self._ptr(), array, n, pointer, n * dim, None))
-        if np is not None:
-            return out
-        return [list(out[i * dim:(i + 1) * dim]) for i in range(n)]
+        return _features(n, self.feature_dim,
+                         lambda out, size: _lib.mgecl_model_embed(self._ptr(), array, n, out,
+                                                                  size, None))
+
+
+def _features(n, dim, fill):
+    """An (n, dim) float32 array (a list of lists without numpy) that `fill(pointer, size)`
+    writes, checking its status."""
+    if np is not None:
+        out = np.empty((n, dim), dtype=np.float32)
+        pointer = out.ctypes.data_as(_P(c_float))
+    else:
+        out = (c_float * max(n * dim, 1))()
+        pointer = out
+    _check(fill(pointer, n * dim))
+    if np is not None:
+        return out
+    return [list(out[i * dim:(i + 1) * dim]) for i in range(n)]
 
 
 # --- Task ----------------------------------------------------------------------------------
@@ -593,6 +602,20 @@ class Task(_Handle):
         out = (_Prediction * max(n, 1))()
         _check(_lib.mgecl_task_classify_batch(self._ptr(), array, n, out, n))
         return [_prediction(out[i]) for i in range(n)]
+
+    def embed_queries(self, images):
+        """Features of query images as classify() sees them: Model.embed's rows, or with
+        augment_queries and augmented_copies the mean direction of each image's and its
+        copies' features. Same shape as Model.embed; for classify_feature, label_next and
+        label_csv."""
+        array, n, _keep = _images(images)
+        needed = c_size_t()
+        status = _lib.mgecl_task_embed_queries(self._ptr(), array, n, None, 0, byref(needed))
+        if status != STATUS_BUFFER_TOO_SMALL:  # noqa: F821
+            _check(status)
+        return _features(n, needed.value // max(n, 1),
+                         lambda out, size: _lib.mgecl_task_embed_queries(
+                             self._ptr(), array, n, out, size, None))
 
     def classify_feature(self, feature):
         pointer, n, _keep = _floats(feature)

@@ -2,13 +2,14 @@
 
     python -m mgecl.ray label --address ADDR --model M --support DIR --images DIR \\
         --out labels.csv [--report report.html] [--review-below 0.8] [--label-next 20] \\
-        [--classifier prototype] [--raw-probabilities] [--batch-size 64] [--workers N] \\
-        [--threads 1]
+        [--classifier prototype] [--raw-probabilities] [--augmented-copies 0] \\
+        [--augmentation rotate] [--augment-queries] [--batch-size 64] [--workers N] [--threads 1]
 
 Needs `pip install "./bindings/python[ray]"`. The support set is fitted once, on the driver;
 the model file and the fitted task file are put in Ray's object store and every worker loads
 them once (a Ray Data actor per worker, not per batch). Ray Data hands the actors the image
-files in batches; each batch is read, embedded and labelled with the task (its CSV rows), and
+files in batches; each batch is read, embedded as the task embeds queries (with their augmented
+copies under --augment-queries) and labelled with the task (its CSV rows), and
 its features come back to the driver, which ranks the images to label next over all of them
 (as `mgecl label` does) and writes the CSV atomically. Rows are ordered by path, whatever the
 number of workers; a failed worker's batches are retried by Ray (actors restarted, tasks
@@ -80,7 +81,7 @@ class Labeller:
         for file in batch["file"]:
             with open(str(file), "rb") as f:
                 images.append(f.read())
-        features = self.model.embed(images)
+        features = self.task.embed_queries(images)
         # The batch's CSV rows (header dropped; no ranking: that needs every image).
         csv = self.task.label_csv(features, paths, self.review_below, 0)
         rows = csv.split("\n")[1:-1]
@@ -98,7 +99,11 @@ def label(args):
         raise SystemExit("error: --report needs the mgecl command (set MGECL_CLI or put mgecl "
                          "on PATH: cargo install --path crates/mgecl-cli)")
     model = mgecl.Model(args.model)
-    options = {"classifier": args.classifier, "raw_probabilities": args.raw_probabilities}
+    if args.augment_queries and args.augmented_copies == 0:
+        raise SystemExit("error: --augment-queries needs --augmented-copies 1 or more")
+    options = {"classifier": args.classifier, "raw_probabilities": args.raw_probabilities,
+               "augmented_copies": args.augmented_copies, "augmentation": args.augmentation,
+               "augment_queries": args.augment_queries}
     task = fit_support(model, args.support, options)
     with tempfile.TemporaryDirectory() as scratch:
         task_file = os.path.join(scratch, "support.task")
@@ -182,6 +187,12 @@ def main(argv=None):
     p.add_argument("--label-next", type=int, default=20)
     p.add_argument("--classifier", default="prototype", choices=sorted(mgecl.CLASSIFIERS))
     p.add_argument("--raw-probabilities", action="store_true")
+    p.add_argument("--augmented-copies", type=int, default=0,
+                   help="augmented copies embedded with each support image (0-8; 0 = off)")
+    p.add_argument("--augmentation", default="rotate", choices=sorted(mgecl.AUGMENTATIONS),
+                   help="which copies: rotate (drawings, text) or flip-shift (photographs)")
+    p.add_argument("--augment-queries", action="store_true",
+                   help="also classify each image by the mean of it and its copies")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None,
                    help="labelling actors (default: the cluster's CPUs / --threads)")

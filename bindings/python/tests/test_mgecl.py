@@ -210,6 +210,15 @@ class TaskTest(unittest.TestCase):
         plain.fit()
         self.assertNotAlmostEqual(task.classify(IMAGES[0]).probability,
                                   plain.classify(IMAGES[0]).probability, places=9)
+        # embed_queries gives the features classify() classifies: Model.embed's without query
+        # augmentation, others with it, and classify_feature on them answers as classify_batch.
+        self.assertEqual(rows(plain.embed_queries(IMAGES)), rows(self.model.embed(IMAGES)))
+        features = task.embed_queries(IMAGES)
+        self.assertNotEqual(rows(features), rows(self.model.embed(IMAGES)))
+        for feature, batch in zip(rows(features), task.classify_batch(IMAGES)):
+            one = task.classify_feature(feature)
+            self.assertEqual(one.class_index, batch.class_index)
+            self.assertAlmostEqual(one.probability, batch.probability, places=9)
         task.options = {"augmentation": "flip-shift", "augmented_copies": 1}
         self.assertEqual(task.options["augmentation"], "flip-shift")
         with self.assertRaises(ValueError):

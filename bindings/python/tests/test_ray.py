@@ -138,8 +138,8 @@ class RayLabelTest(unittest.TestCase):
                 "--model", MODEL, "--support", self.support, "--images", self.images,
                 "--out", out, *extra]
 
-    def assert_same_as_cli(self, out):
-        expected, got = read_csv(self.expected), read_csv(out)
+    def assert_same_as_cli(self, out, expected=None):
+        expected, got = read_csv(expected or self.expected), read_csv(out)
         self.assertGreaterEqual(len(expected), 2000)
         self.assertEqual(len(got), len(expected))
         for e, g in zip(expected, got):
@@ -159,6 +159,20 @@ class RayLabelTest(unittest.TestCase):
         self.assert_same_as_cli(out)
         with open(report) as f:
             self.assertIn("Label these next", f.read())
+
+    def test_augmented_queries_as_mgecl_label(self):
+        tta = ["--augmented-copies", "2", "--augment-queries"]
+        expected = os.path.join(self.scratch, "expected-tta.csv")
+        subprocess.run([CLI, "label", "--model", MODEL, "--support", self.support,
+                        "--images", self.images, "--out", expected, *tta], check=True,
+                       stderr=subprocess.DEVNULL)
+        out = os.path.join(self.scratch, "ray-tta.csv")
+        subprocess.run(self.command(out, "--workers", "2", *tta), check=True,
+                       stderr=subprocess.DEVNULL)
+        self.assert_same_as_cli(out, expected)
+        # The copies changed the answers' probabilities (else this would test nothing).
+        self.assertNotEqual([r["probability"] for r in read_csv(expected)],
+                            [r["probability"] for r in read_csv(self.expected)])
 
     def test_a_killed_worker_loses_nothing(self):
         out = os.path.join(self.scratch, "ray-killed.csv")
