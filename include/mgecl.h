@@ -600,15 +600,27 @@ enum mgecl_status mgecl_model_embed(const struct mgecl_model *model,
                                     size_t *needed);
 
 /**
- * The default task options: logistic regression, alpha 1, 1000 iterations, gradient
- * tolerance 1e-6, temperature 0.1, no augmentation, no threshold, at most 1000 classes and
- * 10000 feature rows. Thread-safe.
+ * The default task options, whatever the model: the prototype classifier (temperature 0.1;
+ * logistic regression: alpha 1, 1000 iterations, gradient tolerance 1e-6), no augmentation,
+ * no threshold, calibrated probabilities, at most 1000 classes and 10000 feature rows. A
+ * model may recommend others: `mgecl_model_task_options`. Thread-safe.
  */
 struct mgecl_task_options mgecl_task_default_options(void);
 
 /**
+ * The task options `model` recommends, written to `*out_options`: the defaults with the
+ * model's `task_defaults` metadata applied (e.g. the test-time augmentation it was measured
+ * best with). What `mgecl_task_new` uses for NULL options; change fields and pass it there.
+ *
+ * Errors: `NULL_ARGUMENT` (model, out_options). Thread-safe.
+ */
+enum mgecl_status mgecl_model_task_options(const struct mgecl_model *model,
+                                           struct mgecl_task_options *out_options);
+
+/**
  * Creates an empty task bound to `model`, written to `*out_task`. `options`: NULL for the
- * defaults. The task holds its own reference to the model. The caller owns `*out_task` and
+ * model's recommended options (`mgecl_model_task_options`). The task holds its own reference
+ * to the model. The caller owns `*out_task` and
  * releases it with `mgecl_task_free`.
  *
  * Errors: `NULL_ARGUMENT` (model, out_task), `INVALID_ARGUMENT` (an option out of range,

@@ -3,14 +3,17 @@
 # 5-way 1-shot, 5-way 5-shot and 20-way 1-shot with calibrated and raw probabilities (the same
 # 2000 episodes, seed 0), then 5-way 1-shot with 5 unknown classes per episode (open set).
 # One JSON object per line (mgecl evaluate --json; "raw" says which probabilities).
-#   models/calibration.sh MODEL [DATA_ROOT]
+#   models/calibration.sh MODEL [DATA_ROOT] [TEST_TIME_AUGMENTATION]
+# (as in models/evaluate.sh: without the third argument, no test-time augmentation)
 set -euo pipefail
 model=$1
 data=${2:-../shared/data/omniglot}
+read -r -a tta <<< "${3:---augmented-copies 0}"
 mgecl=${MGECL:-target/release/mgecl}
 evaluate() {
   "$mgecl" evaluate --model "$model" --data "$data/images_background" \
-    --include "$data/splits/val_alphabets.txt" --queries 15 --episodes 2000 --seed 0 --json "$@"
+    --include "$data/splits/val_alphabets.txt" --queries 15 --episodes 2000 --seed 0 --json \
+    "${tta[@]}" "$@"
 }
 for classifier in logistic prototype; do
   for setting in "5 1" "5 5" "20 1"; do

@@ -7,11 +7,13 @@
 #   models/evaluate.sh MODEL [DATA_ROOT] [CLASSIFIERS] [TEST_TIME_AUGMENTATION]
 # e.g. models/evaluate.sh MODEL ../shared/data/omniglot prototype \
 #        "--augmented-copies 2 --augment-queries"
+# Without the fourth argument there is no test-time augmentation, whatever the model
+# recommends (--augmented-copies 0).
 set -euo pipefail
 model=$1
 data=${2:-../shared/data/omniglot}
 classifiers=${3:-logistic prototype}
-read -r -a tta <<< "${4:-}"
+read -r -a tta <<< "${4:---augmented-copies 0}"
 mgecl=${MGECL:-target/release/mgecl}
 for classifier in $classifiers; do
   # ways shots [within]: the last is Lake's protocol (20 characters of one alphabet).

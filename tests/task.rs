@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use common::{data, lr_fixture, synthetic_conv4};
 use mgecl::task::augmented_copy;
+use mgecl::task::TASK_DEFAULTS_KEY;
 use mgecl::{
-    Augmentation, ClassifierKind, Error, ImageSource, LoadOptions, Model, Task, TaskConfig,
+    Augmentation, ClassifierKind, Error, ImageSource, LoadOptions, Model, ModelProblem, Task,
+    TaskConfig,
 };
 use ndarray::{Array2, Axis};
 
@@ -576,4 +578,59 @@ fn fit_returns_when_the_tolerance_is_below_float_precision() {
     // The caller's tolerance is out of reach: reported honestly, close to the floor.
     assert!(!report.converged, "{report:?}");
     assert!(report.gradient_max_abs < 1e-6, "{report:?}");
+}
+
+/// A model's `task_defaults` metadata: what `Model::task_defaults` gives (the rest of the
+/// settings at their defaults), tasks made on it and saved under one value load under another
+/// (the fingerprint ignores it), and bad values are BadMetadata.
+#[test]
+fn model_task_defaults_come_from_its_metadata() {
+    let with = |value: &str| {
+        Model::load(
+            data("conv4_gray.safetensors"),
+            &LoadOptions {
+                metadata_overrides: [(TASK_DEFAULTS_KEY.to_string(), value.to_string())].into(),
+                ..LoadOptions::default()
+            },
+        )
+    };
+    let plain = conv4_model();
+    assert_eq!(plain.task_defaults(), &TaskConfig::default());
+    let model = Arc::new(
+        with(r#"{"augmented_copies":2,"augment_queries":true,"classifier":"logistic"}"#).unwrap(),
+    );
+    let expected = TaskConfig {
+        augmented_copies: 2,
+        augment_queries: true,
+        classifier: ClassifierKind::Logistic,
+        ..TaskConfig::default()
+    };
+    assert_eq!(model.task_defaults(), &expected);
+    assert_eq!(model.info().fingerprint, plain.info().fingerprint);
+
+    // A task on the plain model loads against the one with defaults (same features).
+    let mut task = Task::new(plain.clone(), plain.task_defaults().clone()).unwrap();
+    task.add_class("zero").unwrap();
+    task.add_example_path("zero", image(0)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("plain.task");
+    task.save(&file).unwrap();
+    Task::load(&file, model.clone()).unwrap();
+
+    for bad in [
+        "not json",
+        r#"{"augmented_copies":9}"#,
+        r#"{"augment_queries":true}"#,
+        r#"{"alpha":2.0}"#,
+        r#"{"augmentation":"mirror"}"#,
+        r#"{"classifier":"svm"}"#,
+    ] {
+        match with(bad) {
+            Err(Error::InvalidModel { problem, detail }) => {
+                assert_eq!(problem, ModelProblem::BadMetadata, "{bad}");
+                assert!(detail.contains(TASK_DEFAULTS_KEY), "{detail}");
+            }
+            other => panic!("{bad}: expected BadMetadata, got {:?}", other.map(|_| ())),
+        }
+    }
 }

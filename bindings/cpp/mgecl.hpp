@@ -137,6 +137,12 @@ class Model {
         return text;
     }
     std::size_t feature_dim() const { return info().feature_dim; }
+    /// The task settings this model recommends (its task_defaults metadata over the defaults).
+    mgecl_task_options task_options() const {
+        mgecl_task_options options;
+        detail::check(mgecl_model_task_options(get(), &options));
+        return options;
+    }
     /// Features of the images: images.size() rows of feature_dim() floats, row-major.
     std::vector<float> embed(const std::vector<Image> &images) const {
         std::vector<mgecl_image> raw;
@@ -178,7 +184,8 @@ struct Prediction {
     double known_probability;
 };
 
-/// Task settings (start from default_options()).
+/// Task settings (start from Model::task_options(), or default_options() for the
+/// model-independent ones).
 using TaskOptions = mgecl_task_options;
 inline TaskOptions default_options() { return mgecl_task_default_options(); }
 using FitReport = mgecl_fit_report;
@@ -186,7 +193,9 @@ using FitReport = mgecl_fit_report;
 /// A few-shot task bound to a model. Move-only; use from one thread at a time.
 class Task {
   public:
-    explicit Task(const Model &model, const TaskOptions &options = default_options()) {
+    /// A task with the model's recommended settings (Model::task_options()).
+    explicit Task(const Model &model) : Task(model, model.task_options()) {}
+    Task(const Model &model, const TaskOptions &options) {
         mgecl_task *raw = nullptr;
         detail::check(mgecl_task_new(model.get(), &options, &raw));
         handle_.reset(raw);

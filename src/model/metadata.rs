@@ -6,7 +6,8 @@
 //! value per input channel), `in_channels` (checked against the weights), `bn_eps`
 //! (default 1e-5), `leaky_relu_slope` (ResNet-12, default 0.1), `invert` (`"true"` maps each
 //! u8 pixel v to 255 - v), `feature_power` (optional: the features are the encoder's outputs
-//! raised to it). Every other key is kept verbatim in [`Metadata::raw`].
+//! raised to it). Every other key is kept verbatim in [`Metadata::raw`]; `calibration` and
+//! `task_defaults` are read from there by the model (classifier calibration, task settings).
 
 use std::collections::BTreeMap;
 use std::fmt;

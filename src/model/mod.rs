@@ -11,6 +11,7 @@ pub(crate) mod cpu_fast;
 mod metadata;
 
 use crate::classifier::calibration::{self, Calibration};
+use crate::task::{TaskConfig, TASK_DEFAULTS_KEY};
 mod resnet12;
 mod weights;
 
@@ -206,6 +207,7 @@ pub struct Model {
     preprocessor: Preprocessor,
     device: Device,
     calibration: Option<Calibration>,
+    task_defaults: TaskConfig,
     feature_power: Option<f32>,
 }
 
@@ -283,11 +285,12 @@ impl Model {
         };
         let preprocessor = Preprocessor::new(&metadata.input)?.with_limits(options.image_limits);
         let mut hash = weights.content_hash();
-        // Calibration changes probabilities, not features: tasks stay valid across it.
+        // Calibration changes probabilities and the task defaults how tasks are set up, not
+        // features: tasks stay valid across them.
         for (k, v) in metadata
             .raw
             .iter()
-            .filter(|(k, _)| *k != calibration::METADATA_KEY)
+            .filter(|(k, _)| *k != calibration::METADATA_KEY && *k != TASK_DEFAULTS_KEY)
         {
             hash = fnv1a(fnv1a(hash, k.as_bytes()), v.as_bytes());
         }
@@ -296,6 +299,10 @@ impl Model {
             .get(calibration::METADATA_KEY)
             .map(|text| Calibration::from_metadata(text))
             .transpose()?;
+        let task_defaults = match metadata.raw.get(TASK_DEFAULTS_KEY) {
+            Some(text) => TaskConfig::from_model_defaults(text)?,
+            None => TaskConfig::default(),
+        };
         let info = ModelInfo {
             arch,
             feature_dim: *widths.last().unwrap_or(&0),
@@ -317,6 +324,7 @@ impl Model {
             preprocessor,
             device,
             calibration,
+            task_defaults,
         })
     }
 
@@ -325,6 +333,15 @@ impl Model {
     /// open-set score. `mgecl calibrate` adds one to a model trained elsewhere.
     pub fn calibration(&self) -> Option<&Calibration> {
         self.calibration.as_ref()
+    }
+
+    /// The task settings this model recommends: [`TaskConfig::default`] with the model's
+    /// `task_defaults` metadata ([`TASK_DEFAULTS_KEY`]) applied, e.g. the test-time
+    /// augmentation it was measured best with. What [`Task::new`](crate::Task::new) should
+    /// start from; the C API's `NULL` options, Python's `Task(model)` and the command-line
+    /// tool use it.
+    pub fn task_defaults(&self) -> &TaskConfig {
+        &self.task_defaults
     }
 
     /// What the model is.

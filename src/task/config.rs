@@ -147,7 +147,53 @@ impl Default for TaskConfig {
     }
 }
 
+/// Model metadata key of the task settings a model recommends (a JSON object with any of
+/// `classifier`, `augmented_copies`, `augmentation`, `augment_queries`), e.g.
+/// `{"augmented_copies":2,"augment_queries":true}` for a model measured best with test-time
+/// augmentation. [`Model::task_defaults`](crate::Model::task_defaults) reads it.
+pub const TASK_DEFAULTS_KEY: &str = "task_defaults";
+
+/// The part of a [`TaskConfig`] a model's `task_defaults` metadata may set: how to use this
+/// encoder, not the resource limits or solver settings of an application.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelTaskDefaults {
+    classifier: Option<ClassifierKind>,
+    augmented_copies: Option<usize>,
+    augmentation: Option<Augmentation>,
+    augment_queries: Option<bool>,
+}
+
 impl TaskConfig {
+    /// [`TaskConfig::default`] with a model's `task_defaults` metadata value applied.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] ([`ModelProblem::BadMetadata`](crate::ModelProblem)) for text
+    /// that is not such an object (unknown key, wrong type) or settings out of range
+    /// (more than [`MAX_AUGMENTED_COPIES`] copies, augmented queries without copies).
+    pub(crate) fn from_model_defaults(text: &str) -> Result<TaskConfig> {
+        let bad = |m: String| {
+            Error::model(
+                crate::ModelProblem::BadMetadata,
+                format!("{TASK_DEFAULTS_KEY}: {m}"),
+            )
+        };
+        let d: ModelTaskDefaults = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let base = TaskConfig::default();
+        let config = TaskConfig {
+            classifier: d.classifier.unwrap_or(base.classifier),
+            augmented_copies: d.augmented_copies.unwrap_or(base.augmented_copies),
+            augmentation: d.augmentation.unwrap_or(base.augmentation),
+            augment_queries: d.augment_queries.unwrap_or(base.augment_queries),
+            ..base
+        };
+        if config.augment_queries && config.augmented_copies == 0 {
+            return Err(bad("augment_queries needs augmented_copies >= 1".into()));
+        }
+        config.validate().map_err(|e| bad(e.to_string()))?;
+        Ok(config)
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(self.alpha) {

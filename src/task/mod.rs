@@ -38,7 +38,9 @@ mod label;
 pub use augment::{
     augmented_copy, extend_with_copies, merge_copies, Augmentation, MAX_AUGMENTED_COPIES,
 };
-pub use config::{ClassifierKind, TaskConfig, DEFAULT_MAX_CLASSES, DEFAULT_MAX_ROWS};
+pub use config::{
+    ClassifierKind, TaskConfig, DEFAULT_MAX_CLASSES, DEFAULT_MAX_ROWS, TASK_DEFAULTS_KEY,
+};
 pub use file::MAX_TASK_FILE_BYTES;
 pub use label::{
     rank_to_label, review_order, LabelCsv, LabelOptions, Labelling, Proposal, Suggestion,

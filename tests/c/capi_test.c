@@ -566,6 +566,42 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
     return task;
 }
 
+/* A model's recommended task options (metadata task_defaults): what NULL options give. */
+static void test_model_task_options(const char *model_path, const mgecl_model *plain) {
+    mgecl_task_options options;
+    EXPECT(mgecl_model_task_options(NULL, &options), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_model_task_options(plain, NULL), MGECL_STATUS_NULL_ARGUMENT);
+    OK(mgecl_model_task_options(plain, &options));
+    mgecl_task_options defaults = mgecl_task_default_options();
+    CHECK(options.augmented_copies == defaults.augmented_copies &&
+          options.augment_queries == defaults.augment_queries &&
+          options.classifier == defaults.classifier && options.alpha == defaults.alpha);
+
+    mgecl_metadata_entry entry = {"task_defaults",
+                                  "{\"augmented_copies\":2,\"augment_queries\":true}"};
+    mgecl_load_options load = {0};
+    load.metadata = &entry;
+    load.metadata_len = 1;
+    mgecl_model *model = NULL;
+    OK(mgecl_model_load(model_path, &load, &model));
+    OK(mgecl_model_task_options(model, &options));
+    CHECK(options.augmented_copies == 2 && options.augment_queries &&
+          options.augmentation == MGECL_AUGMENTATION_ROTATE &&
+          options.classifier == defaults.classifier);
+    mgecl_task *task = NULL;
+    OK(mgecl_task_new(model, NULL, &task));
+    mgecl_task_options used;
+    OK(mgecl_task_get_options(task, &used));
+    CHECK(used.augmented_copies == 2 && used.augment_queries);
+    mgecl_task_free(task);
+    mgecl_model_free(model);
+
+    entry.value = "{\"augmented_copies\":99}";
+    model = NULL;
+    EXPECT(mgecl_model_load(model_path, &load, &model), MGECL_STATUS_INVALID_MODEL);
+    CHECK(model == NULL && error_says("task_defaults"));
+}
+
 /* Query embedding the task's way: without augmentation it is mgecl_model_embed's; with
  * augmented queries it differs, and classifying its rows answers what classify_batch answers. */
 static void test_embed_queries(const mgecl_model *model, const float *features) {
@@ -784,6 +820,7 @@ int main(int argc, char **argv) {
     mgecl_task *task = test_task(model, features, &expected, task_path);
     test_model_mismatch(argv[1], task_path);
     test_embed_queries(model, features);
+    test_model_task_options(argv[1], model);
     /* The task keeps the model alive: free the model handle first. */
     mgecl_model *second = NULL;
     OK(mgecl_model_load(argv[1], NULL, &second));

@@ -63,16 +63,36 @@ impl mgecl_task {
     }
 }
 
-/// The default task options: logistic regression, alpha 1, 1000 iterations, gradient
-/// tolerance 1e-6, temperature 0.1, no augmentation, no threshold, at most 1000 classes and
-/// 10000 feature rows. Thread-safe.
+/// The default task options, whatever the model: the prototype classifier (temperature 0.1;
+/// logistic regression: alpha 1, 1000 iterations, gradient tolerance 1e-6), no augmentation,
+/// no threshold, calibrated probabilities, at most 1000 classes and 10000 feature rows. A
+/// model may recommend others: `mgecl_model_task_options`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn mgecl_task_default_options() -> mgecl_task_options {
     config_to_options(&TaskConfig::default())
 }
 
+/// The task options `model` recommends, written to `*out_options`: the defaults with the
+/// model's `task_defaults` metadata applied (e.g. the test-time augmentation it was measured
+/// best with). What `mgecl_task_new` uses for NULL options; change fields and pass it there.
+///
+/// Errors: `NULL_ARGUMENT` (model, out_options). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_model_task_options(
+    model: *const mgecl_model,
+    out_options: *mut mgecl_task_options,
+) -> mgecl_status {
+    guard(|| {
+        let handle = unsafe { ref_arg(model, "model") }?;
+        check_out(out_options, "out_options")?;
+        unsafe { out_options.write(config_to_options(handle.model.task_defaults())) };
+        Ok(())
+    })
+}
+
 /// Creates an empty task bound to `model`, written to `*out_task`. `options`: NULL for the
-/// defaults. The task holds its own reference to the model. The caller owns `*out_task` and
+/// model's recommended options (`mgecl_model_task_options`). The task holds its own reference
+/// to the model. The caller owns `*out_task` and
 /// releases it with `mgecl_task_free`.
 ///
 /// Errors: `NULL_ARGUMENT` (model, out_task), `INVALID_ARGUMENT` (an option out of range,
@@ -88,7 +108,7 @@ pub unsafe extern "C" fn mgecl_task_new(
         check_out(out_task, "out_task")?;
         let config = match unsafe { options.as_ref() } {
             Some(o) => options_to_config(o)?,
-            None => TaskConfig::default(),
+            None => handle.model.task_defaults().clone(),
         };
         let task = Task::new(Arc::clone(&handle.model), config)?;
         unsafe { out_task.write(Box::into_raw(mgecl_task::new(task))) };

@@ -172,6 +172,7 @@ _declare("mgecl_model_info_json", _status, c_void_p, _P(c_char), c_size_t, _P(c_
 _declare("mgecl_model_embed", _status, c_void_p, _P(_Image), c_size_t, _P(c_float), c_size_t,
          _P(c_size_t))
 _declare("mgecl_task_default_options", _TaskOptions)
+_declare("mgecl_model_task_options", _status, c_void_p, _P(_TaskOptions))
 _declare("mgecl_task_new", _status, c_void_p, _P(_TaskOptions), _P(c_void_p))
 _declare("mgecl_task_free", None, c_void_p)
 _declare("mgecl_task_get_options", _status, c_void_p, _P(_TaskOptions))
@@ -390,6 +391,17 @@ class Model(_Handle):
         _check(_lib.mgecl_model_describe(self._ptr(), byref(info)))
         return info.feature_dim
 
+    def _task_options(self):
+        c = _TaskOptions()
+        _check(_lib.mgecl_model_task_options(self._ptr(), byref(c)))
+        return c
+
+    @property
+    def task_options(self):
+        """The task options this model recommends (a dict, as Task.options): the defaults
+        with the model's task_defaults metadata applied. Task(model) starts from them."""
+        return _options_from_c(self._task_options())
+
     def embed(self, images):
         """Features of a list of images: (N, feature_dim) float32 numpy array (a list of
         lists without numpy), rows in input order, not L2-normalised."""
@@ -439,8 +451,9 @@ _OPTION_NAMES = ("classifier", "alpha", "max_iterations", "gradient_tolerance", 
                  "max_classes", "max_rows", "raw_probabilities")
 
 
-def _options_to_c(options):
-    c = _lib.mgecl_task_default_options()
+def _options_to_c(options, base=None):
+    """`options` (a dict of task options) over `base` (C options; default: the library's)."""
+    c = _lib.mgecl_task_default_options() if base is None else base
     for key, value in options.items():
         if key not in _OPTION_NAMES:
             raise TypeError(f"unknown task option {key!r}")
@@ -483,7 +496,9 @@ class Task(_Handle):
     (None or 0..1: answers whose known_probability is below it get label None), raw_probabilities (False: the model's
     calibrated probabilities; True: the classifier's raw ones, scikit-learn's for logistic),
     max_classes, max_rows (limits: one more class or row raises Error STATUS_LIMIT_EXCEEDED).
-    A task of one class fits with the prototype classifier."""
+    Options not given take the model's recommended values (Model.task_options: these
+    defaults unless the model file recommends e.g. test-time augmentation). A task of one
+    class fits with the prototype classifier."""
 
     _kind = "task"
 
@@ -494,7 +509,7 @@ class Task(_Handle):
     def __init__(self, model, *, _handle=None, **options):
         self._handle = None
         if _handle is None:
-            c_options = _options_to_c(options)
+            c_options = _options_to_c(options, model._task_options())
             handle = c_void_p()
             _check(_lib.mgecl_task_new(model._ptr(), byref(c_options), byref(handle)))
             _handle = handle

@@ -224,6 +224,22 @@ class TaskTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             mgecl.Task(self.model, augmentation="mirror")
 
+    def test_options_the_model_recommends(self):
+        self.assertEqual(self.model.task_options, mgecl.Task(self.model).options)
+        self.assertEqual(self.model.task_options["augmented_copies"], 0)
+        model = mgecl.Model(MODEL, metadata={
+            "task_defaults": '{"augmented_copies": 2, "augment_queries": true}'})
+        self.assertEqual((model.task_options["augmented_copies"],
+                          model.task_options["augment_queries"]), (2, True))
+        task = mgecl.Task(model, classifier="logistic")
+        self.assertEqual((task.options["augmented_copies"], task.options["augment_queries"],
+                          task.options["classifier"]), (2, True, "logistic"))
+        self.assertEqual(mgecl.Task(model, augmented_copies=0,
+                                    augment_queries=False).options["augmented_copies"], 0)
+        with self.assertRaises(mgecl.Error) as caught:
+            mgecl.Model(MODEL, metadata={"task_defaults": '{"colour": "blue"}'})
+        self.assertIn("task_defaults", str(caught.exception))
+
     def test_raw_probabilities_and_one_class_tasks(self):
         # The test model has no calibration: calibrated and raw answers agree, and the
         # known-probability is the best cosine similarity to a class mean, clipped to [0, 1].

@@ -14,9 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
 use mgecl::convert::{convert_checkpoint_file, ConvertOptions};
-use mgecl::{
-    Augmentation, ClassifierKind, DeviceChoice, Engine, Error, LoadOptions, Model, Task, TaskConfig,
-};
+use mgecl::{DeviceChoice, Engine, Error, LoadOptions, Model, Task, TaskConfig};
 use mgecl_train::augment::AugmentConfig;
 use mgecl_train::calibrate::{calibrate_file, CalibrateConfig};
 use mgecl_train::data::{
@@ -80,9 +78,10 @@ enum Command {
         /// Folder of class folders.
         #[arg(long)]
         support: PathBuf,
-        /// prototype or logistic (default: the SDK's).
-        #[arg(long, default_value_t = ClassifierKind::default().to_string())]
-        classifier: String,
+        /// prototype or logistic (default: the model's recommendation, else the SDK's,
+        /// prototype).
+        #[arg(long)]
+        classifier: Option<String>,
         /// Answer "unknown" when the image's known-probability (the probability that it is
         /// of one of the support classes at all) is below this, e.g. 0.5.
         #[arg(long)]
@@ -152,9 +151,10 @@ enum Command {
         /// prototype or logistic (default: the SDK's, prototype, which suits labelling:
         /// labelling gives classes unequal numbers of examples, and logistic regression's
         /// intercepts then favour the larger classes; bench/label_heldout.py: adding 10
-        /// labelled images per case cost logistic 1.7 points, prototype nothing).
-        #[arg(long, default_value_t = ClassifierKind::default().to_string())]
-        classifier: String,
+        /// labelled images per case cost logistic 1.7 points, prototype nothing). A model may
+        /// recommend another.
+        #[arg(long)]
+        classifier: Option<String>,
         /// The classifier's raw probabilities instead of the model's calibrated ones.
         #[arg(long)]
         raw_probabilities: bool,
@@ -400,37 +400,55 @@ struct MetatrainArgs {
     run: RunArgs,
 }
 
-/// Test-time augmentation (the task's augmented copies).
+/// Test-time augmentation (the task's augmented copies); unset flags take the model's
+/// recommendation (its `task_defaults` metadata; none: no augmentation).
 #[derive(Args)]
 struct TtaArgs {
-    /// Augmented copies embedded with each support image (0-8; 0 = off).
-    #[arg(long, default_value_t = 0)]
-    augmented_copies: usize,
-    /// Which copies: rotate (small rotations; for drawings and text) or flip-shift (mirror
-    /// and shifts; for photographs).
-    #[arg(long, default_value_t = Augmentation::default().to_string())]
-    augmentation: String,
-    /// Also embed each image to classify with the copies and classify their mean direction
-    /// (1 + copies times the embedding cost).
+    /// Augmented copies embedded with each support image (0-8; 0 = off). Default: the
+    /// model's recommendation, else 0.
     #[arg(long)]
-    augment_queries: bool,
+    augmented_copies: Option<usize>,
+    /// Which copies: rotate (small rotations; for drawings and text) or flip-shift (mirror
+    /// and shifts; for photographs). Default: the model's recommendation, else rotate.
+    #[arg(long)]
+    augmentation: Option<String>,
+    /// Also embed each image to classify with the copies and classify their mean direction
+    /// (1 + copies times the embedding cost); `--augment-queries false` turns off a model's
+    /// recommendation. Default: the model's recommendation, else off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    augment_queries: Option<bool>,
 }
 
-impl TtaArgs {
-    /// `config` with these settings.
-    fn apply(&self, config: TaskConfig) -> Result<TaskConfig, Error> {
-        if self.augment_queries && self.augmented_copies == 0 {
-            return Err(Error::InvalidArgument(
-                "--augment-queries needs --augmented-copies 1 or more".into(),
-            ));
-        }
-        Ok(TaskConfig {
-            augmented_copies: self.augmented_copies,
-            augmentation: self.augmentation.parse()?,
-            augment_queries: self.augment_queries,
-            ..config
-        })
+/// The task settings of a command: the model's recommended ones
+/// ([`Model::task_defaults`]) with the command's flags over them.
+fn task_config(
+    model: &Model,
+    classifier: Option<&str>,
+    raw_probabilities: bool,
+    tta: &TtaArgs,
+) -> Result<TaskConfig, Error> {
+    let base = model.task_defaults().clone();
+    let copies = tta.augmented_copies.unwrap_or(base.augmented_copies);
+    // A model's recommended query augmentation lapses with `--augmented-copies 0`.
+    let augment_queries = tta
+        .augment_queries
+        .unwrap_or(base.augment_queries && copies > 0);
+    if augment_queries && copies == 0 {
+        return Err(Error::InvalidArgument(
+            "--augment-queries needs --augmented-copies 1 or more".into(),
+        ));
     }
+    Ok(TaskConfig {
+        classifier: classifier.map_or(Ok(base.classifier), str::parse)?,
+        calibrated: !raw_probabilities,
+        augmented_copies: copies,
+        augmentation: tta
+            .augmentation
+            .as_deref()
+            .map_or(Ok(base.augmentation), str::parse)?,
+        augment_queries,
+        ..base
+    })
 }
 
 #[derive(Args)]
@@ -456,9 +474,10 @@ struct EvaluateArgs {
     episodes: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// logistic or prototype (default: the SDK's default classifier).
-    #[arg(long, default_value_t = ClassifierKind::default().to_string())]
-    classifier: String,
+    /// logistic or prototype (default: the model's recommendation, else the SDK's,
+    /// prototype).
+    #[arg(long)]
+    classifier: Option<String>,
     /// Draw each episode's classes from one parent folder (one alphabet: Lake et al.'s
     /// within-alphabet one-shot protocol, on which people score 95.5% at 20-way 1-shot).
     #[arg(long, conflicts_with = "episodes_file")]
@@ -608,6 +627,23 @@ fn info(model: &Model, json: bool) -> Result<(), Error> {
             outln!("features:     encoder outputs ^ {power}");
         }
         outln!("calibrated:   {}", model.calibration().is_some());
+        let tasks = model.task_defaults();
+        let queries = if tasks.augment_queries {
+            " (support and queries)"
+        } else {
+            ""
+        };
+        outln!(
+            "tasks:        {} classifier, {} {} cop{}{queries}",
+            tasks.classifier,
+            tasks.augmented_copies,
+            tasks.augmentation,
+            if tasks.augmented_copies == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        );
         outln!("device:       {}", info.device);
         outln!("engine:       {}", info.engine);
         outln!("fingerprint:  {}", info.fingerprint);
@@ -807,17 +843,13 @@ struct LabelCmd {
     report: Option<PathBuf>,
     review_below: f64,
     label_next: usize,
-    classifier: String,
+    classifier: Option<String>,
     raw_probabilities: bool,
     tta: TtaArgs,
 }
 
 fn label_cmd(model: Model, a: LabelCmd) -> Result<(), Error> {
-    let config = a.tta.apply(TaskConfig {
-        classifier: a.classifier.parse::<ClassifierKind>()?,
-        calibrated: !a.raw_probabilities,
-        ..TaskConfig::default()
-    })?;
+    let config = task_config(&model, a.classifier.as_deref(), a.raw_probabilities, &a.tta)?;
     let bar = progress(count_support(&a.support)?, "examples");
     let (task, examples) = support_task(model, config, &a.support, &bar)?;
     bar.finish_and_clear();
@@ -877,7 +909,7 @@ fn images_in(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 
 struct ClassifyArgs {
     support: PathBuf,
-    classifier: String,
+    classifier: Option<String>,
     threshold: Option<f64>,
     raw_probabilities: bool,
     tta: TtaArgs,
@@ -886,12 +918,15 @@ struct ClassifyArgs {
 }
 
 fn classify(model: Model, args: ClassifyArgs) -> Result<(), Error> {
-    let config = args.tta.apply(TaskConfig {
-        classifier: args.classifier.parse::<ClassifierKind>()?,
+    let config = TaskConfig {
         threshold: args.threshold,
-        calibrated: !args.raw_probabilities,
-        ..TaskConfig::default()
-    })?;
+        ..task_config(
+            &model,
+            args.classifier.as_deref(),
+            args.raw_probabilities,
+            &args.tta,
+        )?
+    };
     let bar = progress(
         count_support(&args.support)? + args.images.len(),
         "embedding",
@@ -1028,11 +1063,7 @@ fn metatrain_cmd(a: MetatrainArgs) -> Result<(), Error> {
 
 fn evaluate_cmd(a: EvaluateArgs) -> Result<(), Error> {
     let model = Arc::new(a.model.load()?);
-    let config = a.tta.apply(TaskConfig {
-        classifier: a.classifier.parse()?,
-        calibrated: !a.raw_probabilities,
-        ..TaskConfig::default()
-    })?;
+    let config = task_config(&model, a.classifier.as_deref(), a.raw_probabilities, &a.tta)?;
     let result = match (&a.data, &a.episodes_file) {
         (_, Some(file)) => {
             let episodes = EpisodesFile::load(file)?;

@@ -231,3 +231,49 @@ fn evaluate_reports_each_episode_and_its_augmentation() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--augmented-copies"));
 }
+
+/// A model's recommended task settings (metadata `task_defaults`) are the commands' defaults;
+/// flags override them, and `--augmented-copies 0` also ends the recommended query
+/// augmentation.
+#[test]
+fn commands_start_from_the_models_recommended_task_settings() {
+    let evaluate = |extra: &[&str]| {
+        let out = mgecl()
+            .args(["evaluate", "--model"])
+            .arg(data("conv4_gray.safetensors"))
+            .args([
+                "--meta",
+                r#"task_defaults={"classifier":"logistic","augmented_copies":2,"augment_queries":true}"#,
+            ])
+            .arg("--data")
+            .arg(data("omniglot_mini"))
+            .args(["--ways", "3", "--queries", "2", "--episodes", "3", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["classifier"].as_str().unwrap().to_string(),
+            v["augmented_copies"].as_u64().unwrap(),
+            v["augment_queries"].as_bool().unwrap(),
+        )
+    };
+    assert_eq!(evaluate(&[]), ("logistic".into(), 2, true));
+    assert_eq!(
+        evaluate(&["--classifier", "prototype", "--augment-queries", "false"]),
+        ("prototype".into(), 2, false)
+    );
+    assert_eq!(
+        evaluate(&["--augmented-copies", "0"]),
+        ("logistic".into(), 0, false)
+    );
+    assert_eq!(
+        evaluate(&["--augmented-copies", "1"]),
+        ("logistic".into(), 1, true)
+    );
+}
