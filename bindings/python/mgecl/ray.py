@@ -2,8 +2,12 @@
 
     python -m mgecl.ray label --address ADDR --model M --support DIR --images DIR \\
         --out labels.csv [--report report.html] [--review-below 0.8] [--label-next 20] \\
-        [--classifier prototype] [--raw-probabilities] [--augmented-copies 0] \\
-        [--augmentation rotate] [--augment-queries] [--batch-size 64] [--workers N] [--threads 1]
+        [--classifier prototype] [--raw-probabilities] [--augmented-copies N] \\
+        [--augmentation rotate] [--[no-]augment-queries] [--batch-size 64] [--workers N] \\
+        [--threads 1]
+
+Task settings not given are the model's recommended ones (Model.task_options), as for
+`mgecl label`.
 
 Needs `pip install "./bindings/python[ray]"`. The support set is fitted once, on the driver;
 the model file and the fitted task file are put in Ray's object store and every worker loads
@@ -49,6 +53,24 @@ def images_under(root):
                 found.append(os.path.relpath(path, root).split(os.sep))
     found.sort()
     return ["/".join(parts) for parts in found]
+
+
+def task_options(model, args):
+    """The task options of `mgecl label` with these flags: the model's recommended ones
+    (Model.task_options) with the flags given over them; a recommended query augmentation
+    lapses with --augmented-copies 0."""
+    options = model.task_options
+    options["raw_probabilities"] = args.raw_probabilities
+    for key in ("classifier", "augmented_copies", "augmentation"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.augment_queries is not None:
+        options["augment_queries"] = args.augment_queries
+    elif options["augmented_copies"] == 0:
+        options["augment_queries"] = False
+    if options["augment_queries"] and options["augmented_copies"] == 0:
+        raise SystemExit("error: --augment-queries needs --augmented-copies 1 or more")
+    return options
 
 
 def fit_support(model, support, options):
@@ -99,11 +121,7 @@ def label(args):
         raise SystemExit("error: --report needs the mgecl command (set MGECL_CLI or put mgecl "
                          "on PATH: cargo install --path crates/mgecl-cli)")
     model = mgecl.Model(args.model)
-    if args.augment_queries and args.augmented_copies == 0:
-        raise SystemExit("error: --augment-queries needs --augmented-copies 1 or more")
-    options = {"classifier": args.classifier, "raw_probabilities": args.raw_probabilities,
-               "augmented_copies": args.augmented_copies, "augmentation": args.augmentation,
-               "augment_queries": args.augment_queries}
+    options = task_options(model, args)
     task = fit_support(model, args.support, options)
     with tempfile.TemporaryDirectory() as scratch:
         task_file = os.path.join(scratch, "support.task")
@@ -185,14 +203,18 @@ def main(argv=None):
     p.add_argument("--report", help="also write the HTML report (needs the mgecl command)")
     p.add_argument("--review-below", type=float, default=0.8)
     p.add_argument("--label-next", type=int, default=20)
-    p.add_argument("--classifier", default="prototype", choices=sorted(mgecl.CLASSIFIERS))
+    p.add_argument("--classifier", choices=sorted(mgecl.CLASSIFIERS),
+                   help="default: the model's recommendation, else prototype")
     p.add_argument("--raw-probabilities", action="store_true")
-    p.add_argument("--augmented-copies", type=int, default=0,
-                   help="augmented copies embedded with each support image (0-8; 0 = off)")
-    p.add_argument("--augmentation", default="rotate", choices=sorted(mgecl.AUGMENTATIONS),
+    p.add_argument("--augmented-copies", type=int,
+                   help="augmented copies embedded with each support image (0-8; 0 = off; "
+                   "default: the model's recommendation, else 0)")
+    p.add_argument("--augmentation", choices=sorted(mgecl.AUGMENTATIONS),
                    help="which copies: rotate (drawings, text) or flip-shift (photographs)")
-    p.add_argument("--augment-queries", action="store_true",
+    p.add_argument("--augment-queries", action="store_const", const=True,
                    help="also classify each image by the mean of it and its copies")
+    p.add_argument("--no-augment-queries", dest="augment_queries", action="store_const",
+                   const=False, help="classify each image alone, whatever the model recommends")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None,
                    help="labelling actors (default: the cluster's CPUs / --threads)")

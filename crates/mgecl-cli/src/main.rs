@@ -413,10 +413,23 @@ struct TtaArgs {
     #[arg(long)]
     augmentation: Option<String>,
     /// Also embed each image to classify with the copies and classify their mean direction
-    /// (1 + copies times the embedding cost); `--augment-queries false` turns off a model's
-    /// recommendation. Default: the model's recommendation, else off.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    augment_queries: Option<bool>,
+    /// (1 + copies times the embedding cost). Default: the model's recommendation, else off.
+    #[arg(long, conflicts_with = "no_augment_queries")]
+    augment_queries: bool,
+    /// Embed each image to classify alone, whatever the model recommends.
+    #[arg(long)]
+    no_augment_queries: bool,
+}
+
+impl TtaArgs {
+    /// `--augment-queries` (true), `--no-augment-queries` (false) or neither (None).
+    fn augment_queries(&self) -> Option<bool> {
+        match (self.augment_queries, self.no_augment_queries) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
 }
 
 /// The task settings of a command: the model's recommended ones
@@ -431,7 +444,7 @@ fn task_config(
     let copies = tta.augmented_copies.unwrap_or(base.augmented_copies);
     // A model's recommended query augmentation lapses with `--augmented-copies 0`.
     let augment_queries = tta
-        .augment_queries
+        .augment_queries()
         .unwrap_or(base.augment_queries && copies > 0);
     if augment_queries && copies == 0 {
         return Err(Error::InvalidArgument(

@@ -265,7 +265,7 @@ fn commands_start_from_the_models_recommended_task_settings() {
     };
     assert_eq!(evaluate(&[]), ("logistic".into(), 2, true));
     assert_eq!(
-        evaluate(&["--classifier", "prototype", "--augment-queries", "false"]),
+        evaluate(&["--classifier", "prototype", "--no-augment-queries"]),
         ("prototype".into(), 2, false)
     );
     assert_eq!(

@@ -7,15 +7,17 @@
 //! outside it. Each episode is fitted through the SDK's own [`Task`] with both classifiers;
 //! their raw scores ([`Task::scores`]) are what the temperatures are fitted to, and the best
 //! cosine similarities of known and unknown queries what the open-set score is fitted to.
+//! The tasks use the model's recommended settings ([`Model::task_defaults`]): with test-time
+//! augmentation the calibration describes augmented tasks, as apps make them by default.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use ndarray::{Array2, Axis};
+use ndarray::Array2;
 
 use crate::data::Dataset;
-use crate::evaluate::embed_dataset;
+use crate::evaluate::{embed_dataset, example_rows, query_rows};
 use crate::rng::Rng;
 use mgecl::classifier::calibration::{
     fit_open_set, fit_scale, Calibration, EpisodeScores, OpenSetSample, METADATA_KEY,
@@ -72,8 +74,10 @@ pub fn fit_calibration(
             1 + config.queries
         )));
     }
-    // Calibration is fitted on plain features: the rows of images without copies.
-    let features = embed_dataset(model, data, &TaskConfig::default())?;
+    // Fitted for the way the model is meant to be used: its recommended test-time
+    // augmentation (support copies, merged queries) changes the scores and similarities.
+    let settings = model.task_defaults().clone();
+    let features = embed_dataset(model, data, &settings)?;
     let mut rng = Rng::new(config.seed, 0xca1);
     let (mut logistic, mut prototype, mut open_set) = (Vec::new(), Vec::new(), Vec::new());
     let mut shapes = Vec::new();
@@ -82,7 +86,7 @@ pub fn fit_calibration(
             shapes.push((ways, shots));
             for _ in 0..config.episodes_per_shape {
                 let picked = rng.choose(classes, ways + config.unknown_ways);
-                let mut support: Vec<(usize, usize)> = Vec::new(); // (class in episode, row)
+                let mut support: Vec<(usize, usize)> = Vec::new(); // (class in episode, image)
                 let mut known: Vec<(usize, usize)> = Vec::new();
                 let mut unknown: Vec<usize> = Vec::new();
                 for (k, &c) in picked.iter().enumerate() {
@@ -97,9 +101,14 @@ pub fn fit_calibration(
                 }
                 let queries: Vec<usize> = known.iter().map(|&(_, r)| r).collect();
                 let labels: Vec<usize> = known.iter().map(|&(k, _)| k).collect();
+                let query_features = query_rows(&features, &queries, &settings)?;
                 for kind in [ClassifierKind::Logistic, ClassifierKind::Prototype] {
-                    let task = episode_task(model, &features, ways, &support, kind)?;
-                    let scores = task.scores(features.select(Axis(0), &queries).view())?;
+                    let config = TaskConfig {
+                        classifier: kind,
+                        ..settings.clone()
+                    };
+                    let task = episode_task(model, &features, ways, &support, config)?;
+                    let scores = task.scores(query_features.view())?;
                     let episode = EpisodeScores {
                         ways,
                         shots,
@@ -111,7 +120,8 @@ pub fn fit_calibration(
                         continue;
                     }
                     prototype.push(episode);
-                    let outside = task.scores(features.select(Axis(0), &unknown).view())?;
+                    let outside =
+                        task.scores(query_rows(&features, &unknown, &settings)?.view())?;
                     for (cos, is_known) in scores
                         .best_cosine
                         .iter()
@@ -142,29 +152,30 @@ pub fn fit_calibration(
             "queries_per_class": config.queries,
             "unknown_ways": config.unknown_ways,
             "seed": config.seed,
+            "augmented_copies": settings.augmented_copies,
+            "augmentation": settings.augmentation.to_string(),
+            "augment_queries": settings.augment_queries,
         }),
     })
 }
 
-/// A task of `ways` classes fitted on `support` (class, feature row) with `kind`.
+/// A task of `ways` classes with `config` fitted on `support` (class, image), each image's
+/// rows as [`embed_dataset`] gives them.
 fn episode_task(
     model: &Arc<Model>,
     features: &Array2<f32>,
     ways: usize,
     support: &[(usize, usize)],
-    kind: ClassifierKind,
+    config: TaskConfig,
 ) -> Result<Task> {
-    let config = TaskConfig {
-        classifier: kind,
-        ..TaskConfig::default()
-    };
+    let copies = config.augmented_copies;
     let mut task = Task::new(model.clone(), config)?;
     let names: Vec<String> = (0..ways).map(|k| k.to_string()).collect();
     for name in &names {
         task.add_class(name)?;
     }
     for &(k, row) in support {
-        task.add_example_feature(&names[k], &features.row(row).to_vec())?;
+        task.add_example_feature(&names[k], &example_rows(features, row, copies))?;
     }
     task.fit()?;
     Ok(task)

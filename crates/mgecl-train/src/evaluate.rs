@@ -84,19 +84,7 @@ pub fn evaluate_episodes(
             labels.len()
         )));
     }
-    // Query features: each image's own row, or the merge of its row and its copies'.
-    let query_features = |images: &[usize]| -> Result<Array2<f32>> {
-        if config.augment_queries && copies > 0 {
-            let rows: Vec<usize> = images
-                .iter()
-                .flat_map(|&i| i * group..(i + 1) * group)
-                .collect();
-            merge_copies(features.select(Axis(0), &rows).view(), copies)
-        } else {
-            let rows: Vec<usize> = images.iter().map(|&i| i * group).collect();
-            Ok(features.select(Axis(0), &rows))
-        }
-    };
+    let query_features = |images: &[usize]| query_rows(features, images, config);
     let mut accuracies = Vec::with_capacity(episodes.len());
     let mut unconverged = 0;
     let mut answers: Vec<(f64, bool)> = Vec::new();
@@ -114,8 +102,7 @@ pub fn evaluate_episodes(
             let name = names.get(&labels[i]).ok_or_else(|| {
                 Error::InvalidArgument("support image outside the episode's classes".into())
             })?;
-            let rows = features.slice(s![i * group..(i + 1) * group, ..]);
-            task.add_example_feature(name, &rows.iter().copied().collect::<Vec<f32>>())?;
+            task.add_example_feature(name, &example_rows(features, i, copies))?;
         }
         if !task.fit()?.converged {
             unconverged += 1;
@@ -190,6 +177,36 @@ pub fn embed_dataset(model: &Model, dataset: &Dataset, config: &TaskConfig) -> R
     }
     Array2::from_shape_vec((dataset.len() * group, model.feature_dim()), rows)
         .map_err(|e| Error::Backend(e.to_string()))
+}
+
+/// The rows [`Task::add_example_feature`] takes for image `i` of [`embed_dataset`]'s
+/// `features`: its row and its `copies` augmented copies' rows.
+pub(crate) fn example_rows(features: &Array2<f32>, i: usize, copies: usize) -> Vec<f32> {
+    let group = 1 + copies;
+    let rows = features.slice(s![i * group..(i + 1) * group, ..]);
+    rows.iter().copied().collect()
+}
+
+/// The query features of `images` in [`embed_dataset`]'s `features` as a task with `config`
+/// classifies them: each image's own row, or with [`TaskConfig::augment_queries`] the merge
+/// of its row and its copies'.
+pub(crate) fn query_rows(
+    features: &Array2<f32>,
+    images: &[usize],
+    config: &TaskConfig,
+) -> Result<Array2<f32>> {
+    let copies = config.augmented_copies;
+    let group = 1 + copies;
+    if config.augment_queries && copies > 0 {
+        let rows: Vec<usize> = images
+            .iter()
+            .flat_map(|&i| i * group..(i + 1) * group)
+            .collect();
+        merge_copies(features.select(Axis(0), &rows).view(), copies)
+    } else {
+        let rows: Vec<usize> = images.iter().map(|&i| i * group).collect();
+        Ok(features.select(Axis(0), &rows))
+    }
 }
 
 /// Features of preprocessed images (back to back), each image's row followed by its

@@ -247,3 +247,42 @@ fn calibrate_file_fits_on_images_and_writes_a_loadable_model() {
         "calibration metadata names a path: {text}"
     );
 }
+
+/// A model that recommends test-time augmentation is calibrated on augmented tasks (support
+/// copies, merged queries): the fit records it and differs from the plain fit on the same
+/// episodes (it would not if the recommendation were ignored).
+#[test]
+fn calibration_follows_the_models_recommended_augmentation() {
+    let scratch = tempfile::tempdir().unwrap();
+    let config = CalibrateConfig {
+        episodes_per_shape: 4,
+        queries: 3,
+        unknown_ways: 2,
+        seed: 1,
+    };
+    let fit = |overrides: &std::collections::BTreeMap<String, String>, name: &str| {
+        calibrate_file(
+            &common::data("conv4_gray.safetensors"),
+            overrides,
+            &common::data("omniglot_mini"),
+            None,
+            &scratch.path().join(name),
+            &config,
+        )
+        .unwrap()
+    };
+    let plain = fit(&Default::default(), "plain.safetensors");
+    let augmented = fit(
+        &[(
+            "task_defaults".to_string(),
+            r#"{"augmented_copies":2,"augment_queries":true}"#.to_string(),
+        )]
+        .into(),
+        "augmented.safetensors",
+    );
+    assert_eq!(plain.fitted_on["augmented_copies"], 0);
+    assert_eq!(augmented.fitted_on["augmented_copies"], 2);
+    assert_eq!(augmented.fitted_on["augment_queries"], true);
+    assert_ne!(plain.prototype, augmented.prototype);
+    assert_ne!(plain.open_set, augmented.open_set);
+}
