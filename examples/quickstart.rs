@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mgecl::{LoadOptions, Model, Task, TaskConfig};
+use mgecl::{LoadOptions, Model, Task};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -42,7 +42,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|p| p.is_dir())
         .collect();
     folders.sort();
-    let mut task = Task::new(model.clone(), TaskConfig::default())?;
+    // The settings the model recommends (the shipped one: 4 rotated copies of every image).
+    let config = model.task_defaults().clone();
+    let mut task = Task::new(model.clone(), config.clone())?;
     let mut queries: Vec<(PathBuf, String)> = Vec::new();
     for folder in &folders {
         let label = folder
@@ -63,8 +65,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let report = task.fit()?;
     println!(
-        "fitted a {}-way 1-shot {:?} classifier (converged: {})",
-        report.classes, report.classifier, report.converged
+        "fitted a {}-way 1-shot {:?} classifier on {} rows ({} {} copies per image{}; \
+         converged: {})",
+        report.classes,
+        report.classifier,
+        report.rows,
+        config.augmented_copies,
+        config.augmentation,
+        if config.augment_queries {
+            ", queries too"
+        } else {
+            ""
+        },
+        report.converged
     );
 
     let paths: Vec<&Path> = queries.iter().map(|(p, _)| p.as_path()).collect();
