@@ -127,3 +127,40 @@ pub(crate) unsafe fn image_arg<'a>(
         ))),
     }
 }
+
+/// The caller's array of `count` images as image sources (`NULL` is `NULL_ARGUMENT`, even for
+/// count 0; a bad element is named `images[i]`).
+pub(crate) unsafe fn images_arg<'a>(
+    images: *const mgecl_image,
+    count: usize,
+) -> Res<Vec<ImageSource<'a>>> {
+    if images.is_null() {
+        return Err(Failure::Null("images"));
+    }
+    let images = unsafe { slice_arg(images, count, "images") }?;
+    images
+        .iter()
+        .map(|image| unsafe { image_arg(image, "images[i]") })
+        .collect()
+}
+
+/// Writes the `count x dim` features that `embed` computes to the caller's `out` of `out_len`
+/// floats (row-major); `needed` (may be NULL) receives `count x dim`. The buffer is checked
+/// before `embed` runs, and written only when it succeeds.
+pub(crate) unsafe fn features_out(
+    out: *mut f32,
+    out_len: usize,
+    needed: *mut usize,
+    (count, dim): (usize, usize),
+    embed: impl FnOnce() -> Res<ndarray::Array2<f32>>,
+) -> Res<()> {
+    let total = count
+        .checked_mul(dim)
+        .ok_or_else(|| Failure::Argument("count x feature_dim overflows".into()))?;
+    let out = unsafe { out_buffer(out, out_len, total, needed, "out") }?;
+    let features = embed()?;
+    for (o, &v) in out.iter_mut().zip(features.iter()) {
+        *o = v;
+    }
+    Ok(())
+}

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use sdk::error::Error;
 use sdk::model::{LoadOptions, Model};
 
-use crate::args::{c_string, check_out, image_arg, out_buffer, ref_arg, slice_arg, str_arg};
+use crate::args::{
+    c_string, check_out, features_out, images_arg, out_buffer, ref_arg, slice_arg, str_arg,
+};
 use crate::error::{guard, mgecl_status, Failure, Res};
 use crate::types::{mgecl_image, mgecl_load_options, mgecl_model_info};
 
@@ -205,23 +207,12 @@ pub unsafe extern "C" fn mgecl_model_embed(
 ) -> mgecl_status {
     guard(|| {
         let handle = unsafe { ref_arg(model, "model") }?;
-        if images.is_null() {
-            return Err(Failure::Null("images"));
+        let sources = unsafe { images_arg(images, count) }?;
+        let shape = (count, handle.model.feature_dim());
+        unsafe {
+            features_out(out, out_len, needed, shape, || {
+                Ok(handle.model.embed(&sources)?)
+            })
         }
-        let images = unsafe { slice_arg(images, count, "images") }?;
-        let sources = images
-            .iter()
-            .map(|image| unsafe { image_arg(image, "images[i]") })
-            .collect::<Res<Vec<_>>>()?;
-        let dim = handle.model.feature_dim();
-        let total = count
-            .checked_mul(dim)
-            .ok_or_else(|| Failure::Argument("count x feature_dim overflows".into()))?;
-        let out = unsafe { out_buffer(out, out_len, total, needed, "out") }?;
-        let features = handle.model.embed(&sources)?;
-        for (o, &v) in out.iter_mut().zip(features.iter()) {
-            *o = v;
-        }
-        Ok(())
     })
 }

@@ -9,7 +9,8 @@ use sdk::error::Error;
 use sdk::task::{LabelOptions, Prediction, Task, TaskConfig};
 
 use crate::args::{
-    c_string, check_out, image_arg, mut_arg, out_buffer, ref_arg, slice_arg, str_arg,
+    c_string, check_out, features_out, image_arg, images_arg, mut_arg, out_buffer, ref_arg,
+    slice_arg, str_arg,
 };
 use crate::error::{guard, mgecl_status, Failure, Res};
 use crate::model::mgecl_model;
@@ -415,14 +416,7 @@ pub unsafe extern "C" fn mgecl_task_classify_batch(
 ) -> mgecl_status {
     guard(|| {
         let handle = unsafe { ref_arg(task, "task") }?;
-        if images.is_null() {
-            return Err(Failure::Null("images"));
-        }
-        let images = unsafe { slice_arg(images, count, "images") }?;
-        let sources = images
-            .iter()
-            .map(|image| unsafe { image_arg(image, "images[i]") })
-            .collect::<Res<Vec<_>>>()?;
+        let sources = unsafe { images_arg(images, count) }?;
         let out = unsafe {
             out_buffer(
                 out_predictions,
@@ -503,24 +497,13 @@ pub unsafe extern "C" fn mgecl_task_embed_queries(
 ) -> mgecl_status {
     guard(|| {
         let handle = unsafe { ref_arg(task, "task") }?;
-        if images.is_null() {
-            return Err(Failure::Null("images"));
+        let sources = unsafe { images_arg(images, count) }?;
+        let shape = (count, handle.task.model().feature_dim());
+        unsafe {
+            features_out(out, out_len, needed, shape, || {
+                Ok(handle.task.embed_queries(&sources)?)
+            })
         }
-        let images = unsafe { slice_arg(images, count, "images") }?;
-        let sources = images
-            .iter()
-            .map(|image| unsafe { image_arg(image, "images[i]") })
-            .collect::<Res<Vec<_>>>()?;
-        let dim = handle.task.model().feature_dim();
-        let total = count
-            .checked_mul(dim)
-            .ok_or_else(|| Failure::Argument("count x feature_dim overflows".into()))?;
-        let out = unsafe { out_buffer(out, out_len, total, needed, "out") }?;
-        let features = handle.task.embed_queries(&sources)?;
-        for (o, &v) in out.iter_mut().zip(features.iter()) {
-            *o = v;
-        }
-        Ok(())
     })
 }
 
