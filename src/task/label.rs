@@ -15,7 +15,6 @@ use serde::Serialize;
 
 use super::{normalized_rows, Prediction, Task};
 use crate::error::{Error, Result};
-use crate::preprocess::ImageSource;
 
 /// Most images the "label next" ranking scores (the most uncertain ones): bounds its cost to
 /// `MAX_CANDIDATES x N` similarities whatever the number of images.
@@ -328,11 +327,7 @@ impl Task {
         let dim = self.model().feature_dim();
         let mut features = Array2::<f32>::zeros((0, dim));
         for chunk in paths.chunks(64) {
-            let sources: Vec<ImageSource<'_>> = chunk
-                .iter()
-                .map(|p| ImageSource::Path(p.as_ref()))
-                .collect();
-            let rows = self.embed_queries(&sources)?;
+            let rows = self.embed_query_paths(chunk)?;
             features
                 .append(Axis(0), rows.view())
                 .map_err(|e| Error::Backend(format!("cannot collect features: {e}")))?;

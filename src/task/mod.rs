@@ -394,6 +394,18 @@ impl Task {
         merge_copies(self.model.embed_preprocessed(&inputs)?.view(), copies)
     }
 
+    /// [`Task::embed_queries`] for image files.
+    ///
+    /// # Errors
+    /// As [`Task::embed_queries`].
+    pub fn embed_query_paths<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Array2<f32>> {
+        let sources: Vec<ImageSource<'_>> = paths
+            .iter()
+            .map(|p| ImageSource::Path(p.as_ref()))
+            .collect();
+        self.embed_queries(&sources)
+    }
+
     /// [`Task::add_example`] for an image file.
     ///
     /// # Errors

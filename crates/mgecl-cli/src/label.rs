@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mgecl::{Error, ImageSource, LabelOptions, Labelling, Task};
+use mgecl::{Error, LabelOptions, Labelling, Task};
 use ndarray::{Array2, Axis};
 
 use crate::report::{self, ReportInput};
@@ -69,8 +69,7 @@ pub fn run(
     let mut features = Array2::<f32>::zeros((0, task.model().feature_dim()));
     for chunk in files.chunks(16) {
         // As the task classifies them: with each image's copies under augment_queries.
-        let sources: Vec<ImageSource<'_>> = chunk.iter().map(|f| ImageSource::Path(f)).collect();
-        let rows = task.embed_queries(&sources)?;
+        let rows = task.embed_query_paths(chunk)?;
         features
             .append(Axis(0), rows.view())
             .map_err(|e| Error::Backend(format!("cannot collect features: {e}")))?;

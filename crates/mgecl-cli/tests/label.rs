@@ -50,6 +50,21 @@ fn make_case(dir: &Path) -> HashMap<String, Option<String>> {
     truth
 }
 
+fn mgecl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mgecl"))
+}
+
+/// Runs `command`, which must succeed; its stdout.
+fn succeed(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn parse_csv(text: &str) -> (Vec<String>, Vec<HashMap<String, String>>) {
     let mut lines = text.lines();
     let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
@@ -72,25 +87,20 @@ fn labels_a_folder_and_flags_what_it_does_not_know() {
     let truth = make_case(scratch.path());
     let csv_path = scratch.path().join("labels.csv");
     let report = scratch.path().join("report.html");
-    let out = Command::new(env!("CARGO_BIN_EXE_mgecl"))
-        .arg("label")
-        .arg("--model")
-        .arg(repo_root().join("models/omniglot-conv4.safetensors"))
-        .arg("--support")
-        .arg(scratch.path().join("support"))
-        .arg("--images")
-        .arg(scratch.path().join("images"))
-        .arg("--out")
-        .arg(&csv_path)
-        .arg("--report")
-        .arg(&report)
-        .args(["--review-below", "0.8", "--label-next", "5"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        mgecl()
+            .arg("label")
+            .arg("--model")
+            .arg(repo_root().join("models/omniglot-conv4.safetensors"))
+            .arg("--support")
+            .arg(scratch.path().join("support"))
+            .arg("--images")
+            .arg(scratch.path().join("images"))
+            .arg("--out")
+            .arg(&csv_path)
+            .arg("--report")
+            .arg(&report)
+            .args(["--review-below", "0.8", "--label-next", "5"]),
     );
 
     let (header, rows) = parse_csv(&std::fs::read_to_string(&csv_path).unwrap());
@@ -166,22 +176,17 @@ fn labels_a_folder_and_flags_what_it_does_not_know() {
 
     // The same page drawn from the CSV alone (what python -m mgecl.ray label --report runs).
     let redrawn = scratch.path().join("redrawn.html");
-    let out = Command::new(env!("CARGO_BIN_EXE_mgecl"))
-        .arg("report")
-        .arg("--csv")
-        .arg(&csv_path)
-        .arg("--support")
-        .arg(scratch.path().join("support"))
-        .arg("--images")
-        .arg(scratch.path().join("images"))
-        .arg("--out")
-        .arg(&redrawn)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        mgecl()
+            .arg("report")
+            .arg("--csv")
+            .arg(&csv_path)
+            .arg("--support")
+            .arg(scratch.path().join("support"))
+            .arg("--images")
+            .arg(scratch.path().join("images"))
+            .arg("--out")
+            .arg(&redrawn),
     );
     assert!(
         std::fs::read_to_string(&redrawn).unwrap() == html,
@@ -241,32 +246,20 @@ fn label_augments_queries_as_classify_does() {
     let support = scratch.path().join("support");
     let images = scratch.path().join("images");
     let tta = ["--augmented-copies", "2", "--augment-queries"];
-    let run = |args: &[&std::ffi::OsStr]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_mgecl"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
     let label = |out: &Path, extra: &[&str]| {
-        let mut args: Vec<&std::ffi::OsStr> = vec![
-            "label".as_ref(),
-            "--model".as_ref(),
-            model.as_ref(),
-            "--support".as_ref(),
-            support.as_ref(),
-            "--images".as_ref(),
-            images.as_ref(),
-            "--out".as_ref(),
-            out.as_ref(),
-        ];
-        args.extend(extra.iter().map(std::ffi::OsStr::new));
-        run(&args);
+        succeed(
+            mgecl()
+                .arg("label")
+                .arg("--model")
+                .arg(&model)
+                .arg("--support")
+                .arg(&support)
+                .arg("--images")
+                .arg(&images)
+                .arg("--out")
+                .arg(out)
+                .args(extra),
+        );
         parse_csv(&std::fs::read_to_string(out).unwrap()).1
     };
     let augmented = label(&scratch.path().join("tta.csv"), &tta);
@@ -277,21 +270,21 @@ fn label_augments_queries_as_classify_does() {
     );
     assert_eq!(augmented.len(), truth.len());
 
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "classify".as_ref(),
-        "--model".as_ref(),
-        model.as_ref(),
-        "--support".as_ref(),
-        support.as_ref(),
-        "--json".as_ref(),
-    ];
-    args.extend(tta.iter().map(std::ffi::OsStr::new));
     let files: Vec<PathBuf> = augmented.iter().map(|r| images.join(&r["path"])).collect();
-    args.extend(files.iter().map(|f| f.as_os_str()));
-    let answers: Vec<serde_json::Value> = run(&args)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let answers: Vec<serde_json::Value> = succeed(
+        mgecl()
+            .arg("classify")
+            .arg("--model")
+            .arg(&model)
+            .arg("--support")
+            .arg(&support)
+            .arg("--json")
+            .args(tta)
+            .args(&files),
+    )
+    .lines()
+    .map(|line| serde_json::from_str(line).unwrap())
+    .collect();
     assert_eq!(answers.len(), augmented.len());
     let mut changed = 0;
     for ((row, answer), before) in augmented.iter().zip(&answers).zip(&plain) {
