@@ -9,6 +9,12 @@
 //! - Known probability: `sigmoid(w0 + w1 m + w2 ln(ways) + w3 ln(shots))` with `m` the query's
 //!   largest cosine similarity to a class prototype (the class means of the support set).
 //!
+//! Both are fitted for the test-time augmentation a model recommends (its `task_defaults`):
+//! augmented copies change the scores (logistic regression fits on five rows per example
+//! instead of one), so a model that recommends augmentation also carries the functions fitted
+//! without it ([`Calibration::unaugmented`]) and a task picks by its own setting
+//! ([`Calibration::for_copies`]).
+//!
 //! Also the two measures they are judged by: the expected calibration error and the open-set
 //! AUROC (README "Confidence", `models/README.md`).
 
@@ -73,8 +79,14 @@ pub struct Calibration {
     pub prototype: ScaleFn,
     /// The open-set score.
     pub open_set: OpenSetFn,
-    /// How it was fitted: episodes, the ways and shots drawn, the classes used (no paths).
+    /// How it was fitted: episodes, the ways and shots drawn, the classes used, the task's
+    /// augmentation settings (no paths).
     pub fitted_on: serde_json::Value,
+    /// The same functions fitted on tasks without test-time augmentation, when the ones above
+    /// are fitted with it (a model that recommends augmented copies); `None` otherwise, and in
+    /// files written before it existed. Never nested further.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unaugmented: Option<Box<Calibration>>,
 }
 
 /// The metadata key holding a [`Calibration`].
@@ -87,8 +99,29 @@ impl Calibration {
     /// [`Error::InvalidModel`] ([`ModelProblem::BadMetadata`]) for malformed JSON, an unknown
     /// version or a non-finite coefficient.
     pub fn from_metadata(text: &str) -> Result<Self> {
-        let bad = |m: String| Error::model(ModelProblem::BadMetadata, format!("calibration: {m}"));
         let c: Calibration = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        c.validate()?;
+        if let Some(plain) = &c.unaugmented {
+            plain.validate()?;
+            if plain.unaugmented.is_some() {
+                return Err(bad("nested unaugmented calibration".into()));
+            }
+        }
+        Ok(c)
+    }
+
+    /// The functions for a task with `augmented_copies` copies of each support image
+    /// ([`TaskConfig::augmented_copies`](crate::TaskConfig::augmented_copies)): the
+    /// unaugmented ones for a task without copies when the model has them, these otherwise.
+    pub fn for_copies(&self, augmented_copies: usize) -> &Calibration {
+        match &self.unaugmented {
+            Some(plain) if augmented_copies == 0 => plain,
+            _ => self,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = self;
         if c.version != 1 {
             return Err(bad(format!("unknown version {}", c.version)));
         }
@@ -107,13 +140,17 @@ impl Calibration {
         {
             return Err(bad("non-finite coefficient".into()));
         }
-        Ok(c)
+        Ok(())
     }
 
     /// The metadata value.
     pub fn to_metadata(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+fn bad(message: String) -> Error {
+    Error::model(ModelProblem::BadMetadata, format!("calibration: {message}"))
 }
 
 /// One calibration episode's answers from one classifier: raw scores of each query (row-major
@@ -466,10 +503,58 @@ mod tests {
                 w: [-5.0, 9.0, 0.1, 0.2],
             },
             fitted_on: serde_json::json!({"episodes": 10}),
+            unaugmented: None,
         };
         assert_eq!(Calibration::from_metadata(&c.to_metadata()).unwrap(), c);
+        assert!(
+            !c.to_metadata().contains("unaugmented"),
+            "files without it read as before"
+        );
         assert!(Calibration::from_metadata("{").is_err());
         let v2 = c.to_metadata().replace("\"version\":1", "\"version\":2");
         assert!(Calibration::from_metadata(&v2).is_err());
+
+        // With the functions for unaugmented tasks: kept, validated, never nested further.
+        let mut plain = c.clone();
+        plain.prototype.a = 3.0;
+        let both = Calibration {
+            unaugmented: Some(Box::new(plain.clone())),
+            ..c.clone()
+        };
+        assert_eq!(
+            Calibration::from_metadata(&both.to_metadata()).unwrap(),
+            both
+        );
+        let mut bad_inner = both.clone();
+        bad_inner.unaugmented.as_mut().unwrap().version = 2;
+        assert!(Calibration::from_metadata(&bad_inner.to_metadata()).is_err());
+        let nested = Calibration {
+            unaugmented: Some(Box::new(both.clone())),
+            ..c.clone()
+        };
+        assert!(Calibration::from_metadata(&nested.to_metadata()).is_err());
+    }
+
+    #[test]
+    fn a_task_without_copies_picks_the_unaugmented_functions_when_there_are_some() {
+        let scale = |a| ScaleFn { a, b: 0.0, c: 0.0 };
+        let fitted = |a| Calibration {
+            version: 1,
+            logistic: scale(a),
+            prototype: scale(a),
+            open_set: OpenSetFn { w: [a; 4] },
+            fitted_on: serde_json::json!({}),
+            unaugmented: None,
+        };
+        let only = fitted(1.0);
+        assert_eq!(only.for_copies(0), &only);
+        assert_eq!(only.for_copies(4), &only);
+        let both = Calibration {
+            unaugmented: Some(Box::new(fitted(2.0))),
+            ..fitted(1.0)
+        };
+        assert_eq!(both.for_copies(0).logistic.a, 2.0);
+        assert_eq!(both.for_copies(1).logistic.a, 1.0);
+        assert_eq!(both.for_copies(4).logistic.a, 1.0);
     }
 }

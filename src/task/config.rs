@@ -90,9 +90,11 @@ pub struct TaskConfig {
     pub threshold: Option<f64>,
     /// Calibrated probabilities (default true): the model's calibration
     /// ([`Model::calibration`]) rescales the classifier's scores for the task's number of
-    /// classes and shots, so that a probability of 0.9 is right 9 times in 10; which class
-    /// wins never changes. `false` gives the classifier's raw probabilities (logistic
-    /// regression: scikit-learn's exactly), as does a model without a calibration.
+    /// classes and shots and for its augmentation
+    /// ([`Calibration::for_copies`](crate::classifier::calibration::Calibration::for_copies)),
+    /// so that a probability of 0.9 is right 9 times in 10; which class wins never changes.
+    /// `false` gives the classifier's raw probabilities (logistic regression: scikit-learn's
+    /// exactly), as does a model without a calibration.
     #[serde(default = "default_calibrated")]
     pub calibrated: bool,
     /// Most classes the task holds (default [`DEFAULT_MAX_CLASSES`]); adding one more, or

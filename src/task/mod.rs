@@ -568,7 +568,10 @@ impl Task {
     fn answer(&self, features: ArrayView2<f32>) -> Result<(Array2<f64>, Vec<f64>)> {
         let (scores, fitted) = self.scores_and_fit(features)?;
         let (ways, shots) = (fitted.ways, fitted.shots);
-        let calibration = self.model.calibration();
+        let calibration = self
+            .model
+            .calibration()
+            .map(|c| c.for_copies(self.config.augmented_copies));
         let known: Vec<f64> = scores
             .best_cosine
             .iter()

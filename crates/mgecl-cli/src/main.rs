@@ -639,7 +639,12 @@ fn info(model: &Model, json: bool) -> Result<(), Error> {
         if let Some(power) = info.metadata.get("feature_power") {
             outln!("features:     encoder outputs ^ {power}");
         }
-        outln!("calibrated:   {}", model.calibration().is_some());
+        let calibrated = match model.calibration() {
+            None => "no",
+            Some(c) if c.unaugmented.is_some() => "yes (tasks with and without augmentation)",
+            Some(_) => "yes",
+        };
+        outln!("calibrated:   {calibrated}");
         let tasks = model.task_defaults();
         let queries = if tasks.augment_queries {
             " (support and queries)"

@@ -8,7 +8,9 @@
 //! their raw scores ([`Task::scores`]) are what the temperatures are fitted to, and the best
 //! cosine similarities of known and unknown queries what the open-set score is fitted to.
 //! The tasks use the model's recommended settings ([`Model::task_defaults`]): with test-time
-//! augmentation the calibration describes augmented tasks, as apps make them by default.
+//! augmentation the calibration describes augmented tasks, as apps make them by default, and
+//! the same episodes fitted without augmentation give [`Calibration::unaugmented`], for apps
+//! that turn it off.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -77,7 +79,31 @@ pub fn fit_calibration(
     // Fitted for the way the model is meant to be used: its recommended test-time
     // augmentation (support copies, merged queries) changes the scores and similarities.
     let settings = model.task_defaults().clone();
-    let features = embed_dataset(model, data, &settings)?;
+    let mut calibration = fit_with_settings(model, data, config, &settings)?;
+    if settings.augmented_copies > 0 {
+        let plain = TaskConfig {
+            augmented_copies: 0,
+            augment_queries: false,
+            ..settings
+        };
+        calibration.unaugmented = Some(Box::new(fit_with_settings(model, data, config, &plain)?));
+    }
+    Ok(calibration)
+}
+
+/// The calibration of tasks made with `settings`, on the episodes `config` draws (the same
+/// episodes whatever the settings).
+fn fit_with_settings(
+    model: &Arc<Model>,
+    data: &Dataset,
+    config: &CalibrateConfig,
+    settings: &TaskConfig,
+) -> Result<Calibration> {
+    let (classes, min_images) = (
+        data.num_classes(),
+        data.by_class.iter().map(Vec::len).min().unwrap_or(0),
+    );
+    let features = embed_dataset(model, data, settings)?;
     let mut rng = Rng::new(config.seed, 0xca1);
     let (mut logistic, mut prototype, mut open_set) = (Vec::new(), Vec::new(), Vec::new());
     let mut shapes = Vec::new();
@@ -101,7 +127,7 @@ pub fn fit_calibration(
                 }
                 let queries: Vec<usize> = known.iter().map(|&(_, r)| r).collect();
                 let labels: Vec<usize> = known.iter().map(|&(k, _)| k).collect();
-                let query_features = query_rows(&features, &queries, &settings)?;
+                let query_features = query_rows(&features, &queries, settings)?;
                 for kind in [ClassifierKind::Logistic, ClassifierKind::Prototype] {
                     let config = TaskConfig {
                         classifier: kind,
@@ -120,8 +146,7 @@ pub fn fit_calibration(
                         continue;
                     }
                     prototype.push(episode);
-                    let outside =
-                        task.scores(query_rows(&features, &unknown, &settings)?.view())?;
+                    let outside = task.scores(query_rows(&features, &unknown, settings)?.view())?;
                     for (cos, is_known) in scores
                         .best_cosine
                         .iter()
@@ -156,6 +181,7 @@ pub fn fit_calibration(
             "augmentation": settings.augmentation.to_string(),
             "augment_queries": settings.augment_queries,
         }),
+        unaugmented: None,
     })
 }
 

@@ -34,11 +34,39 @@ fn calibration() -> Calibration {
             w: [-4.0, 9.0, 0.2, -0.3],
         },
         fitted_on: serde_json::json!({}),
+        unaugmented: None,
+    }
+}
+
+/// [`calibration`] as fitted for augmented tasks, with other functions for unaugmented ones.
+fn calibration_with_unaugmented() -> Calibration {
+    Calibration {
+        unaugmented: Some(Box::new(Calibration {
+            logistic: ScaleFn {
+                a: 0.4,
+                b: -0.1,
+                c: 0.6,
+            },
+            prototype: ScaleFn {
+                a: 1.5,
+                b: 0.4,
+                c: -0.2,
+            },
+            open_set: OpenSetFn {
+                w: [-2.0, 5.0, -0.1, 0.3],
+            },
+            ..calibration()
+        })),
+        ..calibration()
     }
 }
 
 fn calibrated_model() -> Arc<Model> {
-    let bytes = with_calibration(&model_bytes(), &calibration()).unwrap();
+    model_with(&calibration())
+}
+
+fn model_with(calibration: &Calibration) -> Arc<Model> {
+    let bytes = with_calibration(&model_bytes(), calibration).unwrap();
     Arc::new(Model::from_bytes(&bytes, &LoadOptions::default()).unwrap())
 }
 
@@ -48,14 +76,17 @@ fn random_rows(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// A task of `ways` classes with `shots` random features each, and `queries` random queries.
+/// A task of `ways` classes with `shots` random examples each (each with the rows of its
+/// augmented copies when the config asks for copies).
 fn task(model: &Arc<Model>, config: TaskConfig, ways: usize, shots: usize) -> Task {
     let mut rng = Rng::new(7, 1);
+    let rows_per_example = 1 + config.augmented_copies;
     let mut task = Task::new(model.clone(), config).unwrap();
     for k in 0..ways {
         task.add_class(&format!("c{k}")).unwrap();
-        for row in random_rows(shots, &mut rng) {
-            task.add_example_feature(&format!("c{k}"), &row).unwrap();
+        for _ in 0..shots {
+            let rows = random_rows(rows_per_example, &mut rng).concat();
+            task.add_example_feature(&format!("c{k}"), &rows).unwrap();
         }
     }
     task.fit().unwrap();
@@ -76,17 +107,34 @@ fn softmax(row: &[f64]) -> Vec<f64> {
 
 #[test]
 fn calibrated_probabilities_are_scaled_scores_and_keep_the_winner() {
-    let model = calibrated_model();
-    let c = calibration();
+    let plain = calibration();
+    let with_unaugmented = calibration_with_unaugmented();
+    let unaugmented = *with_unaugmented.unaugmented.clone().unwrap();
+    // (model's calibration, the task's augmented copies, the functions that must apply)
+    let cases = [
+        (&plain, 0, &plain),
+        (&plain, 2, &plain),
+        (&with_unaugmented, 0, &unaugmented),
+        (&with_unaugmented, 2, &with_unaugmented),
+    ];
+    for (calibration, copies, applies) in cases {
+        check_calibrated_answers(&model_with(calibration), copies, applies);
+    }
+}
+
+/// Tasks of `model` with `copies` augmented copies answer with the probabilities and
+/// known-probabilities that the functions of `c` give for their raw scores.
+fn check_calibrated_answers(model: &Arc<Model>, copies: usize, c: &Calibration) {
     let (ways, shots) = (3usize, 2usize);
     for kind in [ClassifierKind::Logistic, ClassifierKind::Prototype] {
         let config = TaskConfig {
             classifier: kind,
+            augmented_copies: copies,
             ..TaskConfig::default()
         };
-        let calibrated = task(&model, config.clone(), ways, shots);
+        let calibrated = task(model, config.clone(), ways, shots);
         let raw = task(
-            &model,
+            model,
             TaskConfig {
                 calibrated: false,
                 ..config
@@ -107,7 +155,10 @@ fn calibrated_probabilities_are_scaled_scores_and_keep_the_winner() {
         for (i, (a, r)) in answers.iter().zip(&raw_answers).enumerate() {
             let z: Vec<f64> = scores.classifier.row(i).iter().map(|v| s * v).collect();
             for (p, want) in a.probabilities.iter().zip(softmax(&z)) {
-                assert!((p - want).abs() < 1e-12, "{kind:?}: {p} vs {want}");
+                assert!(
+                    (p - want).abs() < 1e-12,
+                    "{kind:?}, {copies} copies: {p} vs {want}"
+                );
             }
             assert_eq!(
                 a.class_index, r.class_index,
@@ -285,4 +336,8 @@ fn calibration_follows_the_models_recommended_augmentation() {
     assert_eq!(augmented.fitted_on["augment_queries"], true);
     assert_ne!(plain.prototype, augmented.prototype);
     assert_ne!(plain.open_set, augmented.open_set);
+    // For apps that turn the augmentation off, the augmented model also carries the plain fit
+    // of the same episodes: what the model without the recommendation is calibrated with.
+    assert_eq!(plain.unaugmented, None);
+    assert_eq!(augmented.unaugmented.as_deref(), Some(&plain));
 }
