@@ -508,6 +508,9 @@ class Task(_Handle):
 
     def __init__(self, model, *, _handle=None, **options):
         self._handle = None
+        # The model's recommended options: what options not given take, here and in the
+        # options setter.
+        self._model = model
         if _handle is None:
             c_options = _options_to_c(options, model._task_options())
             handle = c_void_p()
@@ -520,14 +523,14 @@ class Task(_Handle):
         """Loads a task saved with save() against `model`."""
         handle = c_void_p()
         _check(_lib.mgecl_task_load(os.fsencode(path), model._ptr(), byref(handle)))
-        return cls(None, _handle=handle)
+        return cls(model, _handle=handle)
 
     @classmethod
     def from_bytes(cls, data, model):
         pointer, _owner = _u8_pointer(bytes(data))
         handle = c_void_p()
         _check(_lib.mgecl_task_load_bytes(pointer, len(data), model._ptr(), byref(handle)))
-        return cls(None, _handle=handle)
+        return cls(model, _handle=handle)
 
     @property
     def options(self):
@@ -537,8 +540,9 @@ class Task(_Handle):
 
     @options.setter
     def options(self, options):
-        """Replaces the options (missing keys take their defaults); refit afterwards."""
-        c = _options_to_c(options)
+        """Replaces the options (missing keys take the model's recommended values, as in
+        the constructor); refit afterwards."""
+        c = _options_to_c(options, self._model._task_options())
         _check(_lib.mgecl_task_set_options(self._ptr(), byref(c)))
 
     def add_class(self, label):

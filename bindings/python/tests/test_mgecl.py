@@ -236,6 +236,20 @@ class TaskTest(unittest.TestCase):
                           task.options["classifier"]), (2, True, "logistic"))
         self.assertEqual(mgecl.Task(model, augmented_copies=0,
                                     augment_queries=False).options["augmented_copies"], 0)
+        # Replacing the options: what is not given returns to the model's values, not the
+        # library's, for a new task and for a loaded one.
+        task.options = {"threshold": 0.5}
+        with tempfile.TemporaryDirectory() as scratch:
+            task.save(os.path.join(scratch, "task.mgecl"))
+            loaded = mgecl.Task.load(os.path.join(scratch, "task.mgecl"), model)
+        loaded.options = {"classifier": "logistic"}
+        for t in (task, loaded):
+            self.assertEqual((t.options["augmented_copies"], t.options["augment_queries"]),
+                             (2, True))
+        self.assertEqual((task.options["classifier"], task.options["threshold"]),
+                         ("prototype", 0.5))
+        self.assertEqual((loaded.options["classifier"], loaded.options["threshold"]),
+                         ("logistic", None))
         with self.assertRaises(mgecl.Error) as caught:
             mgecl.Model(MODEL, metadata={"task_defaults": '{"colour": "blue"}'})
         self.assertIn("task_defaults", str(caught.exception))
