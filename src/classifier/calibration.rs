@@ -97,7 +97,8 @@ impl Calibration {
     ///
     /// # Errors
     /// [`Error::InvalidModel`] ([`ModelProblem::BadMetadata`]) for malformed JSON, an unknown
-    /// version or a non-finite coefficient.
+    /// version or a non-finite coefficient (in either set of functions), or an `unaugmented`
+    /// set that has one of its own.
     pub fn from_metadata(text: &str) -> Result<Self> {
         let c: Calibration = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         c.validate()?;
