@@ -127,6 +127,16 @@ pub enum ImageSource<'a> {
     Pixels(PixelBuffer<'a>),
 }
 
+impl<'a> ImageSource<'a> {
+    /// The sources of image files, in order: what every `*_paths` convenience passes on.
+    pub fn paths<P: AsRef<Path>>(paths: &'a [P]) -> Vec<ImageSource<'a>> {
+        paths
+            .iter()
+            .map(|p| ImageSource::Path(p.as_ref()))
+            .collect()
+    }
+}
+
 /// Whether a file name has the extension of a format the decoder reads (`.png`, `.jpg`,
 /// `.jpeg`, any case): how folders of images are listed (training data, support folders,
 /// `mgecl label`).

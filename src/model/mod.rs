@@ -442,11 +442,7 @@ impl Model {
     /// # Errors
     /// As [`Model::embed`]; [`Error::Io`] for an unreadable file.
     pub fn embed_paths<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Array2<f32>> {
-        let sources: Vec<ImageSource<'_>> = paths
-            .iter()
-            .map(|p| ImageSource::Path(p.as_ref()))
-            .collect();
-        self.embed(&sources)
+        self.embed(&ImageSource::paths(paths))
     }
 
     /// Features of an already normalised NCHW f32 batch on the model's device: `(N, D)`.

@@ -399,11 +399,7 @@ impl Task {
     /// # Errors
     /// As [`Task::embed_queries`].
     pub fn embed_query_paths<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Array2<f32>> {
-        let sources: Vec<ImageSource<'_>> = paths
-            .iter()
-            .map(|p| ImageSource::Path(p.as_ref()))
-            .collect();
-        self.embed_queries(&sources)
+        self.embed_queries(&ImageSource::paths(paths))
     }
 
     /// [`Task::add_example`] for an image file.
@@ -643,11 +639,7 @@ impl Task {
     /// # Errors
     /// As [`Task::classify`].
     pub fn classify_paths<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Vec<Prediction>> {
-        let sources: Vec<ImageSource<'_>> = paths
-            .iter()
-            .map(|p| ImageSource::Path(p.as_ref()))
-            .collect();
-        self.classify(&sources)
+        self.classify(&ImageSource::paths(paths))
     }
 }
 
