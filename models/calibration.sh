@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Calibration of a model on the Omniglot val alphabets, as in models/README.md: per classifier,
-# 5-way 1-shot, 5-way 5-shot and 20-way 1-shot with calibrated and raw probabilities (the same
-# 2000 episodes, seed 0), then 5-way 1-shot with 5 unknown classes per episode (open set).
+# Calibration of a model on held-out classes, as in models/README.md: per classifier, 5-way
+# 1-shot, 5-way 5-shot and (Omniglot) 20-way 1-shot with calibrated and raw probabilities (the
+# same 2000 episodes, seed 0), then 5-way 1-shot with 5 unknown classes per episode (open set).
+# DATA_ROOT is Omniglot (splits/val_alphabets.txt) or miniImageNet (splits/val_classes.txt).
 # One JSON object per line (mgecl evaluate --json; "raw" says which probabilities).
 #   models/calibration.sh MODEL [DATA_ROOT] [TEST_TIME_AUGMENTATION]
 # (as in models/evaluate.sh: without the third argument, no test-time augmentation)
@@ -10,13 +11,18 @@ model=$1
 data=${2:-../shared/data/omniglot}
 read -r -a tta <<< "${3:---augmented-copies 0}"
 mgecl=${MGECL:-target/release/mgecl}
+if [ -f "$data/splits/val_classes.txt" ]; then
+  images=$data/images split=$data/splits/val_classes.txt settings=("5 1" "5 5")
+else
+  images=$data/images_background split=$data/splits/val_alphabets.txt
+  settings=("5 1" "5 5" "20 1")
+fi
 evaluate() {
-  "$mgecl" evaluate --model "$model" --data "$data/images_background" \
-    --include "$data/splits/val_alphabets.txt" --queries 15 --episodes 2000 --seed 0 --json \
-    "${tta[@]}" "$@"
+  "$mgecl" evaluate --model "$model" --data "$images" --include "$split" --queries 15 \
+    --episodes 2000 --seed 0 --json "${tta[@]}" "$@"
 }
 for classifier in logistic prototype; do
-  for setting in "5 1" "5 5" "20 1"; do
+  for setting in "${settings[@]}"; do
     set -- $setting
     evaluate --ways "$1" --shots "$2" --classifier "$classifier" | sed 's/^{/{"raw":false,/'
     evaluate --ways "$1" --shots "$2" --classifier "$classifier" --raw-probabilities |

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Accuracy table of a model on the Omniglot val alphabets: 2000 fixed-seed episodes per setting
-# (the same episodes for every model, so models are compared pairwise), 15 queries per class,
-# both classifiers. One JSON object per line (mgecl evaluate --json); models/table.py turns them
+# Accuracy table of a model on held-out classes: 2000 fixed-seed episodes per setting (the same
+# episodes for every model, so models are compared pairwise), 15 queries per class, both
+# classifiers. DATA_ROOT is Omniglot (splits/val_alphabets.txt: 5-way and 20-way, 1 and 5 shots,
+# and Lake's within-alphabet runs) or miniImageNet (splits/val_classes.txt: 5-way 1 and 5 shots,
+# the photo benchmark). One JSON object per line (mgecl evaluate --json); models/table.py turns them
 # into the markdown table of models/README.md, models/paired.py compares two outputs episode by
 # episode.
 #   models/evaluate.sh MODEL [DATA_ROOT] [CLASSIFIERS] [TEST_TIME_AUGMENTATION]
 # e.g. models/evaluate.sh MODEL ../shared/data/omniglot prototype \
 #        "--augmented-copies 2 --augment-queries"
+#      models/evaluate.sh MODEL ../shared/data/miniimagenet "logistic prototype" \
+#        "--augmentation flip-shift --augmented-copies 1 --augment-queries"
 # Without the fourth argument there is no test-time augmentation, whatever the model
 # recommends (--augmented-copies 0).
 set -euo pipefail
@@ -15,14 +19,20 @@ data=${2:-../shared/data/omniglot}
 classifiers=${3:-logistic prototype}
 read -r -a tta <<< "${4:---augmented-copies 0}"
 mgecl=${MGECL:-target/release/mgecl}
-for classifier in $classifiers; do
+if [ -f "$data/splits/val_classes.txt" ]; then
+  images=$data/images split=$data/splits/val_classes.txt settings=("5 1" "5 5")
+else
   # ways shots [within]: the last is Lake's protocol (20 characters of one alphabet).
-  for setting in "5 1" "5 5" "20 1" "20 5" "20 1 within"; do
+  images=$data/images_background split=$data/splits/val_alphabets.txt
+  settings=("5 1" "5 5" "20 1" "20 5" "20 1 within")
+fi
+for classifier in $classifiers; do
+  for setting in "${settings[@]}"; do
     set -- $setting
     within=()
     if [ "${3:-}" = within ]; then within=(--within-alphabet); fi
-    "$mgecl" evaluate --model "$model" --data "$data/images_background" \
-      --include "$data/splits/val_alphabets.txt" --ways "$1" --shots "$2" --queries 15 \
+    "$mgecl" evaluate --model "$model" --data "$images" \
+      --include "$split" --ways "$1" --shots "$2" --queries 15 \
       --episodes 2000 --seed 0 --classifier "$classifier" "${within[@]}" "${tta[@]}" --json \
       --per-episode
   done

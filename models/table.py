@@ -6,7 +6,13 @@
 import fileinput
 import json
 
-COLUMNS = [(5, 1, False), (5, 5, False), (20, 1, False), (20, 5, False), (20, 1, True)]
+NAMES = {
+    (5, 1, False): "5-way 1-shot",
+    (5, 5, False): "5-way 5-shot",
+    (20, 1, False): "20-way 1-shot",
+    (20, 5, False): "20-way 5-shot",
+    (20, 1, True): "20-way 1-shot within-alphabet",
+}
 rows = {}
 for line in fileinput.input():
     line = line.strip()
@@ -20,7 +26,9 @@ for line in fileinput.input():
         if r.get("augment_queries"):
             name += " (support and queries)"
     rows.setdefault(name, {})[key] = r
-head = ["5-way 1-shot", "5-way 5-shot", "20-way 1-shot", "20-way 5-shot", "20-way 1-shot within-alphabet"]
+# The settings the input holds (Omniglot has all five, miniImageNet the 5-way two).
+COLUMNS = [c for c in NAMES if any(c in cells for cells in rows.values())]
+head = [NAMES[c] for c in COLUMNS]
 print("| classifier | " + " | ".join(head) + " |")
 print("|---" * (len(head) + 1) + "|")
 for classifier, cells in rows.items():
