@@ -273,4 +273,130 @@ mod tests {
         augment(&mut flipped, (4, 4, 1), &config, &mut Rng::new(seed, 0));
         assert_eq!(flipped[6], 200, "(1,1) -> (1,2) in a 4-wide row");
     }
+    /// A 9x7 RGB image of varied colours, HWC.
+    fn photo() -> Vec<u8> {
+        (0..9 * 7)
+            .flat_map(|i| {
+                [
+                    (i * 37 % 200 + 20) as u8,
+                    (i * 11 % 180 + 40) as u8,
+                    (i * 5 % 150) as u8,
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn padded_crop_is_a_shift_with_zero_fill() {
+        // RFS's RandomCrop(84, padding=8): the output is the input moved by (dy, dx), each in
+        // [-p, p], with zeros where the window leaves the image.
+        let (h, w, c, p) = (9, 7, 3, 2);
+        let img = photo();
+        let config = AugmentConfig {
+            crop_padding: p,
+            scale: [1.0, 1.0],
+            ..Default::default()
+        };
+        let shifted = |dy: isize, dx: isize| -> Vec<u8> {
+            let mut out = vec![0u8; img.len()];
+            for y in 0..h as isize {
+                for x in 0..w as isize {
+                    let (sy, sx) = (y + dy, x + dx);
+                    if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) {
+                        for k in 0..c {
+                            out[(y as usize * w + x as usize) * c + k] =
+                                img[(sy as usize * w + sx as usize) * c + k];
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..60 {
+            let mut out = img.clone();
+            augment(&mut out, (h, w, c), &config, &mut Rng::new(seed, 0));
+            let offset = (-(p as isize)..=p as isize)
+                .flat_map(|dy| (-(p as isize)..=p as isize).map(move |dx| (dy, dx)))
+                .find(|&(dy, dx)| shifted(dy, dx) == out);
+            seen.insert(offset.expect("every output is a shift of the input"));
+        }
+        // All 25 offsets are possible; 60 draws see most of them.
+        assert!(seen.len() > 15, "offsets drawn: {seen:?}");
+    }
+
+    /// The least-squares `f` of `out - centre = f * (img - centre)` over unclipped values.
+    fn fit_factor(img: &[u8], out: &[u8], centre: f32) -> f32 {
+        let (mut num, mut den) = (0.0, 0.0);
+        for (&o, &i) in out.iter().zip(img) {
+            if o > 0 && o < 255 {
+                let (o, i) = (f32::from(o) - centre, f32::from(i) - centre);
+                num += o * i;
+                den += i * i;
+            }
+        }
+        num / den
+    }
+
+    #[test]
+    fn colour_jitter_follows_torchvision_definitions() {
+        let img = photo();
+        let only = |brightness, contrast, saturation| AugmentConfig {
+            brightness,
+            contrast,
+            saturation,
+            scale: [1.0, 1.0],
+            ..Default::default()
+        };
+        for seed in 0..10 {
+            // Brightness: every value times one factor in [0.6, 1.4] (a blend with black).
+            let mut out = img.clone();
+            augment(
+                &mut out,
+                (9, 7, 3),
+                &only(0.4, 0.0, 0.0),
+                &mut Rng::new(seed, 0),
+            );
+            let factor = fit_factor(&img, &out, 0.0);
+            assert!((0.55..=1.45).contains(&factor), "factor {factor}");
+            for (o, i) in out.iter().zip(&img) {
+                let want = (f32::from(*i) * factor).clamp(0.0, 255.0);
+                assert!(
+                    (f32::from(*o) - want).abs() <= 1.0 + 0.01 * want,
+                    "{o} vs {want}"
+                );
+            }
+            // Contrast: a blend with the image's mean luma, the same factor for every value.
+            let mut out = img.clone();
+            augment(
+                &mut out,
+                (9, 7, 3),
+                &only(0.0, 0.4, 0.0),
+                &mut Rng::new(seed, 0),
+            );
+            let mean = img.chunks_exact(3).map(luma).sum::<f32>() / 63.0;
+            let factor = fit_factor(&img, &out, mean);
+            assert!((0.55..=1.45).contains(&factor), "factor {factor}");
+            for (o, i) in out.iter().zip(&img) {
+                let want = (mean + (f32::from(*i) - mean) * factor).clamp(0.0, 255.0);
+                assert!((f32::from(*o) - want).abs() <= 1.5, "{o} vs {want}");
+            }
+            // Saturation: a blend of each pixel with its own grey: its luma is kept.
+            let mut out = img.clone();
+            augment(
+                &mut out,
+                (9, 7, 3),
+                &only(0.0, 0.0, 0.4),
+                &mut Rng::new(seed, 0),
+            );
+            // (Pixels where a channel was clipped to 0 or 255 lose some luma.)
+            for (po, pi) in out.chunks_exact(3).zip(img.chunks_exact(3)) {
+                if po.iter().all(|&v| v > 0 && v < 255) {
+                    let (lo, li) = (luma(po), luma(pi));
+                    assert!((lo - li).abs() <= 1.0, "luma {li} -> {lo}");
+                }
+            }
+            assert_ne!(out, img, "seed {seed}: saturation changed nothing");
+        }
+    }
 }
