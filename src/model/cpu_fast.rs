@@ -410,14 +410,18 @@ pub const BT_PAIRS: [(usize, usize, f32); 4] =
 /// A^T's rows as `x[a] + sign * (x[b] + x[c])`.
 pub const AT_TRIPLES: [(usize, usize, usize, f32); 2] = [(0, 1, 2, 1.0), (1, 2, 3, -1.0)];
 
-/// `dst = x + sign * y`.
+/// `dst = x + sign * y`. Inlined (also into training's Winograd transforms, in another
+/// crate): the slices are one tile position's channels, often only 32-80 values, so a call
+/// costs as much as the work.
+#[inline]
 pub fn add_signed(dst: &mut [f32], x: &[f32], y: &[f32], sign: f32) {
     for ((d, a), b) in dst.iter_mut().zip(x).zip(y) {
         *d = a + sign * b;
     }
 }
 
-/// `dst = x + sign * (y + z)`.
+/// `dst = x + sign * (y + z)`. Inlined, as [`add_signed`].
+#[inline]
 pub fn add3_signed(dst: &mut [f32], x: &[f32], y: &[f32], z: &[f32], sign: f32) {
     for (((d, a), b), c) in dst.iter_mut().zip(x).zip(y).zip(z) {
         *d = a + sign * (b + c);
