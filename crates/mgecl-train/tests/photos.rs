@@ -34,6 +34,16 @@ fn miniimagenet() -> Option<PathBuf> {
     }
 }
 
+/// The files of `dir`, sorted by name.
+fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
 /// Copies the first `images` files of the first `classes` classes of `split` into `out/`,
 /// and writes `out/<name>.txt` listing them.
 fn subset(root: &Path, split: &str, classes: usize, images: usize, out: &Path, name: &str) {
@@ -44,11 +54,7 @@ fn subset(root: &Path, split: &str, classes: usize, images: usize, out: &Path, n
         .take(classes)
         .collect();
     for class in &picked {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("images").join(class))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
+        let files = sorted_files(&root.join("images").join(class));
         std::fs::create_dir_all(out.join(class)).unwrap();
         for file in files.iter().take(images) {
             std::fs::copy(file, out.join(class).join(file.file_name().unwrap())).unwrap();
@@ -171,11 +177,7 @@ fn photos_train_end_to_end_and_classify_with_flip_shift_copies() {
     // photo and its mirror image have the same copies, so the same prediction; without copies
     // they differ. The mirror is made here, independently of the SDK's flip.
     let photos = |class: &str| -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(data.join(class))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
+        let mut files = sorted_files(&data.join(class));
         files.truncate(3);
         files
     };
