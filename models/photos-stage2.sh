@@ -1,0 +1,7 @@
+#!/bin/sh
+# Stage 2 of the photo model (issue 28): the three ablation arms one after the other, each
+# resumable (run this again after an interruption). Run from models/ with MGECL set.
+set -e
+for arm in class both inst; do
+    runs/mini-r12w32-$arm/cmd.sh >> runs/mini-r12w32-$arm/train.log 2>&1
+done
