@@ -45,7 +45,7 @@ fn model_file(arch: &str, widths: [usize; 4], channels: usize, size: usize) -> R
     )?)
 }
 
-fn encode(image: DynamicImage, format: ImageFormat) -> Res<Vec<u8>> {
+fn encode(image: &DynamicImage, format: ImageFormat) -> Res<Vec<u8>> {
     let mut out = std::io::Cursor::new(Vec::new());
     image.write_to(&mut out, format)?;
     Ok(out.into_inner())
@@ -120,36 +120,27 @@ fn main() -> Res<()> {
     }
     let rgb = RgbImage::from_fn(9, 7, |x, y| Rgb([(x * 28) as u8, (y * 36) as u8, 200]));
     let rgba = RgbaImage::from_fn(5, 6, |x, y| Rgba([(x * 50) as u8, 9, (y * 40) as u8, 128]));
+    let colour = DynamicImage::ImageRgb8(rgb);
+    let gray8 = DynamicImage::from(colour.to_luma8());
+    let gray16 = DynamicImage::from(colour.to_luma16());
+    let alpha = DynamicImage::ImageRgba8(rgba);
+    let alpha_of_colour = DynamicImage::from(colour.to_rgba8());
     let images = [
-        (
-            "seed-rgb.png",
-            DynamicImage::ImageRgb8(rgb.clone()),
-            ImageFormat::Png,
-        ),
-        (
-            "seed-rgba.png",
-            DynamicImage::ImageRgba8(rgba),
-            ImageFormat::Png,
-        ),
-        (
-            "seed-gray16.png",
-            DynamicImage::ImageRgb8(rgb.clone()).into_luma16().into(),
-            ImageFormat::Png,
-        ),
-        (
-            "seed-rgb.jpg",
-            DynamicImage::ImageRgb8(rgb.clone()),
-            ImageFormat::Jpeg,
-        ),
-        (
-            "seed-gray.jpg",
-            DynamicImage::ImageRgb8(rgb).into_luma8().into(),
-            ImageFormat::Jpeg,
-        ),
+        ("seed-rgb.png", &colour, ImageFormat::Png),
+        ("seed-rgba.png", &alpha, ImageFormat::Png),
+        ("seed-gray16.png", &gray16, ImageFormat::Png),
+        ("seed-rgb.jpg", &colour, ImageFormat::Jpeg),
+        ("seed-gray.jpg", &gray8, ImageFormat::Jpeg),
+        ("seed-rgb.webp", &colour, ImageFormat::WebP),
+        ("seed-rgb.bmp", &colour, ImageFormat::Bmp),
+        ("seed-rgba.gif", &alpha_of_colour, ImageFormat::Gif),
+        ("seed-gray.tiff", &gray8, ImageFormat::Tiff),
     ];
     for (name, image, format) in images {
         write(&dir, name, &encode(image, format)?)?;
     }
+    // The first box of a HEIC file (refused by name).
+    write(&dir, "seed-heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic")?;
     // Raw buffers: format, width, height, stride (LE u16), one spare byte, then pixels.
     let mut raw = vec![1u8, 4, 3, 12, 0, 0];
     raw.extend((0..36).map(|v| v as u8 * 7));

@@ -10,7 +10,10 @@ use std::io::Cursor;
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageBuffer, ImageDecoder, ImageReader, Luma, Rgb, RgbImage};
+use image::{
+    DynamicImage, GrayImage, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Luma, Rgb,
+    RgbImage,
+};
 
 use std::collections::BTreeMap;
 
@@ -137,35 +140,92 @@ impl<'a> ImageSource<'a> {
     }
 }
 
-/// Whether a file name has the extension of a format the decoder reads (`.png`, `.jpg`,
-/// `.jpeg`, any case): how folders of images are listed (training data, support folders,
-/// `mgecl label`).
-pub fn is_image_file(path: &std::path::Path) -> bool {
-    let ext = path
-        .extension()
+/// The formats the decoder reads, by the file extensions that name them: how folders of
+/// images are listed (training data, support folders, `mgecl label`). All are decoded by the
+/// `image` crate's pure-Rust decoders under the same [`ImageLimits`]; a GIF's first frame is
+/// its image.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"];
+
+/// Extensions of photo formats that cannot be decoded (no pure-Rust decoder): listed as images
+/// by `mgecl label`, so that they are reported as failed with [`unsupported_format_advice`]
+/// instead of being left out silently.
+pub const UNSUPPORTED_IMAGE_EXTENSIONS: &[&str] = &["heic", "heif", "avif"];
+
+fn lowercase_extension(path: &Path) -> Option<String> {
+    path.extension()
         .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
+        .map(str::to_ascii_lowercase)
 }
 
-/// Decodes PNG or JPEG bytes within `bounds` and turns the image upright by its EXIF
-/// orientation: the one decoder of encoded images (preprocessing; thumbnails in the CLI).
+/// Whether a file name has one of the [`IMAGE_EXTENSIONS`] (any case).
+pub fn is_image_file(path: &Path) -> bool {
+    lowercase_extension(path).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// Whether a file name has one of the [`UNSUPPORTED_IMAGE_EXTENSIONS`] (any case).
+pub fn is_unsupported_image_file(path: &Path) -> bool {
+    lowercase_extension(path).is_some_and(|e| UNSUPPORTED_IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// What to tell the user about a HEIC/HEIF or AVIF image (recognised by its ISO-BMFF `ftyp`
+/// brand), or `None` for other data.
+fn unsupported_format_advice(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.len() < 12 || &bytes[4..8] != b"ftyp" {
+        return None;
+    }
+    match &bytes[8..12] {
+        b"avif" | b"avis" => Some(
+            "AVIF images are not supported (no pure-Rust decoder): convert them to JPEG or PNG",
+        ),
+        b"heic" | b"heix" | b"hevc" | b"hevx" | b"heim" | b"heis" | b"mif1" | b"msf1" => Some(
+            "HEIC/HEIF images are not supported (no pure-Rust decoder): convert them to JPEG \
+             or PNG (e.g. with heif-convert, or export from Photos/Preview)",
+        ),
+        _ => None,
+    }
+}
+
+/// The supported formats, for error messages.
+const SUPPORTED: &str = "PNG, JPEG, WebP, BMP, GIF and TIFF are supported";
+
+/// Decodes PNG, JPEG, WebP, BMP, GIF (first frame) or TIFF bytes within `bounds` and turns
+/// the image upright by its EXIF orientation: the one decoder of encoded images
+/// (preprocessing; thumbnails in the CLI).
 ///
 /// # Errors
-/// [`Error::InvalidImage`] for empty, corrupt or unsupported data; [`Error::LimitExceeded`]
-/// when the image is larger than `bounds`.
+/// [`Error::InvalidImage`] for empty, corrupt or unsupported data (HEIC/HEIF and AVIF named as
+/// such, with advice to convert them); [`Error::LimitExceeded`] when the image is larger than
+/// `bounds`.
 #[doc(hidden)] // for the workspace's crates (mgecl::__private): an `image` type, no API promise
 pub fn decode_upright(bytes: &[u8], bounds: &ImageLimits) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(Error::InvalidImage("the image data is empty".into()));
     }
+    if let Some(advice) = unsupported_format_advice(bytes) {
+        return Err(Error::InvalidImage(advice.into()));
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::InvalidImage(format!("cannot read image: {e}")))?;
-    if reader.format().is_none() {
-        return Err(Error::InvalidImage(
-            "unrecognised image format (PNG and JPEG are supported)".into(),
-        ));
+    match reader.format() {
+        Some(
+            ImageFormat::Png
+            | ImageFormat::Jpeg
+            | ImageFormat::WebP
+            | ImageFormat::Bmp
+            | ImageFormat::Gif
+            | ImageFormat::Tiff,
+        ) => {}
+        Some(other) => {
+            return Err(Error::InvalidImage(format!(
+                "{other:?} images are not supported ({SUPPORTED})"
+            )))
+        }
+        None => {
+            return Err(Error::InvalidImage(format!(
+                "unrecognised image format ({SUPPORTED})"
+            )))
+        }
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(bounds.max_width);
@@ -314,6 +374,9 @@ impl Preprocessor {
                     Error::InvalidImage(m) => {
                         Error::InvalidImage(format!("{}: {m}", path.display()))
                     }
+                    Error::LimitExceeded(m) => {
+                        Error::LimitExceeded(format!("{}: {m}", path.display()))
+                    }
                     other => other,
                 })?
             }
@@ -423,5 +486,56 @@ mod tests {
         assert_eq!(out, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
         super::normalize_hwc(&[51u8], (1, 1, 1), &[0.1], &[0.5], &mut out);
         assert!((out[6] - 0.2).abs() < 1e-6, "(0.2 - 0.1) / 0.5");
+    }
+
+    /// A 7x5 RGB image of 35 distinct colours (few enough for a GIF palette to hold exactly).
+    fn test_image() -> image::RgbImage {
+        image::RgbImage::from_fn(7, 5, |x, y| {
+            image::Rgb([(x * 30) as u8, (y * 50) as u8, 200])
+        })
+    }
+
+    #[test]
+    fn every_supported_format_decodes_to_the_pixels_it_was_written_from() {
+        let original = test_image();
+        for format in [
+            image::ImageFormat::Png,
+            image::ImageFormat::WebP, // the image crate writes lossless WebP
+            image::ImageFormat::Bmp,
+            image::ImageFormat::Gif,
+            image::ImageFormat::Tiff,
+        ] {
+            let mut bytes = Vec::new();
+            image::DynamicImage::ImageRgb8(original.clone())
+                .write_to(&mut std::io::Cursor::new(&mut bytes), format)
+                .unwrap();
+            let decoded = super::decode_upright(&bytes, &super::ImageLimits::default())
+                .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            assert_eq!(decoded.to_rgb8(), original, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn heic_and_avif_are_refused_by_name() {
+        // An ISO-BMFF `ftyp` box: size, "ftyp", major brand, minor version, compatible brand.
+        for (brand, name) in [(b"heic", "HEIC"), (b"avif", "AVIF")] {
+            let mut bytes = vec![0, 0, 0, 20];
+            bytes.extend_from_slice(b"ftyp");
+            bytes.extend_from_slice(brand);
+            bytes.extend_from_slice(&[0, 0, 0, 0]);
+            bytes.extend_from_slice(b"mif1");
+            let message = super::decode_upright(&bytes, &super::ImageLimits::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains(name) && message.contains("convert"),
+                "{message}"
+            );
+        }
+        assert!(super::is_unsupported_image_file(std::path::Path::new(
+            "a/IMG_1.HEIC"
+        )));
+        assert!(!super::is_image_file(std::path::Path::new("a/IMG_1.heic")));
+        assert!(super::is_image_file(std::path::Path::new("a/b.WebP")));
     }
 }
