@@ -863,10 +863,10 @@ enum mgecl_status mgecl_task_label_next(const struct mgecl_task *task,
  * Labels `rows` feature rows (`rows x dim` floats, row-major, as `mgecl_model_embed` writes
  * them) and writes `mgecl label`'s CSV for them, NUL-terminated, into the caller's `buffer`
  * of `buffer_len` bytes: a header row (`path,label,probability,needs_review,runner_up,
- * runner_up_probability,known_probability,label_next`), then one row per feature row with
- * `paths[i]` (`rows` NUL-terminated UTF-8 strings) as its path. An image needs review when its
- * probability or known-probability is below `review_below`; the `label_next` best rows to
- * label next get their rank (see `mgecl_task_label_next`).
+ * runner_up_probability,known_probability,label_next,error`), then one row per feature row
+ * with `paths[i]` (`rows` NUL-terminated UTF-8 strings) as its path and an empty `error`.
+ * An image needs review when its probability or known-probability is below `review_below`;
+ * the `label_next` best rows to label next get their rank (see `mgecl_task_label_next`).
  *
  * `needed` (may be NULL) receives the bytes required including the NUL, on success and on
  * `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size
@@ -887,6 +887,30 @@ enum mgecl_status mgecl_task_label_csv(const struct mgecl_task *task,
                                        char *buffer,
                                        size_t buffer_len,
                                        size_t *needed);
+
+/**
+ * Labels the image files `paths` (`count` NUL-terminated UTF-8 paths) and writes `mgecl
+ * label`'s CSV for them, NUL-terminated, into `buffer` as `mgecl_task_label_csv` does, with
+ * `paths[i]` as each row's path. A file that cannot be read or decoded, or breaks the image
+ * limits, does not fail the call: its row has empty fields but `path` and `error`, which says
+ * why (naming the file), and it is not among the images to label next.
+ *
+ * `needed` (may be NULL) receives the bytes required including the NUL, on success and on
+ * `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size
+ * (the images are embedded and labelled on each call: ask with a generous buffer first).
+ *
+ * Errors: `NULL_ARGUMENT` (task, paths or one of them, buffer when buffer_len > 0),
+ * `NOT_FITTED`, `INVALID_ARGUMENT` (count 0, `review_below` outside [0, 1], bad UTF-8),
+ * `BACKEND`, `BUFFER_TOO_SMALL`. One thread at a time per task.
+ */
+enum mgecl_status mgecl_task_label_paths_csv(const struct mgecl_task *task,
+                                             const char *const *paths,
+                                             size_t count,
+                                             double review_below,
+                                             size_t label_next,
+                                             char *buffer,
+                                             size_t buffer_len,
+                                             size_t *needed);
 
 /**
  * Saves the task (labels, features, options, model fingerprint, whether it was fitted) to

@@ -31,8 +31,8 @@ pub use preprocess::{
     ImageLimits, ImageSource, InputSpec, ModelPixels, PixelBuffer, PixelFormat, Preprocessor,
 };
 pub use task::{
-    Augmentation, ClassSummary, ClassifierKind, FitReport, LabelOptions, Labelling, Prediction,
-    Proposal, Scores, Suggestion, Task, TaskConfig,
+    Augmentation, ClassSummary, ClassifierKind, FitReport, LabelOptions, LabelRow, Labelling,
+    Prediction, Proposal, Scores, Suggestion, Task, TaskConfig,
 };
 
 /// For the workspace's other crates (training, the command-line tool, the C ABI): helpers
@@ -43,6 +43,7 @@ pub mod __private {
     use candle_core::{Device, Tensor};
 
     pub use crate::atomic::{read_file_limited, write_file};
+    pub use crate::hash::{fnv1a, FNV_OFFSET};
     pub use crate::model::cpu_fast::{add3_signed, add_signed, with_scratch, AT_TRIPLES, BT_PAIRS};
     pub use crate::preprocess::decode_upright;
     use crate::{DeviceChoice, Model, Result};

@@ -259,34 +259,9 @@ fn empty_and_corrupt_images() {
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
-/// CRC-32 (IEEE), for re-sealing a hand-edited PNG chunk.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 #[test]
 fn decompression_bomb_is_refused_before_allocation() {
-    // A valid 1x1 PNG whose header then claims 100000 x 100000 pixels (10 GB decoded).
-    let mut png = Vec::new();
-    image::GrayImage::new(1, 1)
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
-    assert_eq!(&png[12..16], b"IHDR");
-    png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
-    png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-    let crc = crc32(&png[12..29]);
-    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let png = common::decompression_bomb_png();
     let model = conv4();
     let err = model.embed(&[ImageSource::Encoded(&png)]).unwrap_err();
     assert!(matches!(err, Error::LimitExceeded(_)), "{err}");

@@ -378,8 +378,8 @@ impl Model {
         self.embed_preprocessed(&inputs)
     }
 
-    /// Preprocesses `images` in order, handing each one's values to `take`; errors name the
-    /// image's index.
+    /// Preprocesses `images` in order, handing each one's values to `take`; stops at the
+    /// first error, which names the file's path (or, for images in memory, the index).
     pub(crate) fn preprocess_each(
         &self,
         images: &[ImageSource<'_>],
@@ -389,14 +389,23 @@ impl Model {
             return Err(Error::InvalidArgument("no images to embed".into()));
         }
         for (index, image) in images.iter().enumerate() {
-            let values = self.preprocessor.preprocess(image).map_err(|e| match e {
-                Error::InvalidImage(m) => Error::InvalidImage(format!("image {index}: {m}")),
-                Error::LimitExceeded(m) => Error::LimitExceeded(format!("image {index}: {m}")),
-                other => other,
-            })?;
-            take(values);
+            take(self.preprocess_one(index, image)?);
         }
         Ok(())
+    }
+
+    /// Preprocesses image `index` of a batch; errors name its path or, for images in memory,
+    /// its index (the preprocessor names paths itself).
+    pub(crate) fn preprocess_one(&self, index: usize, image: &ImageSource<'_>) -> Result<Vec<f32>> {
+        let named = |m: String| match image {
+            ImageSource::Path(_) => m,
+            _ => format!("image {index}: {m}"),
+        };
+        self.preprocessor.preprocess(image).map_err(|e| match e {
+            Error::InvalidImage(m) => Error::InvalidImage(named(m)),
+            Error::LimitExceeded(m) => Error::LimitExceeded(named(m)),
+            other => other,
+        })
     }
 
     /// Embeds images already preprocessed: `inputs` holds N images of

@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 /// Most images the "label next" ranking scores (the most uncertain ones): bounds its cost to
 /// `MAX_CANDIDATES x N` similarities whatever the number of images.
 pub const MAX_CANDIDATES: usize = 512;
+/// Images [`Task::label_paths`] embeds together (bounds its memory, whatever the number of
+/// files).
+pub const LABEL_CHUNK: usize = 64;
 /// Neighbours averaged in an image's density.
 const DENSITY_NEIGHBOURS: usize = 10;
 
@@ -70,17 +73,48 @@ pub struct Suggestion {
     pub density: f64,
 }
 
-/// What [`Task::label_features`] returns.
+/// One row of a [`Labelling`]: an image's proposed label, or why it has none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelRow {
+    /// The image was labelled.
+    Labelled(Proposal),
+    /// The image could not be read or decoded, or broke an image limit: the error's message
+    /// (naming the file).
+    Failed(String),
+}
+
+impl LabelRow {
+    /// The proposal of a labelled image.
+    pub fn proposal(&self) -> Option<&Proposal> {
+        match self {
+            LabelRow::Labelled(p) => Some(p),
+            LabelRow::Failed(_) => None,
+        }
+    }
+
+    /// Why a failed image has no label.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            LabelRow::Labelled(_) => None,
+            LabelRow::Failed(e) => Some(e),
+        }
+    }
+}
+
+/// What [`Task::label_features`] and [`Task::label_paths`] return.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Labelling {
     /// One per image, in input order.
-    pub proposals: Vec<Proposal>,
-    /// The images to label next, best first.
+    pub rows: Vec<LabelRow>,
+    /// The images to label next, best first (indices into `rows`; never a failed one).
     pub label_next: Vec<Suggestion>,
 }
 
 /// The header of [`Labelling::csv`] (the `mgecl label` CSV contract).
-pub const CSV_HEADER: &str = "path,label,probability,needs_review,runner_up,runner_up_probability,known_probability,label_next";
+/// `error` is empty for labelled images; for an image that could not be labelled it says why,
+/// and the other fields but `path` are empty.
+pub const CSV_HEADER: &str = "path,label,probability,needs_review,runner_up,runner_up_probability,known_probability,label_next,error";
 
 /// One CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180; what
 /// Python's csv module writes with QUOTE_MINIMAL).
@@ -92,19 +126,26 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// Indices of the proposals to review, least certain first (lowest of probability and
-/// known-probability).
-pub fn review_order(proposals: &[Proposal]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..proposals.len())
-        .filter(|&i| proposals[i].needs_review)
+/// Indices of the rows to review, least certain first (lowest of probability and
+/// known-probability); failed rows are not among them.
+pub fn review_order(rows: &[LabelRow]) -> Vec<usize> {
+    let certainty = |i: usize| {
+        rows[i]
+            .proposal()
+            .map_or(0.0, |p| p.probability.min(p.known_probability))
+    };
+    let mut order: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].proposal().is_some_and(|p| p.needs_review))
         .collect();
-    let certainty = |p: &Proposal| p.probability.min(p.known_probability);
-    order.sort_by(|&a, &b| {
-        certainty(&proposals[a])
-            .total_cmp(&certainty(&proposals[b]))
-            .then(a.cmp(&b))
-    });
+    order.sort_by(|&a, &b| certainty(a).total_cmp(&certainty(b)).then(a.cmp(&b)));
     order
+}
+
+/// Indices of the failed rows, in order.
+pub fn failed_rows(rows: &[LabelRow]) -> Vec<usize> {
+    (0..rows.len())
+        .filter(|&i| rows[i].error().is_some())
+        .collect()
 }
 
 /// A `mgecl label` CSV read back ([`LabelCsv::parse`]): what the report is drawn from.
@@ -113,7 +154,7 @@ pub struct LabelCsv {
     /// The `path` column.
     pub paths: Vec<String>,
     /// One per row.
-    pub proposals: Vec<Proposal>,
+    pub rows: Vec<LabelRow>,
     /// Row indices of the images to label next, by rank.
     pub label_next: Vec<usize>,
 }
@@ -173,7 +214,7 @@ impl LabelCsv {
         }
         let mut parsed = LabelCsv {
             paths: Vec::new(),
-            proposals: Vec::new(),
+            rows: Vec::new(),
             label_next: Vec::new(),
         };
         let mut ranks = Vec::new();
@@ -197,6 +238,14 @@ impl LabelCsv {
                         )
                     })
             };
+            parsed.paths.push(record[0].clone());
+            if !record[8].is_empty() {
+                if record[1..8].iter().any(|f| !f.is_empty()) {
+                    return Err(bad(line, "a failed image's row has a label"));
+                }
+                parsed.rows.push(LabelRow::Failed(record[8].clone()));
+                continue;
+            }
             let needs_review = match record[3].as_str() {
                 "true" => true,
                 "false" => false,
@@ -211,16 +260,15 @@ impl LabelCsv {
                 let rank: usize = record[7]
                     .parse()
                     .map_err(|_| bad(line, &format!("label_next = {:?}", record[7])))?;
-                ranks.push((rank, parsed.paths.len()));
+                ranks.push((rank, parsed.rows.len()));
             }
-            parsed.paths.push(record[0].clone());
-            parsed.proposals.push(Proposal {
+            parsed.rows.push(LabelRow::Labelled(Proposal {
                 label: record[1].clone(),
                 probability: number(2)?,
                 runner_up,
                 known_probability: number(6)?,
                 needs_review,
-            });
+            }));
         }
         ranks.sort_unstable();
         if ranks
@@ -238,16 +286,17 @@ impl LabelCsv {
 impl Labelling {
     /// The CSV of `mgecl label`: [`CSV_HEADER`], then one row per image in input order, `path`
     /// being `paths[i]`; `\n` line ends, probabilities with 6 decimals, `label_next` the
-    /// image's rank in [`Labelling::label_next`] (from 1) or empty.
+    /// image's rank in [`Labelling::label_next`] (from 1) or empty, `error` empty but for a
+    /// failed image, whose other fields are empty.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `paths` and the proposals differ in number.
+    /// [`Error::InvalidArgument`] when `paths` and the rows differ in number.
     pub fn csv<S: AsRef<str>>(&self, paths: &[S]) -> Result<String> {
-        if paths.len() != self.proposals.len() {
+        if paths.len() != self.rows.len() {
             return Err(Error::InvalidArgument(format!(
                 "{} paths for {} labelled images",
                 paths.len(),
-                self.proposals.len()
+                self.rows.len()
             )));
         }
         let mut rank = vec![None; paths.len()];
@@ -257,15 +306,22 @@ impl Labelling {
         let mut out = String::with_capacity(64 * (paths.len() + 1));
         out.push_str(CSV_HEADER);
         out.push('\n');
-        for ((path, p), rank) in paths.iter().zip(&self.proposals).zip(rank) {
+        for ((path, row), rank) in paths.iter().zip(&self.rows).zip(rank) {
+            let path = csv_field(path.as_ref());
+            let p = match row {
+                LabelRow::Failed(error) => {
+                    out.push_str(&format!("{path},,,,,,,,{}\n", csv_field(error)));
+                    continue;
+                }
+                LabelRow::Labelled(p) => p,
+            };
             let (runner, runner_p) = match &p.runner_up {
                 Some((label, prob)) => (csv_field(label), format!("{prob:.6}")),
                 None => (String::new(), String::new()),
             };
             let rank = rank.map(|r| r.to_string()).unwrap_or_default();
             out.push_str(&format!(
-                "{},{},{:.6},{},{runner},{runner_p},{:.6},{rank}\n",
-                csv_field(path.as_ref()),
+                "{path},{},{:.6},{},{runner},{runner_p},{:.6},{rank},\n",
                 csv_field(&p.label),
                 p.probability,
                 p.needs_review,
@@ -277,7 +333,12 @@ impl Labelling {
 
     /// Indices of the images to review, least certain first ([`review_order`]).
     pub fn review_order(&self) -> Vec<usize> {
-        review_order(&self.proposals)
+        review_order(&self.rows)
+    }
+
+    /// Indices of the images that could not be labelled, in order.
+    pub fn failed(&self) -> Vec<usize> {
+        failed_rows(&self.rows)
     }
 }
 
@@ -300,22 +361,89 @@ impl Task {
             )));
         }
         let predictions = self.classify_features(features)?;
-        let proposals = predictions
+        let rows = predictions
             .iter()
-            .map(|p| self.proposal(p, options.review_below))
+            .map(|p| LabelRow::Labelled(self.proposal(p, options.review_below)))
             .collect();
         let label_next = rank_to_label(features, &predictions, options.label_next);
-        Ok(Labelling {
-            proposals,
-            label_next,
-        })
+        Ok(Labelling { rows, label_next })
     }
 
-    /// [`Task::label_features`] of image files (embedded in batches of 64).
+    /// [`Task::label_features`] of a batch in which some images could not be embedded:
+    /// `outcomes` holds, per image in order, its feature row (`feature_dim` values, as
+    /// [`Task::embed_queries_each`] gives them) or why it has none. The failed images get
+    /// [`LabelRow::Failed`] rows and are left out of the "label next" ranking.
     ///
     /// # Errors
-    /// [`Error::NotFitted`] (before any embedding); any error of
-    /// [`Model::embed`](crate::Model::embed) or of [`Task::label_features`].
+    /// As [`Task::label_features`] (when every image failed, every row is a failed one).
+    pub fn label_outcomes<E: AsRef<str>>(
+        &self,
+        outcomes: &[std::result::Result<Vec<f32>, E>],
+        options: &LabelOptions,
+    ) -> Result<Labelling> {
+        if !self.is_fitted() {
+            return Err(Error::NotFitted);
+        }
+        if !(0.0..=1.0).contains(&options.review_below) {
+            return Err(Error::InvalidArgument(format!(
+                "review_below = {} is not a probability",
+                options.review_below
+            )));
+        }
+        let dim = self.model().feature_dim();
+        let good: Vec<(usize, &Vec<f32>)> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, outcome)| outcome.as_ref().ok().map(|values| (i, values)))
+            .collect();
+        let mut features = Array2::<f32>::zeros((good.len(), dim));
+        for (mut row, &(i, values)) in features.rows_mut().into_iter().zip(&good) {
+            if values.len() != dim {
+                return Err(Error::InvalidArgument(format!(
+                    "image {i}: {} feature values, expected {dim}",
+                    values.len()
+                )));
+            }
+            row.assign(&ndarray::ArrayView1::from(values.as_slice()));
+        }
+        let labelled = if good.is_empty() {
+            Labelling {
+                rows: Vec::new(),
+                label_next: Vec::new(),
+            }
+        } else {
+            self.label_features(features.view(), options)?
+        };
+        let mut labelled_rows = labelled.rows.into_iter();
+        let rows = outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                Err(e) => LabelRow::Failed(e.as_ref().to_string()),
+                Ok(_) => labelled_rows
+                    .next()
+                    .expect("label_features gives one row per feature row"),
+            })
+            .collect();
+        let label_next = labelled
+            .label_next
+            .into_iter()
+            .map(|s| Suggestion {
+                index: good[s.index].0,
+                ..s
+            })
+            .collect();
+        Ok(Labelling { rows, label_next })
+    }
+
+    /// [`Task::label_features`] of image files (embedded [`LABEL_CHUNK`] at a time): a file
+    /// that cannot be read or decoded, or breaks an image limit, gets a [`LabelRow::Failed`]
+    /// row saying why (naming its path), and the others are labelled as they would be without
+    /// it.
+    ///
+    /// # Errors
+    /// [`Error::NotFitted`] (before any embedding); the errors of
+    /// [`Task::embed_queries_each`] that are not one image's; those of
+    /// [`Task::label_features`].
     pub fn label_paths<P: AsRef<std::path::Path>>(
         &self,
         paths: &[P],
@@ -324,15 +452,14 @@ impl Task {
         if !self.is_fitted() {
             return Err(Error::NotFitted);
         }
-        let dim = self.model().feature_dim();
-        let mut features = Array2::<f32>::zeros((0, dim));
-        for chunk in paths.chunks(64) {
-            let rows = self.embed_query_paths(chunk)?;
-            features
-                .append(Axis(0), rows.view())
-                .map_err(|e| Error::Backend(format!("cannot collect features: {e}")))?;
+        let mut outcomes = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(LABEL_CHUNK) {
+            let sources = crate::preprocess::ImageSource::paths(chunk);
+            for outcome in self.embed_queries_each(&sources)? {
+                outcomes.push(outcome.map_err(|e| e.to_string()));
+            }
         }
-        self.label_features(features.view(), options)
+        self.label_outcomes(&outcomes, options)
     }
 
     /// The `count` feature rows (`N x feature_dim`, encoder outputs) most worth labelling
@@ -527,34 +654,40 @@ mod tests {
     #[test]
     fn the_csv_reads_back() {
         let labelling = Labelling {
-            proposals: vec![
-                Proposal {
+            rows: vec![
+                LabelRow::Labelled(Proposal {
                     label: "a,b".into(),
                     probability: 0.25,
                     runner_up: Some(("say \"c\"".into(), 0.125)),
                     known_probability: 0.5,
                     needs_review: true,
-                },
-                Proposal {
+                }),
+                LabelRow::Failed("x,\"y\".jpg: cannot decode".into()),
+                LabelRow::Labelled(Proposal {
                     label: "d".into(),
                     probability: 1.0,
                     runner_up: None,
                     known_probability: 1.0,
                     needs_review: false,
-                },
+                }),
             ],
             label_next: vec![Suggestion {
-                index: 1,
+                index: 2,
                 score: 0.5,
                 uncertainty: 0.5,
                 density: 1.0,
             }],
         };
-        let paths = ["two\nlines.png", "x.png"];
-        let back = LabelCsv::parse(&labelling.csv(&paths).unwrap()).unwrap();
+        let paths = ["two\nlines.png", "x,\"y\".jpg", "x.png"];
+        let csv = labelling.csv(&paths).unwrap();
+        // The failed row by hand: only its path and its (quoted) error.
+        assert!(csv.contains("\n\"x,\"\"y\"\".jpg\",,,,,,,,\"x,\"\"y\"\".jpg: cannot decode\"\n"));
+        let back = LabelCsv::parse(&csv).unwrap();
         assert_eq!(back.paths, paths);
-        assert_eq!(back.proposals, labelling.proposals);
-        assert_eq!(back.label_next, [1]);
+        assert_eq!(back.rows, labelling.rows);
+        assert_eq!(back.label_next, [2]);
+        assert_eq!(labelling.failed(), [1]);
+        assert_eq!(labelling.review_order(), [0]);
         assert!(LabelCsv::parse("path,label\nx,y\n").is_err());
     }
 

@@ -43,8 +43,8 @@ pub use config::{
 };
 pub use file::MAX_TASK_FILE_BYTES;
 pub use label::{
-    rank_to_label, review_order, LabelCsv, LabelOptions, Labelling, Proposal, Suggestion,
-    CSV_HEADER, MAX_CANDIDATES,
+    failed_rows, rank_to_label, review_order, LabelCsv, LabelOptions, LabelRow, Labelling,
+    Proposal, Suggestion, CSV_HEADER, LABEL_CHUNK, MAX_CANDIDATES,
 };
 
 /// Longest accepted class label, in bytes.
@@ -383,8 +383,8 @@ impl Task {
     /// # Errors
     /// Any error of [`Model::embed`] (naming the image's index).
     pub fn embed_queries(&self, images: &[ImageSource<'_>]) -> Result<Array2<f32>> {
-        let copies = self.config.augmented_copies;
-        if !self.config.augment_queries || copies == 0 {
+        let copies = self.query_copies();
+        if copies == 0 {
             return self.model.embed(images);
         }
         let per_image = (1 + copies) * self.model.preprocessor().input_len();
@@ -392,6 +392,71 @@ impl Task {
         self.model
             .preprocess_each(images, |input| self.with_copies(&input, &mut inputs))?;
         merge_copies(self.model.embed_preprocessed(&inputs)?.view(), copies)
+    }
+
+    /// Augmented copies embedded with each query image (0 without
+    /// [`TaskConfig::augment_queries`]).
+    fn query_copies(&self) -> usize {
+        if self.config.augment_queries {
+            self.config.augmented_copies
+        } else {
+            0
+        }
+    }
+
+    /// [`Task::embed_queries`] that goes on past images that cannot be used: one entry per
+    /// image, in order, holding its feature row (`feature_dim` values, what
+    /// [`Task::embed_queries`] would give it: images are embedded together as there) or the
+    /// error that made it unusable: [`Error::Io`] (unreadable file), [`Error::InvalidImage`]
+    /// (empty, corrupt or unsupported data) or [`Error::LimitExceeded`] (over the image
+    /// limits), whose messages name the file's path (or, in memory, the image's index).
+    ///
+    /// # Errors
+    /// The errors that are not one image's: [`Error::InvalidArgument`] for an empty batch,
+    /// [`Error::Backend`] when the forward pass fails.
+    pub fn embed_queries_each(&self, images: &[ImageSource<'_>]) -> Result<Vec<Result<Vec<f32>>>> {
+        if images.is_empty() {
+            return Err(Error::InvalidArgument("no images to embed".into()));
+        }
+        let copies = self.query_copies();
+        let per_image = (1 + copies) * self.model.preprocessor().input_len();
+        let mut inputs = Vec::new();
+        let mut outcomes = Vec::with_capacity(images.len());
+        for (index, image) in images.iter().enumerate() {
+            match self.model.preprocess_one(index, image) {
+                Ok(input) => {
+                    let shape = self.model.preprocessor().input_shape();
+                    extend_with_copies(
+                        &mut inputs,
+                        &input,
+                        shape,
+                        self.config.augmentation,
+                        copies,
+                    );
+                    outcomes.push(Ok(()));
+                }
+                Err(e @ (Error::Io { .. } | Error::InvalidImage(_) | Error::LimitExceeded(_))) => {
+                    outcomes.push(Err(e))
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        debug_assert_eq!(inputs.len() % per_image, 0);
+        let features = if inputs.is_empty() {
+            Array2::zeros((0, self.model.feature_dim()))
+        } else {
+            let rows = self.model.embed_preprocessed(&inputs)?;
+            if copies > 0 {
+                merge_copies(rows.view(), copies)?
+            } else {
+                rows
+            }
+        };
+        let mut rows = features.rows().into_iter();
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.map(|()| rows.next().map(|r| r.to_vec()).unwrap_or_default()))
+            .collect())
     }
 
     /// [`Task::embed_queries`] for image files.

@@ -461,6 +461,21 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
                                 &csv_needed),
            MGECL_STATUS_NULL_ARGUMENT);
 
+    /* Labelling files: a missing one gets a row with its error; the others as above. */
+    const char *label_paths[3] = {image_paths[0], "/nonexistent/x.png", image_paths[1]};
+    EXPECT(mgecl_task_label_paths_csv(task, label_paths, 3, 0.8, 1, NULL, 0, &csv_needed),
+           MGECL_STATUS_BUFFER_TOO_SMALL);
+    csv = malloc(csv_needed);
+    OK(mgecl_task_label_paths_csv(task, label_paths, 3, 0.8, 1, csv, csv_needed, NULL));
+    CHECK(strstr(csv, ",label_next,error\n") != NULL);
+    CHECK(strstr(csv, "\n/nonexistent/x.png,,,,,,,,") != NULL);
+    CHECK(strstr(strstr(csv, ",,,,,,,,"), "/nonexistent/x.png") != NULL); /* the error names it */
+    free(csv);
+    EXPECT(mgecl_task_label_paths_csv(task, label_paths, 0, 0.8, 1, NULL, 0, &csv_needed),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_label_paths_csv(task, NULL, 3, 0.8, 1, NULL, 0, &csv_needed),
+           MGECL_STATUS_NULL_ARGUMENT);
+
     /* Batch: too small, then all four. */
     mgecl_image images[N_IMAGES];
     for (int i = 0; i < N_IMAGES; i++) images[i] = mgecl_image_file(image_paths[i]);

@@ -155,3 +155,29 @@ pub fn training_log(dir: &std::path::Path) -> Vec<serde_json::Value> {
     );
     lines
 }
+
+/// A valid 1x1 PNG whose header then claims 100000 x 100000 pixels (10 GB decoded), its IHDR
+/// chunk re-sealed with a correct CRC so that only the image limits can refuse it.
+pub fn decompression_bomb_png() -> Vec<u8> {
+    let mut png = Vec::new();
+    image::GrayImage::new(1, 1)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    // CRC-32 (IEEE) of the chunk type and data.
+    let mut crc = 0xffff_ffffu32;
+    for &b in &png[12..29] {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    png[29..33].copy_from_slice(&(!crc).to_be_bytes());
+    png
+}

@@ -16,6 +16,22 @@ pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &'static str) -> Res<&'
     unsafe { CStr::from_ptr(p).to_str().map_err(|_| Failure::Utf8(name)) }
 }
 
+/// A caller's array of `len` NUL-terminated UTF-8 strings (the array itself must not be
+/// NULL, even when empty).
+pub(crate) unsafe fn str_array_arg<'a>(
+    p: *const *const c_char,
+    len: usize,
+    name: &'static str,
+) -> Res<Vec<&'a str>> {
+    if p.is_null() {
+        return Err(Failure::Null(name));
+    }
+    unsafe { slice_arg(p, len, name) }?
+        .iter()
+        .map(|&s| unsafe { str_arg(s, name) })
+        .collect()
+}
+
 pub(crate) unsafe fn ref_arg<'a, T>(p: *const T, name: &'static str) -> Res<&'a T> {
     unsafe { p.as_ref().ok_or(Failure::Null(name)) }
 }
@@ -82,6 +98,23 @@ pub(crate) unsafe fn out_buffer<'a, T>(
 
 pub(crate) fn c_string(text: &str) -> CString {
     CString::new(text.replace('\0', "\\0")).unwrap_or_default()
+}
+
+/// Writes `text` NUL-terminated into the caller's `buffer` of `buffer_len` bytes
+/// ([`out_buffer`]'s contract: `needed` gets the size including the NUL).
+pub(crate) unsafe fn out_text(
+    text: &str,
+    buffer: *mut c_char,
+    buffer_len: usize,
+    needed: *mut usize,
+) -> Res<()> {
+    let text = c_string(text);
+    let bytes = text.as_bytes_with_nul();
+    let out = unsafe { out_buffer(buffer, buffer_len, bytes.len(), needed, "buffer") }?;
+    for (o, &b) in out.iter_mut().zip(bytes) {
+        *o = b as c_char;
+    }
+    Ok(())
 }
 
 pub(crate) unsafe fn image_arg<'a>(

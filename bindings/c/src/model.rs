@@ -9,7 +9,7 @@ use sdk::error::Error;
 use sdk::model::{LoadOptions, Model};
 
 use crate::args::{
-    c_string, check_out, features_out, images_arg, out_buffer, ref_arg, slice_arg, str_arg,
+    c_string, check_out, features_out, images_arg, out_text, ref_arg, slice_arg, str_arg,
 };
 use crate::error::{guard, mgecl_status, Failure, Res};
 use crate::types::{mgecl_image, mgecl_load_options, mgecl_model_info};
@@ -175,13 +175,7 @@ pub unsafe extern "C" fn mgecl_model_info_json(
         let handle = unsafe { ref_arg(model, "model") }?;
         let json = serde_json::to_string(handle.model.info())
             .map_err(|e| Error::Backend(format!("cannot serialise the model info: {e}")))?;
-        let text = c_string(&json);
-        let bytes = text.as_bytes_with_nul();
-        let out = unsafe { out_buffer(buffer, buffer_len, bytes.len(), needed, "buffer") }?;
-        for (o, &b) in out.iter_mut().zip(bytes) {
-            *o = b as c_char;
-        }
-        Ok(())
+        unsafe { out_text(&json, buffer, buffer_len, needed) }
     })
 }
 

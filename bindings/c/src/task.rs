@@ -9,10 +9,10 @@ use sdk::error::Error;
 use sdk::task::{LabelOptions, Prediction, Task, TaskConfig};
 
 use crate::args::{
-    c_string, check_out, features_out, image_arg, images_arg, mut_arg, out_buffer, ref_arg,
-    slice_arg, str_arg,
+    c_string, check_out, features_out, image_arg, images_arg, mut_arg, out_buffer, out_text,
+    ref_arg, slice_arg, str_arg, str_array_arg,
 };
-use crate::error::{guard, mgecl_status, Failure, Res};
+use crate::error::{guard, mgecl_status, Failure};
 use crate::model::mgecl_model;
 use crate::types::{
     config_to_options, fit_report, mgecl_fit_report, mgecl_image, mgecl_prediction,
@@ -605,10 +605,10 @@ pub unsafe extern "C" fn mgecl_task_label_next(
 /// Labels `rows` feature rows (`rows x dim` floats, row-major, as `mgecl_model_embed` writes
 /// them) and writes `mgecl label`'s CSV for them, NUL-terminated, into the caller's `buffer`
 /// of `buffer_len` bytes: a header row (`path,label,probability,needs_review,runner_up,
-/// runner_up_probability,known_probability,label_next`), then one row per feature row with
-/// `paths[i]` (`rows` NUL-terminated UTF-8 strings) as its path. An image needs review when its
-/// probability or known-probability is below `review_below`; the `label_next` best rows to
-/// label next get their rank (see `mgecl_task_label_next`).
+/// runner_up_probability,known_probability,label_next,error`), then one row per feature row
+/// with `paths[i]` (`rows` NUL-terminated UTF-8 strings) as its path and an empty `error`.
+/// An image needs review when its probability or known-probability is below `review_below`;
+/// the `label_next` best rows to label next get their rank (see `mgecl_task_label_next`).
 ///
 /// `needed` (may be NULL) receives the bytes required including the NUL, on success and on
 /// `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size
@@ -636,32 +636,63 @@ pub unsafe extern "C" fn mgecl_task_label_csv(
         if features.is_null() {
             return Err(Failure::Null("features"));
         }
-        if paths.is_null() {
-            return Err(Failure::Null("paths"));
-        }
         let len = rows
             .checked_mul(dim)
             .ok_or_else(|| Failure::Argument("rows x dim overflows".into()))?;
         let features = unsafe { slice_arg(features, len, "features") }?;
-        let paths = unsafe { slice_arg(paths, rows, "paths") }?
-            .iter()
-            .map(|&p| unsafe { str_arg(p, "paths[i]") })
-            .collect::<Res<Vec<&str>>>()?;
+        let paths = unsafe { str_array_arg(paths, rows, "paths") }?;
         let view = ArrayView2::from_shape((rows, dim), features)
             .map_err(|e| Failure::Argument(format!("features: {e}")))?;
-        let options = LabelOptions {
-            review_below,
-            label_next,
-        };
-        let csv = handle.task.label_features(view, &options)?.csv(&paths)?;
-        let text = c_string(&csv);
-        let bytes = text.as_bytes_with_nul();
-        let out = unsafe { out_buffer(buffer, buffer_len, bytes.len(), needed, "buffer") }?;
-        for (o, &b) in out.iter_mut().zip(bytes) {
-            *o = b as c_char;
-        }
-        Ok(())
+        let labelling = handle
+            .task
+            .label_features(view, &label_options(review_below, label_next))?;
+        unsafe { out_text(&labelling.csv(&paths)?, buffer, buffer_len, needed) }
     })
+}
+
+/// Labels the image files `paths` (`count` NUL-terminated UTF-8 paths) and writes `mgecl
+/// label`'s CSV for them, NUL-terminated, into `buffer` as `mgecl_task_label_csv` does, with
+/// `paths[i]` as each row's path. A file that cannot be read or decoded, or breaks the image
+/// limits, does not fail the call: its row has empty fields but `path` and `error`, which says
+/// why (naming the file), and it is not among the images to label next.
+///
+/// `needed` (may be NULL) receives the bytes required including the NUL, on success and on
+/// `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size
+/// (the images are embedded and labelled on each call: ask with a generous buffer first).
+///
+/// Errors: `NULL_ARGUMENT` (task, paths or one of them, buffer when buffer_len > 0),
+/// `NOT_FITTED`, `INVALID_ARGUMENT` (count 0, `review_below` outside [0, 1], bad UTF-8),
+/// `BACKEND`, `BUFFER_TOO_SMALL`. One thread at a time per task.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_task_label_paths_csv(
+    task: *const mgecl_task,
+    paths: *const *const c_char,
+    count: usize,
+    review_below: f64,
+    label_next: usize,
+    buffer: *mut c_char,
+    buffer_len: usize,
+    needed: *mut usize,
+) -> mgecl_status {
+    guard(|| {
+        let handle = unsafe { ref_arg(task, "task") }?;
+        let paths = unsafe { str_array_arg(paths, count, "paths") }?;
+        if paths.is_empty() {
+            return Err(Failure::Argument("no images to label".into()));
+        }
+        let labelling = handle
+            .task
+            .label_paths(&paths, &label_options(review_below, label_next))?;
+        unsafe { out_text(&labelling.csv(&paths)?, buffer, buffer_len, needed) }
+    })
+}
+
+/// The labelling options of both CSV calls.
+fn label_options(review_below: f64, label_next: usize) -> LabelOptions {
+    LabelOptions {
+        review_below,
+        label_next,
+    }
 }
 
 /// Saves the task (labels, features, options, model fingerprint, whether it was fitted) to

@@ -202,6 +202,8 @@ _declare("mgecl_task_label_next", _status, c_void_p, _P(c_float), c_size_t, c_si
          _P(c_size_t), _P(c_double), c_size_t, _P(c_size_t))
 _declare("mgecl_task_label_csv", _status, c_void_p, _P(c_float), c_size_t, c_size_t,
          _P(c_char_p), c_double, c_size_t, _P(c_char), c_size_t, _P(c_size_t))
+_declare("mgecl_task_label_paths_csv", _status, c_void_p, _P(c_char_p), c_size_t, c_double,
+         c_size_t, _P(c_char), c_size_t, _P(c_size_t))
 _declare("mgecl_task_save", _status, c_void_p, c_char_p)
 _declare("mgecl_task_load", _status, c_char_p, c_void_p, _P(c_void_p))
 _declare("mgecl_task_load_bytes", _status, _P(c_uint8), c_size_t, c_void_p, _P(c_void_p))
@@ -683,6 +685,26 @@ class Task(_Handle):
         buffer = ctypes.create_string_buffer(needed.value)
         _check(_lib.mgecl_task_label_csv(*args, buffer, needed.value, None))
         return buffer.value.decode()
+
+    def label_paths(self, paths, review_below=0.8, label_next=20):
+        """`mgecl label`'s CSV (a str) for image files: as label_csv, but a file that cannot be
+        read or decoded, or breaks the image limits, gets a row with only its path and the
+        `error` column (saying why, naming the file) instead of failing the call."""
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            raise TypeError("expected a list of paths")
+        c_paths = (c_char_p * max(len(paths), 1))(*[os.fsencode(p) for p in paths])
+        # Generous first: each call embeds every image again.
+        size = 256 * (len(paths) + 1)
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            needed = c_size_t()
+            status = _lib.mgecl_task_label_paths_csv(self._ptr(), c_paths, len(paths),
+                                                     float(review_below), label_next, buffer,
+                                                     size, byref(needed))
+            if status != STATUS["BUFFER_TOO_SMALL"]:
+                _check(status)
+                return buffer.value.decode()
+            size = needed.value
 
     def top_k(self, image, k):
         """The k most probable classes of one image as [(label, probability)], best first."""

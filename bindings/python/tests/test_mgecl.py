@@ -163,6 +163,26 @@ class TaskTest(unittest.TestCase):
             task.label_next([row[:-1] for row in features], 1)
         self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_ARGUMENT)
 
+    def test_label_paths_gives_damaged_files_an_error_row(self):
+        task, _ = self.make_task()
+        task.fit()
+        with tempfile.TemporaryDirectory() as scratch:
+            text = os.path.join(scratch, "notes.png")
+            with open(text, "w") as f:
+                f.write("not an image")
+            missing = os.path.join(scratch, "missing.png")
+            paths = [IMAGES[0], text, IMAGES[1], missing, IMAGES[2], IMAGES[3]]
+            csv = task.label_paths(paths, 0.8, 2).splitlines()
+        # The good files' rows are those of label_csv on their features alone.
+        expected = task.label_csv(task.embed_queries(IMAGES), IMAGES, 0.8, 2).splitlines()
+        self.assertEqual(csv[0], expected[0])
+        self.assertTrue(csv[0].endswith(",error"))
+        self.assertEqual([csv[i] for i in (1, 3, 5, 6)], expected[1:])
+        for row, path in ((csv[2], text), (csv[4], missing)):
+            self.assertTrue(row.startswith(path + ",,,,,,,,"), row)
+            self.assertIn(path, row[len(path) + 8:])
+        self.assertEqual(len(csv), 1 + len(paths))
+
     def test_errors_and_use_after_them(self):
         task, ids = self.make_task()
         for bad, status in [(lambda: task.add_class("zero"), mgecl.STATUS_DUPLICATE_LABEL),
