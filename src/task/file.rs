@@ -46,6 +46,33 @@ impl Task {
     /// # Errors
     /// [`Error::Io`] when the file cannot be written (the old file is then untouched).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let (features, metadata) = self.file_parts()?;
+        let dim = self.model.feature_dim();
+        let total_rows = features.len() / 4 / dim;
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            vec![total_rows, dim],
+            &features,
+        )
+        .map_err(|e| Error::Backend(format!("task features: {e}")))?;
+        let bytes = safetensors::serialize([("features", view)], Some(metadata))
+            .map_err(|e| Error::Backend(format!("cannot serialise the task: {e}")))?;
+        crate::atomic::write_file(path.as_ref(), &bytes)
+    }
+
+    /// A hash of everything [`Task::save`] writes (model fingerprint, settings, classes and
+    /// their features): equal for tasks that label images alike. What `mgecl label --resume`
+    /// checks that a progress file was written by the same job.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the settings cannot be serialised.
+    pub fn fingerprint(&self) -> Result<String> {
+        let (_, metadata) = self.file_parts()?;
+        Ok(metadata["checksum"].clone())
+    }
+
+    /// The features (little-endian f32 bytes) and metadata (with its checksum) of a task file.
+    fn file_parts(&self) -> Result<(Vec<u8>, HashMap<String, String>)> {
         let dim = self.model.feature_dim();
         // A plain loop: the nested `flat_map` over `to_le_bytes()` arrays it replaces made
         // valgrind report (spurious) branches on uninitialised stack memory in C-API tests.
@@ -55,7 +82,6 @@ impl Task {
                 features.extend_from_slice(&value.to_le_bytes());
             }
         }
-        let total_rows = features.len() / 4 / dim;
         let mut metadata = HashMap::from([
             ("format".to_string(), TASK_FORMAT.to_string()),
             ("version".to_string(), TASK_VERSION.to_string()),
@@ -70,15 +96,7 @@ impl Task {
             ("fitted".to_string(), self.is_fitted().to_string()),
         ]);
         metadata.insert("checksum".to_string(), task_checksum(&features, &metadata));
-        let view = safetensors::tensor::TensorView::new(
-            safetensors::Dtype::F32,
-            vec![total_rows, dim],
-            &features,
-        )
-        .map_err(|e| Error::Backend(format!("task features: {e}")))?;
-        let bytes = safetensors::serialize([("features", view)], Some(metadata))
-            .map_err(|e| Error::Backend(format!("cannot serialise the task: {e}")))?;
-        crate::atomic::write_file(path.as_ref(), &bytes)
+        Ok((features, metadata))
     }
 
     /// Loads a task saved by [`Task::save`] against `model`, refitting it if it was fitted.

@@ -4,14 +4,29 @@
 use std::path::{Path, PathBuf};
 
 use mgecl::{Error, LabelOptions, Labelling, Task};
-use ndarray::{Array2, Axis};
 
+use crate::progress;
 use crate::report::{self, ReportInput};
 
-/// Every PNG/JPEG file under `root`, recursively (symbolic links are not followed), sorted by
-/// path.
-pub fn images_under(root: &Path) -> Result<Vec<PathBuf>, Error> {
-    let mut found = Vec::new();
+/// What a folder scan found: the image files to label, and every other file with why it is
+/// not labelled.
+pub struct FolderScan {
+    /// Files with an image extension (of a supported format, or HEIC/HEIF/AVIF, which are
+    /// reported as failed rather than left out), sorted by path.
+    pub images: Vec<PathBuf>,
+    /// Other files and symbolic links (not followed), sorted by path, with the reason.
+    pub skipped: Vec<(PathBuf, &'static str)>,
+}
+
+/// Every file under `root`, recursively (symbolic links are not followed), sorted by path.
+///
+/// # Errors
+/// [`Error::Io`] naming a folder that cannot be listed.
+pub fn scan(root: &Path) -> Result<FolderScan, Error> {
+    let mut found = FolderScan {
+        images: Vec::new(),
+        skipped: Vec::new(),
+    };
     let mut folders = vec![root.to_path_buf()];
     while let Some(folder) = folders.pop() {
         let entries = std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))?;
@@ -21,12 +36,21 @@ pub fn images_under(root: &Path) -> Result<Vec<PathBuf>, Error> {
             let path = entry.path();
             if kind.is_dir() {
                 folders.push(path);
-            } else if kind.is_file() && mgecl::preprocess::is_image_file(&path) {
-                found.push(path);
+            } else if kind.is_symlink() {
+                found.skipped.push((path, "symbolic link (not followed)"));
+            } else if mgecl::preprocess::is_image_file(&path)
+                || mgecl::preprocess::is_unsupported_image_file(&path)
+            {
+                found.images.push(path);
+            } else {
+                found
+                    .skipped
+                    .push((path, "not an image file (by its extension)"));
             }
         }
     }
-    found.sort();
+    found.images.sort();
+    found.skipped.sort();
     Ok(found)
 }
 
@@ -46,37 +70,97 @@ pub struct LabelArgs {
     pub out: PathBuf,
     pub report: Option<PathBuf>,
     pub options: LabelOptions,
+    /// Stop at the first image that cannot be labelled (an error, no CSV) instead of giving
+    /// it a row with the error.
+    pub strict: bool,
+    /// Continue from the progress file beside `out` ([`crate::progress`]) if there is one.
+    pub resume: bool,
     /// Each class's support images (shown in the report).
     pub examples: Vec<(String, Vec<PathBuf>)>,
 }
 
+/// What [`run`] did.
+pub struct LabelRun {
+    /// The labelled files' paths relative to `args.images` (the CSV's `path` column).
+    pub paths: Vec<String>,
+    pub labelling: Labelling,
+    /// The files under `args.images` that are not images, with why.
+    pub skipped: Vec<(PathBuf, &'static str)>,
+}
+
 /// Labels every image under `args.images` with `task` (fitted on `args.support`), writes the
-/// CSV and the report. Returns the labelling and the relative paths.
+/// CSV and the report. An image that cannot be read, decoded or is over the image limits gets
+/// a row with its error, unless `args.strict`.
+///
+/// # Errors
+/// The folder cannot be listed or holds no image file; with `strict`, the first image that
+/// cannot be labelled (naming its path); embedding, labelling or writing errors.
 pub fn run(
     task: &Task,
     args: &LabelArgs,
     progress: &dyn Fn(usize, &str) -> indicatif::ProgressBar,
-) -> Result<(Vec<String>, Labelling), Error> {
-    let files = images_under(&args.images)?;
+) -> Result<LabelRun, Error> {
+    let FolderScan {
+        images: files,
+        skipped,
+    } = scan(&args.images)?;
     if files.is_empty() {
         return Err(Error::InvalidArgument(format!(
-            "no PNG or JPEG images under {}",
-            args.images.display()
+            "no image files under {} ({} other files; supported: {})",
+            args.images.display(),
+            skipped.len(),
+            mgecl::preprocess::IMAGE_EXTENSIONS.join(", ")
         )));
     }
     let paths: Vec<String> = files.iter().map(|f| relative(f, &args.images)).collect();
+    let job = progress::JobId {
+        task: task.fingerprint()?,
+        chunk: progress::CHUNK,
+        dim: task.model().feature_dim(),
+        paths: paths.clone(),
+    };
+    let journal_path = progress::path_for(&args.out);
+    let (mut journal, mut outcomes) = if args.resume && journal_path.exists() {
+        let (journal, outcomes) = progress::Journal::resume(&journal_path, &job)?;
+        eprintln!(
+            "resuming: {} of {} images done ({})",
+            outcomes.len(),
+            files.len(),
+            journal_path.display()
+        );
+        (journal, outcomes)
+    } else {
+        if journal_path.exists() {
+            eprintln!(
+                "note: starting over; {} of an earlier run is replaced (--resume continues it)",
+                journal_path.display()
+            );
+        }
+        (progress::Journal::create(&journal_path, &job)?, Vec::new())
+    };
     let bar = progress(files.len(), "labelling");
-    let mut features = Array2::<f32>::zeros((0, task.model().feature_dim()));
-    for chunk in files.chunks(16) {
+    bar.inc(outcomes.len() as u64);
+    let start = outcomes.len();
+    for (k, chunk) in files[start..].chunks(progress::CHUNK).enumerate() {
         // As the task classifies them: with each image's copies under augment_queries.
-        let rows = task.embed_query_paths(chunk)?;
-        features
-            .append(Axis(0), rows.view())
-            .map_err(|e| Error::Backend(format!("cannot collect features: {e}")))?;
+        let sources = mgecl::ImageSource::paths(chunk);
+        let mut done = Vec::with_capacity(chunk.len());
+        for outcome in task.embed_queries_each(&sources)? {
+            match outcome {
+                Err(e) if args.strict => {
+                    // Nothing to resume: the same file would stop it again.
+                    journal.remove()?;
+                    return Err(e);
+                }
+                outcome => done.push(outcome.map_err(|e| e.to_string())),
+            }
+        }
+        journal.append(start + k * progress::CHUNK, &done)?;
+        outcomes.extend(done);
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    let labelling = task.label_features(features.view(), &args.options)?;
+    let labelling = task.label_outcomes(&outcomes, &args.options)?;
     let csv = labelling.csv(&paths)?;
     mgecl::__private::write_file(&args.out, csv.as_bytes())?;
     if let Some(report_path) = &args.report {
@@ -89,7 +173,7 @@ pub fn run(
                 images: &args.images,
                 files: &files,
                 paths: &rows.paths,
-                proposals: &rows.proposals,
+                rows: &rows.rows,
                 label_next: &rows.label_next,
                 classes: &classes,
                 review_below: args.options.review_below,
@@ -99,7 +183,12 @@ pub fn run(
         )?;
         mgecl::__private::write_file(report_path, html.as_bytes())?;
     }
-    Ok((paths, labelling))
+    journal.remove()?;
+    Ok(LabelRun {
+        paths,
+        labelling,
+        skipped,
+    })
 }
 
 #[cfg(test)]

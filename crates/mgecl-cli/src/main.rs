@@ -2,6 +2,7 @@
 
 mod label;
 mod plot;
+mod progress;
 mod report;
 
 use std::collections::{BTreeMap, HashMap};
@@ -132,7 +133,9 @@ enum Command {
         /// Folder of class folders (the folder name is the label).
         #[arg(long)]
         support: PathBuf,
-        /// Folder of images to label (searched recursively for PNG and JPEG files).
+        /// Folder of images to label, searched recursively: PNG, JPEG, WebP, BMP, GIF (first
+        /// frame) and TIFF files are labelled; HEIC/HEIF/AVIF files get a row saying to
+        /// convert them; other files are counted as skipped (--list-skipped names them).
         #[arg(long)]
         images: PathBuf,
         /// The CSV to write.
@@ -148,6 +151,20 @@ enum Command {
         /// How many images to suggest labelling next.
         #[arg(long, default_value_t = 20)]
         label_next: usize,
+        /// Stop at the first file that cannot be read or decoded (or is over the image limits)
+        /// with an error and no CSV. By default such a file gets a CSV row with an empty label
+        /// and the reason in the `error` column, and the job goes on.
+        #[arg(long)]
+        strict: bool,
+        /// Print the files under --images that are not images (they are counted either way).
+        #[arg(long)]
+        list_skipped: bool,
+        /// Continue an interrupted run (Ctrl-C, kill, power loss) from the progress file
+        /// beside --out (`OUT.progress`, appended and synced every 16 images, removed when the
+        /// CSV is written): the CSV and report are the same as an uninterrupted run's. Without
+        /// --resume a run starts over.
+        #[arg(long)]
+        resume: bool,
         /// prototype or logistic (default: the SDK's, prototype, which suits labelling:
         /// labelling gives classes unequal numbers of examples, and logistic regression's
         /// intercepts then favour the larger classes; bench/label_heldout.py: adding 10
@@ -841,7 +858,7 @@ fn report_cmd(
             images,
             files: &files,
             paths: &rows.paths,
-            proposals: &rows.proposals,
+            rows: &rows.rows,
             label_next: &rows.label_next,
             classes: &classes,
             review_below,
@@ -861,6 +878,9 @@ struct LabelCmd {
     report: Option<PathBuf>,
     review_below: f64,
     label_next: usize,
+    strict: bool,
+    list_skipped: bool,
+    resume: bool,
     classifier: Option<String>,
     raw_probabilities: bool,
     tta: TtaArgs,
@@ -880,15 +900,37 @@ fn label_cmd(model: Model, a: LabelCmd) -> Result<(), Error> {
             review_below: a.review_below,
             label_next: a.label_next,
         },
+        strict: a.strict,
+        resume: a.resume,
         examples,
     };
-    let (paths, labelling) = label::run(&task, &args, &progress)?;
+    let label::LabelRun {
+        paths,
+        labelling,
+        skipped,
+    } = label::run(&task, &args, &progress)?;
     let review = labelling.review_order();
+    let failed = labelling.failed();
+    if a.list_skipped {
+        for (path, why) in &skipped {
+            eprintln!("skipped {}: {why}", path.display());
+        }
+    }
+    for &i in failed.iter().take(5) {
+        eprintln!(
+            "not labelled: {}",
+            labelling.rows[i].error().unwrap_or_default()
+        );
+    }
     eprintln!(
-        "labelled {} images into {} classes: {} to review; wrote {}{}",
+        "labelled {} of {} images into {} classes: {} to review, {} failed (error column); \
+         {} other files skipped; wrote {}{}",
+        paths.len() - failed.len(),
         paths.len(),
         task.classes().len(),
         review.len(),
+        failed.len(),
+        skipped.len(),
         args.out.display(),
         args.report
             .as_ref()
@@ -1227,6 +1269,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             report,
             review_below,
             label_next,
+            strict,
+            list_skipped,
+            resume,
             classifier,
             raw_probabilities,
             tta,
@@ -1239,6 +1284,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 report,
                 review_below,
                 label_next,
+                strict,
+                list_skipped,
+                resume,
                 classifier,
                 raw_probabilities,
                 tta,

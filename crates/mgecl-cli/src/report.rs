@@ -1,7 +1,8 @@
 //! The `mgecl label --report` page: one self-contained HTML file (thumbnails inlined as PNG
 //! data URIs, no script, no external resource). What a person sees, top to bottom: a summary,
 //! the images to review (least certain first), the images to label next, their own examples,
-//! then every image grouped by proposed label, most confident first.
+//! every image grouped by proposed label, most confident first, then the files that could not
+//! be labelled and why.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -9,7 +10,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use mgecl::{Error, ImageLimits, Proposal};
+use mgecl::{Error, ImageLimits, LabelRow, Proposal};
 
 /// Longest side of a thumbnail, in pixels.
 const THUMBNAIL: u32 = 72;
@@ -27,7 +28,7 @@ pub struct ReportInput<'a> {
     /// Their paths relative to `images`.
     pub paths: &'a [String],
     /// One per file.
-    pub proposals: &'a [Proposal],
+    pub rows: &'a [LabelRow],
     /// Indices of the files to label next, by rank.
     pub label_next: &'a [usize],
     /// The task's class labels.
@@ -87,9 +88,11 @@ impl Page<'_> {
             .clone()
     }
 
-    /// One image's card; `badge` is shown in its corner (the "label next" rank).
+    /// One labelled image's card; `badge` is shown in its corner (the "label next" rank).
     fn card(&mut self, index: usize, badge: Option<usize>) {
-        let p: &Proposal = &self.input.proposals[index];
+        let Some(p) = self.input.rows[index].proposal() else {
+            return;
+        };
         let path = escape(&self.input.paths[index]);
         let mut class = String::from("card");
         if p.needs_review {
@@ -153,7 +156,9 @@ border-radius:6px;padding:4px;text-align:center;font-size:12px;overflow:hidden}\
 padding:0 6px;font-weight:bold}\
 .path{color:#777;word-break:break-all}.warn{color:#c45500}.more{color:#777}\
 .examples{display:flex;flex-wrap:wrap;gap:1em}.class{background:#fff;border:1px solid #ddd;\
-border-radius:6px;padding:.4em}.class img{width:48px;height:48px;object-fit:contain}";
+border-radius:6px;padding:.4em}.class img{width:48px;height:48px;object-fit:contain}\
+table.failed{border-collapse:collapse;font-size:13px}table.failed td,table.failed th{\
+border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}";
 
 /// The page's HTML.
 ///
@@ -164,9 +169,11 @@ pub fn html(
     input: &ReportInput<'_>,
     progress: &dyn Fn(usize, &str) -> indicatif::ProgressBar,
 ) -> Result<String, Error> {
-    let proposals = input.proposals;
-    let n = proposals.len();
-    let review = mgecl::task::review_order(proposals);
+    let rows = input.rows;
+    let n = rows.len();
+    let review = mgecl::task::review_order(rows);
+    let failed = mgecl::task::failed_rows(rows);
+    let proposal = |i: usize| rows[i].proposal();
     let next = input.label_next;
     let classes = input.classes;
     let mut page = Page {
@@ -184,14 +191,22 @@ pub fn html(
          probability that it belongs to one of these classes at all, is below {}.</p>\
          <div class=\"summary\"><div class=\"stat\"><b>{n}</b>images</div>\
          <div class=\"stat\"><b>{}</b>classes</div><div class=\"stat alert\"><b>{}</b>to review</div>\
-         <div class=\"stat\"><b>{}</b>confident</div></div>",
+         <div class=\"stat\"><b>{}</b>confident</div>{}</div>",
         escape(&input.images.display().to_string()),
         escape(&input.support.display().to_string()),
         classes.len(),
         percent(input.review_below),
         classes.len(),
         review.len(),
-        n - review.len(),
+        n - review.len() - failed.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<div class=\"stat alert\"><b><a href=\"#failed\">{}</a></b>not labelled</div>",
+                failed.len()
+            )
+        },
     );
 
     let bar = progress(n.min(MAX_CARDS * (classes.len() + 2)), "report");
@@ -248,21 +263,17 @@ pub fn html(
         .enumerate()
         .map(|(i, c)| (c.as_str(), i))
         .collect();
-    for (i, p) in proposals.iter().enumerate() {
-        if let Some(&g) = position.get(p.label.as_str()) {
+    for (i, p) in rows.iter().enumerate() {
+        if let Some(&g) = p.proposal().and_then(|p| position.get(p.label.as_str())) {
             groups[g].1.push(i);
         }
     }
+    let probability = |i: usize| proposal(i).map_or(0.0, |p: &Proposal| p.probability);
     for (label, members) in &mut groups {
-        members.sort_by(|&a, &b| {
-            proposals[b]
-                .probability
-                .total_cmp(&proposals[a].probability)
-                .then(a.cmp(&b))
-        });
+        members.sort_by(|&a, &b| probability(b).total_cmp(&probability(a)).then(a.cmp(&b)));
         let to_review = members
             .iter()
-            .filter(|&&i| proposals[i].needs_review)
+            .filter(|&&i| proposal(i).is_some_and(|p| p.needs_review))
             .count();
         let _ = write!(
             page.html,
@@ -274,6 +285,25 @@ pub fn html(
         bar.inc(members.len().min(MAX_CARDS) as u64);
     }
     bar.finish_and_clear();
+
+    if !failed.is_empty() {
+        let _ = write!(
+            page.html,
+            "<h2 id=\"failed\">Not labelled ({})</h2><p class=\"note\">These files could not be \
+             read or decoded, or are larger than the image limits; the CSV's <code>error</code> \
+             column says the same.</p><table class=\"failed\"><tr><th>file</th><th>why</th></tr>",
+            failed.len()
+        );
+        for &i in &failed {
+            let _ = write!(
+                page.html,
+                "<tr><td class=\"path\">{}</td><td>{}</td></tr>",
+                escape(&input.paths[i]),
+                escape(rows[i].error().unwrap_or_default())
+            );
+        }
+        page.html.push_str("</table>");
+    }
     page.html.push_str("</body></html>\n");
     Ok(page.html)
 }

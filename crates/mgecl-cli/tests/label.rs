@@ -114,7 +114,8 @@ fn labels_a_folder_and_flags_what_it_does_not_know() {
             "runner_up",
             "runner_up_probability",
             "known_probability",
-            "label_next"
+            "label_next",
+            "error"
         ]
     );
     assert_eq!(rows.len(), truth.len());
@@ -306,5 +307,262 @@ fn label_augments_queries_as_classify_does() {
     assert!(
         changed * 2 > augmented.len(),
         "only {changed} answers changed"
+    );
+}
+
+/// `mgecl label --model (shipped) --support S --images I --out OUT` plus `extra`.
+fn label_command(scratch: &Path, images: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut command = mgecl();
+    command
+        .arg("label")
+        .arg("--model")
+        .arg(repo_root().join("models/omniglot-conv4.safetensors"))
+        .arg("--support")
+        .arg(scratch.join("support"))
+        .arg("--images")
+        .arg(images)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    command
+}
+
+/// The CSV's lines by their path (the first field: the case's paths hold no comma).
+fn lines_by_path(csv: &str) -> HashMap<String, String> {
+    csv.lines()
+        .skip(1)
+        .map(|line| {
+            (
+                line.split(',').next().unwrap().to_string(),
+                line.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every file under `root`, relative, `/`-separated.
+fn files_under(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                let relative = path.strip_prefix(root).unwrap();
+                found.push(relative.to_str().unwrap().replace('\\', "/"));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// What a real folder holds beside photos: damaged files, other formats, files that are not
+/// images. Every file is accounted for, the damaged ones do not stop the job, and the good
+/// images get exactly the rows they get without the damaged ones around.
+#[test]
+fn damaged_files_get_error_rows_and_the_rest_is_labelled_as_without_them() {
+    let scratch = tempfile::tempdir().unwrap();
+    make_case(scratch.path());
+    let images = scratch.path().join("images");
+    // The first drawings again in every other format the decoder reads, beside their PNG.
+    let mut originals: Vec<String> = files_under(&images)
+        .into_iter()
+        .filter(|p| p.starts_with("batch0/"))
+        .collect();
+    originals.truncate(3);
+    let mut converted = Vec::new();
+    std::fs::create_dir_all(images.join("formats")).unwrap();
+    for (i, original) in originals.iter().enumerate() {
+        let drawing = image::open(images.join(original)).unwrap();
+        for ext in ["webp", "bmp", "gif", "tiff", "jpg"] {
+            let name = format!("formats/{i}.{ext}");
+            let picture = if ext == "gif" {
+                image::DynamicImage::ImageRgba8(drawing.to_rgba8())
+            } else {
+                image::DynamicImage::ImageRgb8(drawing.to_rgb8())
+            };
+            picture.save(images.join(&name)).unwrap();
+            converted.push((name, original.clone(), ext));
+        }
+    }
+    // The good images alone, for the comparison.
+    let good = scratch.path().join("good");
+    for path in files_under(&images) {
+        std::fs::create_dir_all(good.join(&path).parent().unwrap()).unwrap();
+        std::fs::copy(images.join(&path), good.join(&path)).unwrap();
+    }
+
+    let damaged_dir = images.join("upload");
+    std::fs::create_dir_all(&damaged_dir).unwrap();
+    let png = std::fs::read(images.join(&originals[0])).unwrap();
+    let damaged: [(&str, Vec<u8>); 5] = [
+        ("upload/cut.png", png[..png.len() / 2].to_vec()),
+        ("upload/empty.png", Vec::new()),
+        (
+            "upload/notes-really.jpg",
+            b"shopping list: eggs, milk\n".to_vec(),
+        ),
+        ("upload/bomb.png", common::decompression_bomb_png()),
+        // An iPhone photo's first box (ISO-BMFF ftyp, brand heic).
+        (
+            "upload/IMG_0001.HEIC",
+            b"\0\0\0\x18ftypheic\0\0\0\0mif1heic".to_vec(),
+        ),
+    ];
+    for (name, bytes) in &damaged {
+        std::fs::write(images.join(name), bytes).unwrap();
+    }
+    let not_images = ["upload/notes.txt", "upload/.DS_Store"];
+    for name in not_images {
+        std::fs::write(images.join(name), b"not an image").unwrap();
+    }
+
+    let out = scratch.path().join("all.csv");
+    let run = label_command(scratch.path(), &images, &out, &["--list-skipped"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("5 failed"), "{stderr}");
+    assert!(stderr.contains("2 other files skipped"), "{stderr}");
+    let csv = std::fs::read_to_string(&out).unwrap();
+    let rows = lines_by_path(&csv);
+    let (_, parsed) = parse_csv(&csv);
+
+    // Every file accounted for: a CSV row or a skipped line.
+    for path in files_under(&images) {
+        let skipped = stderr.contains(&format!("skipped {}", images.join(&path).display()));
+        assert_ne!(
+            rows.contains_key(&path),
+            skipped,
+            "{path}: in the CSV or skipped, not both, not neither"
+        );
+        assert_eq!(skipped, not_images.contains(&path.as_str()), "{path}");
+    }
+    // The damaged files: an empty label and an error naming the file.
+    for (name, _) in &damaged {
+        let row = parsed.iter().find(|r| r["path"] == *name).unwrap();
+        assert_eq!(row["label"], "", "{name}");
+        assert!(row["error"].contains(name), "{name}: {}", row["error"]);
+    }
+    let error_of = |name: &str| parsed.iter().find(|r| r["path"] == name).unwrap()["error"].clone();
+    assert!(error_of("upload/IMG_0001.HEIC").contains("convert them to JPEG or PNG"));
+    assert!(error_of("upload/bomb.png").contains("exceeds the decoding limits"));
+    // Every other row is labelled, with an empty error.
+    let labelled = parsed.iter().filter(|r| r["error"].is_empty()).count();
+    assert_eq!(labelled, parsed.len() - damaged.len());
+    // The other formats: labelled as their PNG (GIF's palette and JPEG may move pixels).
+    for (name, original, ext) in &converted {
+        let (a, b) = (
+            parsed.iter().find(|r| r["path"] == *name).unwrap(),
+            parsed.iter().find(|r| r["path"] == *original).unwrap(),
+        );
+        assert_eq!(a["label"], b["label"], "{name}");
+        if matches!(*ext, "webp" | "bmp" | "tiff") {
+            assert_eq!(a["probability"], b["probability"], "{name}");
+        }
+    }
+
+    // The good images' rows are those of a run without the damaged files.
+    let good_out = scratch.path().join("good.csv");
+    succeed(&mut label_command(scratch.path(), &good, &good_out, &[]));
+    let good_rows = lines_by_path(&std::fs::read_to_string(&good_out).unwrap());
+    assert_eq!(good_rows.len(), rows.len() - damaged.len());
+    for (path, line) in &good_rows {
+        assert_eq!(&rows[path], line, "{path}");
+    }
+
+    // --strict: the first damaged file stops the job; no CSV.
+    let strict_out = scratch.path().join("strict.csv");
+    let strict = label_command(scratch.path(), &images, &strict_out, &["--strict"])
+        .output()
+        .unwrap();
+    assert!(!strict.status.success());
+    let message = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        damaged.iter().any(|(name, _)| message.contains(name)),
+        "{message}"
+    );
+    assert!(!strict_out.exists());
+    assert!(!scratch.path().join("strict.csv.progress").exists());
+}
+
+/// `mgecl label` killed (SIGKILL) at random points of a 2,000-image run and resumed with
+/// `--resume`, 20 times (every other time killed again while resuming): each CSV is
+/// byte-identical to the uninterrupted run's, and the progress file is gone at the end.
+#[test]
+fn a_killed_run_resumes_to_the_same_csv() {
+    let scratch = tempfile::tempdir().unwrap();
+    make_case(scratch.path());
+    // 2,000 images: the case's drawings copied under numbered names, 100 per folder.
+    let drawings: Vec<PathBuf> = files_under(&scratch.path().join("images"))
+        .iter()
+        .map(|p| scratch.path().join("images").join(p))
+        .collect();
+    let images = scratch.path().join("many");
+    for i in 0..2000 {
+        let target = images.join(format!("part{:02}/{i:04}.png", i / 100));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&drawings[i % drawings.len()], target).unwrap();
+    }
+    let reference = scratch.path().join("reference.csv");
+    let started = std::time::Instant::now();
+    succeed(&mut label_command(scratch.path(), &images, &reference, &[]));
+    let full = started.elapsed().as_secs_f64();
+    let expected = std::fs::read(&reference).unwrap();
+
+    // A fixed-seed LCG: the kill points are random but the same on every run of the test.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut resumed_midway = 0;
+    for trial in 0..20 {
+        let out = scratch.path().join(format!("trial{trial}.csv"));
+        let progress = scratch.path().join(format!("trial{trial}.csv.progress"));
+        let kills = 1 + trial % 2;
+        for kill in 0..kills {
+            let extra: &[&str] = if kill == 0 { &[] } else { &["--resume"] };
+            let mut child = label_command(scratch.path(), &images, &out, extra)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_secs_f64(full * uniform()));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            // Written atomically: no CSV, or the whole one.
+            if out.exists() {
+                assert_eq!(std::fs::read(&out).unwrap(), expected, "trial {trial}");
+            }
+        }
+        let run = label_command(scratch.path(), &images, &out, &["--resume"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "trial {trial}: {stderr}");
+        if let Some(done) = stderr
+            .split("resuming: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+        {
+            let done: usize = done.parse().unwrap();
+            resumed_midway += usize::from(done > 0 && done < 2000);
+        }
+        assert!(
+            std::fs::read(&out).unwrap() == expected,
+            "trial {trial}: the resumed CSV differs"
+        );
+        assert!(!progress.exists(), "trial {trial}: progress file left");
+    }
+    // Else the kills all fell before the first or after the last image: nothing was tested.
+    assert!(
+        resumed_midway >= 8,
+        "only {resumed_midway} runs resumed midway"
     );
 }
