@@ -4,7 +4,7 @@
         --out labels.csv [--report report.html] [--review-below 0.8] [--label-next 20] \\
         [--classifier prototype] [--raw-probabilities] [--augmented-copies N] \\
         [--augmentation rotate] [--[no-]augment-queries] [--batch-size 64] [--workers N] \\
-        [--threads 1]
+        [--threads 1] [--strict] [--resume]
 
 Task settings not given are the model's recommended ones (Model.task_options), as for
 `mgecl label`.
@@ -19,6 +19,17 @@ its features come back to the driver, which ranks the images to label next over 
 number of workers; a failed worker's batches are retried by Ray (actors restarted, tasks
 retried) and each image's row is kept once.
 
+As in `mgecl label`, a file that cannot be read or decoded, or breaks an image limit, does not
+stop the job: it gets a row with an empty label and the reason (naming the file) in the `error`
+column, and is left out of the "label next" ranking; --strict stops at the first such file
+instead (non-zero exit, no CSV). The folder is listed as `mgecl label` lists it (the same image
+extensions, HEIC/HEIF/AVIF included so that they get their "convert them" row).
+
+--resume: the driver appends every batch it receives (rows and features, each line with a
+checksum, synced to disk) to OUT.ray-progress; a job restarted with the same flags and
+--resume labels only the images not in it, and the CSV is the same as an uninterrupted run's.
+The progress file is removed when the CSV is written.
+
 The folders (--model, --support, --images) must be readable at the same path on every node
 (a shared or replicated file system), as for Ray Data's file readers. --report draws the HTML
 page from the CSV on the driver with `mgecl report` (the command-line tool: MGECL_CLI, else
@@ -26,33 +37,77 @@ page from the CSV on the driver with `mgecl report` (the command-line tool: MGEC
 """
 
 import argparse
+import base64
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import zlib
 
 import numpy as np
 import ray
 
 import mgecl
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The formats the library decodes (mgecl::preprocess::IMAGE_EXTENSIONS) and those `mgecl
+# label` lists anyway to report them as unsupported (UNSUPPORTED_IMAGE_EXTENSIONS).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+UNSUPPORTED_SUFFIXES = (".heic", ".heif", ".avif")
+# The errors that are one image's (its file), not the job's.
+IMAGE_ERRORS = (mgecl.STATUS["IO"], mgecl.STATUS["INVALID_IMAGE"], mgecl.STATUS["LIMIT_EXCEEDED"])
 
 
 def images_under(root):
-    """Every PNG/JPEG file under `root` (symbolic links to folders are not followed), in
-    `mgecl label`'s order: by path, compared component by component."""
+    """The image files under `root` (symbolic links are not followed), in `mgecl label`'s
+    order: by path, compared component by component."""
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
         for name in files:
             path = os.path.join(folder, name)
-            if name.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(path) \
-                    and not os.path.islink(path):
+            if name.lower().endswith(IMAGE_SUFFIXES + UNSUPPORTED_SUFFIXES) \
+                    and os.path.isfile(path) and not os.path.islink(path):
                 found.append(os.path.relpath(path, root).split(os.sep))
     found.sort()
     return ["/".join(parts) for parts in found]
+
+
+def csv_field(text):
+    """One CSV field as the library writes it: quoted when it holds a comma, a quote or a
+    line break."""
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def failed_row(path, error):
+    """The CSV row of an image that could not be labelled (the library's layout)."""
+    return csv_field(path) + ",,,,,,,," + csv_field(error)
+
+
+def embed_each(task, files, strict=False):
+    """Each file's query features (or None) and the message of the error that made it
+    unusable (or None). The files are embedded together; when one of them cannot be used,
+    each is embedded alone to find which (with `strict`, its error is raised instead)."""
+    try:
+        return list(task.embed_queries(files)), [None] * len(files)
+    except mgecl.Error as e:
+        if e.status not in IMAGE_ERRORS or strict:
+            raise
+    features, errors = [], []
+    for file in files:
+        try:
+            features.append(task.embed_queries([file])[0])
+            errors.append(None)
+        except mgecl.Error as e:
+            if e.status not in IMAGE_ERRORS:
+                raise
+            features.append(None)
+            errors.append(e.message)
+    return features, errors
 
 
 def task_options(model, args):
@@ -92,23 +147,137 @@ def fit_support(model, support, options):
 class Labeller:
     """A Ray Data actor: the model and the task loaded once, then batch after batch."""
 
-    def __init__(self, model_bytes, task_bytes, review_below):
+    def __init__(self, model_bytes, task_bytes, review_below, strict):
         self.model = mgecl.Model.from_bytes(ray.get(model_bytes))
         self.task = mgecl.Task.from_bytes(ray.get(task_bytes), self.model)
         self.review_below = review_below
+        self.strict = strict
 
     def __call__(self, batch):
         paths = [str(p) for p in batch["path"]]
-        images = []
-        for file in batch["file"]:
-            with open(str(file), "rb") as f:
-                images.append(f.read())
-        features = self.task.embed_queries(images)
-        # The batch's CSV rows (header dropped; no ranking: that needs every image).
-        csv = self.task.label_csv(features, paths, self.review_below, 0)
-        rows = csv.split("\n")[1:-1]
+        # By path, so that errors name the file as mgecl label's do.
+        features, errors = embed_each(self.task, [str(f) for f in batch["file"]], self.strict)
+        good = [i for i, error in enumerate(errors) if error is None]
+        rows = [failed_row(path, error) if error is not None else None
+                for path, error in zip(paths, errors)]
+        matrix = np.zeros((len(paths), self.model.feature_dim), dtype=np.float32)
+        if good:
+            matrix[good] = np.asarray([features[i] for i in good], dtype=np.float32)
+            # The batch's CSV rows (header dropped; no ranking: that needs every image).
+            csv = self.task.label_csv(matrix[good], [paths[i] for i in good],
+                                      self.review_below, 0)
+            for i, row in zip(good, csv.split("\n")[1:-1]):
+                rows[i] = row
         return {"index": batch["index"], "row": np.array(rows, dtype=object),
-                "features": np.asarray(features, dtype=np.float32)}
+                "failed": np.array([error is not None for error in errors]),
+                "features": matrix}
+
+
+class Progress:
+    """OUT.ray-progress: the batches the driver has received, so that a restarted job
+    (--resume) does not redo them. A header line naming the job, then one line per batch
+    (a CRC-32 and the JSON of its indices, rows, failed flags and features), each flushed and
+    synced before the next is taken; a line cut short by a kill fails its CRC and is dropped
+    (with anything after it) on resume."""
+
+    FORMAT = "mgecl-ray-label-progress/1"
+
+    def __init__(self, out, job):
+        self.path = out + ".ray-progress"
+        self.job = job
+        self.file = None
+
+    def start(self, resume, rows, failed, features):
+        """Opens the file (continuing it with `resume`), filling `rows`, `failed` and
+        `features` from it; the number of images it held."""
+        done = 0
+        if resume and os.path.exists(self.path):
+            with open(self.path, "rb") as f:
+                data = f.read()
+            lines = data.split(b"\n")
+            try:
+                header = json.loads(lines[0])
+            except ValueError:
+                header = None
+            if not isinstance(header, dict) or header.get("format") != self.FORMAT \
+                    or header.get("job") != self.job:
+                raise SystemExit(f"error: {self.path} was written by another job (other "
+                                 "images, support examples, model or options); remove it, or "
+                                 "run without --resume to start over")
+            whole = len(lines[0]) + 1
+            for line in lines[1:-1]:  # the last piece has no line end: never whole
+                record = self._record(line)
+                if record is None:
+                    break
+                for index, row, bad, feature in zip(*record):
+                    if rows[index] is None:
+                        done += 1
+                    rows[index], failed[index], features[index] = row, bad, feature
+                whole += len(line) + 1
+            self.file = open(self.path, "r+b")
+            self.file.truncate(whole)
+            self.file.seek(whole)
+        else:
+            if os.path.exists(self.path):
+                print(f"note: starting over; {self.path} of an earlier run is replaced "
+                      "(--resume continues it)", file=sys.stderr)
+            header = json.dumps({"format": self.FORMAT, "job": self.job}).encode() + b"\n"
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path) or ".",
+                                       prefix=".mgecl-ray-progress-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(header)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+            self.file = open(self.path, "ab")
+        return done
+
+    @staticmethod
+    def _record(line):
+        crc, _, payload = line.partition(b" ")
+        try:
+            if int(crc, 16) != zlib.crc32(payload):
+                return None
+            record = json.loads(payload)
+            features = np.frombuffer(base64.b64decode(record["features"]), dtype=np.float32)
+            features = features.reshape(len(record["index"]), -1)
+            return record["index"], record["row"], record["failed"], features
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def append(self, indices, rows, failed, features):
+        payload = json.dumps({
+            "index": [int(i) for i in indices], "row": [str(r) for r in rows],
+            "failed": [bool(b) for b in failed],
+            "features": base64.b64encode(
+                np.ascontiguousarray(features, dtype=np.float32).tobytes()).decode(),
+        }).encode()
+        self.file.write(b"%08x " % zlib.crc32(payload) + payload + b"\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def remove(self):
+        self.file.close()
+        os.unlink(self.path)
+
+
+def job_id(args, options, model_bytes, paths):
+    """What a resumed job must share with the one that wrote the progress file: the model,
+    the support images, the options and the image paths."""
+    digest = hashlib.sha256(model_bytes)
+    for label in sorted(os.listdir(args.support)):
+        folder = os.path.join(args.support, label)
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                path = os.path.join(folder, name)
+                if os.path.isfile(path):
+                    digest.update(f"{label}/{name}\0".encode())
+                    with open(path, "rb") as f:
+                        digest.update(hashlib.sha256(f.read()).digest())
+    settings = {"options": options, "review_below": args.review_below, "paths": paths,
+                "images": os.path.abspath(args.images)}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def mgecl_command():
@@ -133,43 +302,69 @@ def label(args):
 
     paths = images_under(args.images)
     if not paths:
-        raise SystemExit(f"error: no PNG or JPEG images under {args.images}")
+        raise SystemExit(f"error: no image files under {args.images} (supported: "
+                         f"{', '.join(s[1:] for s in IMAGE_SUFFIXES)})")
     images = os.path.abspath(args.images)
-    items = [{"index": i, "path": p, "file": os.path.join(images, *p.split("/"))}
-             for i, p in enumerate(paths)]
-
-    ray.init(address=args.address, log_to_driver=False)
-    workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // args.threads)
-    model_ref, task_ref = ray.put(model_bytes), ray.put(task_bytes)
-    dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items) // args.batch_size))
-
-    # One stage: reading in separate tasks would need CPUs the labelling actors hold.
-    labelled = dataset.map_batches(
-        Labeller, batch_size=args.batch_size,
-        fn_constructor_args=(model_ref, task_ref, args.review_below),
-        concurrency=workers, num_cpus=args.threads, max_restarts=-1, max_task_retries=-1,
-        # The library's CPU kernels use as many threads as the actor has CPUs.
-        runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(args.threads)}})
-
     rows = [None] * len(paths)
+    failed = [False] * len(paths)
     features = np.zeros((len(paths), model.feature_dim), dtype=np.float32)
-    for batch in labelled.iter_batches(batch_size=None):
-        for index, row, feature in zip(batch["index"], batch["row"], batch["features"]):
-            # A retried batch may deliver an image again: its row is the same; keep one.
-            rows[int(index)] = row
-            features[int(index)] = feature
+    progress = Progress(os.path.abspath(args.out), job_id(args, options, model_bytes, paths))
+    done = progress.start(args.resume, rows, failed, features)
+    if args.resume and done:
+        print(f"resuming: {done} of {len(paths)} images done ({progress.path})", file=sys.stderr)
+    items = [{"index": i, "path": p, "file": os.path.join(images, *p.split("/"))}
+             for i, p in enumerate(paths) if rows[i] is None]
+
+    if items:
+        ray.init(address=args.address, log_to_driver=False)
+        workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1))
+                                      // args.threads)
+        model_ref, task_ref = ray.put(model_bytes), ray.put(task_bytes)
+        dataset = ray.data.from_items(items,
+                                      override_num_blocks=max(1, len(items) // args.batch_size))
+        # One stage: reading in separate tasks would need CPUs the labelling actors hold.
+        labelled = dataset.map_batches(
+            Labeller, batch_size=args.batch_size,
+            fn_constructor_args=(model_ref, task_ref, args.review_below, args.strict),
+            concurrency=workers, num_cpus=args.threads, max_restarts=-1, max_task_retries=-1,
+            # The library's CPU kernels use as many threads as the actor has CPUs.
+            runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(args.threads)}})
+        try:
+            for batch in labelled.iter_batches(batch_size=None):
+                progress.append(batch["index"], batch["row"], batch["failed"],
+                                batch["features"])
+                for index, row, bad, feature in zip(batch["index"], batch["row"],
+                                                    batch["failed"], batch["features"]):
+                    # A retried batch may deliver an image again: its row is the same.
+                    rows[int(index)] = row
+                    failed[int(index)] = bool(bad)
+                    features[int(index)] = feature
+        except Exception as e:
+            if args.strict:
+                progress.remove()
+                raise SystemExit(f"error: {e}")
+            raise
     missing = [paths[i] for i, row in enumerate(rows) if row is None]
     if missing:
         raise SystemExit(f"error: {len(missing)} images came back unlabelled, e.g. {missing[0]}")
 
-    ranks = {row: rank + 1 for rank, (row, _) in
-             enumerate(task.label_next(features, args.label_next))}
+    # The ranking is over the images that were labelled, as in mgecl label.
+    good = [i for i in range(len(paths)) if not failed[i]]
+    ranks = {}
+    if good:
+        ranks = {good[row]: rank + 1 for rank, (row, _) in
+                 enumerate(task.label_next(features[good], args.label_next))}
     # The header as the library writes it (the CSV of one row, without its row).
-    header = task.label_csv(features[:1], paths[:1], args.review_below, 0).split("\n")[0]
+    first = good[:1] or [0]
+    header = task.label_csv(features[first], paths[:1], args.review_below, 0).split("\n")[0]
     lines = [header]
     for i, row in enumerate(rows):
-        # The batch rows end with an empty label_next field.
-        lines.append(row + (str(ranks[i]) if i in ranks else ""))
+        if failed[i]:
+            lines.append(row)
+        else:
+            # The batch rows end with empty label_next and error fields: the rank goes before
+            # the last comma.
+            lines.append(row[:-1] + (str(ranks[i]) if i in ranks else "") + ",")
     text = "\n".join(lines) + "\n"
     out = os.path.abspath(args.out)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), prefix=".mgecl-label-")
@@ -182,13 +377,17 @@ def label(args):
     except BaseException:
         os.unlink(tmp)
         raise
+    progress.remove()
     if args.report:
         subprocess.run([mgecl_command(), "report", "--csv", out, "--support", args.support,
                         "--images", args.images, "--out", args.report,
                         "--review-below", str(args.review_below)], check=True)
-    review = sum(1 for row in rows if ",true," in row)
-    print(f"labelled {len(paths)} images into {len(task.classes)} classes: {review} to review; "
+    review = sum(1 for i, row in enumerate(rows) if not failed[i] and ",true," in row)
+    print(f"labelled {len(good)} of {len(paths)} images into {len(task.classes)} classes: "
+          f"{review} to review, {len(paths) - len(good)} failed (error column); "
           f"wrote {args.out}", file=sys.stderr)
+    for i in [i for i in range(len(paths)) if failed[i]][:5]:
+        print(f"not labelled: {paths[i]}", file=sys.stderr)
 
 
 def main(argv=None):
@@ -219,6 +418,11 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=None,
                    help="labelling actors (default: the cluster's CPUs / --threads)")
     p.add_argument("--threads", type=int, default=1, help="CPUs (threads) per labelling actor")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first file that cannot be read or decoded (no CSV) instead "
+                   "of giving it a row with the error")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted job from OUT.ray-progress (same flags)")
     args = parser.parse_args(argv)
     label(args)
 

@@ -1,7 +1,9 @@
 """`python -m mgecl.ray label` against a local Ray cluster started here (head plus one worker
 node on the loopback address, `ray start`, stopped at the end), 2,100 images: the CSV must be
 `mgecl label`'s (same rows, labels, review flags and ranking; probabilities within 1e-5), with
-two labelling workers, and again after one worker process is killed in the middle of the job.
+two labelling workers, and again after one worker process is killed in the middle of the job,
+after the driver itself is killed and the job restarted with --resume, and on a folder with
+damaged files (their rows, with the error, as `mgecl label` writes them).
 
 Runs when Ray is installed (`pip install "./bindings/python[ray]"`) and the `mgecl` command is
 found (MGECL_CLI, else the source checkout's target/release/mgecl); MGECL_TEST_RAY=1 makes
@@ -138,15 +140,18 @@ class RayLabelTest(unittest.TestCase):
                 "--model", MODEL, "--support", self.support, "--images", self.images,
                 "--out", out, *extra]
 
-    def assert_same_as_cli(self, out, expected=None):
+    def assert_same_as_cli(self, out, expected=None, min_rows=2000):
         expected, got = read_csv(expected or self.expected), read_csv(out)
-        self.assertGreaterEqual(len(expected), 2000)
+        self.assertGreaterEqual(len(expected), min_rows)
         self.assertEqual(len(got), len(expected))
         for e, g in zip(expected, got):
-            for key in ("path", "label", "needs_review", "runner_up", "label_next"):
+            for key in ("path", "label", "needs_review", "runner_up", "label_next", "error"):
                 self.assertEqual(e[key], g[key], (key, e["path"]))
             for key in ("probability", "runner_up_probability", "known_probability"):
-                self.assertAlmostEqual(float(e[key]), float(g[key]), delta=1e-5)
+                if e["error"]:
+                    self.assertEqual(g[key], "")
+                else:
+                    self.assertAlmostEqual(float(e[key]), float(g[key]), delta=1e-5)
 
     def test_same_csv_as_mgecl_label(self):
         out = os.path.join(self.scratch, "ray.csv")
@@ -201,3 +206,66 @@ class RayLabelTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+    def test_a_killed_driver_resumes(self):
+        out = os.path.join(self.scratch, "ray-resumed.csv")
+        progress = out + ".ray-progress"
+        job = subprocess.Popen(self.command(out, "--workers", "2", "--batch-size", "16"),
+                               stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        batches = 0
+        while job.poll() is None and time.monotonic() < deadline:
+            if os.path.exists(progress):
+                with open(progress, "rb") as f:
+                    batches = f.read().count(b"\n") - 1
+                if batches >= 20:
+                    break
+            time.sleep(0.1)
+        self.assertIsNone(job.poll(), "the job ended before it could be killed")
+        job.kill()  # SIGKILL: no clean-up of its own
+        job.wait()
+        self.assertFalse(os.path.exists(out))
+        resumed = subprocess.run(self.command(out, "--workers", "2", "--resume"),
+                                 stderr=subprocess.PIPE, text=True)
+        self.assertEqual(resumed.returncode, 0, resumed.stderr)
+        done = int(resumed.stderr.split("resuming: ")[1].split()[0])
+        self.assertGreaterEqual(done, 16 * 20, resumed.stderr)
+        self.assertLess(done, len(read_csv(self.expected)))
+        self.assert_same_as_cli(out)
+        self.assertFalse(os.path.exists(progress))
+
+    def test_damaged_files_as_mgecl_label(self):
+        folder = os.path.join(self.scratch, "damaged")
+        for part in sorted(os.listdir(self.images)):
+            os.makedirs(os.path.join(folder, part))
+            for name in sorted(os.listdir(os.path.join(self.images, part)))[:60]:
+                shutil.copy(os.path.join(self.images, part, name), os.path.join(folder, part))
+        with open(os.path.join(self.images, "part0", sorted(os.listdir(
+                os.path.join(self.images, "part0")))[0]), "rb") as f:
+            png = f.read()
+        damaged = {"part0/cut.png": png[:len(png) // 2], "part1/empty.png": b"",
+                   "part1/text.jpg": b"not a photo\n", "part2/IMG_1.heic":
+                   b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"}
+        for name, data in damaged.items():
+            with open(os.path.join(folder, name), "wb") as f:
+                f.write(data)
+        expected = os.path.join(self.scratch, "damaged-cli.csv")
+        subprocess.run([CLI, "label", "--model", MODEL, "--support", self.support,
+                        "--images", folder, "--out", expected], check=True,
+                       stderr=subprocess.DEVNULL)
+        out = os.path.join(self.scratch, "damaged-ray.csv")
+        command = self.command(out, "--workers", "2", "--batch-size", "16")
+        command[command.index("--images") + 1] = folder
+        subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
+        self.assert_same_as_cli(out, expected, min_rows=180)
+        errors = {r["path"]: r["error"] for r in read_csv(out) if r["error"]}
+        self.assertEqual(sorted(errors), sorted(damaged))
+        for name, error in errors.items():
+            self.assertIn(os.path.join(folder, *name.split("/")), error)
+        # --strict: no CSV, a failure.
+        strict_out = os.path.join(self.scratch, "damaged-strict.csv")
+        command[command.index("--out") + 1] = strict_out
+        strict = subprocess.run(command + ["--strict"], stderr=subprocess.PIPE, text=True)
+        self.assertNotEqual(strict.returncode, 0)
+        self.assertFalse(os.path.exists(strict_out))
+        self.assertFalse(os.path.exists(strict_out + ".ray-progress"))
