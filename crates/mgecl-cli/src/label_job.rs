@@ -1,11 +1,11 @@
-//! `mgecl label`: propose a label for every image of a folder from a support folder, write the
-//! CSV (and the HTML report), say which images to review and which to label next.
+//! The labelling job of `mgecl label`: scan a folder, embed its images in journalled chunks
+//! (resumable), label them with a fitted task, write the CSV and the HTML report.
 
 use std::path::{Path, PathBuf};
 
 use mgecl::{Error, LabelOptions, Labelling, Task};
 
-use crate::progress;
+use crate::journal;
 use crate::report::{self, ReportInput};
 
 /// What a folder scan found: the image files to label, and every other file with why it is
@@ -63,8 +63,8 @@ pub fn relative(path: &Path, root: &Path) -> String {
         .join("/")
 }
 
-/// What `mgecl label` was asked.
-pub struct LabelArgs {
+/// What a labelling job is asked.
+pub struct LabelJob {
     pub support: PathBuf,
     pub images: PathBuf,
     pub out: PathBuf,
@@ -73,7 +73,7 @@ pub struct LabelArgs {
     /// Stop at the first image that cannot be labelled (an error, no CSV) instead of giving
     /// it a row with the error.
     pub strict: bool,
-    /// Continue from the progress file beside `out` ([`crate::progress`]) if there is one.
+    /// Continue from the progress file beside `out` ([`crate::journal`]) if there is one.
     pub resume: bool,
     /// Each class's support images (shown in the report).
     pub examples: Vec<(String, Vec<PathBuf>)>,
@@ -97,7 +97,7 @@ pub struct LabelRun {
 /// cannot be labelled (naming its path); embedding, labelling or writing errors.
 pub fn run(
     task: &Task,
-    args: &LabelArgs,
+    args: &LabelJob,
     progress: &dyn Fn(usize, &str) -> indicatif::ProgressBar,
 ) -> Result<LabelRun, Error> {
     let FolderScan {
@@ -113,15 +113,15 @@ pub fn run(
         )));
     }
     let paths: Vec<String> = files.iter().map(|f| relative(f, &args.images)).collect();
-    let job = progress::JobId {
+    let job = journal::JobId {
         task: task.fingerprint()?,
-        chunk: progress::CHUNK,
+        chunk: journal::CHUNK,
         dim: task.model().feature_dim(),
         paths: paths.clone(),
     };
-    let journal_path = progress::path_for(&args.out);
+    let journal_path = journal::path_for(&args.out);
     let (mut journal, mut outcomes) = if args.resume && journal_path.exists() {
-        let (journal, outcomes) = progress::Journal::resume(&journal_path, &job)?;
+        let (journal, outcomes) = journal::Journal::resume(&journal_path, &job)?;
         eprintln!(
             "resuming: {} of {} images done ({})",
             outcomes.len(),
@@ -136,12 +136,12 @@ pub fn run(
                 journal_path.display()
             );
         }
-        (progress::Journal::create(&journal_path, &job)?, Vec::new())
+        (journal::Journal::create(&journal_path, &job)?, Vec::new())
     };
     let bar = progress(files.len(), "labelling");
     bar.inc(outcomes.len() as u64);
     let start = outcomes.len();
-    for (k, chunk) in files[start..].chunks(progress::CHUNK).enumerate() {
+    for (k, chunk) in files[start..].chunks(journal::CHUNK).enumerate() {
         // As the task classifies them: with each image's copies under augment_queries.
         let sources = mgecl::ImageSource::paths(chunk);
         let mut done = Vec::with_capacity(chunk.len());
@@ -155,7 +155,7 @@ pub fn run(
                 outcome => done.push(outcome.map_err(|e| e.to_string())),
             }
         }
-        journal.append(start + k * progress::CHUNK, &done)?;
+        journal.append(start + k * journal::CHUNK, &done)?;
         outcomes.extend(done);
         bar.inc(chunk.len() as u64);
     }

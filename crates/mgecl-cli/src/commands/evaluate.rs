@@ -1,0 +1,147 @@
+//! `mgecl evaluate`: few-shot accuracy and calibration of a model on episodes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::bail;
+use clap::Args;
+use mgecl_train::data::{
+    add_unknown_queries, check_episodes, read_list, sample_episodes, scan_classes, Dataset,
+};
+use mgecl_train::evaluate::{embed_dataset, evaluate_episodes, EpisodesFile};
+use mgecl_train::rng::Rng;
+
+use crate::options::{episode_classes, ModelArgs, TaskArgs};
+use crate::plot;
+
+/// Few-shot evaluation: sampled episodes (--data) or pinned ones (--episodes-file).
+#[derive(Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image-folder root to sample episodes from.
+    #[arg(long, conflicts_with = "episodes_file")]
+    data: Option<PathBuf>,
+    /// File listing the top-level folders to use.
+    #[arg(long)]
+    include: Option<PathBuf>,
+    /// Pinned episodes (JSON, paths relative to the file).
+    #[arg(long)]
+    episodes_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    ways: usize,
+    #[arg(long, default_value_t = 1)]
+    shots: usize,
+    #[arg(long, default_value_t = 15)]
+    queries: usize,
+    #[arg(long, default_value_t = 600)]
+    episodes: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Draw each episode's classes from one parent folder (one alphabet: Lake et al.'s
+    /// within-alphabet one-shot protocol).
+    #[arg(long, conflicts_with = "episodes_file")]
+    within_alphabet: bool,
+    /// Also query, in each episode, `queries` images of each of N classes outside it, and
+    /// report open_set_auroc (known-probability) and open_set_auroc_top_probability.
+    #[arg(long, default_value_t = 0, conflicts_with = "episodes_file")]
+    unknown_ways: usize,
+    /// Draw the reliability diagram (accuracy against confidence, 15 bins) as a PNG here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// With --json: also each episode's accuracy (`episode_accuracies`), for paired
+    /// comparisons of two models or settings on the same episodes (`models/paired.py`).
+    #[arg(long, requires = "json")]
+    per_episode: bool,
+}
+
+pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
+    let model = Arc::new(a.model.load()?);
+    let config = a.task.config(&model)?;
+    let result = match (&a.data, &a.episodes_file) {
+        (_, Some(file)) => {
+            let episodes = EpisodesFile::load(file)?;
+            let base = file.parent().unwrap_or(Path::new("."));
+            episodes.evaluate(base, &model, &config)?
+        }
+        (Some(root), None) => {
+            if a.episodes == 0 {
+                bail!("--episodes must be >= 1");
+            }
+            let include = a.include.as_deref().map(read_list).transpose()?;
+            let dataset = Dataset::load(
+                &scan_classes(root, include.as_deref())?,
+                model.preprocessor(),
+            )?;
+            let classes = episode_classes(a.within_alphabet);
+            let shape = (a.ways, a.shots, a.queries);
+            check_episodes(&dataset, classes, shape)?;
+            let features = embed_dataset(&model, &dataset, &config)?;
+            let mut rng = Rng::new(a.seed, 0xe7a1);
+            let mut episodes = sample_episodes(&dataset, classes, shape, a.episodes, &mut rng);
+            if a.unknown_ways > 0 {
+                let mut rng = Rng::new(a.seed, 0x0de7);
+                add_unknown_queries(&dataset, &mut episodes, a.unknown_ways, a.queries, &mut rng)?;
+            }
+            evaluate_episodes(&model, &features, &dataset.labels, &episodes, &config)?
+        }
+        (None, None) => bail!("give --data DIR or --episodes-file F"),
+    };
+    let raw = a.task.raw_probabilities;
+    if let Some(path) = &a.plot {
+        let title = format!(
+            "{} {}-way {}-shot{}: accuracy {:.2}%, ECE {:.3}",
+            result.classifier,
+            result.ways,
+            result.shots,
+            if raw { " (raw)" } else { "" },
+            100.0 * result.accuracy,
+            result.ece
+        );
+        plot::reliability_diagram(&result.answers, &title, path)?;
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&result)?;
+        v["seed"] = a.seed.into();
+        v["within_alphabet"] = a.within_alphabet.into();
+        v["augmented_copies"] = config.augmented_copies.into();
+        v["augmentation"] = config.augmentation.to_string().into();
+        v["augment_queries"] = config.augment_queries.into();
+        if a.per_episode {
+            // Six decimals: exact enough to pair, a third of the full digits.
+            let rounded: Vec<f64> = result
+                .episode_accuracies
+                .iter()
+                .map(|a| (a * 1e6).round() / 1e6)
+                .collect();
+            v["episode_accuracies"] = rounded.into();
+        }
+        outln!("{v}");
+        return Ok(());
+    }
+    outln!(
+        "{}-way {}-shot{}, {} episodes, {}: accuracy {:.2}% +- {:.2}% (95% CI), ECE {:.3}",
+        result.ways,
+        result.shots,
+        if a.within_alphabet {
+            " within-alphabet"
+        } else {
+            ""
+        },
+        result.episodes,
+        result.classifier,
+        100.0 * result.accuracy,
+        100.0 * result.ci95,
+        result.ece
+    );
+    if let (Some(known), Some(top)) = (result.open_set_auroc, result.open_set_auroc_top_probability)
+    {
+        outln!("open-set AUROC: {known:.4} (known-probability), {top:.4} (top probability)");
+    }
+    Ok(())
+}

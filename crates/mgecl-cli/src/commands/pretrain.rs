@@ -1,0 +1,84 @@
+//! `mgecl pretrain`: stage 1, cross-entropy pretraining of an encoder.
+
+use anyhow::bail;
+use clap::Args;
+use mgecl_train::net::NetSpec;
+use mgecl_train::pretrain::{pretrain, PretrainConfig};
+
+use crate::options::{run_config, ArchArg, DataArgs, RunArgs, SgdArgs, ValArgs};
+use crate::terminal::TerminalProgress;
+
+/// Stage 1: cross-entropy pretraining of an encoder on an image-folder dataset.
+#[derive(Args)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    val: ValArgs,
+    #[arg(long, value_enum, default_value_t = ArchArg::Conv4)]
+    arch: ArchArg,
+    /// Block widths: one value (conv4) or four comma-separated (resnet12).
+    #[arg(long, default_value = "64", value_delimiter = ',')]
+    widths: Vec<usize>,
+    /// Input channels (1 grey, 3 RGB).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Input side in pixels.
+    #[arg(long, default_value_t = 28)]
+    image_size: usize,
+    /// Invert pixels (bright strokes on dark background).
+    #[arg(long)]
+    invert: bool,
+    /// Normalisation mean per channel (default: computed from the training images).
+    #[arg(long, value_delimiter = ',', requires = "std")]
+    mean: Option<Vec<f32>>,
+    /// Normalisation std per channel (with --mean).
+    #[arg(long, value_delimiter = ',', requires = "mean")]
+    std: Option<Vec<f32>>,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    /// Epochs at which the learning rate decays.
+    #[arg(long, value_delimiter = ',', default_value = "20,25")]
+    lr_milestones: Vec<usize>,
+    #[command(flatten)]
+    sgd: SgdArgs,
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
+    let widths = match a.widths.len() {
+        4 => a.widths.clone(),
+        1 => vec![a.widths[0]; 4],
+        _ => bail!("--widths takes 1 or 4 values"),
+    };
+    let config = PretrainConfig {
+        run: run_config(a.data, &a.val, &a.run, 5)?,
+        net: NetSpec {
+            arch: a.arch.into(),
+            widths,
+            in_channels: a.channels,
+        },
+        image_size: a.image_size,
+        invert: a.invert,
+        mean_std: a.mean.zip(a.std),
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        optim: a.sgd.config(a.lr, a.lr_milestones),
+        label_smoothing: a.label_smoothing,
+    };
+    let summary = pretrain(
+        &config,
+        a.run.device,
+        a.run.resume,
+        &mut TerminalProgress::default(),
+    )?;
+    outln!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
