@@ -1,4 +1,5 @@
-//! The crate's one error type. Every variant maps to one C status code (see `capi`).
+//! The crate's one error type. Every variant maps to one C status code (`mgecl_status` in
+//! `bindings/c/src/error.rs`).
 
 use std::path::PathBuf;
 
