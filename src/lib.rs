@@ -44,7 +44,6 @@ pub mod __private {
 
     pub use crate::atomic::{read_file_limited, write_file};
     pub use crate::hash::{fnv1a, FNV_OFFSET};
-    pub use crate::model::cpu_fast::{add3_signed, add_signed, with_scratch, AT_TRIPLES, BT_PAIRS};
     pub use crate::preprocess::decode_upright;
     use crate::{DeviceChoice, Model, Result};
 

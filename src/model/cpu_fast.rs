@@ -26,13 +26,35 @@
 //! candle's path (`super::resnet12`, `super::conv4`) is the reference this path is tested
 //! against (`tests/encoder_parity.rs`).
 
-use std::cell::RefCell;
 use std::ops::Range;
 
+use mgecl_kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
+use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2};
+use mgecl_kernels::scratch::{give_buffer, take_buffer, with_scratch};
+use mgecl_kernels::winograd::{add3_signed, add_signed, AT_TRIPLES, BT_PAIRS};
+use mgecl_kernels::{gemm, Mat, Parallelism};
 use rayon::prelude::*;
 
 use super::conv4::Conv4Params;
 use super::resnet12::ResNet12Params;
+
+/// `dst (m, n) = lhs (m, k) * rhs (k, n)`, all row-major and contiguous.
+fn matmul(
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    (m, k, n): (usize, usize, usize),
+    par: Parallelism,
+) {
+    gemm(
+        dst,
+        (m, n),
+        false,
+        Mat::rows(lhs, m, k),
+        Mat::rows(rhs, k, n),
+        par,
+    );
+}
 
 /// Largest im2col chunk one thread builds, in f32 values (16 MiB).
 const MAX_SCRATCH_VALUES: usize = 4 << 20;
@@ -138,11 +160,11 @@ impl FusedConv {
         let threads = rayon::current_num_threads().max(1);
         let max_rows = (MAX_SCRATCH_VALUES / depth).max(16);
         let per_thread = pixels.div_ceil(threads);
-        let run_chunk = |first_row: usize, dst: &mut [f32], parallel: gemm::Parallelism| {
+        let run_chunk = |first_row: usize, dst: &mut [f32], parallel: Parallelism| {
             let rows = dst.len() / self.c_out;
             with_scratch(rows * depth, |cols| {
                 self.im2col(input, shape, shortcut, first_row, rows, cols);
-                matmul(dst, cols, &self.weight, rows, depth, self.c_out, parallel);
+                matmul(dst, cols, &self.weight, (rows, depth, self.c_out), parallel);
             });
             self.epilogue(dst);
         };
@@ -151,12 +173,12 @@ impl FusedConv {
             let rows = per_thread.div_ceil(per_thread.div_ceil(max_rows));
             out.par_chunks_mut(rows * self.c_out)
                 .enumerate()
-                .for_each(|(i, dst)| run_chunk(i * rows, dst, gemm::Parallelism::None));
+                .for_each(|(i, dst)| run_chunk(i * rows, dst, Parallelism::None));
         } else {
             let parallel = if threads > 1 {
-                gemm::Parallelism::Rayon(threads)
+                Parallelism::Rayon(threads)
             } else {
-                gemm::Parallelism::None
+                Parallelism::None
             };
             for (i, dst) in out.chunks_mut(max_rows * self.c_out).enumerate() {
                 run_chunk(i * max_rows, dst, parallel);
@@ -227,15 +249,15 @@ impl FusedConv {
         let (c_in, c_out) = (self.c_in, self.c_out);
         let threads = rayon::current_num_threads().max(1);
         let par = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
+            Parallelism::Rayon(threads)
         } else {
-            gemm::Parallelism::None
+            Parallelism::None
         };
         let pixels = shape.n * shape.h * shape.w;
         if let Some(s) = shortcut {
             let sc = self.shortcut_c_in;
             assert_eq!(self.weight.len(), sc * c_out);
-            matmul(out, s, &self.weight, pixels, sc, c_out, par);
+            matmul(out, s, &self.weight, (pixels, sc, c_out), par);
         }
         let (th, tw) = (shape.h.div_ceil(2), shape.w.div_ceil(2));
         let tile_rows = shape.n * th;
@@ -264,11 +286,7 @@ impl FusedConv {
             tr += count;
         }
         let residual = shortcut.is_some();
-        let gemm_par = if parallel {
-            gemm::Parallelism::None
-        } else {
-            par
-        };
+        let gemm_par = if parallel { Parallelism::None } else { par };
         let run = |(first_row, count, part): (usize, usize, &mut [f32])| {
             let (first, count) = (first_row * tw, count * tw);
             with_scratch(16 * count * (c_in + c_out), |scratch| {
@@ -279,9 +297,7 @@ impl FusedConv {
                         &mut m[xi * count * c_out..(xi + 1) * count * c_out],
                         &v[xi * count * c_in..(xi + 1) * count * c_in],
                         &u[xi * c_in * c_out..(xi + 1) * c_in * c_out],
-                        count,
-                        c_in,
-                        c_out,
+                        (count, c_in, c_out),
                         gemm_par,
                     );
                 }
@@ -404,30 +420,6 @@ impl FusedConv {
     }
 }
 
-/// B^T's rows as `x[a] + sign * x[b]`.
-pub const BT_PAIRS: [(usize, usize, f32); 4] =
-    [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0)];
-/// A^T's rows as `x[a] + sign * (x[b] + x[c])`.
-pub const AT_TRIPLES: [(usize, usize, usize, f32); 2] = [(0, 1, 2, 1.0), (1, 2, 3, -1.0)];
-
-/// `dst = x + sign * y`. Inlined (also into training's Winograd transforms, in another
-/// crate): the slices are one tile position's channels, often only 32-80 values, so a call
-/// costs as much as the work.
-#[inline]
-pub fn add_signed(dst: &mut [f32], x: &[f32], y: &[f32], sign: f32) {
-    for ((d, a), b) in dst.iter_mut().zip(x).zip(y) {
-        *d = a + sign * b;
-    }
-}
-
-/// `dst = x + sign * (y + z)`. Inlined, as [`add_signed`].
-#[inline]
-pub fn add3_signed(dst: &mut [f32], x: &[f32], y: &[f32], z: &[f32], sign: f32) {
-    for (((d, a), b), c) in dst.iter_mut().zip(x).zip(y).zip(z) {
-        *d = a + sign * (b + c);
-    }
-}
-
 /// `U = G g G^T` for every `(ci, co)` of the 3x3 weights `w` (OIHW) folded with `scale`
 /// (in f64, rounded once), laid out as 16 matrices `(c_in, c_out)`;
 /// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
@@ -459,139 +451,12 @@ fn winograd_weights(w: &[f32], scale: &[f64], c_in: usize) -> Vec<f32> {
     u
 }
 
-/// `dst (m, n) = lhs (m, k) * rhs (k, n)`, all row-major and contiguous.
-fn matmul(
-    dst: &mut [f32],
-    lhs: &[f32],
-    rhs: &[f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    parallelism: gemm::Parallelism,
-) {
-    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    let (k_i, n_i) = (k as isize, n as isize);
-    // SAFETY: the assertion above keeps every element gemm addresses inside the three slices:
-    // dst row i, column j is dst[i * n + j] (i < m, j < n), lhs[i * k + l] (l < k) and
-    // rhs[l * n + j]. `dst` is borrowed mutably, so it aliases neither input; with
-    // `read_dst = false` gemm never reads `dst`'s previous (possibly stale) values.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n_i,
-            false,
-            lhs.as_ptr(),
-            1,
-            k_i,
-            rhs.as_ptr(),
-            1,
-            n_i,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-}
-
 /// An NHWC batch shape (channels are implied by the layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
     n: usize,
     h: usize,
     w: usize,
-}
-
-thread_local! {
-    /// Activation buffers kept by the calling thread between calls. Borrowed only for an
-    /// instant, never across other work.
-    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Most buffers a thread keeps.
-const POOL_SIZE: usize = 6;
-
-/// A buffer of exactly `len` values with unspecified contents, reusing this thread's pool.
-fn take_buffer(len: usize) -> Vec<f32> {
-    let reused = POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        // The smallest buffer that fits, else the largest (grown below).
-        let fits = (0..pool.len())
-            .filter(|&i| pool[i].capacity() >= len)
-            .min_by_key(|&i| pool[i].capacity());
-        let pick = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
-        pick.map(|i| pool.swap_remove(i))
-    });
-    let mut buffer = reused.unwrap_or_default();
-    if buffer.capacity() < len {
-        // Too small: free it before allocating, rather than reallocating (which would hold
-        // both and copy the old contents).
-        buffer = Vec::new();
-    }
-    buffer.resize(len, 0.0);
-    buffer
-}
-
-/// Returns a buffer to this thread's pool.
-fn give_buffer(buffer: Vec<f32>) {
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        pool.push(buffer);
-        if pool.len() > POOL_SIZE {
-            let smallest = (0..pool.len()).min_by_key(|&i| pool[i].capacity());
-            if let Some(i) = smallest {
-                pool.swap_remove(i);
-            }
-        }
-    });
-}
-
-thread_local! {
-    /// This thread's im2col / Winograd scratch (at most one chunk's worth, <= 16 MiB).
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on a scratch slice of `len` values (unspecified contents), reusing this thread's
-/// scratch buffer. Re-entrant: a nested call (rayon may run another chunk on this thread while
-/// gemm waits) gets a fresh buffer, and the larger of the two is kept.
-pub fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
-    let mut buffer = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    if buffer.capacity() < len {
-        buffer = Vec::new();
-    }
-    buffer.resize(len, 0.0);
-    f(&mut buffer);
-    SCRATCH.with(|s| {
-        let mut kept = s.borrow_mut();
-        if buffer.capacity() > kept.capacity() {
-            *kept = buffer;
-        }
-    });
-}
-
-/// 2x2 max-pool, stride 2, floor: `(n, h, w, c)` -> `(n, h / 2, w / 2, c)`.
-fn max_pool(input: &[f32], shape: Shape, c: usize, out: &mut [f32]) {
-    let (oh, ow) = (shape.h / 2, shape.w / 2);
-    assert_eq!(input.len(), shape.n * shape.h * shape.w * c);
-    assert_eq!(out.len(), shape.n * oh * ow * c);
-    let line = shape.w * c;
-    out.par_chunks_mut(ow * c).enumerate().for_each(|(i, dst)| {
-        let (image, oy) = (i / oh, i % oh);
-        let top = (image * shape.h + 2 * oy) * line;
-        let (a, b) = (&input[top..top + line], &input[top + line..top + 2 * line]);
-        for (ox, d) in dst.chunks_exact_mut(c).enumerate() {
-            let o = 2 * ox * c;
-            for (j, v) in d.iter_mut().enumerate() {
-                *v = a[o + j].max(a[o + c + j]).max(b[o + j]).max(b[o + c + j]);
-            }
-        }
-    });
 }
 
 /// One block: convolutions in sequence (a fused shortcut reads the block input), then an
@@ -697,7 +562,7 @@ impl FastNet {
         let c = self.in_channels;
         assert_eq!(nchw.len(), n * c * h * w);
         let mut x = take_buffer(nchw.len());
-        nchw_to_nhwc(nchw, n, c, h * w, &mut x);
+        nchw_to_nhwc(nchw, (n, c, h * w), &mut x);
         let mut shape = Shape { n, h, w };
         let mut c_x = c;
         let mut blocks = Vec::new();
@@ -723,7 +588,7 @@ impl FastNet {
                     w: shape.w / 2,
                 };
                 x = take_buffer(pooled.n * pooled.h * pooled.w * c_y);
-                max_pool(&y, shape, c_y, &mut x);
+                max_pool_2x2(&y, (shape.n, shape.h, shape.w), c_y, &mut x);
                 give_buffer(y);
                 shape = pooled;
             } else {
@@ -732,49 +597,14 @@ impl FastNet {
             c_x = c_y;
             if keep_blocks {
                 let mut nchw = vec![0.0; x.len()];
-                nhwc_to_nchw(&x, shape.n, c_x, shape.h * shape.w, &mut nchw);
+                nhwc_to_nchw(&x, (shape.n, c_x, shape.h * shape.w), &mut nchw);
                 blocks.push((nchw, [shape.n, c_x, shape.h, shape.w]));
             }
         }
-        let area = shape.h * shape.w;
         let mut features = vec![0.0f32; shape.n * c_x];
-        for (image, feature) in features.chunks_exact_mut(c_x).enumerate() {
-            let mut sum = vec![0.0f64; c_x];
-            for pixel in x[image * area * c_x..(image + 1) * area * c_x].chunks_exact(c_x) {
-                for (s, &v) in sum.iter_mut().zip(pixel) {
-                    *s += f64::from(v);
-                }
-            }
-            for (f, s) in feature.iter_mut().zip(sum) {
-                *f = (s / area as f64) as f32;
-            }
-        }
+        global_avg_pool(&x, (shape.n, shape.h * shape.w), c_x, &mut features);
         give_buffer(x);
         FastOutput { features, blocks }
-    }
-}
-
-/// `(n, c, hw)` -> `(n, hw, c)`.
-fn nchw_to_nhwc(src: &[f32], n: usize, c: usize, hw: usize, dst: &mut [f32]) {
-    for image in 0..n {
-        let base = image * c * hw;
-        for ch in 0..c {
-            for p in 0..hw {
-                dst[base + p * c + ch] = src[base + ch * hw + p];
-            }
-        }
-    }
-}
-
-/// `(n, hw, c)` -> `(n, c, hw)`.
-fn nhwc_to_nchw(src: &[f32], n: usize, c: usize, hw: usize, dst: &mut [f32]) {
-    for image in 0..n {
-        let base = image * c * hw;
-        for ch in 0..c {
-            for p in 0..hw {
-                dst[base + ch * hw + p] = src[base + p * c + ch];
-            }
-        }
     }
 }
 
@@ -889,14 +719,5 @@ mod tests {
                 assert!(d < 1e-5, "{what} {s:?}: differs by {d}");
             }
         }
-    }
-
-    #[test]
-    fn max_pool_floors_odd_sizes() {
-        let s = Shape { n: 1, h: 3, w: 3 };
-        let input: Vec<f32> = (0..9).map(|v| v as f32).collect();
-        let mut out = vec![0.0; 1];
-        max_pool(&input, s, 1, &mut out);
-        assert_eq!(out, [4.0]);
     }
 }

@@ -28,9 +28,12 @@ use rayon::prelude::*;
 
 use crate::net::{NamedValues, NetSpec, ParamKind, LEAKY_SLOPE};
 use crate::winograd;
-use mgecl::__private::with_scratch;
 use mgecl::error::{Error, Result};
 use mgecl::model::Architecture;
+use mgecl_kernels::layout::nchw_to_nhwc;
+use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2, max_pool_2x2_leaky_backward};
+use mgecl_kernels::scratch::with_scratch;
+use mgecl_kernels::{gemm, Mat, Parallelism};
 
 const BN_MOMENTUM: f64 = 0.1;
 const BN_EPS: f64 = 1e-5;
@@ -185,8 +188,6 @@ impl Block {
 struct Work {
     /// Per-thread partial sums (BatchNorm statistics and gradients, f64).
     stats: Vec<f64>,
-    /// Per-channel sums of the global average pool.
-    pool_acc: Vec<f64>,
     /// BatchNorm backward's per-channel coefficients (3 x channels).
     coef: Vec<f32>,
     /// Per-thread partial weight gradients.
@@ -434,7 +435,7 @@ impl CpuNet {
             )));
         }
         self.input.resize(n * h * w * c, 0.0);
-        nchw_to_nhwc(input, (n, c, h, w), &mut self.input);
+        nchw_to_nhwc(input, (n, c, h * w), &mut self.input);
         let mut g = Geom { n, h, w };
         self.geom = Some(g);
         for i in 0..self.blocks.len() {
@@ -449,13 +450,7 @@ impl CpuNet {
         }
         let d = self.feature_dim();
         self.features.resize(n * d, 0.0);
-        global_avg_pool(
-            &self.outputs[3],
-            g,
-            d,
-            &mut self.work.pool_acc,
-            &mut self.features,
-        );
+        global_avg_pool(&self.outputs[3], (g.n, g.h * g.w), d, &mut self.features);
         Ok(&self.features)
     }
 
@@ -545,7 +540,7 @@ impl CpuNet {
             false,
             Mat::rows(features, n, d),
             Mat::rows(wv, k, d).t(),
-            gemm::Parallelism::None,
+            Parallelism::None,
         );
         let mut loss = 0.0;
         let mut correct = 0;
@@ -579,7 +574,7 @@ impl CpuNet {
             false,
             Mat::rows(&work.logits, n, k),
             Mat::rows(wv, k, d),
-            gemm::Parallelism::None,
+            Parallelism::None,
         );
         let mut dw = std::mem::take(&mut self.params[wi].grad);
         gemm(
@@ -588,7 +583,7 @@ impl CpuNet {
             false,
             Mat::rows(&work.logits, n, k).t(),
             Mat::rows(features, n, d),
-            gemm::Parallelism::None,
+            Parallelism::None,
         );
         self.params[wi].grad = dw;
         let db = &mut self.params[bi].grad;
@@ -648,38 +643,6 @@ pub(crate) struct SgdSettings {
     pub weight_decay: f64,
 }
 
-fn nchw_to_nhwc(x: &[f32], (_, c, h, w): (usize, usize, usize, usize), out: &mut [f32]) {
-    if c == 1 {
-        out.copy_from_slice(x);
-        return;
-    }
-    out.par_chunks_mut(h * w * c)
-        .zip(x.par_chunks(c * h * w))
-        .for_each(|(dst, src)| {
-            for ci in 0..c {
-                for (p, v) in src[ci * h * w..(ci + 1) * h * w].iter().enumerate() {
-                    dst[p * c + ci] = *v;
-                }
-            }
-        });
-}
-
-fn global_avg_pool(x: &[f32], g: Geom, c: usize, acc: &mut Vec<f64>, out: &mut [f32]) {
-    let hw = g.h * g.w;
-    acc.resize(c, 0.0);
-    for (img, dst) in x.chunks_exact(hw * c).zip(out.chunks_exact_mut(c)) {
-        acc.fill(0.0);
-        for row in img.chunks_exact(c) {
-            for (a, v) in acc.iter_mut().zip(row) {
-                *a += f64::from(*v);
-            }
-        }
-        for (o, a) in dst.iter_mut().zip(acc.iter()) {
-            *o = (a / hw as f64) as f32;
-        }
-    }
-}
-
 fn global_avg_pool_backward(d_features: &[f32], g: Geom, c: usize, out: &mut [f32]) {
     let hw = g.h * g.w;
     let inv = 1.0 / hw as f32;
@@ -729,7 +692,7 @@ fn block_forward(
     };
     if pools {
         out.resize(g.pooled().pixels() * c, 0.0);
-        max_pool(act, g, c, out);
+        max_pool_2x2(act, (g.n, g.h, g.w), c, out);
     } else {
         out.resize(p * c, 0.0);
         out.copy_from_slice(act);
@@ -874,26 +837,6 @@ impl GradIn<'_> {
     }
 }
 
-/// 2x2 stride-2 max-pool, floor mode (an odd last row or column is dropped, as PyTorch).
-fn max_pool(x: &[f32], g: Geom, c: usize, out: &mut [f32]) {
-    let o = g.pooled();
-    let (w, ow) = (g.w, o.w);
-    out.par_chunks_mut(ow * c).enumerate().for_each(|(r, dst)| {
-        let (img, oy) = (r / o.h, r % o.h);
-        let top = &x[((img * g.h + 2 * oy) * w) * c..][..w * c];
-        let bottom = &x[((img * g.h + 2 * oy + 1) * w) * c..][..w * c];
-        for (ox, d) in dst.chunks_exact_mut(c).enumerate() {
-            let at = 2 * ox * c;
-            for (j, v) in d.iter_mut().enumerate() {
-                *v = top[at + j]
-                    .max(top[at + c + j])
-                    .max(bottom[at + j])
-                    .max(bottom[at + c + j]);
-            }
-        }
-    });
-}
-
 /// Gradient of the activation's input from the gradient of the (pooled) block output: the
 /// pooled gradient goes to the first maximum of each window in row-major order (PyTorch's
 /// choice), times the activation's derivative; pixels outside every window get 0.
@@ -917,48 +860,7 @@ fn unpool_activation_backward(
             });
         return;
     }
-    let o = g.pooled();
-    let (w, row) = (g.w, g.w * c);
-    dz.par_chunks_mut(g.h * row)
-        .zip(a.par_chunks(g.h * row))
-        .zip(d_out.par_chunks(o.h * o.w * c))
-        .for_each(|((dz_img, a_img), d_img)| {
-            for oy in 0..o.h {
-                let (dz_top, dz_bottom) =
-                    dz_img[2 * oy * row..(2 * oy + 2) * row].split_at_mut(row);
-                let top = &a_img[2 * oy * row..(2 * oy + 1) * row];
-                let bottom = &a_img[(2 * oy + 1) * row..(2 * oy + 2) * row];
-                for ox in 0..o.w {
-                    let at = 2 * ox * c;
-                    let grad = &d_img[(oy * o.w + ox) * c..][..c];
-                    let (a0, a1) = (&top[at..at + c], &top[at + c..at + 2 * c]);
-                    let (a2, a3) = (&bottom[at..at + c], &bottom[at + c..at + 2 * c]);
-                    let (d0, d1) = dz_top[at..at + 2 * c].split_at_mut(c);
-                    let (d2, d3) = dz_bottom[at..at + 2 * c].split_at_mut(c);
-                    for j in 0..c {
-                        let (v0, v1, v2, v3) = (a0[j], a1[j], a2[j], a3[j]);
-                        let m = v0.max(v1).max(v2).max(v3);
-                        let s0 = v0 == m;
-                        let s1 = !s0 && v1 == m;
-                        let s2 = !s0 && !s1 && v2 == m;
-                        let s3 = !s0 && !s1 && !s2;
-                        // The maximum's own derivative: 1 above zero, `slope` at or below.
-                        let gm = if m > 0.0 { grad[j] } else { slope * grad[j] };
-                        d0[j] = if s0 { gm } else { 0.0 };
-                        d1[j] = if s1 { gm } else { 0.0 };
-                        d2[j] = if s2 { gm } else { 0.0 };
-                        d3[j] = if s3 { gm } else { 0.0 };
-                    }
-                }
-                // An odd last column belongs to no window.
-                if w % 2 == 1 {
-                    dz_top[(w - 1) * c..].fill(0.0);
-                    dz_bottom[(w - 1) * c..].fill(0.0);
-                }
-            }
-            // An odd last row belongs to no window.
-            dz_img[2 * o.h * row..].fill(0.0);
-        });
+    max_pool_2x2_leaky_backward(a, (g.n, g.h, g.w), c, slope, d_out, dz);
 }
 
 /// Contiguous row ranges, one per thread (fixed for a given thread count).
@@ -1160,26 +1062,12 @@ impl Unit {
                     let dy_t = Mat::rows(&dy[start * c_out..], rows, c_out).t();
                     if self.k == 1 {
                         let cols = Mat::rows(&x[start * depth..], rows, depth);
-                        gemm(
-                            acc,
-                            (c_out, depth),
-                            !first,
-                            dy_t,
-                            cols,
-                            gemm::Parallelism::None,
-                        );
+                        gemm(acc, (c_out, depth), !first, dy_t, cols, Parallelism::None);
                     } else {
                         with_scratch(rows * depth, |cols| {
                             im2col(x, g, self.c_in, self.k, start, rows, cols);
                             let cols = Mat::rows(cols, rows, depth);
-                            gemm(
-                                acc,
-                                (c_out, depth),
-                                !first,
-                                dy_t,
-                                cols,
-                                gemm::Parallelism::None,
-                            );
+                            gemm(acc, (c_out, depth), !first, dy_t, cols, Parallelism::None);
                         });
                     }
                     first = false;
@@ -1281,26 +1169,12 @@ fn conv_rows(
             let count = dst.len() / n_out;
             if k == 1 {
                 let lhs = Mat::rows(&x[first * c..], count, c);
-                gemm(
-                    dst,
-                    (count, n_out),
-                    accumulate,
-                    lhs,
-                    rhs,
-                    gemm::Parallelism::None,
-                );
+                gemm(dst, (count, n_out), accumulate, lhs, rhs, Parallelism::None);
             } else {
                 with_scratch(count * depth, |cols| {
                     im2col(x, g, c, k, first, count, cols);
                     let lhs = Mat::rows(cols, count, depth);
-                    gemm(
-                        dst,
-                        (count, n_out),
-                        accumulate,
-                        lhs,
-                        rhs,
-                        gemm::Parallelism::None,
-                    );
+                    gemm(dst, (count, n_out), accumulate, lhs, rhs, Parallelism::None);
                 });
             }
             if let Some(b) = bias {
@@ -1341,96 +1215,5 @@ fn im2col(x: &[f32], g: Geom, c: usize, k: usize, first: usize, rows: usize, col
                 }
             }
         }
-    }
-}
-
-/// A strided matrix view: element (i, j) at `data[i * rs + j * cs]`.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
-    pub(crate) data: &'a [f32],
-    pub(crate) rows: usize,
-    pub(crate) cols: usize,
-    pub(crate) rs: usize,
-    pub(crate) cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// Row-major `(rows, cols)` from the start of `data`.
-    pub(crate) fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Mat {
-            data,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
-    }
-    /// The transpose (a view).
-    pub(crate) fn t(self) -> Self {
-        Mat {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
-    }
-    /// One past the largest index addressed.
-    fn extent(&self) -> usize {
-        if self.rows == 0 || self.cols == 0 {
-            0
-        } else {
-            (self.rows - 1) * self.rs + (self.cols - 1) * self.cs + 1
-        }
-    }
-}
-
-/// `dst (m, n) row-major = [dst +] lhs rhs`.
-pub(crate) fn gemm(
-    dst: &mut [f32],
-    (m, n): (usize, usize),
-    accumulate: bool,
-    lhs: Mat<'_>,
-    rhs: Mat<'_>,
-    parallelism: gemm::Parallelism,
-) {
-    assert!(lhs.rows == m && rhs.cols == n && lhs.cols == rhs.rows);
-    assert!(dst.len() >= m * n && lhs.data.len() >= lhs.extent());
-    assert!(rhs.data.len() >= rhs.extent());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if lhs.cols == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: the assertions keep every element gemm addresses inside the slices: dst
-    // (i, j) at i * n + j < m * n, lhs (i, l) at i * rs + l * cs < extent, rhs likewise.
-    // `dst` is borrowed mutably, so it aliases neither input; without `accumulate` gemm
-    // does not read dst.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            lhs.cols,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }

@@ -16,8 +16,10 @@
 
 use rayon::prelude::*;
 
-use super::cpu_net::{gemm, thread_ranges, Geom, Mat};
-use mgecl::__private::{add3_signed, add_signed, with_scratch, AT_TRIPLES, BT_PAIRS};
+use super::cpu_net::{thread_ranges, Geom};
+use mgecl_kernels::scratch::with_scratch;
+use mgecl_kernels::winograd::{add3_signed, add_signed, AT_TRIPLES, BT_PAIRS};
+use mgecl_kernels::{gemm, Mat, Parallelism};
 
 /// Values of one chunk's transformed tiles (4 MiB of f32)...
 const CHUNK_VALUES: usize = 1 << 20;
@@ -206,7 +208,7 @@ pub(crate) fn conv(
                             PlaneLayout::InOut => plane(u, xi, c_in, c_out),
                             PlaneLayout::OutIn => plane(u, xi, c_out, c_in).t(),
                         },
-                        gemm::Parallelism::None,
+                        Parallelism::None,
                     );
                 }
                 let base = row_start(first);
@@ -383,7 +385,7 @@ pub(crate) fn weight_grad(
                                 true,
                                 Mat::rows(&e[xi * n_tiles * c_out..], n_tiles, c_out).t(),
                                 Mat::rows(&v[xi * n_tiles * c_in..], n_tiles, c_in),
-                                gemm::Parallelism::None,
+                                Parallelism::None,
                             );
                         }
                     },
