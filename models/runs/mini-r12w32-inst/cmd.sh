@@ -6,6 +6,6 @@ D=../../shared/data/miniimagenet
 exec ${MGECL:-mgecl} metatrain --data $D/images \
     --include $D/splits/train_classes.txt --val-include $D/splits/val_classes.txt \
     --init runs/mini-r12w32/best.safetensors --augment imagenet \
-    --episodes 1000 --ways 5 --shots 1 --queries 15 --views 4 --margin 0.2 --tau 0.1 \
+    --episodes 500 --ways 5 --shots 1 --queries 15 --views 4 --margin 0.2 --tau 0.1 \
     --lambda 1 --lr 0.0005 --val-every 250 --val-episodes 300 --seed 0 --no-class-loss \
     --out runs/mini-r12w32-inst --resume
