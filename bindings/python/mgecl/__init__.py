@@ -70,30 +70,37 @@ class Error(Exception):
 
 
 # --- The C structs -------------------------------------------------------------------------
+# Each names its struct of include/mgecl.h: tests/test_abi.py compares fields, types and
+# offsets with the header.
 
 class _Image(Structure):
+    c_name = "mgecl_image"
     _fields_ = [("kind", c_uint32), ("path", c_char_p), ("data", POINTER(c_uint8)),
                 ("len", c_size_t), ("width", c_uint32), ("height", c_uint32),
                 ("stride", c_size_t), ("format", c_uint32)]
 
 
 class _MetadataEntry(Structure):
+    c_name = "mgecl_metadata_entry"
     _fields_ = [("key", c_char_p), ("value", c_char_p)]
 
 
 class _LoadOptions(Structure):
+    c_name = "mgecl_load_options"
     _fields_ = [("device", c_char_p), ("metadata", POINTER(_MetadataEntry)),
                 ("metadata_len", c_size_t), ("max_image_side", c_uint32),
                 ("max_image_bytes", c_uint64)]
 
 
 class _ModelInfo(Structure):
+    c_name = "mgecl_model_info"
     _fields_ = [("arch", c_char_p), ("device", c_char_p), ("fingerprint", c_char_p),
                 ("feature_dim", c_size_t), ("in_channels", c_size_t),
                 ("image_height", c_size_t), ("image_width", c_size_t), ("invert", c_bool)]
 
 
 class _TaskOptions(Structure):
+    c_name = "mgecl_task_options"
     _fields_ = [("classifier", c_uint32), ("alpha", c_double), ("max_iterations", c_uint64),
                 ("gradient_tolerance", c_double), ("temperature", c_double),
                 ("augmented_copies", c_size_t), ("use_threshold", c_bool),
@@ -103,11 +110,13 @@ class _TaskOptions(Structure):
 
 
 class _FitReport(Structure):
+    c_name = "mgecl_fit_report"
     _fields_ = [("classifier", c_uint32), ("converged", c_bool),
                 ("gradient_max_abs", c_double), ("rows", c_size_t), ("classes", c_size_t)]
 
 
 class _Prediction(Structure):
+    c_name = "mgecl_prediction"
     _fields_ = [("label", c_char_p), ("class_index", c_size_t), ("probability", c_double),
                 ("known_probability", c_double)]
 

@@ -1,5 +1,5 @@
 # Type stub of mgecl, the Python binding (ctypes over the C library libmgecl).
-# Checked against the runtime module with `python3 -m mypy.stubtest mgecl` (no allowlist needed).
+# Checked against the runtime module by CI (`python3 -m mypy.stubtest mgecl`, .ci/run; no allowlist).
 
 import os
 from ctypes import c_void_p
