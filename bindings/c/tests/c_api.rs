@@ -3,8 +3,8 @@
 //! cycling through the task life cycle) and the examples with `-Wall -Wextra -Werror` against
 //! `include/mgecl.h` and the library cargo built next to this test (static and dynamic), runs
 //! them on the Conv-4 fixture and checks their output. The panic test builds the library once
-//! more with the `test-hooks` feature into `target/capi-hooks` (only mgecl is recompiled: the
-//! dependencies are linked in from the release build).
+//! more with the `test-hooks` feature into `target/capi-hooks` (only the C library is
+//! recompiled: everything else is linked in from the release build).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,18 +15,23 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
-/// `cargo build --release -p mgecl-c --lib` with `features` into `target_dir`.
+/// `cargo build --release -p mgecl-c -p mgecl-cli` with `features` into `target_dir`. The CLI is
+/// named too so that cargo resolves the dependencies' features as `cargo test` at the root
+/// does (clap's derive turns on `syn/full`, indicatif `once_cell/default`): `-p mgecl-c` alone
+/// resolves a different set and recompiles nearly the whole dependency tree. The CLI itself is
+/// already built by then (its tests run it), so only the C library is compiled.
 fn build_c_library(target_dir: &Path, features: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(root())
-        .args(["build", "--release", "--package", "mgecl-c", "--lib"])
+        .args(["build", "--release", "-p", "mgecl-c", "-p", "mgecl-cli"])
         .arg("--target-dir")
         .arg(target_dir)
         .env_remove("CARGO_TARGET_DIR");
     if !features.is_empty() {
-        command.arg("--features").arg(features.join(","));
+        let qualified: Vec<String> = features.iter().map(|f| format!("mgecl-c/{f}")).collect();
+        command.arg("--features").arg(qualified.join(","));
     }
     let result = command.output().unwrap();
     assert!(
@@ -286,28 +291,27 @@ fn link_tree(from: &Path, to: &Path, skip: &dyn Fn(&str) -> bool) {
 }
 
 /// `target/capi-hooks/release`, holding libmgecl built with `--features test-hooks`. The
-/// release build's dependencies are linked in first so that cargo only compiles mgecl.
+/// release build is linked in first (everything but the C library's own unhashed outputs,
+/// which the hooks build writes anew) so that cargo only compiles the C library: the
+/// feature is the C shell's alone, every other unit is the one already built.
 fn hooks_lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let release = release_dir();
         let target = release.parent().unwrap().join("capi-hooks");
-        let not_mgecl = |name: &str| name.starts_with("libmgecl") || name.starts_with("mgecl");
+        let c_library_output = |name: &str| name.starts_with("libmgecl.");
         link_tree(
             &release.join("deps"),
             &target.join("release/deps"),
-            &not_mgecl,
+            &c_library_output,
         );
-        link_tree(
-            &release.join("build"),
-            &target.join("release/build"),
-            &|_| false,
-        );
-        link_tree(
-            &release.join(".fingerprint"),
-            &target.join("release/.fingerprint"),
-            &not_mgecl,
-        );
+        for folder in ["build", ".fingerprint"] {
+            link_tree(
+                &release.join(folder),
+                &target.join("release").join(folder),
+                &|_| false,
+            );
+        }
         build_c_library(&target, &["test-hooks"]);
         target.join("release")
     })
