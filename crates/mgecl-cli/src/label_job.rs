@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use mgecl::{Error, LabelOptions, Labelling, Task};
 
 use crate::journal;
-use crate::report::{self, ReportInput};
+use crate::report;
 
 /// What a folder scan found: the image files to label, and every other file with why it is
 /// not labelled.
@@ -164,24 +164,16 @@ pub fn run(
     let csv = labelling.csv(&paths)?;
     mgecl::__private::write_file(&args.out, csv.as_bytes())?;
     if let Some(report_path) = &args.report {
-        // Drawn from the CSV as written (as `mgecl report` draws it): the same page either way.
-        let rows = mgecl::task::LabelCsv::parse(&csv)?;
-        let classes: Vec<String> = task.classes().into_iter().map(|c| c.label).collect();
-        let html = report::html(
-            &ReportInput {
-                support: &args.support,
-                images: &args.images,
-                files: &files,
-                paths: &rows.paths,
-                rows: &rows.rows,
-                label_next: &rows.label_next,
-                classes: &classes,
-                review_below: args.options.review_below,
-                examples: &args.examples,
-            },
+        // Drawn from the CSV as written, as `mgecl report` draws it: the same page either way.
+        report::write_from_csv(
+            &csv,
+            &args.support,
+            &args.images,
+            &args.examples,
+            args.options.review_below,
+            report_path,
             progress,
         )?;
-        mgecl::__private::write_file(report_path, html.as_bytes())?;
     }
     journal.remove()?;
     Ok(LabelRun {

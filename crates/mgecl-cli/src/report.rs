@@ -38,6 +38,48 @@ pub struct ReportInput<'a> {
     pub examples: &'a [(String, Vec<PathBuf>)],
 }
 
+/// Draws the page of a labels CSV (`csv`: its text, as `mgecl label` or the Ray job wrote it,
+/// paths relative to `images`) and writes it to `out` atomically. `examples`: each class's
+/// support images, in the task's class order. The one way both `mgecl label --report` and
+/// `mgecl report` draw a page, so the two give the same page for the same CSV. Returns the
+/// number of images the CSV holds.
+///
+/// # Errors
+/// A CSV that does not parse; [`Error::Io`] writing `out`.
+pub fn write_from_csv(
+    csv: &str,
+    support: &Path,
+    images: &Path,
+    examples: &[(String, Vec<PathBuf>)],
+    review_below: f64,
+    out: &Path,
+    progress: &dyn Fn(usize, &str) -> indicatif::ProgressBar,
+) -> Result<usize, Error> {
+    let rows = mgecl::task::LabelCsv::parse(csv)?;
+    let classes: Vec<String> = examples.iter().map(|(label, _)| label.clone()).collect();
+    let files: Vec<PathBuf> = rows
+        .paths
+        .iter()
+        .map(|p| images.join(p.split('/').collect::<PathBuf>()))
+        .collect();
+    let page = html(
+        &ReportInput {
+            support,
+            images,
+            files: &files,
+            paths: &rows.paths,
+            rows: &rows.rows,
+            label_next: &rows.label_next,
+            classes: &classes,
+            review_below,
+            examples,
+        },
+        progress,
+    )?;
+    mgecl::__private::write_file(out, page.as_bytes())?;
+    Ok(rows.paths.len())
+}
+
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

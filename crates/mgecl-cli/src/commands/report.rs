@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::report::{html, ReportInput};
+use crate::report;
 use crate::support;
 use crate::terminal::progress;
 
@@ -32,29 +32,16 @@ pub struct ReportArgs {
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.csv).map_err(|e| mgecl::Error::io(&args.csv, e))?;
-    let rows = mgecl::task::LabelCsv::parse(&text)?;
     let examples = support::classes(&args.support)?;
-    let classes: Vec<String> = examples.iter().map(|(label, _)| label.clone()).collect();
-    let files: Vec<PathBuf> = rows
-        .paths
-        .iter()
-        .map(|p| args.images.join(p.split('/').collect::<PathBuf>()))
-        .collect();
-    let page = html(
-        &ReportInput {
-            support: &args.support,
-            images: &args.images,
-            files: &files,
-            paths: &rows.paths,
-            rows: &rows.rows,
-            label_next: &rows.label_next,
-            classes: &classes,
-            review_below: args.review_below,
-            examples: &examples,
-        },
+    let images = report::write_from_csv(
+        &text,
+        &args.support,
+        &args.images,
+        &examples,
+        args.review_below,
+        &args.out,
         &progress,
     )?;
-    mgecl::__private::write_file(&args.out, page.as_bytes())?;
-    eprintln!("wrote {} ({} images)", args.out.display(), rows.paths.len());
+    eprintln!("wrote {} ({images} images)", args.out.display());
     Ok(())
 }
