@@ -19,12 +19,13 @@ data=${2:-../shared/data/omniglot}
 classifiers=${3:-logistic prototype}
 read -r -a tta <<< "${4:---augmented-copies 0}"
 mgecl=${MGECL:-target/release/mgecl}
+# ways shots [within] (a list of shots is evaluated on one embedding of the images, with the
+# episodes each value draws alone): the last is Lake's protocol (20 characters of one alphabet).
 if [ -f "$data/splits/val_classes.txt" ]; then
-  images=$data/images split=$data/splits/val_classes.txt settings=("5 1" "5 5")
+  images=$data/images split=$data/splits/val_classes.txt settings=("5 1,5")
 else
-  # ways shots [within]: the last is Lake's protocol (20 characters of one alphabet).
   images=$data/images_background split=$data/splits/val_alphabets.txt
-  settings=("5 1" "5 5" "20 1" "20 5" "20 1 within")
+  settings=("5 1,5" "20 1,5" "20 1 within")
 fi
 for classifier in $classifiers; do
   for setting in "${settings[@]}"; do

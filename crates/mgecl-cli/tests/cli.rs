@@ -232,6 +232,40 @@ fn evaluate_reports_each_episode_and_its_augmentation() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--augmented-copies"));
 }
 
+/// `mgecl evaluate --shots 1,2` embeds once and prints one result per value, each the one a
+/// run with that value alone prints (same episodes, same accuracies).
+#[test]
+fn evaluate_with_a_list_of_shots_equals_one_run_per_value() {
+    let evaluate = |shots: &str| {
+        let out = mgecl()
+            .args(["evaluate", "--model"])
+            .arg(data("conv4_gray.safetensors"))
+            .arg("--data")
+            .arg(data("omniglot_mini"))
+            .args(["--ways", "3", "--queries", "2", "--episodes", "5", "--json"])
+            .args(["--per-episode", "--shots", shots])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let both = evaluate("1,2");
+    let lines: Vec<&str> = both.lines().collect();
+    assert_eq!(lines.len(), 2, "{both}");
+    assert_eq!(lines[0], evaluate("1").trim_end());
+    assert_eq!(lines[1], evaluate("2").trim_end());
+    let one: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let two: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!(
+        (one["shots"].as_u64(), two["shots"].as_u64()),
+        (Some(1), Some(2))
+    );
+}
+
 /// A model's recommended task settings (metadata `task_defaults`) are the commands' defaults;
 /// flags override them, and `--augmented-copies 0` also ends the recommended query
 /// augmentation.

@@ -30,8 +30,10 @@ pub struct EvaluateArgs {
     episodes_file: Option<PathBuf>,
     #[arg(long, default_value_t = 5)]
     ways: usize,
-    #[arg(long, default_value_t = 1)]
-    shots: usize,
+    /// Support images per class; a list (`1,5`) evaluates each on the same embeddings (one
+    /// result per value, each on the episodes a run with that value alone draws).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    shots: Vec<usize>,
     #[arg(long, default_value_t = 15)]
     queries: usize,
     #[arg(long, default_value_t = 600)]
@@ -61,13 +63,19 @@ pub struct EvaluateArgs {
 }
 
 pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
+    if a.shots.is_empty() || a.shots.contains(&0) {
+        bail!("--shots must be one or more values >= 1");
+    }
+    if a.shots.len() > 1 && (a.episodes_file.is_some() || a.plot.is_some()) {
+        bail!("a list of --shots needs --data (not --episodes-file) and no --plot");
+    }
     let model = Arc::new(a.model.load()?);
     let config = a.task.config(&model)?;
-    let result = match (&a.data, &a.episodes_file) {
+    let results = match (&a.data, &a.episodes_file) {
         (_, Some(file)) => {
             let episodes = EpisodesFile::load(file)?;
             let base = file.parent().unwrap_or(Path::new("."));
-            episodes.evaluate(base, &model, &config)?
+            vec![episodes.evaluate(base, &model, &config)?]
         }
         (Some(root), None) => {
             if a.episodes == 0 {
@@ -79,19 +87,50 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
                 model.preprocessor(),
             )?;
             let classes = episode_classes(a.within_alphabet);
-            let shape = (a.ways, a.shots, a.queries);
-            check_episodes(&dataset, classes, shape)?;
-            let features = embed_dataset(&model, &dataset, &config)?;
-            let mut rng = Rng::new(a.seed, 0xe7a1);
-            let mut episodes = sample_episodes(&dataset, classes, shape, a.episodes, &mut rng);
-            if a.unknown_ways > 0 {
-                let mut rng = Rng::new(a.seed, 0x0de7);
-                add_unknown_queries(&dataset, &mut episodes, a.unknown_ways, a.queries, &mut rng)?;
+            for &shots in &a.shots {
+                check_episodes(&dataset, classes, (a.ways, shots, a.queries))?;
             }
-            evaluate_episodes(&model, &features, &dataset.labels, &episodes, &config)?
+            // Embedded once for every --shots value: the embeddings dominate the cost.
+            let features = embed_dataset(&model, &dataset, &config)?;
+            let mut results = Vec::with_capacity(a.shots.len());
+            for &shots in &a.shots {
+                let shape = (a.ways, shots, a.queries);
+                let mut rng = Rng::new(a.seed, 0xe7a1);
+                let mut episodes = sample_episodes(&dataset, classes, shape, a.episodes, &mut rng);
+                if a.unknown_ways > 0 {
+                    let mut rng = Rng::new(a.seed, 0x0de7);
+                    add_unknown_queries(
+                        &dataset,
+                        &mut episodes,
+                        a.unknown_ways,
+                        a.queries,
+                        &mut rng,
+                    )?;
+                }
+                results.push(evaluate_episodes(
+                    &model,
+                    &features,
+                    &dataset.labels,
+                    &episodes,
+                    &config,
+                )?);
+            }
+            results
         }
         (None, None) => bail!("give --data DIR or --episodes-file F"),
     };
+    for result in &results {
+        report(&a, &config, result)?;
+    }
+    Ok(())
+}
+
+/// Prints one result (and draws its plot) as `a` asks.
+fn report(
+    a: &EvaluateArgs,
+    config: &mgecl::TaskConfig,
+    result: &mgecl_train::evaluate::EvalResult,
+) -> anyhow::Result<()> {
     let raw = a.task.raw_probabilities;
     if let Some(path) = &a.plot {
         let title = format!(
