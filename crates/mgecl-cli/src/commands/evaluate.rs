@@ -145,7 +145,7 @@ fn report(
         plot::reliability_diagram(&result.answers, &title, path)?;
     }
     if a.json {
-        let mut v = serde_json::to_value(&result)?;
+        let mut v = serde_json::to_value(result)?;
         v["seed"] = a.seed.into();
         v["within_alphabet"] = a.within_alphabet.into();
         v["augmented_copies"] = config.augmented_copies.into();
