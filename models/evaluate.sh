@@ -27,14 +27,14 @@ else
   images=$data/images_background split=$data/splits/val_alphabets.txt
   settings=("5 1,5" "20 1,5" "20 1 within")
 fi
-for classifier in $classifiers; do
-  for setting in "${settings[@]}"; do
-    set -- $setting
-    within=()
-    if [ "${3:-}" = within ]; then within=(--within-alphabet); fi
-    "$mgecl" evaluate --model "$model" --data "$images" \
-      --include "$split" --ways "$1" --shots "$2" --queries 15 \
-      --episodes 2000 --seed 0 --classifier "$classifier" "${within[@]}" "${tta[@]}" --json \
-      --per-episode
-  done
+# Every classifier on one embedding of the images per setting.
+classifiers=$(echo $classifiers | tr ' ' ',')
+for setting in "${settings[@]}"; do
+  set -- $setting
+  within=()
+  if [ "${3:-}" = within ]; then within=(--within-alphabet); fi
+  "$mgecl" evaluate --model "$model" --data "$images" \
+    --include "$split" --ways "$1" --shots "$2" --queries 15 \
+    --episodes 2000 --seed 0 --classifiers "$classifiers" "${within[@]}" "${tta[@]}" --json \
+    --per-episode
 done

@@ -4,32 +4,43 @@
 # setting (5-way 1- and 5-shot), per classifier, without test-time augmentation and with one
 # flip-shift copy of every support and query image. Writes runs/RUN/eval-CLASSIFIER.jsonl and
 # runs/RUN/eval-flip-CLASSIFIER.jsonl (models/table.py and models/paired.py read them); a file
-# already written is kept, so run it again after an interruption. Each file is two
-# `mgecl evaluate` calls, each of which embeds the 9600 val photos (1 + copies) times.
-#   MGECL=... models/photos-ablation.sh [RUN...] [-- CLASSIFIER...]
-# (default: the four runs, logistic then prototype).
+# already written is kept, so run it again after an interruption. The classifiers missing for
+# one run and variant are evaluated by one `mgecl evaluate` call per shot list, which embeds
+# the 9600 val photos (1 + copies) times.
+#   MGECL=... models/photos-ablation.sh [RUN...] [-- CLASSIFIER...] [-- VARIANT...]
+# (default: the four runs, logistic and prototype, plain then flip).
 set -e
 cd "$(dirname "$0")/.."
 data=../shared/data/miniimagenet
-runs="" classifiers=""
+runs="" classifiers="" variants=""
 while [ $# -gt 0 ] && [ "$1" != -- ]; do runs="$runs $1"; shift; done
 [ "${1:-}" = -- ] && shift
-classifiers="$*"
+while [ $# -gt 0 ] && [ "$1" != -- ]; do classifiers="$classifiers $1"; shift; done
+[ "${1:-}" = -- ] && shift
+variants="$*"
 runs=${runs:-mini-r12w32 mini-r12w32-class mini-r12w32-inst mini-r12w32-both}
 classifiers=${classifiers:-logistic prototype}
-for classifier in $classifiers; do
-    for variant in plain flip; do
-        for run in $runs; do
-            if [ $variant = plain ]; then
-                out=models/runs/$run/eval-$classifier.jsonl tta="--augmented-copies 0"
-            else
-                out=models/runs/$run/eval-flip-$classifier.jsonl
-                tta="--augmentation flip-shift --augmented-copies 1 --augment-queries"
-            fi
-            [ -s "$out" ] && continue
-            models/evaluate.sh models/runs/$run/best.safetensors $data $classifier "$tta" \
-                > "$out.part"
-            mv "$out.part" "$out"
+variants=${variants:-plain flip}
+for variant in $variants; do
+    for run in $runs; do
+        if [ $variant = plain ]; then
+            prefix=models/runs/$run/eval- tta="--augmented-copies 0"
+        else
+            prefix=models/runs/$run/eval-flip-
+            tta="--augmentation flip-shift --augmented-copies 1 --augment-queries"
+        fi
+        missing=""
+        for classifier in $classifiers; do
+            [ -s "$prefix$classifier.jsonl" ] || missing="$missing $classifier"
         done
+        [ -n "$missing" ] || continue
+        models/evaluate.sh models/runs/$run/best.safetensors $data "$missing" "$tta" \
+            > "${prefix}all.part"
+        for classifier in $missing; do
+            grep -F "\"classifier\":\"$classifier\"" "${prefix}all.part" \
+                > "$prefix$classifier.jsonl.part"
+            mv "$prefix$classifier.jsonl.part" "$prefix$classifier.jsonl"
+        done
+        rm "${prefix}all.part"
     done
 done

@@ -232,6 +232,54 @@ fn evaluate_reports_each_episode_and_its_augmentation() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--augmented-copies"));
 }
 
+/// `mgecl evaluate --classifiers logistic,prototype --shots 1,2` embeds once and prints one
+/// result per classifier and shot count, each the one a run with `--classifier C --shots S`
+/// alone prints.
+#[test]
+fn evaluate_with_a_list_of_classifiers_equals_one_run_per_classifier() {
+    let evaluate = |extra: &[&str]| {
+        let out = mgecl()
+            .args(["evaluate", "--model"])
+            .arg(data("conv4_gray.safetensors"))
+            .arg("--data")
+            .arg(data("omniglot_mini"))
+            .args(["--ways", "3", "--queries", "2", "--episodes", "5", "--json"])
+            .arg("--per-episode")
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let all = evaluate(&["--classifiers", "logistic,prototype", "--shots", "1,2"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 4, "{all}");
+    let mut i = 0;
+    for classifier in ["logistic", "prototype"] {
+        for shots in ["1", "2"] {
+            let alone = evaluate(&["--classifier", classifier, "--shots", shots]);
+            assert_eq!(lines[i], alone.trim_end());
+            let v: serde_json::Value = serde_json::from_str(lines[i]).unwrap();
+            assert_eq!(v["classifier"].as_str(), Some(classifier));
+            i += 1;
+        }
+    }
+    // One classifier flag or the other, not both.
+    let out = mgecl()
+        .args(["evaluate", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .arg("--data")
+        .arg(data("omniglot_mini"))
+        .args(["--classifier", "logistic", "--classifiers", "prototype"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
 /// `mgecl evaluate --shots 1,2` embeds once and prints one result per value, each the one a
 /// run with that value alone prints (same episodes, same accuracies).
 #[test]

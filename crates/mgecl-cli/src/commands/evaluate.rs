@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use clap::Args;
+use mgecl::TaskConfig;
 use mgecl_train::data::{
     add_unknown_queries, check_episodes, read_list, sample_episodes, scan_classes, Dataset,
 };
 use mgecl_train::evaluate::{embed_dataset, evaluate_episodes, EpisodesFile};
 use mgecl_train::rng::Rng;
 
-use crate::options::{episode_classes, ModelArgs, TaskArgs};
+use crate::options::{episode_classes, ClassifierArg, ModelArgs, TaskArgs};
 use crate::plot;
 
 /// Few-shot evaluation: sampled episodes (--data) or pinned ones (--episodes-file).
@@ -42,6 +43,10 @@ pub struct EvaluateArgs {
     seed: u64,
     #[command(flatten)]
     task: TaskArgs,
+    /// Evaluate each of these classifiers (`logistic,prototype`) on one embedding of the
+    /// images: one result per classifier and shot count, on the same episodes.
+    #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "classifier")]
+    classifiers: Vec<ClassifierArg>,
     /// Draw each episode's classes from one parent folder (one alphabet: Lake et al.'s
     /// within-alphabet one-shot protocol).
     #[arg(long, conflicts_with = "episodes_file")]
@@ -66,16 +71,35 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
     if a.shots.is_empty() || a.shots.contains(&0) {
         bail!("--shots must be one or more values >= 1");
     }
-    if a.shots.len() > 1 && (a.episodes_file.is_some() || a.plot.is_some()) {
-        bail!("a list of --shots needs --data (not --episodes-file) and no --plot");
+    if (a.shots.len() > 1 || a.classifiers.len() > 1) && a.plot.is_some() {
+        bail!("--plot draws one result: give one --shots value and one classifier");
+    }
+    if a.shots.len() > 1 && a.episodes_file.is_some() {
+        bail!("a list of --shots needs --data (not --episodes-file)");
     }
     let model = Arc::new(a.model.load()?);
     let config = a.task.config(&model)?;
-    let results = match (&a.data, &a.episodes_file) {
+    // The classifier does not change the features, so every one of them is evaluated on the
+    // same embedding.
+    let configs: Vec<TaskConfig> = if a.classifiers.is_empty() {
+        vec![config]
+    } else {
+        a.classifiers
+            .iter()
+            .map(|&kind| TaskConfig {
+                classifier: kind.into(),
+                ..config.clone()
+            })
+            .collect()
+    };
+    let mut results = Vec::new();
+    match (&a.data, &a.episodes_file) {
         (_, Some(file)) => {
             let episodes = EpisodesFile::load(file)?;
             let base = file.parent().unwrap_or(Path::new("."));
-            vec![episodes.evaluate(base, &model, &config)?]
+            for config in &configs {
+                results.push((config, episodes.evaluate(base, &model, config)?));
+            }
         }
         (Some(root), None) => {
             if a.episodes == 0 {
@@ -90,37 +114,35 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
             for &shots in &a.shots {
                 check_episodes(&dataset, classes, (a.ways, shots, a.queries))?;
             }
-            // Embedded once for every --shots value: the embeddings dominate the cost.
-            let features = embed_dataset(&model, &dataset, &config)?;
-            let mut results = Vec::with_capacity(a.shots.len());
-            for &shots in &a.shots {
-                let shape = (a.ways, shots, a.queries);
-                let mut rng = Rng::new(a.seed, 0xe7a1);
-                let mut episodes = sample_episodes(&dataset, classes, shape, a.episodes, &mut rng);
-                if a.unknown_ways > 0 {
-                    let mut rng = Rng::new(a.seed, 0x0de7);
-                    add_unknown_queries(
-                        &dataset,
-                        &mut episodes,
-                        a.unknown_ways,
-                        a.queries,
-                        &mut rng,
-                    )?;
+            // Embedded once for every --shots value and classifier: the embeddings dominate
+            // the cost.
+            let features = embed_dataset(&model, &dataset, &configs[0])?;
+            for config in &configs {
+                for &shots in &a.shots {
+                    let shape = (a.ways, shots, a.queries);
+                    let mut rng = Rng::new(a.seed, 0xe7a1);
+                    let mut episodes =
+                        sample_episodes(&dataset, classes, shape, a.episodes, &mut rng);
+                    if a.unknown_ways > 0 {
+                        let mut rng = Rng::new(a.seed, 0x0de7);
+                        add_unknown_queries(
+                            &dataset,
+                            &mut episodes,
+                            a.unknown_ways,
+                            a.queries,
+                            &mut rng,
+                        )?;
+                    }
+                    let result =
+                        evaluate_episodes(&model, &features, &dataset.labels, &episodes, config)?;
+                    results.push((config, result));
                 }
-                results.push(evaluate_episodes(
-                    &model,
-                    &features,
-                    &dataset.labels,
-                    &episodes,
-                    &config,
-                )?);
             }
-            results
         }
         (None, None) => bail!("give --data DIR or --episodes-file F"),
     };
-    for result in &results {
-        report(&a, &config, result)?;
+    for (config, result) in &results {
+        report(&a, config, result)?;
     }
     Ok(())
 }
@@ -128,7 +150,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
 /// Prints one result (and draws its plot) as `a` asks.
 fn report(
     a: &EvaluateArgs,
-    config: &mgecl::TaskConfig,
+    config: &TaskConfig,
     result: &mgecl_train::evaluate::EvalResult,
 ) -> anyhow::Result<()> {
     let raw = a.task.raw_probabilities;
