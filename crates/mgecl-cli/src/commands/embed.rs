@@ -18,6 +18,9 @@ pub struct EmbedArgs {
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
+    /// Images embedded per forward pass (decoded together; memory grows with it).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    batch_size: u16,
     /// Images (PNG, JPEG, WebP, BMP, GIF or TIFF).
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -29,7 +32,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let dim = model.feature_dim();
     let bar = progress(images.len(), "embedding");
     let mut features: Vec<f32> = Vec::with_capacity(images.len() * dim);
-    for chunk in images.chunks(16) {
+    for chunk in images.chunks(usize::from(args.batch_size)) {
         let rows = model.embed_paths(chunk)?;
         features.extend(rows.iter());
         bar.inc(chunk.len() as u64);
