@@ -8,4 +8,4 @@ exec ${MGECL:-mgecl} metatrain --data $D/images \
     --init runs/mini-r12w32/best.safetensors --augment imagenet \
     --episodes 500 --ways 5 --shots 1 --queries 15 --views 4 --margin 0.2 --tau 0.1 \
     --lambda 1 --lr 0.0005 --val-every 250 --val-episodes 300 --seed 0 \
-    --out runs/mini-r12w32-both --resume
+    --out runs/mini-r12w32-both --resume "$@"
