@@ -12,21 +12,19 @@ data=${2:-../shared/data/omniglot}
 read -r -a tta <<< "${3:---augmented-copies 0}"
 mgecl=${MGECL:-target/release/mgecl}
 if [ -f "$data/splits/val_classes.txt" ]; then
-  images=$data/images split=$data/splits/val_classes.txt settings=("5 1" "5 5")
+  images=$data/images split=$data/splits/val_classes.txt settings=("5 1,5")
 else
   images=$data/images_background split=$data/splits/val_alphabets.txt
-  settings=("5 1" "5 5" "20 1")
+  settings=("5 1,5" "20 1")
 fi
+# Both classifiers and every shot count of a setting on one embedding of the images.
 evaluate() {
   "$mgecl" evaluate --model "$model" --data "$images" --include "$split" --queries 15 \
-    --episodes 2000 --seed 0 --json "${tta[@]}" "$@"
+    --episodes 2000 --seed 0 --json --classifiers logistic,prototype "${tta[@]}" "$@"
 }
-for classifier in logistic prototype; do
-  for setting in "${settings[@]}"; do
-    set -- $setting
-    evaluate --ways "$1" --shots "$2" --classifier "$classifier" | sed 's/^{/{"raw":false,/'
-    evaluate --ways "$1" --shots "$2" --classifier "$classifier" --raw-probabilities |
-      sed 's/^{/{"raw":true,/'
-  done
-  evaluate --ways 5 --shots 1 --classifier "$classifier" --unknown-ways 5
+for setting in "${settings[@]}"; do
+  set -- $setting
+  evaluate --ways "$1" --shots "$2" | sed 's/^{/{"raw":false,/'
+  evaluate --ways "$1" --shots "$2" --raw-probabilities | sed 's/^{/{"raw":true,/'
 done
+evaluate --ways 5 --shots 1 --unknown-ways 5
