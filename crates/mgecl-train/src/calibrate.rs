@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ndarray::Array2;
+use rayon::prelude::*;
 
 use crate::data::Dataset;
 use crate::evaluate::{embed_dataset, example_rows, query_rows};
@@ -26,7 +27,7 @@ use mgecl::classifier::calibration::{
 };
 use mgecl::error::{Error, ModelProblem, Result};
 use mgecl::model::Model;
-use mgecl::task::{ClassifierKind, Task, TaskConfig};
+use mgecl::task::{ClassifierKind, Scores, Task, TaskConfig};
 
 /// How calibration episodes are drawn.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,65 +105,28 @@ fn fit_with_settings(
         data.by_class.iter().map(Vec::len).min().unwrap_or(0),
     );
     let features = embed_dataset(model, data, settings)?;
+    // The episodes are drawn in order from one generator, then fitted in parallel and
+    // collected in order: the same calibration whatever the thread count.
     let mut rng = Rng::new(config.seed, 0xca1);
-    let (mut logistic, mut prototype, mut open_set) = (Vec::new(), Vec::new(), Vec::new());
     let mut shapes = Vec::new();
+    let mut episodes = Vec::new();
     for &ways in WAYS.iter().filter(|&&w| w + config.unknown_ways <= classes) {
         for &shots in SHOTS.iter().filter(|&&s| s + config.queries <= min_images) {
             shapes.push((ways, shots));
             for _ in 0..config.episodes_per_shape {
-                let picked = rng.choose(classes, ways + config.unknown_ways);
-                let mut support: Vec<(usize, usize)> = Vec::new(); // (class in episode, image)
-                let mut known: Vec<(usize, usize)> = Vec::new();
-                let mut unknown: Vec<usize> = Vec::new();
-                for (k, &c) in picked.iter().enumerate() {
-                    let imgs = &data.by_class[c];
-                    let chosen = rng.choose(imgs.len(), shots + config.queries);
-                    if k < ways {
-                        support.extend(chosen[..shots].iter().map(|&i| (k, imgs[i])));
-                        known.extend(chosen[shots..].iter().map(|&i| (k, imgs[i])));
-                    } else {
-                        unknown.extend(chosen[..config.queries].iter().map(|&i| imgs[i]));
-                    }
-                }
-                let queries: Vec<usize> = known.iter().map(|&(_, r)| r).collect();
-                let labels: Vec<usize> = known.iter().map(|&(k, _)| k).collect();
-                let query_features = query_rows(&features, &queries, settings)?;
-                for kind in [ClassifierKind::Logistic, ClassifierKind::Prototype] {
-                    let config = TaskConfig {
-                        classifier: kind,
-                        ..settings.clone()
-                    };
-                    let task = episode_task(model, &features, ways, &support, config)?;
-                    let scores = task.scores(query_features.view())?;
-                    let episode = EpisodeScores {
-                        ways,
-                        shots,
-                        scores: scores.classifier.iter().copied().collect(),
-                        labels: labels.clone(),
-                    };
-                    if kind == ClassifierKind::Logistic {
-                        logistic.push(episode);
-                        continue;
-                    }
-                    prototype.push(episode);
-                    let outside = task.scores(query_rows(&features, &unknown, settings)?.view())?;
-                    for (cos, is_known) in scores
-                        .best_cosine
-                        .iter()
-                        .map(|&c| (c, true))
-                        .chain(outside.best_cosine.iter().map(|&c| (c, false)))
-                    {
-                        open_set.push(OpenSetSample {
-                            max_cos: cos,
-                            ways,
-                            shots,
-                            known: is_known,
-                        });
-                    }
-                }
+                episodes.push(draw_episode(data, (ways, shots), config, &mut rng));
             }
         }
+    }
+    let fitted: Vec<FittedEpisode> = episodes
+        .par_iter()
+        .map(|episode| fit_episode(model, &features, episode, settings))
+        .collect::<Result<_>>()?;
+    let (mut logistic, mut prototype, mut open_set) = (Vec::new(), Vec::new(), Vec::new());
+    for episode in fitted {
+        logistic.push(episode.logistic);
+        prototype.push(episode.prototype);
+        open_set.extend(episode.open_set);
     }
     Ok(Calibration {
         version: 1,
@@ -182,6 +146,101 @@ fn fit_with_settings(
             "augment_queries": settings.augment_queries,
         }),
         unaugmented: None,
+    })
+}
+
+/// One calibration episode: dataset rows of its support (with the class index within the
+/// episode), of its known queries, and of the unknown queries from classes outside it.
+struct Episode {
+    ways: usize,
+    shots: usize,
+    support: Vec<(usize, usize)>,
+    known: Vec<(usize, usize)>,
+    unknown: Vec<usize>,
+}
+
+/// What one episode contributes to the fits.
+struct FittedEpisode {
+    logistic: EpisodeScores,
+    prototype: EpisodeScores,
+    open_set: Vec<OpenSetSample>,
+}
+
+/// Draws an episode of `ways` classes and `shots` examples each, plus `config.unknown_ways`
+/// classes outside it, from `rng`.
+fn draw_episode(
+    data: &Dataset,
+    (ways, shots): (usize, usize),
+    config: &CalibrateConfig,
+    rng: &mut Rng,
+) -> Episode {
+    let picked = rng.choose(data.num_classes(), ways + config.unknown_ways);
+    let (mut support, mut known, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, &c) in picked.iter().enumerate() {
+        let imgs = &data.by_class[c];
+        let chosen = rng.choose(imgs.len(), shots + config.queries);
+        if k < ways {
+            support.extend(chosen[..shots].iter().map(|&i| (k, imgs[i])));
+            known.extend(chosen[shots..].iter().map(|&i| (k, imgs[i])));
+        } else {
+            unknown.extend(chosen[..config.queries].iter().map(|&i| imgs[i]));
+        }
+    }
+    Episode {
+        ways,
+        shots,
+        support,
+        known,
+        unknown,
+    }
+}
+
+/// Fits `episode` with both classifiers under `settings`: their raw scores on the known
+/// queries, and the prototype task's best cosine similarities of known and unknown queries.
+fn fit_episode(
+    model: &Arc<Model>,
+    features: &Array2<f32>,
+    episode: &Episode,
+    settings: &TaskConfig,
+) -> Result<FittedEpisode> {
+    let Episode { ways, shots, .. } = *episode;
+    let queries: Vec<usize> = episode.known.iter().map(|&(_, r)| r).collect();
+    let labels: Vec<usize> = episode.known.iter().map(|&(k, _)| k).collect();
+    let query_features = query_rows(features, &queries, settings)?;
+    let scores_of = |kind| -> Result<(Task, Scores)> {
+        let config = TaskConfig {
+            classifier: kind,
+            ..settings.clone()
+        };
+        let task = episode_task(model, features, ways, &episode.support, config)?;
+        let scores = task.scores(query_features.view())?;
+        Ok((task, scores))
+    };
+    let episode_scores = |scores: &Scores| EpisodeScores {
+        ways,
+        shots,
+        scores: scores.classifier.iter().copied().collect(),
+        labels: labels.clone(),
+    };
+    let (_, logistic) = scores_of(ClassifierKind::Logistic)?;
+    let (task, prototype) = scores_of(ClassifierKind::Prototype)?;
+    let outside = task.scores(query_rows(features, &episode.unknown, settings)?.view())?;
+    let open_set = prototype
+        .best_cosine
+        .iter()
+        .map(|&c| (c, true))
+        .chain(outside.best_cosine.iter().map(|&c| (c, false)))
+        .map(|(max_cos, known)| OpenSetSample {
+            max_cos,
+            ways,
+            shots,
+            known,
+        })
+        .collect();
+    Ok(FittedEpisode {
+        logistic: episode_scores(&logistic),
+        prototype: episode_scores(&prototype),
+        open_set,
     })
 }
 
