@@ -1,6 +1,8 @@
 //! What the commands show: results on stdout ([`outln!`]), progress bars and training
 //! records on stderr.
 
+use std::time::{Duration, Instant};
+
 use indicatif::{ProgressBar, ProgressStyle};
 use mgecl_train::Progress;
 
@@ -31,11 +33,18 @@ pub fn progress(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
-/// Training progress on the terminal: a bar per phase, log records as lines above it.
+/// Training progress on the terminal: a bar per phase, log records as lines above it. When
+/// stderr is not a terminal (a run in the background, logging to a file) the bar is hidden,
+/// so a status line is printed instead: at a phase's first step, then at most once a minute.
 #[derive(Default)]
 pub struct TerminalProgress {
     bar: Option<ProgressBar>,
+    label: String,
+    last_line: Option<Instant>,
 }
+
+/// How often a hidden bar's status line is printed.
+const STATUS_LINE_EVERY: Duration = Duration::from_secs(60);
 
 impl Progress for TerminalProgress {
     fn start(&mut self, label: &str, done: u64, total: u64) {
@@ -48,12 +57,22 @@ impl Progress for TerminalProgress {
         bar.set_prefix(label.to_string());
         bar.set_position(done);
         self.bar = Some(bar);
+        self.label = label.to_string();
+        self.last_line = None;
     }
 
     fn step(&mut self, status: &str) {
         if let Some(bar) = &self.bar {
             bar.inc(1);
             bar.set_message(status.to_string());
+            let due = self
+                .last_line
+                .is_none_or(|t| t.elapsed() >= STATUS_LINE_EVERY);
+            if bar.is_hidden() && due {
+                let total = bar.length().unwrap_or(0);
+                eprintln!("{} {}/{total} {status}", self.label, bar.position());
+                self.last_line = Some(Instant::now());
+            }
         }
     }
 

@@ -50,7 +50,16 @@ fn a_killed_run_resumes_to_the_uninterrupted_result() {
     };
     let scratch = tempfile::tempdir().unwrap();
     let straight = scratch.path().join("straight");
-    assert!(run(&straight, false).output().unwrap().status.success());
+    let out = run(&straight, false).output().unwrap();
+    assert!(out.status.success());
+    // stderr is a pipe, not a terminal: no progress bar, but a status line per epoch.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for epoch in 1..=3 {
+        assert!(
+            stderr.contains(&format!("epoch {epoch}/3 1/")),
+            "no status line for epoch {epoch}: {stderr}"
+        );
+    }
 
     let killed = scratch.path().join("killed");
     let mut child = run(&killed, false)
