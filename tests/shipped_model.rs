@@ -34,6 +34,17 @@ fn sorted(dir: &Path, want_dirs: bool) -> Vec<PathBuf> {
     v
 }
 
+/// How many of `queries` (image, true label) `task` labels right.
+fn correct_answers(task: &Task, queries: &[(PathBuf, String)]) -> usize {
+    let paths: Vec<&Path> = queries.iter().map(|(p, _)| p.as_path()).collect();
+    let answers = task.classify_paths(&paths).unwrap();
+    answers
+        .iter()
+        .zip(queries)
+        .filter(|(a, (_, l))| a.label.as_deref() == Some(l.as_str()))
+        .count()
+}
+
 #[test]
 fn shipped_model_recognises_unseen_characters_from_one_example() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -68,13 +79,7 @@ fn shipped_model_recognises_unseen_characters_from_one_example() {
         }
         assert_eq!(queries.len(), 24);
         assert!(task.fit().unwrap().converged);
-        let paths: Vec<&Path> = queries.iter().map(|(p, _)| p.as_path()).collect();
-        let answers = task.classify_paths(&paths).unwrap();
-        let correct = answers
-            .iter()
-            .zip(&queries)
-            .filter(|(a, (_, l))| a.label.as_deref() == Some(l.as_str()))
-            .count();
+        let correct = correct_answers(&task, &queries);
         println!("{name}: {correct}/24");
         assert!(correct >= MIN_CORRECT, "{name}: only {correct}/24 correct");
     }
@@ -164,13 +169,7 @@ fn photo_model_recognises_unseen_classes_from_five_photos() {
             queries.extend(files[5..15].iter().map(|f| (f.clone(), class.to_string())));
         }
         task.fit().unwrap();
-        let paths: Vec<&Path> = queries.iter().map(|(p, _)| p.as_path()).collect();
-        let answers = task.classify_paths(&paths).unwrap();
-        let correct = answers
-            .iter()
-            .zip(&queries)
-            .filter(|(a, (_, l))| a.label.as_deref() == Some(l.as_str()))
-            .count();
+        let correct = correct_answers(&task, &queries);
         println!("{classifier:?}: {correct}/50");
         assert!(
             correct >= PHOTO_MIN_CORRECT,

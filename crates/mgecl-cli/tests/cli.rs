@@ -232,36 +232,39 @@ fn evaluate_reports_each_episode_and_its_augmentation() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--augmented-copies"));
 }
 
+/// `mgecl evaluate --json --per-episode` of the fixture Conv-4 on 5 small 3-way episodes of
+/// `omniglot_mini` with 2 queries per class, plus `extra`: its stdout (the run must succeed).
+fn evaluate_mini(extra: &[&str]) -> String {
+    let out = mgecl()
+        .args(["evaluate", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .arg("--data")
+        .arg(data("omniglot_mini"))
+        .args(["--ways", "3", "--queries", "2", "--episodes", "5", "--json"])
+        .arg("--per-episode")
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `mgecl evaluate --classifiers logistic,prototype --shots 1,2` embeds once and prints one
 /// result per classifier and shot count, each the one a run with `--classifier C --shots S`
 /// alone prints.
 #[test]
 fn evaluate_with_a_list_of_classifiers_equals_one_run_per_classifier() {
-    let evaluate = |extra: &[&str]| {
-        let out = mgecl()
-            .args(["evaluate", "--model"])
-            .arg(data("conv4_gray.safetensors"))
-            .arg("--data")
-            .arg(data("omniglot_mini"))
-            .args(["--ways", "3", "--queries", "2", "--episodes", "5", "--json"])
-            .arg("--per-episode")
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let all = evaluate(&["--classifiers", "logistic,prototype", "--shots", "1,2"]);
+    let all = evaluate_mini(&["--classifiers", "logistic,prototype", "--shots", "1,2"]);
     let lines: Vec<&str> = all.lines().collect();
     assert_eq!(lines.len(), 4, "{all}");
     let mut i = 0;
     for classifier in ["logistic", "prototype"] {
         for shots in ["1", "2"] {
-            let alone = evaluate(&["--classifier", classifier, "--shots", shots]);
+            let alone = evaluate_mini(&["--classifier", classifier, "--shots", shots]);
             assert_eq!(lines[i], alone.trim_end());
             let v: serde_json::Value = serde_json::from_str(lines[i]).unwrap();
             assert_eq!(v["classifier"].as_str(), Some(classifier));
@@ -284,23 +287,7 @@ fn evaluate_with_a_list_of_classifiers_equals_one_run_per_classifier() {
 /// run with that value alone prints (same episodes, same accuracies).
 #[test]
 fn evaluate_with_a_list_of_shots_equals_one_run_per_value() {
-    let evaluate = |shots: &str| {
-        let out = mgecl()
-            .args(["evaluate", "--model"])
-            .arg(data("conv4_gray.safetensors"))
-            .arg("--data")
-            .arg(data("omniglot_mini"))
-            .args(["--ways", "3", "--queries", "2", "--episodes", "5", "--json"])
-            .args(["--per-episode", "--shots", shots])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let evaluate = |shots: &str| evaluate_mini(&["--shots", shots]);
     let both = evaluate("1,2");
     let lines: Vec<&str> = both.lines().collect();
     assert_eq!(lines.len(), 2, "{both}");
