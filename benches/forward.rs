@@ -8,9 +8,7 @@
 
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mgecl::__private::embed_tensor;
 use mgecl::{Engine, LoadOptions, Model};
 
 fn model(name: &str, engine: Engine) -> Model {
@@ -24,12 +22,11 @@ fn model(name: &str, engine: Engine) -> Model {
     Model::load(path, &options).expect("fixture model loads")
 }
 
-fn input(model: &Model, batch: usize) -> Tensor {
+fn input(model: &Model, batch: usize) -> Vec<f32> {
     let (c, h, w) = model.preprocessor().input_shape();
-    let values: Vec<f32> = (0..batch * c * h * w)
+    (0..batch * c * h * w)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-        .collect();
-    Tensor::from_vec(values, (batch, c, h, w), &Device::Cpu).expect("input tensor")
+        .collect()
 }
 
 fn forward(c: &mut Criterion) {
@@ -44,7 +41,7 @@ fn forward(c: &mut Criterion) {
                 group.bench_with_input(
                     BenchmarkId::new(m.info().engine.name(), batch),
                     &x,
-                    |b, x| b.iter(|| embed_tensor(&m, x).expect("forward")),
+                    |b, x| b.iter(|| m.embed_preprocessed(x).expect("forward")),
                 );
             }
         }

@@ -1,12 +1,10 @@
-//! Times the encoder's forward pass (`embed_tensor`, no preprocessing) on a random normalised batch and prints one JSON line; used by
+//! Times the encoder's forward pass (`Model::embed_preprocessed`, no preprocessing) on a random normalised batch and prints one JSON line; used by
 //! `bench/compare.py` (which also measures this process's peak resident memory).
 //!
 //!     cargo run --release --example bench_embed -- MODEL BATCH [REPEATS] [auto|candle]
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-use mgecl::__private::embed_tensor;
 use mgecl::{Engine, LoadOptions, Model};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,12 +31,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (state as f32 / u32::MAX as f32 - 0.5) * 3.4
         })
         .collect();
-    let input = Tensor::from_vec(values, (batch, c, h, w), &Device::Cpu)?;
-    embed_tensor(&model, &input)?; // warm-up: page in weights, fill the buffer pools
+    model.embed_preprocessed(&values)?; // warm-up: page in weights, fill the buffer pools
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let start = Instant::now();
-        let features = embed_tensor(&model, &input)?;
+        let features = model.embed_preprocessed(&values)?;
         std::hint::black_box(features);
         times.push(start.elapsed().as_secs_f64());
     }

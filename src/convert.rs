@@ -133,7 +133,7 @@ pub fn convert_checkpoint(bytes: &[u8], options: &ConvertOptions) -> Result<Conv
         })
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, Some(metadata.into_iter().collect()))
-        .map_err(|e| Error::Backend(format!("cannot serialise the converted weights: {e}")))?;
+        .map_err(|e| Error::backend_caused_by("cannot serialise the converted weights", e))?;
     let info = Model::from_bytes(&bytes, &LoadOptions::default())?
         .info()
         .clone();
@@ -159,7 +159,7 @@ pub fn convert_checkpoint_file(
     output: &Path,
     options: &ConvertOptions,
 ) -> Result<Conversion> {
-    let bytes = crate::atomic::read_file_limited(input, MAX_MODEL_FILE_BYTES, "checkpoint")?;
+    let bytes = crate::files::read_file_limited(input, MAX_MODEL_FILE_BYTES, "checkpoint")?;
     let mut options = options.clone();
     if let Some(name) = input.file_name() {
         options
@@ -168,7 +168,7 @@ pub fn convert_checkpoint_file(
             .or_insert_with(|| name.to_string_lossy().into_owned());
     }
     let conversion = convert_checkpoint(&bytes, &options)?;
-    crate::atomic::write_file(output, &conversion.bytes)?;
+    crate::files::write_file(output, &conversion.bytes)?;
     Ok(conversion)
 }
 

@@ -1,5 +1,5 @@
-//! The crate's one error type. Every variant maps to one C status code (`mgecl_status` in
-//! `bindings/c/src/error.rs`).
+//! The core's error type. Every variant maps to one C status code (`mgecl_status` in
+//! `bindings/c/src/error.rs`). The training crate wraps it in its own.
 
 use std::path::PathBuf;
 
@@ -86,14 +86,35 @@ pub enum Error {
         /// Fingerprint of the model it was loaded against.
         found: String,
     },
-    /// A numeric backend (candle) failed.
+    /// A computation failed inside the SDK or its numeric backend (candle, a serialiser): a
+    /// device fault or a bug rather than bad input. [`std::error::Error::source`] gives the
+    /// underlying error where there is one.
     #[error("backend error: {0}")]
-    Backend(String),
+    Backend(#[source] BackendError),
 }
 
-impl From<candle_core::Error> for Error {
-    fn from(e: candle_core::Error) -> Self {
-        Error::Backend(e.to_string())
+/// What [`Error::Backend`] carries: a message and, where one caused it, the underlying error
+/// (kept whole, for `source()` chains, not only as text).
+#[derive(Debug)]
+pub struct BackendError {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -107,6 +128,31 @@ impl Error {
             problem,
             detail: detail.into(),
         }
+    }
+
+    /// Builds an [`Error::Backend`] from a message.
+    pub fn backend(message: impl Into<String>) -> Self {
+        Error::Backend(BackendError {
+            message: message.into(),
+            source: None,
+        })
+    }
+
+    /// Builds an [`Error::Backend`] that keeps the error that caused it; `context` says what
+    /// was being done.
+    pub fn backend_caused_by(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Backend(BackendError {
+            message: context.into(),
+            source: Some(Box::new(source)),
+        })
+    }
+
+    /// A candle failure (the core's only conversion from candle: no candle type in the API).
+    pub(crate) fn candle(e: candle_core::Error) -> Self {
+        Error::backend_caused_by("candle", e)
     }
 
     /// Builds an [`Error::Io`] for `path`.

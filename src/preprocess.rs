@@ -190,14 +190,13 @@ const SUPPORTED: &str = "PNG, JPEG, WebP, BMP, GIF and TIFF are supported";
 
 /// Decodes PNG, JPEG, WebP, BMP, GIF (first frame) or TIFF bytes within `bounds` and turns
 /// the image upright by its EXIF orientation: the one decoder of encoded images
-/// (preprocessing; thumbnails in the CLI).
+/// (preprocessing, [`decode_rgb`]).
 ///
 /// # Errors
 /// [`Error::InvalidImage`] for empty, corrupt or unsupported data (HEIC/HEIF and AVIF named as
 /// such, with advice to convert them); [`Error::LimitExceeded`] when the image is larger than
 /// `bounds`.
-#[doc(hidden)] // for the workspace's crates (mgecl::__private): an `image` type, no API promise
-pub fn decode_upright(bytes: &[u8], bounds: &ImageLimits) -> Result<DynamicImage> {
+fn decode_upright(bytes: &[u8], bounds: &ImageLimits) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(Error::InvalidImage("the image data is empty".into()));
     }
@@ -259,35 +258,80 @@ pub struct Preprocessor {
     limits: ImageLimits,
 }
 
-/// An image already converted to the model's channel count (1 or 3) and inverted if the
-/// model asks for it, not yet resized: the point where training augmentation plugs in.
-#[derive(Debug, Clone)]
-pub enum ModelPixels {
-    /// For 1-channel models.
+/// Decoded 8-bit pixels, upright, in HWC order (rows top to bottom), gray (1 channel) or RGB
+/// (3): what [`Preprocessor::decode`] gives (already in the model's channel count and inverted
+/// if the model asks for it, not yet resized: the point where training augmentation plugs in)
+/// and what [`decode_rgb`] gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels(Planes);
+
+/// The `image` buffers behind [`Pixels`] (private: an `image` upgrade is not an API change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Planes {
     Gray(GrayImage),
-    /// For 3-channel models.
     Rgb(RgbImage),
 }
 
-impl ModelPixels {
+impl Pixels {
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        match &self.0 {
+            Planes::Gray(img) => img.width(),
+            Planes::Rgb(img) => img.width(),
+        }
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        match &self.0 {
+            Planes::Gray(img) => img.height(),
+            Planes::Rgb(img) => img.height(),
+        }
+    }
+
+    /// Channels per pixel: 1 (gray) or 3 (RGB).
+    pub fn channels(&self) -> usize {
+        match &self.0 {
+            Planes::Gray(_) => 1,
+            Planes::Rgb(_) => 3,
+        }
+    }
+
+    /// The HWC bytes (`height * width * channels`).
+    pub fn as_hwc(&self) -> &[u8] {
+        match &self.0 {
+            Planes::Gray(img) => img.as_raw(),
+            Planes::Rgb(img) => img.as_raw(),
+        }
+    }
+
     /// The HWC bytes at `width` x `height` (Lanczos3 resize only when the size differs).
     pub fn resized_raw(&self, width: u32, height: u32) -> std::borrow::Cow<'_, [u8]> {
         use std::borrow::Cow;
-        match self {
-            ModelPixels::Gray(img) if img.dimensions() == (width, height) => {
-                Cow::Borrowed(img.as_raw())
-            }
-            ModelPixels::Rgb(img) if img.dimensions() == (width, height) => {
-                Cow::Borrowed(img.as_raw())
-            }
-            ModelPixels::Gray(img) => Cow::Owned(
-                image::imageops::resize(img, width, height, FilterType::Lanczos3).into_raw(),
-            ),
-            ModelPixels::Rgb(img) => Cow::Owned(
-                image::imageops::resize(img, width, height, FilterType::Lanczos3).into_raw(),
-            ),
+        if (self.width(), self.height()) == (width, height) {
+            return Cow::Borrowed(self.as_hwc());
         }
+        Cow::Owned(match &self.0 {
+            Planes::Gray(img) => {
+                image::imageops::resize(img, width, height, FilterType::Lanczos3).into_raw()
+            }
+            Planes::Rgb(img) => {
+                image::imageops::resize(img, width, height, FilterType::Lanczos3).into_raw()
+            }
+        })
     }
+}
+
+/// Decodes PNG, JPEG, WebP, BMP, GIF (first frame) or TIFF bytes within `limits` into upright
+/// RGB pixels (thumbnails, reports); the same decoder preprocessing uses.
+///
+/// # Errors
+/// As [`Preprocessor::decode`] for encoded bytes: [`Error::InvalidImage`] for empty, corrupt or
+/// unsupported data, [`Error::LimitExceeded`] beyond `limits`.
+pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<Pixels> {
+    Ok(Pixels(Planes::Rgb(
+        decode_upright(bytes, limits)?.into_rgb8(),
+    )))
 }
 
 /// The normalisation step: HWC u8 pixels of `(h, w, c)` -> CHW `(v / 255 - mean[c]) / std[c]`,
@@ -366,7 +410,7 @@ impl Preprocessor {
     /// # Errors
     /// [`Error::Io`] for an unreadable file, [`Error::InvalidImage`] for empty, corrupt or
     /// unsupported data, [`Error::LimitExceeded`] when the image is larger than the limits.
-    pub fn decode(&self, source: &ImageSource<'_>) -> Result<ModelPixels> {
+    pub fn decode(&self, source: &ImageSource<'_>) -> Result<Pixels> {
         let image = match source {
             ImageSource::Path(path) => {
                 let bytes = std::fs::read(path).map_err(|e| Error::io(*path, e))?;
@@ -451,23 +495,23 @@ impl Preprocessor {
     }
 
     /// Converts a decoded image to the model's channel count and applies `invert`.
-    pub fn to_model_pixels(&self, image: DynamicImage) -> ModelPixels {
-        let mut pixels = if self.input.in_channels == 1 {
-            ModelPixels::Gray(image.into_luma8())
+    fn to_model_pixels(&self, image: DynamicImage) -> Pixels {
+        let mut planes = if self.input.in_channels == 1 {
+            Planes::Gray(image.into_luma8())
         } else {
-            ModelPixels::Rgb(image.into_rgb8())
+            Planes::Rgb(image.into_rgb8())
         };
         if self.input.invert {
-            match &mut pixels {
-                ModelPixels::Gray(img) => img.iter_mut().for_each(|v| *v = 255 - *v),
-                ModelPixels::Rgb(img) => img.iter_mut().for_each(|v| *v = 255 - *v),
+            match &mut planes {
+                Planes::Gray(img) => img.iter_mut().for_each(|v| *v = 255 - *v),
+                Planes::Rgb(img) => img.iter_mut().for_each(|v| *v = 255 - *v),
             }
         }
-        pixels
+        Pixels(planes)
     }
 
     /// Resizes model pixels to the input size and normalises them into CHW f32.
-    pub fn normalize(&self, pixels: &ModelPixels) -> Vec<f32> {
+    pub fn normalize(&self, pixels: &Pixels) -> Vec<f32> {
         let (c, h, w) = self.input_shape();
         let mut out = Vec::with_capacity(self.input_len());
         let raw = pixels.resized_raw(w as u32, h as u32);

@@ -4,9 +4,7 @@
 
 mod common;
 
-use candle_core::Tensor;
 use common::{data, max_abs_diff, read_tensor};
-use mgecl::__private::{embed_tensor, forward_blocks, model_device};
 use mgecl::{Engine, ImageSource, LoadOptions, Model};
 
 const FEATURE_BOUND: f64 = 1e-4;
@@ -72,18 +70,12 @@ fn check_fixture(
 
     // Block outputs for image 0, from the reference input tensor.
     let image0: Vec<f32> = input[..input.len() / 4].iter().map(|&v| v as f32).collect();
-    let x = Tensor::from_vec(
-        image0,
-        (1, input_shape[1], input_shape[2], input_shape[3]),
-        model_device(&model),
-    )
-    .unwrap();
-    let blocks = forward_blocks(&model, &x).unwrap();
+    assert_eq!(image0.len(), input_shape[1..].iter().product::<usize>());
+    let blocks = model.block_outputs(&image0).unwrap();
     for (i, block) in blocks.iter().enumerate() {
         let (expected, shape) = read_tensor(&expected_file, &format!("block{}", i + 1));
-        assert_eq!(block.dims(), shape.as_slice(), "{name} block{}", i + 1);
-        let ours: Vec<f32> = block.flatten_all().unwrap().to_vec1().unwrap();
-        let d = max_abs_diff(ours.into_iter().map(f64::from), expected);
+        assert_eq!(block.shape(), shape.as_slice(), "{name} block{}", i + 1);
+        let d = max_abs_diff(block.iter().map(|&v| f64::from(v)), expected);
         println!(
             "{name} ({expected_engine}): block{} max diff {d:.3e}",
             i + 1
@@ -166,8 +158,7 @@ fn fast_path_matches_candle() {
         println!("{name}: max |fast - candle| features = {d:.3e}");
         assert!(d <= FEATURE_BOUND, "{name}: engines differ by {d}");
 
-        // Block outputs for the whole batch, through the tensor API.
-        let (c, h, w) = fast.preprocessor().input_shape();
+        // Block outputs for the whole batch.
         let mut values = Vec::new();
         for p in &paths {
             values.extend(
@@ -176,15 +167,15 @@ fn fast_path_matches_candle() {
                     .unwrap(),
             );
         }
-        let x = Tensor::from_vec(values, (paths.len(), c, h, w), model_device(&fast)).unwrap();
-        let fa = forward_blocks(&fast, &x).unwrap();
-        let ca = forward_blocks(&candle, &x).unwrap();
+        let fa = fast.block_outputs(&values).unwrap();
+        let ca = candle.block_outputs(&values).unwrap();
         assert_eq!(fa.len(), ca.len());
         for (i, (f, c)) in fa.iter().zip(&ca).enumerate() {
-            assert_eq!(f.dims(), c.dims(), "{name} block{}", i + 1);
-            let f: Vec<f32> = f.flatten_all().unwrap().to_vec1().unwrap();
-            let c: Vec<f32> = c.flatten_all().unwrap().to_vec1().unwrap();
-            let d = max_abs_diff(f.into_iter().map(f64::from), c.into_iter().map(f64::from));
+            assert_eq!(f.shape(), c.shape(), "{name} block{}", i + 1);
+            let d = max_abs_diff(
+                f.iter().map(|&v| f64::from(v)),
+                c.iter().map(|&v| f64::from(v)),
+            );
             println!("{name}: block{} max |fast - candle| = {d:.3e}", i + 1);
             assert!(
                 d <= FEATURE_BOUND,
@@ -192,13 +183,15 @@ fn fast_path_matches_candle() {
                 i + 1
             );
         }
-        let e = embed_tensor(&fast, &x).unwrap();
-        let e: Vec<f32> = e.flatten_all().unwrap().to_vec1().unwrap();
+        let e = fast.embed_preprocessed(&values).unwrap();
         let d = max_abs_diff(
-            e.into_iter().map(f64::from),
+            e.iter().map(|&v| f64::from(v)),
             a.iter().map(|&v| f64::from(v)),
         );
-        assert!(d <= 1e-6, "{name}: embed_tensor and embed differ by {d}");
+        assert!(
+            d <= 1e-6,
+            "{name}: embed_preprocessed and embed differ by {d}"
+        );
     }
 }
 

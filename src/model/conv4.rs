@@ -74,8 +74,8 @@ impl Conv4 {
     /// Puts the parameters on `device`.
     ///
     /// # Errors
-    /// [`crate::Error::Backend`] when the device refuses a tensor.
-    pub(crate) fn new(params: &Conv4Params, device: &Device) -> Result<Self> {
+    /// When the device refuses a tensor.
+    pub(crate) fn new(params: &Conv4Params, device: &Device) -> candle_core::Result<Self> {
         let width = params.width;
         let mut blocks = Vec::with_capacity(params.blocks.len());
         for b in &params.blocks {
@@ -90,7 +90,7 @@ impl Conv4 {
     }
 
     /// Runs the network on a normalised NCHW batch; returns the four block outputs.
-    pub(crate) fn forward_blocks(&self, input: &Tensor) -> Result<Vec<Tensor>> {
+    pub(crate) fn forward_blocks(&self, input: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         let mut x = input.clone();
         let mut outputs = Vec::with_capacity(4);
         for b in &self.blocks {

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayD};
 
 pub use metadata::{Architecture, Metadata};
 
@@ -155,16 +155,17 @@ enum Network {
 }
 
 /// An NCHW f32 tensor's values, on the CPU.
-fn cpu_values(input: &Tensor) -> Result<Vec<f32>> {
-    Ok(input
+fn cpu_values(input: &Tensor) -> candle_core::Result<Vec<f32>> {
+    input
         .to_device(&Device::Cpu)?
         .to_dtype(candle_core::DType::F32)?
         .flatten_all()?
-        .to_vec1::<f32>()?)
+        .to_vec1::<f32>()
 }
 
+/// The networks speak candle's errors; [`Model`] converts them once, at its API.
 impl Network {
-    fn forward_blocks(&self, input: &Tensor) -> Result<Vec<Tensor>> {
+    fn forward_blocks(&self, input: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         match self {
             Network::ResNet12(n) => n.forward_blocks(input),
             Network::Conv4(n) => n.forward_blocks(input),
@@ -173,27 +174,27 @@ impl Network {
                 let out = n.forward(&cpu_values(input)?, b, h, w, true);
                 out.blocks
                     .into_iter()
-                    .map(|(values, shape)| Ok(Tensor::from_vec(values, &shape, input.device())?))
+                    .map(|(values, shape)| Tensor::from_vec(values, &shape, input.device()))
                     .collect()
             }
         }
     }
 
     /// Features `(N, D)` of a checked NCHW batch.
-    fn embed_tensor(&self, input: &Tensor) -> Result<Tensor> {
+    fn embed_tensor(&self, input: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Network::Fast(n) => {
                 let (b, _, h, w) = input.dims4()?;
                 let features = n.forward(&cpu_values(input)?, b, h, w, false).features;
                 let dim = features.len() / b.max(1);
-                Ok(Tensor::from_vec(features, (b, dim), input.device())?)
+                Tensor::from_vec(features, (b, dim), input.device())
             }
             _ => {
                 let blocks = self.forward_blocks(input)?;
                 let last = blocks
                     .last()
-                    .ok_or_else(|| Error::Backend("network has no blocks".into()))?;
-                Ok(last.mean((2, 3))?)
+                    .ok_or_else(|| candle_core::Error::Msg("network has no blocks".into()))?;
+                last.mean((2, 3))
             }
         }
     }
@@ -220,7 +221,7 @@ impl Model {
     /// [`Model::from_bytes`].
     pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let bytes =
-            crate::atomic::read_file_limited(path.as_ref(), MAX_MODEL_FILE_BYTES, "model file")?;
+            crate::files::read_file_limited(path.as_ref(), MAX_MODEL_FILE_BYTES, "model file")?;
         Self::from_bytes(&bytes, options)
     }
 
@@ -267,7 +268,7 @@ impl Model {
                 let network = if fast {
                     Network::Fast(FastNet::from_resnet12(params))
                 } else {
-                    Network::ResNet12(ResNet12::new(&params, &device)?)
+                    Network::ResNet12(ResNet12::new(&params, &device).map_err(Error::candle)?)
                 };
                 (network, widths)
             }
@@ -278,7 +279,7 @@ impl Model {
                 let network = if fast {
                     Network::Fast(FastNet::from_conv4(params))
                 } else {
-                    Network::Conv4(Conv4::new(&params, &device)?)
+                    Network::Conv4(Conv4::new(&params, &device).map_err(Error::candle)?)
                 };
                 (network, widths)
             }
@@ -354,11 +355,6 @@ impl Model {
         &self.preprocessor
     }
 
-    /// The candle device the encoder runs on.
-    pub(crate) fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// Length of a feature vector.
     pub fn feature_dim(&self) -> usize {
         self.info.feature_dim
@@ -415,14 +411,8 @@ impl Model {
     /// [`Error::InvalidArgument`] when `inputs` is empty or not a whole number of images;
     /// [`Error::Backend`] if the forward pass fails.
     pub fn embed_preprocessed(&self, inputs: &[f32]) -> Result<Array2<f32>> {
+        let n = self.whole_images(inputs)?;
         let per_image = self.preprocessor.input_len();
-        if inputs.is_empty() || inputs.len() % per_image != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "{} input values are not a whole number of {per_image}-value images",
-                inputs.len()
-            )));
-        }
-        let n = inputs.len() / per_image;
         let (c, h, w) = self.preprocessor.input_shape();
         let dim = self.feature_dim();
         let mut out = Vec::with_capacity(n * dim);
@@ -433,9 +423,15 @@ impl Model {
                 out.extend(net.forward(chunk, batch_len, h, w, false).features);
                 continue;
             }
-            let batch = Tensor::from_slice(chunk, (batch_len, c, h, w), &self.device)?;
-            let features = self.embed_tensor(&batch)?;
-            out.extend(features.flatten_all()?.to_vec1::<f32>()?);
+            let batch = Tensor::from_slice(chunk, (batch_len, c, h, w), &self.device)
+                .map_err(Error::candle)?;
+            self.check_input(&batch)?;
+            let features = self.network.embed_tensor(&batch);
+            out.extend(
+                features
+                    .and_then(|f| f.flatten_all()?.to_vec1::<f32>())
+                    .map_err(Error::candle)?,
+            );
         }
         if let Some(p) = self.feature_power {
             for v in &mut out {
@@ -443,7 +439,19 @@ impl Model {
             }
         }
         Array2::from_shape_vec((n, dim), out)
-            .map_err(|e| Error::Backend(format!("feature buffer has the wrong size: {e}")))
+            .map_err(|e| Error::backend_caused_by("feature buffer has the wrong size", e))
+    }
+
+    /// How many preprocessed images `inputs` holds.
+    fn whole_images(&self, inputs: &[f32]) -> Result<usize> {
+        let per_image = self.preprocessor.input_len();
+        if inputs.is_empty() || inputs.len() % per_image != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{} input values are not a whole number of {per_image}-value images",
+                inputs.len()
+            )));
+        }
+        Ok(inputs.len() / per_image)
     }
 
     /// Embeds image files (see [`Model::embed`]).
@@ -454,23 +462,30 @@ impl Model {
         self.embed(&ImageSource::paths(paths))
     }
 
-    /// Features of an already normalised NCHW f32 batch on the model's device: `(N, D)`.
+    /// The block outputs (four for both architectures), NCHW, of images already preprocessed
+    /// as for [`Model::embed_preprocessed`]: for checking a model (a converted one, say)
+    /// against the network it came from, block by block.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a wrong channel count or a batch too small for four
-    /// poolings; [`Error::Backend`] if the forward pass fails.
-    pub(crate) fn embed_tensor(&self, input: &Tensor) -> Result<Tensor> {
-        self.check_input(input)?;
-        self.network.embed_tensor(input)
-    }
-
-    /// The four block outputs for a normalised NCHW batch (for parity checks and analysis).
-    ///
-    /// # Errors
-    /// As [`Model::embed_tensor`].
-    pub(crate) fn forward_blocks(&self, input: &Tensor) -> Result<Vec<Tensor>> {
-        self.check_input(input)?;
-        self.network.forward_blocks(input)
+    /// As [`Model::embed_preprocessed`].
+    pub fn block_outputs(&self, inputs: &[f32]) -> Result<Vec<ArrayD<f32>>> {
+        let n = self.whole_images(inputs)?;
+        let (c, h, w) = self.preprocessor.input_shape();
+        let batch =
+            Tensor::from_slice(inputs, (n, c, h, w), &self.device).map_err(Error::candle)?;
+        self.check_input(&batch)?;
+        let blocks = self.network.forward_blocks(&batch).map_err(Error::candle)?;
+        blocks
+            .iter()
+            .map(|block| {
+                let values = block
+                    .flatten_all()
+                    .and_then(|b| b.to_vec1::<f32>())
+                    .map_err(Error::candle)?;
+                ArrayD::from_shape_vec(block.dims(), values)
+                    .map_err(|e| Error::backend_caused_by("block buffer has the wrong size", e))
+            })
+            .collect()
     }
 
     /// Checks an input batch's shape against the model.

@@ -101,16 +101,16 @@ pub(crate) struct ResNet12 {
 }
 
 /// `max(x, slope * x)`: LeakyReLU for 0 <= slope <= 1.
-fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    Ok(x.maximum(&x.affine(slope, 0.0)?)?)
+fn leaky_relu(x: &Tensor, slope: f64) -> candle_core::Result<Tensor> {
+    x.maximum(&x.affine(slope, 0.0)?)
 }
 
 impl ResNet12 {
     /// Puts the parameters on `device`.
     ///
     /// # Errors
-    /// [`Error::Backend`] when the device refuses a tensor.
-    pub(crate) fn new(params: &ResNet12Params, device: &Device) -> Result<Self> {
+    /// When the device refuses a tensor.
+    pub(crate) fn new(params: &ResNet12Params, device: &Device) -> candle_core::Result<Self> {
         let mut blocks = Vec::with_capacity(params.blocks.len());
         for b in &params.blocks {
             let (c, cin) = (b.c_out, b.c_in);
@@ -137,7 +137,7 @@ impl ResNet12 {
     }
 
     /// Runs the network on a normalised NCHW batch; returns the four block outputs.
-    pub(crate) fn forward_blocks(&self, input: &Tensor) -> Result<Vec<Tensor>> {
+    pub(crate) fn forward_blocks(&self, input: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         let mut x = input.clone();
         let mut outputs = Vec::with_capacity(4);
         for b in &self.blocks {

@@ -192,8 +192,8 @@ impl BatchNorm {
     /// Puts the affine map on `device`.
     ///
     /// # Errors
-    /// [`Error::Backend`] when the device refuses the tensors.
-    pub(crate) fn new(affine: &BnAffine, device: &Device) -> Result<Self> {
+    /// When the device refuses the tensors.
+    pub(crate) fn new(affine: &BnAffine, device: &Device) -> candle_core::Result<Self> {
         let channels = affine.scale.len();
         let round = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
         Ok(BatchNorm {
@@ -203,8 +203,8 @@ impl BatchNorm {
     }
 
     /// Applies the affine map to an NCHW tensor.
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)?)
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
     }
 }
 

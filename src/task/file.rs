@@ -32,7 +32,7 @@ fn task_checksum(features: &[u8], metadata: &HashMap<String, String>) -> String 
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Backend(format!("cannot serialise: {e}")))
+    serde_json::to_string(value).map_err(|e| Error::backend_caused_by("cannot serialise", e))
 }
 
 fn bad_file(detail: impl Into<String>) -> Error {
@@ -54,10 +54,10 @@ impl Task {
             vec![total_rows, dim],
             &features,
         )
-        .map_err(|e| Error::Backend(format!("task features: {e}")))?;
+        .map_err(|e| Error::backend_caused_by("task features", e))?;
         let bytes = safetensors::serialize([("features", view)], Some(metadata))
-            .map_err(|e| Error::Backend(format!("cannot serialise the task: {e}")))?;
-        crate::atomic::write_file(path.as_ref(), &bytes)
+            .map_err(|e| Error::backend_caused_by("cannot serialise the task", e))?;
+        crate::files::write_file(path.as_ref(), &bytes)
     }
 
     /// A hash of everything [`Task::save`] writes (model fingerprint, settings, classes and
@@ -108,7 +108,7 @@ impl Task {
     /// own limits; errors of [`Task::fit`] when refitting fails.
     pub fn load(path: impl AsRef<Path>, model: Arc<Model>) -> Result<Self> {
         let bytes =
-            crate::atomic::read_file_limited(path.as_ref(), MAX_TASK_FILE_BYTES, "task file")?;
+            crate::files::read_file_limited(path.as_ref(), MAX_TASK_FILE_BYTES, "task file")?;
         Self::from_bytes(&bytes, model)
     }
 

@@ -543,7 +543,7 @@ impl Task {
             }
         }
         let raw = Array2::from_shape_vec((labels.len(), dim), rows)
-            .map_err(|e| Error::Backend(format!("support matrix: {e}")))?;
+            .map_err(|e| Error::backend_caused_by("support matrix", e))?;
         let x = normalized_rows(raw.view());
         let n_classes = self.classes.len();
         let (classifier, converged, gradient_max_abs) = match self.config.classifier {
@@ -645,7 +645,7 @@ impl Task {
         let z = scores.classifier;
         let proba = match (&fitted.classifier, scale) {
             (Classifier::Single, _) => Array2::from_shape_vec((known.len(), 1), known.clone())
-                .map_err(|e| Error::Backend(e.to_string()))?,
+                .map_err(|e| Error::backend_caused_by("probability matrix", e))?,
             (Classifier::Logistic(_), Some(c)) => softmax_scaled(z, c.logistic.scale(ways, shots)),
             (Classifier::Prototype(_), Some(c)) => {
                 softmax_scaled(z, c.prototype.scale(ways, shots))

@@ -174,7 +174,7 @@ pub unsafe extern "C" fn mgecl_model_info_json(
     guard(|| {
         let handle = unsafe { ref_arg(model, "model") }?;
         let json = serde_json::to_string(handle.model.info())
-            .map_err(|e| Error::Backend(format!("cannot serialise the model info: {e}")))?;
+            .map_err(|e| Error::backend_caused_by("cannot serialise the model info", e))?;
         unsafe { out_text(&json, buffer, buffer_len, needed) }
     })
 }

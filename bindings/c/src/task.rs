@@ -395,7 +395,7 @@ pub unsafe extern "C" fn mgecl_task_classify(
         let predictions = handle.task.classify(&[source])?;
         let first = predictions
             .first()
-            .ok_or_else(|| Error::Backend("no prediction for the image".into()))?;
+            .ok_or_else(|| Error::backend("no prediction for the image"))?;
         unsafe { out_prediction.write(handle.prediction(first)) };
         Ok(())
     })
@@ -462,7 +462,7 @@ pub unsafe extern "C" fn mgecl_task_classify_top_k(
         let predictions = handle.task.classify(&[source])?;
         let top = predictions
             .first()
-            .ok_or_else(|| Error::Backend("no prediction for the image".into()))?
+            .ok_or_else(|| Error::backend("no prediction for the image"))?
             .top_k(k);
         for (i, &(index, probability)) in top.iter().enumerate() {
             unsafe { out_indices.add(i).write(index) };
@@ -532,7 +532,7 @@ pub unsafe extern "C" fn mgecl_task_classify_feature(
         let predictions = handle.task.classify_features(row)?;
         let first = predictions
             .first()
-            .ok_or_else(|| Error::Backend("no prediction for the feature".into()))?;
+            .ok_or_else(|| Error::backend("no prediction for the feature"))?;
         unsafe { out_prediction.write(handle.prediction(first)) };
         Ok(())
     })

@@ -50,7 +50,7 @@ pub struct Journal {
 }
 
 fn checksum(bytes: &[u8]) -> u64 {
-    mgecl::__private::fnv1a(mgecl::__private::FNV_OFFSET, bytes)
+    mgecl::hash::fnv1a(mgecl::hash::FNV_OFFSET, bytes)
 }
 
 fn corrupt(path: &Path, what: &str) -> Error {
@@ -69,12 +69,12 @@ impl Journal {
     pub fn create(path: &Path, job: &JobId) -> Result<Self, Error> {
         let io = |e| Error::io(path, e);
         let header = serde_json::to_vec(job)
-            .map_err(|e| Error::Backend(format!("cannot serialise the job: {e}")))?;
+            .map_err(|e| Error::backend_caused_by("cannot serialise the job", e))?;
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&header);
         bytes.extend_from_slice(&checksum(&header).to_le_bytes());
-        mgecl::__private::write_file(path, &bytes)?;
+        mgecl::files::write_file(path, &bytes)?;
         let mut file = OpenOptions::new().write(true).open(path).map_err(io)?;
         file.seek(SeekFrom::End(0)).map_err(io)?;
         Ok(Journal {

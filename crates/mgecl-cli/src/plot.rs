@@ -15,7 +15,7 @@ const FONT: &[u8] = include_bytes!("fonts/DejaVuSans.ttf");
 const BINS: usize = 15;
 
 fn plot_error(e: impl std::fmt::Display) -> Error {
-    Error::Backend(format!("reliability diagram: {e}"))
+    Error::backend(format!("reliability diagram: {e}"))
 }
 
 /// Draws the diagram of `answers` (top probability, correct) to a PNG at `path` (written
@@ -133,5 +133,5 @@ pub fn reliability_diagram(answers: &[(f64, bool)], title: &str, path: &Path) ->
     image::codecs::png::PngEncoder::new(&mut png)
         .write_image(&pixels, w, h, image::ExtendedColorType::Rgb8)
         .map_err(plot_error)?;
-    mgecl::__private::write_file(path, &png)
+    mgecl::files::write_file(path, &png)
 }

@@ -76,7 +76,7 @@ pub fn write_from_csv(
         },
         progress,
     )?;
-    mgecl::__private::write_file(out, page.as_bytes())?;
+    mgecl::files::write_file(out, page.as_bytes())?;
     Ok(rows.paths.len())
 }
 
@@ -99,8 +99,10 @@ fn escape(text: &str) -> String {
 /// when it cannot be read (the page shows the path alone).
 fn thumbnail(file: &Path) -> Option<String> {
     let bytes = std::fs::read(file).ok()?;
-    let image = mgecl::__private::decode_upright(&bytes, &ImageLimits::default()).ok()?;
-    let small = image.thumbnail(THUMBNAIL, THUMBNAIL);
+    let pixels = mgecl::preprocess::decode_rgb(&bytes, &ImageLimits::default()).ok()?;
+    let image =
+        image::RgbImage::from_raw(pixels.width(), pixels.height(), pixels.as_hwc().to_vec())?;
+    let small = image::DynamicImage::ImageRgb8(image).thumbnail(THUMBNAIL, THUMBNAIL);
     let mut png = Vec::new();
     small
         .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::rng::Rng;
-use mgecl::error::{Error, Result};
 
 /// Which augmentations to apply and how strongly. All off by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -20,14 +20,15 @@ use ndarray::Array2;
 use rayon::prelude::*;
 
 use crate::data::Dataset;
+use crate::error::{Error, Result};
 use crate::evaluate::{embed_dataset, example_rows, query_rows};
 use crate::rng::Rng;
 use mgecl::classifier::calibration::{
     fit_open_set, fit_scale, Calibration, EpisodeScores, OpenSetSample, METADATA_KEY,
 };
-use mgecl::error::{Error, ModelProblem, Result};
 use mgecl::model::Model;
 use mgecl::task::{ClassifierKind, Scores, Task, TaskConfig};
+use mgecl::ModelProblem;
 
 /// How calibration episodes are drawn.
 #[derive(Debug, Clone, PartialEq)]
@@ -270,7 +271,7 @@ fn episode_task(
 /// earlier one); tensors are copied unchanged.
 ///
 /// # Errors
-/// [`Error::InvalidModel`] for bytes that are not a safetensors file.
+/// [`mgecl::Error::InvalidModel`] for bytes that are not a safetensors file.
 pub fn with_calibration(bytes: &[u8], calibration: &Calibration) -> Result<Vec<u8>> {
     let metadata: BTreeMap<String, String> =
         super::checkpoint_metadata(bytes)?.into_iter().collect();
@@ -291,7 +292,7 @@ fn with_metadata(
     let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> =
         st.tensors().into_iter().collect();
     safetensors::serialize(tensors, Some(metadata))
-        .map_err(|e| Error::Backend(format!("model file: {e}")))
+        .map_err(|e| Error::Internal(format!("model file: {e}")))
 }
 
 /// Fits a calibration for the model file `model_path`, loaded with `metadata_overrides`, on
@@ -300,7 +301,7 @@ fn with_metadata(
 /// its metadata: the calibration holds for the model as loaded. Returns the calibration.
 ///
 /// # Errors
-/// As [`Model::load`], [`fit_calibration`] and the data loading; [`Error::Io`] when `out`
+/// As [`Model::load`], [`fit_calibration`] and the data loading; [`mgecl::Error::Io`] when `out`
 /// cannot be written.
 pub fn calibrate_file(
     model_path: &Path,
@@ -320,7 +321,7 @@ pub fn calibrate_file(
 /// training stages do when they finish).
 ///
 /// # Errors
-/// As [`fit_calibration`]; [`Error::Io`] for the file.
+/// As [`fit_calibration`]; [`mgecl::Error::Io`] for the file.
 pub fn calibrate_in_place(path: &Path, data: &Dataset) -> Result<Calibration> {
     let (bytes, model) = load_model(path, &BTreeMap::new())?;
     write_calibrated(&bytes, &model, data, path, &CalibrateConfig::default())
@@ -352,6 +353,6 @@ fn write_calibrated(
     let calibration = fit_calibration(model, data, config)?;
     // The metadata the model was loaded with: the file's, with any overrides applied.
     let metadata = model.info().metadata.clone();
-    mgecl::__private::write_file(out, &with_metadata(bytes, metadata, &calibration)?)?;
+    mgecl::files::write_file(out, &with_metadata(bytes, metadata, &calibration)?)?;
     Ok(calibration)
 }

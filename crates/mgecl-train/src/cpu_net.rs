@@ -26,9 +26,9 @@
 
 use rayon::prelude::*;
 
+use crate::error::{Error, Result};
 use crate::net::{NamedValues, NetSpec, ParamKind, LEAKY_SLOPE};
 use crate::winograd;
-use mgecl::error::{Error, Result};
 use mgecl::model::Architecture;
 use mgecl_kernels::layout::nchw_to_nhwc;
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2, max_pool_2x2_leaky_backward};
@@ -260,9 +260,9 @@ impl CpuNet {
             let p = params
                 .iter_mut()
                 .find(|p| p.name == name)
-                .ok_or_else(|| Error::Backend(format!("momentum for unknown tensor {name:?}")))?;
+                .ok_or_else(|| Error::Internal(format!("momentum for unknown tensor {name:?}")))?;
             if p.shape != shape {
-                return Err(Error::Backend(format!(
+                return Err(Error::Internal(format!(
                     "momentum {name:?}: shape {shape:?}"
                 )));
             }
@@ -275,7 +275,7 @@ impl CpuNet {
             params
                 .iter()
                 .position(|p| p.name == name)
-                .ok_or_else(|| Error::Backend(format!("network tensor {name:?} missing")))
+                .ok_or_else(|| Error::Internal(format!("network tensor {name:?} missing")))
         };
         let unit = |conv: &str, bias: bool, bn: &str, c_in: usize, c_out: usize, k: usize| {
             let u = Unit {
@@ -300,7 +300,7 @@ impl CpuNet {
                 dy: Vec::new(),
             };
             if params[u.weight].shape != [c_out, c_in, k, k] {
-                return Err(Error::Backend(format!(
+                return Err(Error::Internal(format!(
                     "{conv}.weight: shape {:?}, expected {:?}",
                     params[u.weight].shape,
                     [c_out, c_in, k, k]
@@ -350,7 +350,7 @@ impl CpuNet {
             (Ok(w), Ok(b)) => {
                 let d = spec.widths[3];
                 if params[w].shape.len() != 2 || params[w].shape[1] != d {
-                    return Err(Error::Backend("classifier.weight: bad shape".into()));
+                    return Err(Error::Internal("classifier.weight: bad shape".into()));
                 }
                 Some((w, b))
             }
@@ -458,11 +458,11 @@ impl CpuNet {
     /// [`forward`](Self::forward): fills every parameter's gradient (the head's untouched).
     pub(crate) fn backward(&mut self, d_features: &[f32]) -> Result<()> {
         let Some(g0) = self.geom else {
-            return Err(Error::Backend("backward before forward".into()));
+            return Err(Error::Internal("backward before forward".into()));
         };
         let d = self.feature_dim();
         if d_features.len() != g0.n * d {
-            return Err(Error::Backend("feature gradient: wrong size".into()));
+            return Err(Error::Internal("feature gradient: wrong size".into()));
         }
         // Geometry at each block's input.
         let mut geoms = [g0; 4];
@@ -516,7 +516,7 @@ impl CpuNet {
         sgd: SgdSettings,
     ) -> Result<CeStats> {
         let Some((wi, bi)) = self.head else {
-            return Err(Error::Backend(
+            return Err(Error::Internal(
                 "cross-entropy step: the network has no head".into(),
             ));
         };

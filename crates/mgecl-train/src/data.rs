@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use crate::rng::Rng;
-use mgecl::error::{Error, Result};
 use mgecl::preprocess::{ImageSource, Preprocessor};
 
 /// One class: its name and image files.
@@ -22,7 +22,7 @@ pub struct ClassFiles {
 /// skipped.
 ///
 /// # Errors
-/// [`Error::Io`] when unreadable; [`Error::InvalidArgument`] when it names nothing.
+/// [`mgecl::Error::Io`] when unreadable; [`Error::InvalidArgument`] when it names nothing.
 pub fn read_list(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let names: Vec<String> = text
@@ -43,7 +43,7 @@ pub fn read_list(path: &Path) -> Result<Vec<String>> {
 /// Finds the classes under `root`, optionally only under the top-level folders in `include`.
 ///
 /// # Errors
-/// [`Error::Io`] for a missing or unreadable folder (including an `include` entry that does
+/// [`mgecl::Error::Io`] for a missing or unreadable folder (including an `include` entry that does
 /// not exist); [`Error::InvalidArgument`] when no class is found.
 pub fn scan_classes(root: &Path, include: Option<&[String]>) -> Result<Vec<ClassFiles>> {
     if !root.is_dir() {
@@ -163,8 +163,9 @@ impl Dataset {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Backend("decoder thread panicked".into())))
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Failed("an image decoder thread panicked".into()))
+                    })
                 })
                 .collect()
         });

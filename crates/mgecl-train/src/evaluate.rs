@@ -10,8 +10,8 @@ use ndarray::{s, Array2, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Episode};
+use crate::error::{Error, Result};
 use mgecl::classifier::calibration::{auroc, expected_calibration_error};
-use mgecl::error::{Error, Result};
 use mgecl::model::Model;
 use mgecl::preprocess::ImageSource;
 use mgecl::task::{extend_with_copies, merge_copies, Task, TaskConfig};
@@ -176,7 +176,7 @@ pub fn embed_dataset(model: &Model, dataset: &Dataset, config: &TaskConfig) -> R
         rows.extend(embed_with_copies(model, &input, config)?);
     }
     Array2::from_shape_vec((dataset.len() * group, model.feature_dim()), rows)
-        .map_err(|e| Error::Backend(e.to_string()))
+        .map_err(|e| Error::Internal(format!("feature matrix: {e}")))
 }
 
 /// The rows [`Task::add_example_feature`] takes for image `i` of [`embed_dataset`]'s
@@ -202,7 +202,10 @@ pub(crate) fn query_rows(
             .iter()
             .flat_map(|&i| i * group..(i + 1) * group)
             .collect();
-        merge_copies(features.select(Axis(0), &rows).view(), copies)
+        Ok(merge_copies(
+            features.select(Axis(0), &rows).view(),
+            copies,
+        )?)
     } else {
         let rows: Vec<usize> = images.iter().map(|&i| i * group).collect();
         Ok(features.select(Axis(0), &rows))
@@ -282,11 +285,11 @@ impl EpisodesFile {
     /// Reads and parses a file.
     ///
     /// # Errors
-    /// [`Error::Io`]; [`Error::LimitExceeded`] over [`MAX_EPISODES_FILE_BYTES`]; as
+    /// [`mgecl::Error::Io`]; [`mgecl::Error::LimitExceeded`] over [`MAX_EPISODES_FILE_BYTES`]; as
     /// [`EpisodesFile::parse`].
     pub fn load(path: &Path) -> Result<Self> {
         let bytes =
-            mgecl::__private::read_file_limited(path, MAX_EPISODES_FILE_BYTES, "episodes file")?;
+            mgecl::files::read_file_limited(path, MAX_EPISODES_FILE_BYTES, "episodes file")?;
         // Not UTF-8: the same I/O error `read_to_string` gives.
         let text = String::from_utf8(bytes).map_err(|e| {
             Error::io(
@@ -358,7 +361,7 @@ impl EpisodesFile {
             (paths.len() * group, dim),
             embed_with_copies(model, &inputs, config)?,
         )
-        .map_err(|e| Error::Backend(e.to_string()))?;
+        .map_err(|e| Error::Internal(format!("feature matrix: {e}")))?;
         let rows: Vec<usize> = rows
             .iter()
             .flat_map(|&i| i * group..(i + 1) * group)

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use mgecl::error::Result;
+use crate::error::Result;
 
 /// 2x2 max-pool with stride 2, floor mode (an odd last row/column is dropped, as PyTorch).
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {

@@ -11,6 +11,7 @@ pub mod calibrate;
 mod cpu_net;
 mod cpu_ops;
 pub mod data;
+pub mod error;
 pub mod evaluate;
 pub mod layers;
 pub mod loss;
@@ -30,8 +31,8 @@ use candle_core::Tensor;
 use safetensors::tensor::TensorView;
 
 use data::{check_episodes, sample_episodes, Dataset, EpisodeClasses};
+pub use error::{Error, Result};
 use evaluate::{embed_dataset, evaluate_episodes, EvalResult};
-use mgecl::error::{Error, Result};
 use mgecl::model::{Engine, LoadOptions, Model};
 use mgecl::task::{ClassifierKind, TaskConfig};
 use mgecl::Architecture;
@@ -125,7 +126,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 /// `optimizer.momentum.<name>`) with `metadata` into safetensors bytes.
 ///
 /// # Errors
-/// [`Error::Backend`] if a device copy or serialisation fails.
+/// [`Error::Internal`] if a device copy or serialisation fails.
 pub fn checkpoint_bytes(
     net: &TrainNet,
     sgd: Option<&Sgd>,
@@ -161,17 +162,17 @@ fn serialize_checkpoint(
             TensorView::new(safetensors::Dtype::F32, s.clone(), b).map(|v| (n.clone(), v))
         })
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Backend(format!("checkpoint tensor: {e}")))?;
+        .map_err(|e| Error::Internal(format!("checkpoint tensor: {e}")))?;
     let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
     safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::Backend(format!("checkpoint: {e}")))
+        .map_err(|e| Error::Internal(format!("checkpoint: {e}")))
 }
 
 /// The checkpoint of a [`Trainer`]: its network, with its momentum buffers when
 /// `with_momentum` (the resume point), and `metadata`.
 ///
 /// # Errors
-/// [`Error::Backend`] if a device copy or serialisation fails.
+/// [`Error::Internal`] if a device copy or serialisation fails.
 pub fn trainer_checkpoint_bytes(
     trainer: &Trainer,
     with_momentum: bool,
@@ -188,7 +189,7 @@ pub fn trainer_checkpoint_bytes(
 /// Restores momentum buffers saved by [`checkpoint_bytes`].
 ///
 /// # Errors
-/// [`Error::InvalidModel`] for an unreadable checkpoint.
+/// [`mgecl::Error::InvalidModel`] for an unreadable checkpoint.
 pub fn momentum_from_checkpoint(bytes: &[u8], net: &TrainNet) -> Result<BTreeMap<String, Tensor>> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
         Error::model(
@@ -216,7 +217,7 @@ pub fn momentum_from_checkpoint(bytes: &[u8], net: &TrainNet) -> Result<BTreeMap
 /// Reads a checkpoint's `__metadata__`.
 ///
 /// # Errors
-/// [`Error::InvalidModel`] for an unreadable file.
+/// [`mgecl::Error::InvalidModel`] for an unreadable file.
 pub fn checkpoint_metadata(bytes: &[u8]) -> Result<BTreeMap<String, String>> {
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
         Error::model(
@@ -353,7 +354,7 @@ impl RunFiles {
     /// Creates the output folder.
     ///
     /// # Errors
-    /// [`Error::Io`] when it cannot be created.
+    /// [`mgecl::Error::Io`] when it cannot be created.
     pub fn create(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         Ok(RunFiles {
@@ -403,14 +404,14 @@ pub fn save_progress(
                 record["val_ci95"] = r.ci95.into();
                 if best.is_none_or(|b| r.accuracy > b) {
                     *best = Some(r.accuracy);
-                    mgecl::__private::write_file(&files.best, &model_bytes(*best)?)?;
+                    mgecl::files::write_file(&files.best, &model_bytes(*best)?)?;
                 }
             }
-            None => mgecl::__private::write_file(&files.best, &model_bytes(*best)?)?,
+            None => mgecl::files::write_file(&files.best, &model_bytes(*best)?)?,
         }
     }
     let meta = model_metadata(snap.trainer.spec(), snap.input, &training(*best));
-    mgecl::__private::write_file(
+    mgecl::files::write_file(
         &files.last,
         &trainer_checkpoint_bytes(snap.trainer, true, &meta)?,
     )?;
@@ -438,7 +439,7 @@ pub fn calibrate_best(files: &RunFiles, train: &Dataset) -> Result<serde_json::V
 /// Appends one JSON line to `path`.
 ///
 /// # Errors
-/// [`Error::Io`].
+/// [`mgecl::Error::Io`].
 pub fn append_log(path: &Path, value: &serde_json::Value) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
@@ -482,7 +483,7 @@ pub fn pipelined<T: Send>(
         for i in 0..count {
             let item = rx
                 .recv()
-                .map_err(|_| Error::Backend("batch loader stopped".into()))??;
+                .map_err(|_| Error::Failed("the batch loader stopped".into()))??;
             consume(i, item)?;
         }
         Ok(())

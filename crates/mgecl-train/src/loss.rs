@@ -3,8 +3,8 @@
 
 use candle_core::Tensor;
 
+use crate::error::{Error, Result};
 use crate::layers::{l2_normalize, log_softmax, one_hot};
-use mgecl::error::{Error, Result};
 
 /// Mean cross-entropy of (N, K) logits against `labels`, with label smoothing `eps`
 /// (PyTorch semantics: target = (1 - eps) one-hot + eps / K).

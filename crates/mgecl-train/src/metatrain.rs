@@ -13,6 +13,7 @@ use crate::augment::augment;
 use crate::data::{
     check_episodes, read_list, sample_episodes, scan_classes, Dataset, EpisodeClasses,
 };
+use crate::error::{Error, Result};
 use crate::loss::{class_hinge, instance_contrastive};
 use crate::net::{NetSpec, TrainNet};
 use crate::optim::OptimConfig;
@@ -24,7 +25,6 @@ use crate::{
     save_progress, Batch, Progress, RunConfig, RunFiles, Snapshot,
 };
 use mgecl::device::DeviceChoice;
-use mgecl::error::{Error, Result};
 use mgecl::model::{LoadOptions, Model};
 use mgecl::preprocess::normalize_hwc;
 
@@ -95,7 +95,7 @@ impl MetatrainConfig {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for bad settings or data (before training starts);
-/// [`Error::InvalidModel`] for an unusable `init`; [`Error::Io`]; backend errors.
+/// [`mgecl::Error::InvalidModel`] for an unusable `init`; [`mgecl::Error::Io`]; backend errors.
 pub fn metatrain(
     config: &MetatrainConfig,
     device: DeviceChoice,
@@ -135,7 +135,7 @@ pub fn metatrain(
     if let Some(v) = &val {
         check_validation(v, &config.run.validation)?;
     }
-    let device = mgecl::__private::open_device(device)?;
+    let device = mgecl::candle_interop::open_device(device)?;
     let files = RunFiles::create(&config.run.out_dir)?;
 
     let mut sgd = config.optim.sgd();

@@ -10,12 +10,13 @@ use std::sync::Mutex;
 use candle_core::{DType, Device, Tensor, Var};
 use safetensors::Dtype;
 
+use crate::error::{Error, Result};
 use crate::layers::{
     batch_norm_eval, batch_norm_train, conv, global_avg_pool, leaky_relu, linear, max_pool2x2,
 };
 use crate::rng::Rng;
-use mgecl::error::{Error, ModelProblem, Result};
 use mgecl::model::Architecture;
+use mgecl::ModelProblem;
 
 const BN_MOMENTUM: f64 = 0.1;
 const BN_EPS: f64 = 1e-5;
@@ -189,7 +190,7 @@ impl TrainNet {
     /// from the weight shapes.
     ///
     /// # Errors
-    /// [`Error::InvalidModel`] for a file that lacks a tensor this network needs.
+    /// [`mgecl::Error::InvalidModel`] for a file that lacks a tensor this network needs.
     pub fn from_safetensors(
         bytes: &[u8],
         arch: Architecture,
@@ -285,7 +286,7 @@ impl TrainNet {
     /// Replaces (or adds) the linear head with a fresh one of `num_classes` outputs.
     ///
     /// # Errors
-    /// [`Error::Backend`] on allocation failure.
+    /// [`Error::Internal`] on allocation failure.
     pub fn reset_head(&mut self, num_classes: usize, seed: u64) -> Result<()> {
         self.vars.remove("classifier.weight");
         self.vars.remove("classifier.bias");
@@ -319,7 +320,7 @@ impl TrainNet {
         self.vars
             .get(name)
             .map(|(v, _)| v.as_tensor())
-            .ok_or_else(|| Error::Backend(format!("network variable {name:?} missing")))
+            .ok_or_else(|| Error::Internal(format!("network variable {name:?} missing")))
     }
 
     fn bn(&self, x: &Tensor, prefix: &str, train: bool) -> Result<Tensor> {
@@ -336,7 +337,7 @@ impl TrainNet {
         let _guard = self
             .bn_lock
             .lock()
-            .map_err(|_| Error::Backend("BN lock poisoned".into()))?;
+            .map_err(|_| Error::Internal("BN lock poisoned".into()))?;
         for (name, batch) in [(&rm_name, &out.mean), (&rv_name, &out.var_unbiased)] {
             let (var, _) = &self.vars[name];
             let updated = ((var.as_tensor() * (1.0 - BN_MOMENTUM))? + (batch * BN_MOMENTUM)?)?;
@@ -349,7 +350,7 @@ impl TrainNet {
     /// updates running statistics).
     ///
     /// # Errors
-    /// [`Error::Backend`] if a tensor operation fails (e.g. wrong input shape).
+    /// [`Error::Internal`] if a tensor operation fails (e.g. wrong input shape).
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         let arch = self.spec.arch;
@@ -396,7 +397,7 @@ impl TrainNet {
     /// Head logits of features (B, D) -> (B, classes).
     ///
     /// # Errors
-    /// [`Error::Backend`] when the network has no head.
+    /// [`Error::Internal`] when the network has no head.
     pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
         linear(
             features,
@@ -408,7 +409,7 @@ impl TrainNet {
     /// Every variable as (name, f32 values, shape), for checkpoints.
     ///
     /// # Errors
-    /// [`Error::Backend`] if a device copy fails.
+    /// [`Error::Internal`] if a device copy fails.
     pub fn export(&self) -> Result<Vec<NamedValues>> {
         self.vars
             .iter()

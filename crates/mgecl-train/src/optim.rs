@@ -8,8 +8,8 @@ use candle_core::{backprop::GradStore, Tensor};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::net::{ParamKind, TrainNet};
-use mgecl::error::{Error, Result};
 
 /// The optimiser and its state (momentum buffers by variable name).
 pub struct Sgd {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::augment;
 use crate::data::{read_list, scan_classes, Dataset};
+use crate::error::{Error, Result};
 use crate::net::{NetSpec, TrainNet};
 use crate::optim::OptimConfig;
 use crate::rng::Rng;
@@ -18,7 +19,6 @@ use crate::{
     save_progress, Batch, InputSpec, Progress, RunConfig, RunFiles, Snapshot,
 };
 use mgecl::device::DeviceChoice;
-use mgecl::error::{Error, Result};
 use mgecl::preprocess::normalize_hwc;
 use mgecl::preprocess::Preprocessor;
 
@@ -106,7 +106,7 @@ pub struct RunSummary {
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for bad settings or data (checked before training starts);
-/// [`Error::Io`] for unreadable data or unwritable outputs; backend errors.
+/// [`mgecl::Error::Io`] for unreadable data or unwritable outputs; backend errors.
 pub fn pretrain(
     config: &PretrainConfig,
     device: DeviceChoice,
@@ -141,7 +141,7 @@ pub fn pretrain(
         std,
         invert: config.invert,
     };
-    let device = mgecl::__private::open_device(device)?;
+    let device = mgecl::candle_interop::open_device(device)?;
     let files = RunFiles::create(&config.run.out_dir)?;
 
     let (net, sgd, start_epoch, mut best) = if resume && files.last.exists() {
@@ -224,7 +224,7 @@ pub fn pretrain(
         pipelined(steps, produce, |_, batch| {
             let stats = trainer.step_cross_entropy(&batch, (c, h, w), config.label_smoothing)?;
             if !stats.loss.is_finite() {
-                return Err(Error::Backend(format!(
+                return Err(Error::Failed(format!(
                     "training diverged (loss {}) at epoch {}",
                     stats.loss,
                     epoch + 1

@@ -6,12 +6,12 @@
 use candle_core::{Tensor, Var};
 
 use crate::cpu_net::{CpuNet, SgdSettings};
+use crate::error::{Error, Result};
 use crate::layers::correct_predictions;
 use crate::loss::cross_entropy;
 use crate::net::{NamedValues, NetSpec, TrainNet};
 use crate::optim::Sgd;
 use crate::Batch;
-use mgecl::error::{Error, Result};
 use mgecl::model::Engine;
 
 enum Inner {
@@ -41,7 +41,7 @@ impl Trainer {
     /// CPU and with candle elsewhere; [`Engine::Candle`] always with candle.
     ///
     /// # Errors
-    /// [`Error::Backend`] if the network's tensors cannot be copied to the host.
+    /// [`Error::Internal`] if the network's tensors cannot be copied to the host.
     pub fn new(net: TrainNet, sgd: Sgd, engine: Engine) -> Result<Self> {
         let spec = net.spec().clone();
         let settings = SgdSettings {
@@ -93,7 +93,7 @@ impl Trainer {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a batch that does not fit the network or its head;
-    /// [`Error::Backend`] for a failed tensor operation.
+    /// [`Error::Internal`] for a failed tensor operation.
     pub fn step_cross_entropy(
         &mut self,
         batch: &Batch,
@@ -170,7 +170,7 @@ impl Trainer {
     /// Every tensor of the network (PyTorch layout and names), for checkpoints.
     ///
     /// # Errors
-    /// [`Error::Backend`] if a device copy fails.
+    /// [`Error::Internal`] if a device copy fails.
     pub fn tensors(&self) -> Result<Vec<NamedValues>> {
         match &self.inner {
             Inner::Cpu(net) => Ok(net.export()),
@@ -181,7 +181,7 @@ impl Trainer {
     /// The optimiser's momentum buffers by tensor name (none before the first step).
     ///
     /// # Errors
-    /// [`Error::Backend`] if a device copy fails.
+    /// [`Error::Internal`] if a device copy fails.
     pub fn momentum(&self) -> Result<Vec<NamedValues>> {
         match &self.inner {
             Inner::Cpu(net) => Ok(net.momentum()),
@@ -214,7 +214,7 @@ fn check_batch(spec: &NetSpec, batch: &Batch, (c, h, w): (usize, usize, usize)) 
 /// value per step, computed before that step's update.
 ///
 /// # Errors
-/// [`Error::InvalidModel`] or [`Error::InvalidArgument`] for a fixture that is not of that
+/// [`mgecl::Error::InvalidModel`] or [`Error::InvalidArgument`] for a fixture that is not of that
 /// format; any training error.
 pub fn run_step_fixture(bytes: &[u8], engine: Engine) -> Result<Vec<NamedValues>> {
     use mgecl::error::ModelProblem;

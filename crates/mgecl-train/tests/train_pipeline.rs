@@ -9,12 +9,13 @@ mod common;
 use std::path::PathBuf;
 
 use common::{data, training_log};
-use mgecl::{DeviceChoice, Error, LoadOptions, Model};
+use mgecl::{DeviceChoice, LoadOptions, Model};
 use mgecl_train::augment::AugmentConfig;
 use mgecl_train::metatrain::{metatrain, MetatrainConfig};
 use mgecl_train::net::{NetSpec, TrainNet};
 use mgecl_train::optim::OptimConfig;
 use mgecl_train::pretrain::{pretrain, PretrainConfig};
+use mgecl_train::Error;
 use mgecl_train::{
     checkpoint_bytes, model_metadata, validate, InputSpec, RunConfig, Silent, ValidationConfig,
 };
@@ -194,7 +195,7 @@ fn bad_configurations_fail_before_any_work() {
     let out = out_dir.path().to_path_buf();
     let invalid = |r: Result<mgecl_train::pretrain::RunSummary, Error>| match r {
         Err(Error::InvalidArgument(m)) => m,
-        Err(Error::Io { path, .. }) => format!("io {}", path.display()),
+        Err(Error::Core(mgecl::Error::Io { path, .. })) => format!("io {}", path.display()),
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("expected an error"),
     };

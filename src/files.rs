@@ -1,6 +1,7 @@
-//! Files: writing so that a crash never leaves a half-written one (write a temporary file in
-//! the same directory, flush it to disk, then rename it over the target: atomic on POSIX and
-//! on NTFS for same-volume renames), and reading with a size bound.
+//! File helpers the SDK and its tools share: writing so that a crash never leaves a
+//! half-written file (write a temporary file in the same directory, flush it to disk, then
+//! rename it over the target: atomic on POSIX and on NTFS for same-volume renames), and
+//! reading with a size bound.
 
 use std::io::{Read, Write};
 use std::path::Path;
