@@ -485,15 +485,6 @@ const char *mgecl_last_error_message(void);
  */
 const char *mgecl_status_name(int32_t status);
 
-#if defined(MGECL_TEST_HOOKS)
-/**
- * Test hook (only in builds with the `test-hooks` cargo feature, never in release
- * artefacts): panics inside an entry point with `message` (may be NULL), to check that the
- * panic comes back as `MGECL_STATUS_PANIC` with the message in `mgecl_last_error_message()`.
- */
-enum mgecl_status mgecl_test_panic(const char *message);
-#endif
-
 /**
  * An image file (PNG or JPEG) at `path` (UTF-8, NUL-terminated; borrowed, must stay valid
  * while the image is used). Cannot fail: the path is checked when the image is used.
@@ -942,6 +933,15 @@ enum mgecl_status mgecl_task_load_bytes(const uint8_t *data,
                                         size_t len,
                                         const struct mgecl_model *model,
                                         struct mgecl_task **out_task);
+
+#if defined(MGECL_TEST_HOOKS)
+/**
+ * Test hook (only in builds with the `test-hooks` cargo feature, never in release
+ * artefacts): panics inside an entry point with `message` (may be NULL), to check that the
+ * panic comes back as `MGECL_STATUS_PANIC` with the message in `mgecl_last_error_message()`.
+ */
+enum mgecl_status mgecl_test_panic(const char *message);
+#endif
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -12,9 +12,11 @@
 //! # Ok::<(), mgecl::Error>(())
 //! ```
 
+mod augment;
 #[cfg(feature = "candle-interop")]
 pub mod candle_interop;
 pub mod classifier;
+mod config;
 pub mod convert;
 pub mod device;
 pub mod error;

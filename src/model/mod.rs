@@ -11,7 +11,7 @@ pub(crate) mod cpu_fast;
 mod metadata;
 
 use crate::classifier::calibration::{self, Calibration};
-use crate::task::{TaskConfig, TASK_DEFAULTS_KEY};
+use crate::config::{TaskConfig, TASK_DEFAULTS_KEY};
 mod resnet12;
 mod weights;
 

@@ -229,20 +229,3 @@ pub extern "C" fn mgecl_status_name(status: i32) -> *const c_char {
         .find(|(code, _)| *code == status)
         .map_or(c"MGECL_STATUS_UNKNOWN".as_ptr(), |(_, name)| name.as_ptr())
 }
-
-/// Test hook (only in builds with the `test-hooks` cargo feature, never in release
-/// artefacts): panics inside an entry point with `message` (may be NULL), to check that the
-/// panic comes back as `MGECL_STATUS_PANIC` with the message in `mgecl_last_error_message()`.
-#[cfg(feature = "test-hooks")]
-#[no_mangle]
-pub unsafe extern "C" fn mgecl_test_panic(message: *const c_char) -> mgecl_status {
-    guard(|| {
-        let message = if message.is_null() {
-            "test panic"
-        } else {
-            // SAFETY: non-NULL, and the caller passes a NUL-terminated string (documented).
-            unsafe { crate::args::str_arg(message, "message") }?
-        };
-        panic!("{message}");
-    })
-}

@@ -16,12 +16,16 @@ mod error;
 mod image;
 mod model;
 mod task;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 mod types;
 
 pub use error::*;
 pub use image::*;
 pub use model::*;
 pub use task::*;
+#[cfg(feature = "test-hooks")]
+pub use test_hooks::*;
 pub use types::*;
 
 /// Major version of the library this header belongs to.

@@ -1,9 +1,10 @@
 //! A task's settings: the classifier, its parameters, test-time augmentation, thresholds and
-//! resource limits.
+//! resource limits. Below `model` (a model file recommends settings, `task_defaults`) and
+//! `task` (which runs them); re-exported from [`task`](crate::task).
 
 use serde::{Deserialize, Serialize};
 
-use super::augment::{Augmentation, MAX_AUGMENTED_COPIES};
+use crate::augment::{Augmentation, MAX_AUGMENTED_COPIES};
 use crate::classifier::logistic::LogisticConfig;
 use crate::error::{Error, Result};
 
@@ -75,12 +76,12 @@ pub struct TaskConfig {
     pub augmentation: Augmentation,
     /// Test-time augmentation of the queries too (default false): [`Task::classify`] and
     /// [`Task::label_paths`] embed each image with `augmented_copies` copies and classify the
-    /// mean direction of their features ([`merge_copies`](super::merge_copies)), at
+    /// mean direction of their features ([`merge_copies`](crate::task::merge_copies)), at
     /// 1 + `augmented_copies` times the embedding cost. Feature rows given directly are
     /// classified as they are.
     ///
-    /// [`Task::classify`]: super::Task::classify
-    /// [`Task::label_paths`]: super::Task::label_paths
+    /// [`Task::classify`]: crate::Task::classify
+    /// [`Task::label_paths`]: crate::Task::label_paths
     #[serde(default)]
     pub augment_queries: bool,
     /// Open-set rejection: an answer whose [`Prediction::known_probability`] is below this

@@ -1,5 +1,5 @@
 //! Test-time augmentation: the copies of a preprocessed image a task embeds with it
-//! ([`TaskConfig::augmented_copies`](super::TaskConfig::augmented_copies)), and how the
+//! ([`TaskConfig::augmented_copies`](crate::TaskConfig::augmented_copies)), and how the
 //! features of an image and its copies become one query feature.
 
 use ndarray::{Array2, ArrayView2, Axis};
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Which copies a task makes of an image ([`TaskConfig::augmentation`](super::TaskConfig)).
+/// Which copies a task makes of an image ([`TaskConfig::augmentation`](crate::TaskConfig)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Augmentation {
