@@ -11,7 +11,7 @@ use candle_core::Device;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
 use mgecl::{ClassifierKind, LoadOptions, Model, Task, TaskConfig};
 use mgecl_train::checkpoint_bytes;
-use mgecl_train::net::{NetSpec, TrainNet};
+use mgecl_train::net::{EncoderSpec, TrainNet};
 use mgecl_train::{model_metadata, InputSpec};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -24,7 +24,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Res<()> {
 
 /// A randomly initialised encoder saved as a model file, as training writes them.
 fn model_file(arch: &str, widths: [usize; 4], channels: usize, size: usize) -> Res<Vec<u8>> {
-    let spec = NetSpec {
+    let spec = EncoderSpec {
         arch: arch.parse()?,
         widths: widths.to_vec(),
         in_channels: channels,

@@ -10,7 +10,7 @@
 //! names, float32) with the metadata the caller gives, and the result is loaded as a [`Model`]
 //! before it is returned, so a conversion that succeeds yields a file that loads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use candle_core::pickle::Object;
@@ -18,7 +18,9 @@ use candle_core::pickle::Object;
 mod archive;
 
 use crate::error::{Error, ModelProblem, Result};
-use crate::model::{LoadOptions, Model, ModelInfo, MAX_MODEL_FILE_BYTES};
+use crate::model::{
+    Architecture, EncoderSpec, LoadOptions, Model, ModelInfo, MAX_MODEL_FILE_BYTES,
+};
 use archive::{bad, tensor_ref, Archive, TensorRef};
 
 /// Longest dotted key path searched for a state dict.
@@ -89,15 +91,26 @@ pub fn convert_checkpoint(bytes: &[u8], options: &ConvertOptions) -> Result<Conv
     let (state_dict_key, entries) = choose_state_dict(dicts, options.state_dict_key.as_deref())?;
     let (prefix, arch) = encoder_prefix(&entries)?;
 
+    // The tensors the architecture's description names, at the shapes the checkpoint gives.
+    let shape_of = |name: &str| {
+        let key = format!("{prefix}{name}");
+        entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, t)| t.shape.clone())
+    };
+    let described: BTreeSet<String> = EncoderSpec::from_shapes(arch, shape_of)?
+        .tensors()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     let mut kept = Vec::new();
     let mut dropped = Vec::new();
     let mut budget = MAX_MODEL_FILE_BYTES;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (key, tensor) in entries {
         let name = key.strip_prefix(&prefix).unwrap_or_default();
-        let is_encoder = key.starts_with(&prefix)
-            && name.starts_with("layer")
-            && !name.ends_with("num_batches_tracked");
+        let is_encoder = key.starts_with(&prefix) && described.contains(name);
         if !is_encoder {
             dropped.push(key.to_string());
             continue;
@@ -219,17 +232,15 @@ fn collect_tensor_dicts<'o>(
     }
 }
 
-/// Key suffixes of each architecture's first convolution.
-const ANCHORS: [(&str, crate::Architecture); 2] = [
-    ("layer1.0.conv1.weight", crate::Architecture::ResNet12),
-    ("layer1.0.weight", crate::Architecture::Conv4),
-];
-
 /// The encoders the keys name: each first-convolution key's prefix and architecture.
-fn anchors<'k>(keys: impl Iterator<Item = &'k str>) -> Vec<(String, crate::Architecture)> {
+fn anchors<'k>(keys: impl Iterator<Item = &'k str>) -> Vec<(String, Architecture)> {
+    let first_convs: Vec<(String, Architecture)> = Architecture::ALL
+        .into_iter()
+        .map(|arch| (arch.block_conv_weight(1), arch))
+        .collect();
     keys.filter_map(|key| {
-        ANCHORS.iter().find_map(|(suffix, arch)| {
-            key.strip_suffix(suffix)
+        first_convs.iter().find_map(|(suffix, arch)| {
+            key.strip_suffix(suffix.as_str())
                 .filter(|p| p.is_empty() || p.ends_with('.'))
                 .map(|prefix| (prefix.to_string(), *arch))
         })
@@ -312,7 +323,7 @@ fn choose_state_dict<'o>(
 }
 
 /// The prefix in front of the encoder's keys and its architecture.
-fn encoder_prefix(entries: &Entries<'_>) -> Result<(String, crate::Architecture)> {
+fn encoder_prefix(entries: &Entries<'_>) -> Result<(String, Architecture)> {
     let mut found = anchors(entries.iter().map(|(k, _)| *k));
     found.sort_by(|a, b| a.0.cmp(&b.0));
     found.dedup_by(|a, b| a.0 == b.0);

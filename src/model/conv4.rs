@@ -7,7 +7,8 @@
 
 use candle_core::{Device, Tensor};
 
-use super::weights::{conv_shape, BatchNorm, BnAffine, Weights};
+use super::layout::EncoderSpec;
+use super::weights::{BatchNorm, BnAffine, WeightFile};
 use crate::error::Result;
 
 /// The parameters of one block, as read from the file.
@@ -32,28 +33,27 @@ pub(crate) struct Conv4Params {
 }
 
 impl Conv4Params {
-    /// Reads the four blocks.
+    /// Reads the blocks `spec` describes.
     ///
     /// # Errors
     /// [`crate::Error::InvalidModel`] for any missing, misshapen, non-f32 or non-finite tensor.
-    pub(crate) fn read(weights: &Weights<'_>, bn_eps: f64) -> Result<Self> {
-        let (width, in_channels) = conv_shape(weights, "layer1.0.weight", 3)?;
-        let mut blocks = Vec::with_capacity(4);
-        let mut c_in = in_channels;
-        for i in 1..=4 {
+    pub(crate) fn read(weights: &WeightFile<'_>, spec: &EncoderSpec, bn_eps: f64) -> Result<Self> {
+        let mut blocks = Vec::with_capacity(spec.widths.len());
+        for block in spec.blocks() {
+            let unit = &block.units[0];
+            let (weight, bias) = weights.read_conv(unit)?;
             blocks.push(BlockParams {
-                c_in,
-                weight: weights.read(&format!("layer{i}.0.weight"), &[width, c_in, 3, 3])?,
-                bias: weights.read(&format!("layer{i}.0.bias"), &[width])?,
-                bn: BnAffine::read(weights, &format!("layer{i}.1"), width, bn_eps)?,
-                pool: i < 4,
+                c_in: unit.c_in,
+                weight,
+                bias,
+                bn: BnAffine::read(weights, unit, bn_eps)?,
+                pool: block.pool,
             });
-            c_in = width;
         }
         Ok(Conv4Params {
             blocks,
-            width,
-            in_channels,
+            width: spec.widths[0],
+            in_channels: spec.in_channels,
         })
     }
 }

@@ -10,56 +10,10 @@
 //! `task_defaults` are read from there by the model (classifier calibration, task settings).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
-
+use super::layout::Architecture;
 use crate::error::{Error, ModelProblem, Result};
 use crate::preprocess::InputSpec;
-
-/// The encoder architectures mgecl runs (in metadata and JSON: `resnet12`, `conv4`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Architecture {
-    /// RFS ResNet-12: four residual blocks, LeakyReLU, max-pool, global average pool.
-    ResNet12,
-    /// RFS Conv-4: four conv-BN-ReLU blocks, max-pool after the first three, global average pool.
-    Conv4,
-}
-
-impl Architecture {
-    /// The name used in metadata (`resnet12`, `conv4`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Architecture::ResNet12 => "resnet12",
-            Architecture::Conv4 => "conv4",
-        }
-    }
-}
-
-impl fmt::Display for Architecture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Architecture {
-    type Err = Error;
-
-    /// # Errors
-    /// [`Error::InvalidModel`] ([`ModelProblem::BadMetadata`]) for an unknown name.
-    fn from_str(text: &str) -> Result<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "resnet12" | "resnet-12" => Ok(Architecture::ResNet12),
-            "conv4" | "conv-4" | "convnet4" => Ok(Architecture::Conv4),
-            other => Err(Error::model(
-                ModelProblem::BadMetadata,
-                format!("unknown architecture {other:?} (expected resnet12 or conv4)"),
-            )),
-        }
-    }
-}
 
 /// Parsed metadata of a model: everything preprocessing and the forward pass need that the
 /// weight shapes cannot tell.

@@ -8,10 +8,8 @@
 
 mod conv4;
 pub(crate) mod cpu_fast;
+mod layout;
 mod metadata;
-
-use crate::classifier::calibration::{self, Calibration};
-use crate::config::{TaskConfig, TASK_DEFAULTS_KEY};
 mod resnet12;
 mod weights;
 
@@ -21,8 +19,12 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use ndarray::{Array2, ArrayD};
 
-pub use metadata::{Architecture, Metadata};
+pub use layout::{Architecture, BlockSpec, ConvBn, EncoderSpec, TensorRole, TensorSpec, BLOCKS};
+pub use metadata::Metadata;
+pub use weights::WeightFile;
 
+use crate::classifier::calibration::{self, Calibration};
+use crate::config::{TaskConfig, TASK_DEFAULTS_KEY};
 use crate::device::{device_name, DeviceChoice};
 use crate::error::{Error, ModelProblem, Result};
 use crate::hash::fnv1a;
@@ -30,7 +32,6 @@ use crate::preprocess::{ImageLimits, ImageSource, InputSpec, Preprocessor};
 use conv4::{Conv4, Conv4Params};
 use cpu_fast::FastNet;
 use resnet12::{ResNet12, ResNet12Params};
-use weights::Weights;
 
 /// Largest model file accepted (the full-width ResNet-12 is ~50 MB).
 pub const MAX_MODEL_FILE_BYTES: u64 = 2 << 30;
@@ -232,39 +233,32 @@ impl Model {
     /// inconsistent header, missing tensor, wrong shape or dtype, non-finite weight, bad
     /// metadata); [`Error::DeviceUnavailable`] when the device cannot be opened.
     pub fn from_bytes(bytes: &[u8], options: &LoadOptions) -> Result<Self> {
-        let weights = Weights::parse(bytes)?;
+        let weights = WeightFile::parse(bytes)?;
         let mut raw = weights.metadata().clone();
         raw.extend(options.metadata_overrides.clone());
-        let guessed = if weights.contains("layer1.0.conv1.weight") {
-            Some(Architecture::ResNet12)
-        } else if weights.contains("layer1.0.weight") {
-            Some(Architecture::Conv4)
-        } else {
-            None
-        };
         let arch = match raw.get("arch") {
             Some(name) => name.parse()?,
-            None => guessed.ok_or_else(|| {
+            None => Architecture::detect(|name| weights.contains(name)).ok_or_else(|| {
                 Error::model(
                     ModelProblem::MissingTensor,
                     "neither layer1.0.conv1.weight (resnet12) nor layer1.0.weight (conv4) is present",
                 )
             })?,
         };
-        let first_conv = match arch {
-            Architecture::ResNet12 => "layer1.0.conv1.weight",
-            Architecture::Conv4 => "layer1.0.weight",
-        };
-        let (_, in_channels) = weights::conv_shape(&weights, first_conv, 3)?;
+        let spec = weights.encoder_spec(arch)?;
+        let in_channels = spec.in_channels;
         let metadata = Metadata::parse(raw, Some(arch), in_channels)?;
         let device = options.device.open()?;
         let fast = options.engine == Engine::Auto && device.is_cpu();
         let (network, widths) = match arch {
             Architecture::ResNet12 => {
-                let params =
-                    ResNet12Params::read(&weights, metadata.bn_eps, metadata.leaky_relu_slope)?;
-                debug_assert_eq!(params.in_channels(), in_channels);
-                let widths = params.widths();
+                let params = ResNet12Params::read(
+                    &weights,
+                    &spec,
+                    metadata.bn_eps,
+                    metadata.leaky_relu_slope,
+                )?;
+                let widths = spec.widths.clone();
                 let network = if fast {
                     Network::Fast(FastNet::from_resnet12(params))
                 } else {
@@ -273,9 +267,8 @@ impl Model {
                 (network, widths)
             }
             Architecture::Conv4 => {
-                let params = Conv4Params::read(&weights, metadata.bn_eps)?;
-                debug_assert_eq!(params.in_channels, in_channels);
-                let widths = vec![params.width; 4];
+                let params = Conv4Params::read(&weights, &spec, metadata.bn_eps)?;
+                let widths = spec.widths.clone();
                 let network = if fast {
                     Network::Fast(FastNet::from_conv4(params))
                 } else {

@@ -10,7 +10,8 @@
 
 use candle_core::{Device, Tensor};
 
-use super::weights::{conv_shape, BatchNorm, BnAffine, Weights};
+use super::layout::{ConvBn, EncoderSpec};
+use super::weights::{BatchNorm, BnAffine, WeightFile};
 use crate::error::{Error, ModelProblem, Result};
 
 /// The parameters of one residual block, as read from the file (OIHW f32 weights).
@@ -37,48 +38,40 @@ pub(crate) struct ResNet12Params {
 }
 
 impl ResNet12Params {
-    /// Reads the four blocks, taking widths from `layer{i}.0.conv1.weight`.
+    /// Reads the blocks `spec` describes.
     ///
     /// # Errors
     /// [`Error::InvalidModel`] for any missing, misshapen, non-f32 or non-finite tensor, or
     /// a slope outside [0, 1].
-    pub(crate) fn read(weights: &Weights<'_>, bn_eps: f64, slope: f64) -> Result<Self> {
+    pub(crate) fn read(
+        weights: &WeightFile<'_>,
+        spec: &EncoderSpec,
+        bn_eps: f64,
+        slope: f64,
+    ) -> Result<Self> {
         if !(0.0..=1.0).contains(&slope) {
             return Err(Error::model(
                 ModelProblem::BadMetadata,
                 format!("leaky_relu_slope {slope} outside [0, 1]"),
             ));
         }
-        let (_, in_channels) = conv_shape(weights, "layer1.0.conv1.weight", 3)?;
-        let mut blocks = Vec::with_capacity(4);
-        let mut c_in = in_channels;
-        for i in 1..=4 {
-            let p = format!("layer{i}.0");
-            let (c, _) = conv_shape(weights, &format!("{p}.conv1.weight"), 3)?;
-            let conv = |name: &str, cin: usize, k: usize| {
-                weights.read(&format!("{p}.{name}.weight"), &[c, cin, k, k])
+        let mut blocks = Vec::with_capacity(spec.widths.len());
+        for block in spec.blocks() {
+            let ([u1, u2, u3], Some(shortcut)) = (&block.units[..], &block.shortcut) else {
+                unreachable!("a ResNet-12 block has three units and a shortcut")
             };
-            let bn = |name: &str| BnAffine::read(weights, &format!("{p}.{name}"), c, bn_eps);
+            let conv = |u: &ConvBn| weights.read_conv(u).map(|(w, _)| w);
+            let bn = |u: &ConvBn| BnAffine::read(weights, u, bn_eps);
             blocks.push(BlockParams {
-                c_in,
-                c_out: c,
-                convs: [
-                    conv("conv1", c_in, 3)?,
-                    conv("conv2", c, 3)?,
-                    conv("conv3", c, 3)?,
-                ],
-                bns: [bn("bn1")?, bn("bn2")?, bn("bn3")?],
-                down_conv: conv("downsample.0", c_in, 1)?,
-                down_bn: bn("downsample.1")?,
+                c_in: u1.c_in,
+                c_out: u1.c_out,
+                convs: [conv(u1)?, conv(u2)?, conv(u3)?],
+                bns: [bn(u1)?, bn(u2)?, bn(u3)?],
+                down_conv: conv(shortcut)?,
+                down_bn: bn(shortcut)?,
             });
-            c_in = c;
         }
         Ok(ResNet12Params { blocks, slope })
-    }
-
-    /// Channel width of each block.
-    pub(crate) fn widths(&self) -> Vec<usize> {
-        self.blocks.iter().map(|b| b.c_out).collect()
     }
 
     /// Input channels of the first block.

@@ -1,18 +1,22 @@
 //! Reading float32 weights out of a safetensors buffer, with every check a hostile file needs:
 //! the safetensors parser validates header and offsets against the buffer (so a declared shape
 //! larger than the file is rejected before anything is allocated), and this module checks
-//! presence, dtype, shape and finiteness of each tensor the architecture asks for.
+//! presence, dtype, shape and finiteness of each tensor the architecture asks for. The one
+//! reader of model files: inference and training (checkpoints, initial models) both load
+//! through it.
 
 use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor};
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
+use super::layout::{Architecture, ConvBn, EncoderSpec};
 use crate::error::{Error, ModelProblem, Result};
 use crate::hash::{fnv1a, FNV_OFFSET};
 
-/// A parsed safetensors buffer plus its `__metadata__`.
-pub(crate) struct Weights<'a> {
+/// A parsed safetensors model file: checked reads of its float32 tensors, and its
+/// `__metadata__`.
+pub struct WeightFile<'a> {
     tensors: SafeTensors<'a>,
     metadata: BTreeMap<String, String>,
 }
@@ -38,12 +42,12 @@ fn parse_error(e: SafeTensorError) -> Error {
     Error::model(problem, detail)
 }
 
-impl<'a> Weights<'a> {
+impl<'a> WeightFile<'a> {
     /// Parses `bytes` as safetensors.
     ///
     /// # Errors
     /// [`Error::InvalidModel`] with `NotSafetensors`, `Truncated` or `InconsistentHeader`.
-    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         let tensors = SafeTensors::deserialize(bytes).map_err(parse_error)?;
         let (_, header) = SafeTensors::read_metadata(bytes).map_err(parse_error)?;
         let metadata = header
@@ -51,11 +55,11 @@ impl<'a> Weights<'a> {
             .as_ref()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        Ok(Weights { tensors, metadata })
+        Ok(WeightFile { tensors, metadata })
     }
 
     /// The file's `__metadata__` (empty when absent).
-    pub(crate) fn metadata(&self) -> &BTreeMap<String, String> {
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata
     }
 
@@ -74,7 +78,7 @@ impl<'a> Weights<'a> {
     }
 
     /// Whether a tensor of that name exists.
-    pub(crate) fn contains(&self, name: &str) -> bool {
+    pub fn contains(&self, name: &str) -> bool {
         self.tensors.tensor(name).is_ok()
     }
 
@@ -82,7 +86,7 @@ impl<'a> Weights<'a> {
     ///
     /// # Errors
     /// `MissingTensor` when absent.
-    pub(crate) fn shape(&self, name: &str) -> Result<Vec<usize>> {
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.view(name)?.shape().to_vec())
     }
 
@@ -95,12 +99,36 @@ impl<'a> Weights<'a> {
         })
     }
 
+    /// The shape of the `arch` encoder this file holds, read from its tensors' shapes
+    /// ([`EncoderSpec::from_shapes`]).
+    ///
+    /// # Errors
+    /// As [`EncoderSpec::from_shapes`].
+    pub fn encoder_spec(&self, arch: Architecture) -> Result<EncoderSpec> {
+        EncoderSpec::from_shapes(arch, |name| self.shape(name).ok())
+    }
+
+    /// Reads the convolution weight `(c_out, c_in, k, k)` and bias (empty without one) of a
+    /// unit.
+    ///
+    /// # Errors
+    /// As [`WeightFile::read`].
+    pub(crate) fn read_conv(&self, unit: &ConvBn) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (c, k) = (unit.c_out, unit.kernel);
+        let weight = self.read(&unit.weight(), &[c, unit.c_in, k, k])?;
+        let bias = match unit.conv_bias {
+            true => self.read(&unit.bias(), &[c])?,
+            false => Vec::new(),
+        };
+        Ok((weight, bias))
+    }
+
     /// Reads tensor `name`, which must be float32 of exactly `expected` shape with only finite
     /// values.
     ///
     /// # Errors
     /// `MissingTensor`, `WrongDtype`, `WrongShape` or `NonFiniteWeight`.
-    pub(crate) fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+    pub fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let view = self.view(name)?;
         if view.dtype() != Dtype::F32 {
             return Err(Error::model(
@@ -144,16 +172,12 @@ pub(crate) struct BnAffine {
 }
 
 impl BnAffine {
-    /// Loads `{prefix}.weight`, `.bias`, `.running_mean`, `.running_var` for `channels`.
+    /// Loads a unit's BatchNorm (`{bn}.weight`, `.bias`, `.running_mean`, `.running_var`).
     ///
     /// # Errors
-    /// As [`Weights::read`]; `NonFiniteWeight` when `running_var + eps <= 0`.
-    pub(crate) fn read(
-        weights: &Weights<'_>,
-        prefix: &str,
-        channels: usize,
-        eps: f64,
-    ) -> Result<Self> {
+    /// As [`WeightFile::read`]; `NonFiniteWeight` when `running_var + eps <= 0`.
+    pub(crate) fn read(weights: &WeightFile<'_>, unit: &ConvBn, eps: f64) -> Result<Self> {
+        let (prefix, channels) = (unit.bn.as_str(), unit.c_out);
         let shape = [channels];
         let gamma = weights.read(&format!("{prefix}.weight"), &shape)?;
         let beta = weights.read(&format!("{prefix}.bias"), &shape)?;
@@ -205,20 +229,5 @@ impl BatchNorm {
     /// Applies the affine map to an NCHW tensor.
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
-    }
-}
-
-/// Reads the shape of a 3x3 (or 1x1) convolution weight and checks it is `(out, in, k, k)`.
-///
-/// # Errors
-/// `MissingTensor`, or `WrongShape` when it is not a square `k`x`k` 4-d kernel.
-pub(crate) fn conv_shape(weights: &Weights<'_>, name: &str, k: usize) -> Result<(usize, usize)> {
-    let shape = weights.shape(name)?;
-    match shape.as_slice() {
-        &[out, inp, kh, kw] if kh == k && kw == k && out > 0 && inp > 0 => Ok((out, inp)),
-        _ => Err(Error::model(
-            ModelProblem::WrongShape,
-            format!("tensor {name:?} has shape {shape:?}, expected (out, in, {k}, {k})"),
-        )),
     }
 }

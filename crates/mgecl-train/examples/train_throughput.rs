@@ -14,7 +14,7 @@ use std::time::Instant;
 use candle_core::Device;
 use mgecl::Engine;
 use mgecl_train::{
-    net::{NetSpec, TrainNet},
+    net::{EncoderSpec, TrainNet},
     optim::Sgd,
     rng::Rng,
     trainer::Trainer,
@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         (vec![64, 160, 320, 640], 3)
     };
-    let spec = NetSpec {
+    let spec = EncoderSpec {
         arch: arch.parse()?,
         widths,
         in_channels: channels,

@@ -27,9 +27,9 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::net::{NamedValues, NetSpec, ParamKind, LEAKY_SLOPE};
+use crate::net::{EncoderSpec, NamedValues, ParamKind, HEAD_BIAS, HEAD_WEIGHT, LEAKY_SLOPE};
 use crate::winograd;
-use mgecl::model::Architecture;
+use mgecl::model::ConvBn;
 use mgecl_kernels::layout::nchw_to_nhwc;
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2, max_pool_2x2_leaky_backward};
 use mgecl_kernels::scratch::with_scratch;
@@ -207,7 +207,7 @@ struct Work {
 
 /// A trainable encoder (and optional linear head) on the CPU.
 pub(crate) struct CpuNet {
-    spec: NetSpec,
+    spec: EncoderSpec,
     params: Vec<Param>,
     blocks: Vec<Block>,
     /// `classifier.weight`, `classifier.bias` (None: no head).
@@ -231,11 +231,10 @@ impl CpuNet {
     /// Builds the network from named tensors in PyTorch layout (every tensor a network of
     /// `spec` has; `classifier.*` makes the head) and optional momentum buffers by name.
     pub(crate) fn new(
-        spec: &NetSpec,
+        spec: &EncoderSpec,
         tensors: Vec<NamedValues>,
         momentum: Vec<NamedValues>,
     ) -> Result<Self> {
-        let arch = spec.arch;
         let mut params: Vec<Param> = Vec::new();
         for (name, shape, values) in tensors {
             let kind = if name.ends_with("running_mean") || name.ends_with("running_var") {
@@ -277,21 +276,22 @@ impl CpuNet {
                 .position(|p| p.name == name)
                 .ok_or_else(|| Error::Internal(format!("network tensor {name:?} missing")))
         };
-        let unit = |conv: &str, bias: bool, bn: &str, c_in: usize, c_out: usize, k: usize| {
-            let u = Unit {
+        let unit = |u: &ConvBn| {
+            let (c_in, c_out, k) = (u.c_in, u.c_out, u.kernel);
+            let bn = |suffix: &str| find(&format!("{}.{suffix}", u.bn));
+            let unit = Unit {
                 c_in,
                 c_out,
                 k,
-                weight: find(&format!("{conv}.weight"))?,
-                bias: if bias {
-                    Some(find(&format!("{conv}.bias"))?)
-                } else {
-                    None
+                weight: find(&u.weight())?,
+                bias: match u.conv_bias {
+                    true => Some(find(&u.bias())?),
+                    false => None,
                 },
-                gamma: find(&format!("{bn}.weight"))?,
-                beta: find(&format!("{bn}.bias"))?,
-                running_mean: find(&format!("{bn}.running_mean"))?,
-                running_var: find(&format!("{bn}.running_var"))?,
+                gamma: bn("weight")?,
+                beta: bn("bias")?,
+                running_mean: bn("running_mean")?,
+                running_var: bn("running_var")?,
                 y: Vec::new(),
                 mean: vec![0.0; c_out],
                 istd: vec![0.0; c_out],
@@ -299,58 +299,38 @@ impl CpuNet {
                 shift: vec![0.0; c_out],
                 dy: Vec::new(),
             };
-            if params[u.weight].shape != [c_out, c_in, k, k] {
+            if params[unit.weight].shape != [c_out, c_in, k, k] {
                 return Err(Error::Internal(format!(
-                    "{conv}.weight: shape {:?}, expected {:?}",
-                    params[u.weight].shape,
+                    "{}: shape {:?}, expected {:?}",
+                    u.weight(),
+                    params[unit.weight].shape,
                     [c_out, c_in, k, k]
                 )));
             }
-            Ok::<Unit, Error>(u)
+            Ok::<Unit, Error>(unit)
         };
         let mut blocks = Vec::new();
-        let mut c_in = spec.in_channels;
-        for (i, &c) in spec.widths.iter().enumerate() {
-            let l = format!("layer{}.0", i + 1);
-            blocks.push(match arch {
-                Architecture::Conv4 => Block::Conv4 {
-                    unit: unit(&l, true, &format!("layer{}.1", i + 1), c_in, c, 3)?,
-                    pool: i < 3,
+        for block in spec.blocks() {
+            blocks.push(match (&block.units[..], &block.shortcut) {
+                ([u], None) => Block::Conv4 {
+                    unit: unit(u)?,
+                    pool: block.pool,
                     act: Vec::new(),
                 },
-                Architecture::ResNet12 => Block::ResNet {
-                    units: Box::new([
-                        unit(
-                            &format!("{l}.conv1"),
-                            false,
-                            &format!("{l}.bn1"),
-                            c_in,
-                            c,
-                            3,
-                        )?,
-                        unit(&format!("{l}.conv2"), false, &format!("{l}.bn2"), c, c, 3)?,
-                        unit(&format!("{l}.conv3"), false, &format!("{l}.bn3"), c, c, 3)?,
-                        unit(
-                            &format!("{l}.downsample.0"),
-                            false,
-                            &format!("{l}.downsample.1"),
-                            c_in,
-                            c,
-                            1,
-                        )?,
-                    ]),
+                ([u1, u2, u3], Some(shortcut)) => Block::ResNet {
+                    units: Box::new([unit(u1)?, unit(u2)?, unit(u3)?, unit(shortcut)?]),
                     a1: Vec::new(),
                     a2: Vec::new(),
                     act: Vec::new(),
                 },
+                _ => return Err(Error::Internal("a block this network cannot run".into())),
             });
-            c_in = c;
         }
-        let head = match (find("classifier.weight"), find("classifier.bias")) {
+        let head = match (find(HEAD_WEIGHT), find(HEAD_BIAS)) {
             (Ok(w), Ok(b)) => {
                 let d = spec.widths[3];
                 if params[w].shape.len() != 2 || params[w].shape[1] != d {
-                    return Err(Error::Internal("classifier.weight: bad shape".into()));
+                    return Err(Error::Internal(format!("{HEAD_WEIGHT}: bad shape")));
                 }
                 Some((w, b))
             }

@@ -37,7 +37,7 @@ use mgecl::model::{Engine, LoadOptions, Model};
 use mgecl::task::{ClassifierKind, TaskConfig};
 use mgecl::Architecture;
 pub use mgecl::InputSpec;
-use net::{NamedValues, NetSpec, TrainNet};
+use net::{EncoderSpec, NamedValues, TrainNet};
 use optim::Sgd;
 use rng::Rng;
 use trainer::Trainer;
@@ -64,7 +64,7 @@ impl Progress for Silent {}
 /// Model-file metadata for a network and its inputs (the keys `Model` reads), plus
 /// `training` (free-form JSON describing how it was made).
 pub fn model_metadata(
-    spec: &NetSpec,
+    spec: &EncoderSpec,
     input: &InputSpec,
     training: &serde_json::Value,
 ) -> BTreeMap<String, String> {

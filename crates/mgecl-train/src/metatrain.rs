@@ -15,7 +15,7 @@ use crate::data::{
 };
 use crate::error::{Error, Result};
 use crate::loss::{class_hinge, instance_contrastive};
-use crate::net::{NetSpec, TrainNet};
+use crate::net::{EncoderSpec, TrainNet};
 use crate::optim::OptimConfig;
 use crate::pretrain::RunSummary;
 use crate::rng::Rng;
@@ -107,7 +107,7 @@ pub fn metatrain(
     let init_model = Model::from_bytes(&init_bytes, &LoadOptions::default())?;
     let info = init_model.info().clone();
     let arch = info.arch;
-    let spec = NetSpec {
+    let spec = EncoderSpec {
         arch,
         widths: info.widths.clone(),
         in_channels: info.input.in_channels,

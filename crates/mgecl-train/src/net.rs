@@ -8,20 +8,22 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var};
-use safetensors::Dtype;
 
 use crate::error::{Error, Result};
 use crate::layers::{
     batch_norm_eval, batch_norm_train, conv, global_avg_pool, leaky_relu, linear, max_pool2x2,
 };
 use crate::rng::Rng;
-use mgecl::model::Architecture;
-use mgecl::ModelProblem;
+use mgecl::model::{Architecture, BlockSpec, ConvBn, TensorRole, WeightFile};
 
 const BN_MOMENTUM: f64 = 0.1;
 const BN_EPS: f64 = 1e-5;
 /// RFS ResNet-12's LeakyReLU slope.
 pub const LEAKY_SLOPE: f64 = 0.1;
+/// The linear head's tensors (training only: model files hold the encoder).
+pub const HEAD_WEIGHT: &str = "classifier.weight";
+/// See [`HEAD_WEIGHT`].
+pub const HEAD_BIAS: &str = "classifier.bias";
 
 /// What a named tensor is, for the optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,23 +34,17 @@ pub enum ParamKind {
     Buffer,
 }
 
-/// The architecture's shape.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct NetSpec {
-    /// The architecture.
-    pub arch: Architecture,
-    /// Block widths (Conv-4: four equal values).
-    pub widths: Vec<usize>,
-    /// Input channels.
-    pub in_channels: usize,
-}
+/// The encoder's shape: the core's one description of the architectures.
+pub use mgecl::model::EncoderSpec;
 
 /// A named tensor as host values: (name, shape, values).
 pub type NamedValues = (String, Vec<usize>, Vec<f32>);
 
 /// A trainable encoder plus optional classification head.
 pub struct TrainNet {
-    spec: NetSpec,
+    spec: EncoderSpec,
+    /// `spec`'s blocks, walked by the forward pass.
+    blocks: Vec<BlockSpec>,
     vars: BTreeMap<String, (Var, ParamKind)>,
     /// Serialises running-statistic updates.
     bn_lock: Mutex<()>,
@@ -74,99 +70,46 @@ impl TrainNet {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown architecture or bad widths.
-    pub fn new(spec: NetSpec, num_classes: usize, seed: u64, device: &Device) -> Result<Self> {
-        let arch = spec.arch;
-        if spec.widths.len() != 4 || spec.widths.contains(&0) || spec.in_channels == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "bad network shape {spec:?}"
-            )));
-        }
-        if arch == Architecture::Conv4 && spec.widths.iter().any(|&w| w != spec.widths[0]) {
-            return Err(Error::InvalidArgument(
-                "conv4 needs four equal widths".into(),
-            ));
-        }
+    pub fn new(spec: EncoderSpec, num_classes: usize, seed: u64, device: &Device) -> Result<Self> {
+        spec.check()?;
         let mut rng = Rng::new(seed, 0x1417);
         let mut values: Vec<(String, Vec<usize>, Vec<f32>, ParamKind)> = Vec::new();
-        let bn = |values: &mut Vec<_>, p: String, c: usize| {
-            values.push((
-                format!("{p}.weight"),
-                vec![c],
-                vec![1.0; c],
-                ParamKind::Weight,
-            ));
-            values.push((
-                format!("{p}.bias"),
-                vec![c],
-                vec![0.0; c],
-                ParamKind::Weight,
-            ));
-            values.push((
-                format!("{p}.running_mean"),
-                vec![c],
-                vec![0.0; c],
-                ParamKind::Buffer,
-            ));
-            values.push((
-                format!("{p}.running_var"),
-                vec![c],
-                vec![1.0; c],
-                ParamKind::Buffer,
-            ));
-        };
-        let mut c_in = spec.in_channels;
-        for (i, &c) in spec.widths.iter().enumerate() {
-            let l = format!("layer{}.0", i + 1);
-            match arch {
-                Architecture::ResNet12 => {
-                    for (k, cin) in [(1, c_in), (2, c), (3, c)] {
-                        let shape = vec![c, cin, 3, 3];
-                        let w = kaiming_normal(&mut rng, &shape);
-                        values.push((format!("{l}.conv{k}.weight"), shape, w, ParamKind::Weight));
-                        bn(&mut values, format!("{l}.bn{k}"), c);
+        let blocks = spec.blocks();
+        for unit in blocks
+            .iter()
+            .flat_map(|b| b.units.iter().chain(&b.shortcut))
+        {
+            // PyTorch's Conv2d bias initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+            let fan_in = unit.c_in * unit.kernel * unit.kernel;
+            for t in unit.tensors() {
+                let n: usize = t.shape.iter().product();
+                let v = match t.role {
+                    TensorRole::ConvWeight => kaiming_normal(&mut rng, &t.shape),
+                    TensorRole::ConvBias => uniform(&mut rng, n, 1.0 / (fan_in as f64).sqrt()),
+                    TensorRole::BnWeight | TensorRole::BnRunningVar => vec![1.0; n],
+                    TensorRole::BnBias | TensorRole::BnRunningMean => vec![0.0; n],
+                    other => {
+                        return Err(Error::Internal(format!("no initialisation for {other:?}")))
                     }
-                    let shape = vec![c, c_in, 1, 1];
-                    let w = kaiming_normal(&mut rng, &shape);
-                    values.push((
-                        format!("{l}.downsample.0.weight"),
-                        shape,
-                        w,
-                        ParamKind::Weight,
-                    ));
-                    bn(&mut values, format!("{l}.downsample.1"), c);
-                }
-                Architecture::Conv4 => {
-                    let shape = vec![c, c_in, 3, 3];
-                    let w = kaiming_normal(&mut rng, &shape);
-                    let bound = 1.0 / ((c_in * 9) as f64).sqrt();
-                    values.push((
-                        format!("layer{}.0.weight", i + 1),
-                        shape,
-                        w,
-                        ParamKind::Weight,
-                    ));
-                    values.push((
-                        format!("layer{}.0.bias", i + 1),
-                        vec![c],
-                        uniform(&mut rng, c, bound),
-                        ParamKind::Weight,
-                    ));
-                    bn(&mut values, format!("layer{}.1", i + 1), c);
-                }
+                };
+                let kind = match t.role.is_trained() {
+                    true => ParamKind::Weight,
+                    false => ParamKind::Buffer,
+                };
+                values.push((t.name, t.shape, v, kind));
             }
-            c_in = c;
         }
         if num_classes > 0 {
             let d = spec.widths[3];
             let bound = 1.0 / (d as f64).sqrt();
             values.push((
-                "classifier.weight".into(),
+                HEAD_WEIGHT.into(),
                 vec![num_classes, d],
                 uniform(&mut rng, num_classes * d, bound),
                 ParamKind::Weight,
             ));
             values.push((
-                "classifier.bias".into(),
+                HEAD_BIAS.into(),
                 vec![num_classes],
                 uniform(&mut rng, num_classes, bound),
                 ParamKind::Weight,
@@ -179,6 +122,7 @@ impl TrainNet {
         }
         Ok(TrainNet {
             spec,
+            blocks,
             vars,
             bn_lock: Mutex::new(()),
             device: device.clone(),
@@ -186,85 +130,34 @@ impl TrainNet {
     }
 
     /// Loads encoder weights (and the head, if present and `keep_head`) from a safetensors
-    /// model file in the RFS layout, e.g. a pretraining checkpoint. Widths and channels come
-    /// from the weight shapes.
+    /// model file in the RFS layout, e.g. a pretraining checkpoint, through the core's checked
+    /// reader. Widths and channels come from the weight shapes.
     ///
     /// # Errors
-    /// [`mgecl::Error::InvalidModel`] for a file that lacks a tensor this network needs.
+    /// [`mgecl::Error::InvalidModel`] for a file that is not safetensors or lacks, misshapes
+    /// or holds non-finite values in a tensor this network needs.
     pub fn from_safetensors(
         bytes: &[u8],
         arch: Architecture,
         keep_head: bool,
         device: &Device,
     ) -> Result<Self> {
-        let st = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::model(ModelProblem::NotSafetensors, format!("checkpoint: {e}")))?;
-        let shape_of = |name: &str| -> Result<Vec<usize>> {
-            st.tensor(name).map(|t| t.shape().to_vec()).map_err(|_| {
-                Error::model(
-                    ModelProblem::MissingTensor,
-                    format!("tensor {name:?} is missing"),
-                )
-            })
-        };
-        let (spec, head) = match arch {
-            Architecture::ResNet12 => {
-                let widths = (1..=4)
-                    .map(|i| shape_of(&format!("layer{i}.0.conv1.weight")).map(|s| s[0]))
-                    .collect::<Result<Vec<_>>>()?;
-                let in_channels = shape_of("layer1.0.conv1.weight")?[1];
-                (
-                    NetSpec {
-                        arch: Architecture::ResNet12,
-                        widths,
-                        in_channels,
-                    },
-                    "classifier.weight",
-                )
-            }
-            Architecture::Conv4 => {
-                let s = shape_of("layer1.0.weight")?;
-                (
-                    NetSpec {
-                        arch: Architecture::Conv4,
-                        widths: vec![s[0]; 4],
-                        in_channels: s[1],
-                    },
-                    "classifier.weight",
-                )
-            }
-        };
-        let num_classes = if keep_head {
-            shape_of(head).map(|s| s[0]).unwrap_or(0)
-        } else {
-            0
+        let file = WeightFile::parse(bytes)?;
+        let spec = file.encoder_spec(arch)?;
+        let num_classes = match keep_head {
+            true => file.shape(HEAD_WEIGHT).map_or(0, |s| s[0]),
+            false => 0,
         };
         let net = TrainNet::new(spec, num_classes, 0, device)?;
         for (name, (var, _)) in &net.vars {
-            let view = st.tensor(name).map_err(|_| {
-                Error::model(
-                    ModelProblem::MissingTensor,
-                    format!("tensor {name:?} is missing"),
-                )
-            })?;
-            if view.dtype() != Dtype::F32 || view.shape() != var.dims() {
-                return Err(Error::model(
-                    ModelProblem::WrongShape,
-                    format!("tensor {name:?}: {:?} {:?}", view.dtype(), view.shape()),
-                ));
-            }
-            let v: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            var.set(&Tensor::from_vec(v, view.shape(), device)?)?;
+            let values = file.read(name, var.dims())?;
+            var.set(&Tensor::from_vec(values, var.dims(), device)?)?;
         }
         Ok(net)
     }
 
     /// The architecture's shape.
-    pub fn spec(&self) -> &NetSpec {
+    pub fn spec(&self) -> &EncoderSpec {
         &self.spec
     }
 
@@ -288,8 +181,8 @@ impl TrainNet {
     /// # Errors
     /// [`Error::Internal`] on allocation failure.
     pub fn reset_head(&mut self, num_classes: usize, seed: u64) -> Result<()> {
-        self.vars.remove("classifier.weight");
-        self.vars.remove("classifier.bias");
+        self.vars.remove(HEAD_WEIGHT);
+        self.vars.remove(HEAD_BIAS);
         if num_classes > 0 {
             let d = self.feature_dim();
             let mut rng = Rng::new(seed, 0x4ead);
@@ -305,13 +198,11 @@ impl TrainNet {
                 &self.device,
             )?;
             self.vars.insert(
-                "classifier.weight".into(),
+                HEAD_WEIGHT.into(),
                 (Var::from_tensor(&w)?, ParamKind::Weight),
             );
-            self.vars.insert(
-                "classifier.bias".into(),
-                (Var::from_tensor(&b)?, ParamKind::Weight),
-            );
+            self.vars
+                .insert(HEAD_BIAS.into(), (Var::from_tensor(&b)?, ParamKind::Weight));
         }
         Ok(())
     }
@@ -353,45 +244,41 @@ impl TrainNet {
     /// [`Error::Internal`] if a tensor operation fails (e.g. wrong input shape).
     pub fn features(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
-        let arch = self.spec.arch;
-        for i in 1..=4 {
-            let l = format!("layer{i}.0");
-            x = match arch {
-                Architecture::ResNet12 => {
-                    let mut out = x.clone();
-                    for k in 1..=3 {
-                        out = self.bn(
-                            &conv(&out, self.t(&format!("{l}.conv{k}.weight"))?, None)?,
-                            &format!("{l}.bn{k}"),
-                            train,
-                        )?;
-                        if k < 3 {
-                            out = leaky_relu(&out, LEAKY_SLOPE)?;
-                        }
-                    }
-                    let res = self.bn(
-                        &conv(&x, self.t(&format!("{l}.downsample.0.weight"))?, None)?,
-                        &format!("{l}.downsample.1"),
-                        train,
-                    )?;
-                    max_pool2x2(&leaky_relu(&(out + res)?, LEAKY_SLOPE)?)?
+        for block in &self.blocks {
+            let mut out = x.clone();
+            let last = block.units.len() - 1;
+            for (k, unit) in block.units.iter().enumerate() {
+                out = self.conv_bn(&out, unit, train)?;
+                // With a shortcut, the last activation comes after the residual add.
+                if k < last || block.shortcut.is_none() {
+                    out = self.activate(&out)?;
                 }
-                Architecture::Conv4 => {
-                    let y = conv(
-                        &x,
-                        self.t(&format!("{l}.weight"))?,
-                        Some(self.t(&format!("{l}.bias"))?),
-                    )?;
-                    let y = self.bn(&y, &format!("layer{i}.1"), train)?.relu()?;
-                    if i < 4 {
-                        max_pool2x2(&y)?
-                    } else {
-                        y
-                    }
-                }
-            };
+            }
+            if let Some(shortcut) = &block.shortcut {
+                let residual = self.conv_bn(&x, shortcut, train)?;
+                out = self.activate(&(out + residual)?)?;
+            }
+            x = if block.pool { max_pool2x2(&out)? } else { out };
         }
         global_avg_pool(&x)
+    }
+
+    /// A unit: convolution (with its bias, if any), then BatchNorm.
+    fn conv_bn(&self, x: &Tensor, unit: &ConvBn, train: bool) -> Result<Tensor> {
+        let bias = match unit.conv_bias {
+            true => Some(self.t(&unit.bias())?),
+            false => None,
+        };
+        let y = conv(x, self.t(&unit.weight())?, bias)?;
+        self.bn(&y, &unit.bn, train)
+    }
+
+    /// The architecture's activation: LeakyReLU for ResNet-12, ReLU for Conv-4.
+    fn activate(&self, x: &Tensor) -> Result<Tensor> {
+        match self.spec.arch {
+            Architecture::ResNet12 => leaky_relu(x, LEAKY_SLOPE),
+            _ => Ok(x.relu()?),
+        }
     }
 
     /// Head logits of features (B, D) -> (B, classes).
@@ -399,11 +286,7 @@ impl TrainNet {
     /// # Errors
     /// [`Error::Internal`] when the network has no head.
     pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
-        linear(
-            features,
-            self.t("classifier.weight")?,
-            self.t("classifier.bias")?,
-        )
+        linear(features, self.t(HEAD_WEIGHT)?, self.t(HEAD_BIAS)?)
     }
 
     /// Every variable as (name, f32 values, shape), for checkpoints.

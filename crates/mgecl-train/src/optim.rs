@@ -147,7 +147,7 @@ pub fn step_lr(base: f64, decay: f64, milestones: &[usize], epoch: usize) -> f64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::NetSpec;
+    use crate::net::EncoderSpec;
     use candle_core::Device;
 
     #[test]
@@ -162,7 +162,7 @@ mod tests {
         // One weight w = 2 with gradient 3 (loss = 3 w): wd 0.5, momentum 0.9, lr 0.1.
         // Step 1: g = 3 + 0.5*2 = 4, buf = 4, w = 2 - 0.4 = 1.6.
         // Step 2: g = 3 + 0.8 = 3.8, buf = 0.9*4 + 3.8 = 7.4, w = 1.6 - 0.74 = 0.86.
-        let spec = NetSpec {
+        let spec = EncoderSpec {
             arch: mgecl::Architecture::Conv4,
             widths: vec![1; 4],
             in_channels: 1,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::augment::augment;
 use crate::data::{read_list, scan_classes, Dataset};
 use crate::error::{Error, Result};
-use crate::net::{NetSpec, TrainNet};
+use crate::net::{EncoderSpec, TrainNet};
 use crate::optim::OptimConfig;
 use crate::rng::Rng;
 use crate::trainer::Trainer;
@@ -31,7 +31,7 @@ pub struct PretrainConfig {
     /// Data, validation, augmentation, seed and outputs.
     pub run: RunConfig,
     /// Network shape (`in_channels` also decides grey or RGB input).
-    pub net: NetSpec,
+    pub net: EncoderSpec,
     /// Input side in pixels.
     pub image_size: usize,
     /// Invert pixels (bright strokes on dark).

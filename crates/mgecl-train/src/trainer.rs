@@ -9,7 +9,7 @@ use crate::cpu_net::{CpuNet, SgdSettings};
 use crate::error::{Error, Result};
 use crate::layers::correct_predictions;
 use crate::loss::cross_entropy;
-use crate::net::{NamedValues, NetSpec, TrainNet};
+use crate::net::{EncoderSpec, NamedValues, TrainNet};
 use crate::optim::Sgd;
 use crate::Batch;
 use mgecl::model::Engine;
@@ -21,7 +21,7 @@ enum Inner {
 
 /// A trainable network and its SGD state.
 pub struct Trainer {
-    spec: NetSpec,
+    spec: EncoderSpec,
     inner: Inner,
     settings: SgdSettings,
 }
@@ -63,7 +63,7 @@ impl Trainer {
     }
 
     /// The network's shape.
-    pub fn spec(&self) -> &NetSpec {
+    pub fn spec(&self) -> &EncoderSpec {
         &self.spec
     }
 
@@ -190,7 +190,7 @@ impl Trainer {
     }
 }
 
-fn check_batch(spec: &NetSpec, batch: &Batch, (c, h, w): (usize, usize, usize)) -> Result<()> {
+fn check_batch(spec: &EncoderSpec, batch: &Batch, (c, h, w): (usize, usize, usize)) -> Result<()> {
     if c != spec.in_channels {
         return Err(Error::InvalidArgument(format!(
             "training batch has {c} channels, the network takes {}",

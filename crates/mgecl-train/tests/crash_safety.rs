@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use candle_core::Device;
 use mgecl::{LoadOptions, Model, Task, TaskConfig};
-use mgecl_train::net::{NetSpec, TrainNet};
+use mgecl_train::net::{EncoderSpec, TrainNet};
 use mgecl_train::optim::Sgd;
 use mgecl_train::trainer::Trainer;
 use mgecl_train::{save_progress, InputSpec, RunFiles, Snapshot};
@@ -57,8 +57,8 @@ fn task_signature(task: &Task) -> Vec<(String, usize)> {
         .collect()
 }
 
-fn spec() -> NetSpec {
-    NetSpec {
+fn spec() -> EncoderSpec {
+    EncoderSpec {
         arch: mgecl::Architecture::ResNet12,
         widths: vec![8, 16, 32, 64],
         in_channels: 3,

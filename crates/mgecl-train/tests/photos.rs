@@ -15,7 +15,7 @@ use mgecl::task::{Augmentation, Task, TaskConfig};
 use mgecl::{DeviceChoice, ImageSource, LoadOptions, Model, PixelBuffer, PixelFormat};
 use mgecl_train::augment::AugmentConfig;
 use mgecl_train::metatrain::{metatrain, MetatrainConfig};
-use mgecl_train::net::NetSpec;
+use mgecl_train::net::EncoderSpec;
 use mgecl_train::optim::OptimConfig;
 use mgecl_train::pretrain::{pretrain, PretrainConfig};
 use mgecl_train::{RunConfig, Silent, ValidationConfig};
@@ -93,7 +93,7 @@ fn photos_train_end_to_end_and_classify_with_flip_shift_copies() {
     let stage1 = scratch.path().join("stage1");
     let config = PretrainConfig {
         run: run(&data, stage1.clone()),
-        net: NetSpec {
+        net: EncoderSpec {
             arch: mgecl::Architecture::Conv4,
             widths: vec![32; 4],
             in_channels: 3,

@@ -12,7 +12,7 @@ use common::{data, training_log};
 use mgecl::{DeviceChoice, LoadOptions, Model};
 use mgecl_train::augment::AugmentConfig;
 use mgecl_train::metatrain::{metatrain, MetatrainConfig};
-use mgecl_train::net::{NetSpec, TrainNet};
+use mgecl_train::net::{EncoderSpec, TrainNet};
 use mgecl_train::optim::OptimConfig;
 use mgecl_train::pretrain::{pretrain, PretrainConfig};
 use mgecl_train::Error;
@@ -49,7 +49,7 @@ fn run(out: PathBuf, val_every: usize, validation_episodes: usize, seed: u64) ->
 fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
     PretrainConfig {
         run: run(out, 1, 200, 3),
-        net: NetSpec {
+        net: EncoderSpec {
             arch: mgecl::Architecture::Conv4,
             widths: vec![32; 4],
             in_channels: 1,

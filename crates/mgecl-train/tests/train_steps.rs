@@ -136,7 +136,7 @@ fn a_malformed_fixture_is_an_error() {
 fn feature_loss_steps_agree_across_engines() {
     use candle_core::Device;
     use mgecl_train::loss::{class_hinge, instance_contrastive};
-    use mgecl_train::net::{NetSpec, TrainNet};
+    use mgecl_train::net::{EncoderSpec, TrainNet};
     use mgecl_train::optim::Sgd;
     use mgecl_train::rng::Rng;
     use mgecl_train::trainer::Trainer;
@@ -146,7 +146,7 @@ fn feature_loss_steps_agree_across_engines() {
         ("conv4", vec![16; 4], 1, 21),
         ("resnet12", vec![16, 16, 24, 32], 3, 20),
     ] {
-        let spec = NetSpec {
+        let spec = EncoderSpec {
             arch: arch.parse().unwrap(),
             widths,
             in_channels: channels,

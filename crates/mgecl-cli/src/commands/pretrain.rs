@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use clap::Args;
-use mgecl_train::net::NetSpec;
+use mgecl_train::net::EncoderSpec;
 use mgecl_train::pretrain::{pretrain, PretrainConfig};
 
 use crate::options::{run_config, ArchArg, DataArgs, RunArgs, SgdArgs, ValArgs};
@@ -60,7 +60,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     };
     let config = PretrainConfig {
         run: run_config(a.data, &a.val, &a.run, 5)?,
-        net: NetSpec {
+        net: EncoderSpec {
             arch: a.arch.into(),
             widths,
             in_channels: a.channels,
