@@ -15,10 +15,7 @@ fn model(name: &str, engine: Engine) -> Model {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(format!("{name}.safetensors"));
-    let options = LoadOptions {
-        engine,
-        ..Default::default()
-    };
+    let options = LoadOptions::default().with_engine(engine);
     Model::load(path, &options).expect("fixture model loads")
 }
 

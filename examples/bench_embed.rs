@@ -15,10 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch: usize = args[1].parse()?;
     let repeats: usize = args.get(2).map_or(Ok(10), |r| r.parse())?;
     let engine: Engine = args.get(3).map_or(Ok(Engine::Auto), |e| e.parse())?;
-    let options = LoadOptions {
-        engine,
-        ..Default::default()
-    };
+    let options = LoadOptions::default().with_engine(engine);
     let model = Model::load(&args[0], &options)?;
     let (c, h, w) = model.preprocessor().input_shape();
     // A fixed pseudo-random input, roughly unit variance like a normalised image.

@@ -21,13 +21,12 @@ pub fn convert_checkpoint(data: &[u8]) {
 }
 
 fn convert_and_load(checkpoint: &[u8]) {
-    let options = mgecl::convert::ConvertOptions {
-        metadata: [("image_size", "28"), ("mean", "[0.5]"), ("std", "[0.25]")]
+    let options = mgecl::convert::ConvertOptions::new(
+        [("image_size", "28"), ("mean", "[0.5]"), ("std", "[0.25]")]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        state_dict_key: None,
-    };
+    );
     if let Ok(conversion) = mgecl::convert::convert_checkpoint(checkpoint, &options) {
         assert!(!conversion.kept.is_empty());
         let model = Model::from_bytes(&conversion.bytes, &LoadOptions::default())
@@ -81,10 +80,7 @@ pub fn model_from_bytes(data: &[u8]) {
     let fast = LoadOptions::default();
     if let Ok(model) = Model::from_bytes(data, &fast) {
         // A loaded model must also load on the other engine and describe itself.
-        let candle = LoadOptions {
-            engine: Engine::Candle,
-            ..LoadOptions::default()
-        };
+        let candle = LoadOptions::default().with_engine(Engine::Candle);
         let other = Model::from_bytes(data, &candle).expect("loads on one engine, not the other");
         assert_eq!(model.info().fingerprint, other.info().fingerprint);
         // Embed one small blank image when the input size keeps that cheap.

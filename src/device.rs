@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 /// A device request. Parse one from text with [`str::parse`]: `"cpu"`, `"cuda"`, `"cuda:1"`,
 /// `"metal"`, `"auto"` (best available: CUDA, then Metal, then CPU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum DeviceChoice {
     /// The CPU; always available.
     #[default]

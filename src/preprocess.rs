@@ -62,6 +62,7 @@ impl InputSpec {
 /// Limits a decoded image may not exceed, so that a small hostile file (a "decompression
 /// bomb") cannot make the decoder allocate gigabytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ImageLimits {
     /// Largest accepted width in pixels (default 16384).
     pub max_width: u32,
@@ -69,6 +70,17 @@ pub struct ImageLimits {
     pub max_height: u32,
     /// Largest number of bytes the decoder may allocate (default 512 MiB).
     pub max_decoded_bytes: u64,
+}
+
+impl ImageLimits {
+    /// Limits of `max_width` x `max_height` pixels and `max_decoded_bytes` decoded.
+    pub fn new(max_width: u32, max_height: u32, max_decoded_bytes: u64) -> Self {
+        ImageLimits {
+            max_width,
+            max_height,
+            max_decoded_bytes,
+        }
+    }
 }
 
 impl Default for ImageLimits {
@@ -83,6 +95,7 @@ impl Default for ImageLimits {
 
 /// Layout of a raw pixel buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PixelFormat {
     /// 3 bytes per pixel, R, G, B.
     Rgb8,
@@ -121,6 +134,7 @@ pub struct PixelBuffer<'a> {
 
 /// One image to embed, in whichever form the caller holds it.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum ImageSource<'a> {
     /// An encoded image file (PNG or JPEG) on disk.
     Path(&'a Path),

@@ -12,14 +12,11 @@ use mgecl::convert::{convert_checkpoint, ConvertOptions};
 use mgecl::{Error, ModelProblem};
 
 fn options() -> ConvertOptions {
-    ConvertOptions {
-        metadata: BTreeMap::from([
-            ("image_size".to_string(), "28".to_string()),
-            ("mean".to_string(), "[0.9]".to_string()),
-            ("std".to_string(), "[0.25]".to_string()),
-        ]),
-        state_dict_key: None,
-    }
+    ConvertOptions::new(BTreeMap::from([
+        ("image_size".to_string(), "28".to_string()),
+        ("mean".to_string(), "[0.9]".to_string()),
+        ("std".to_string(), "[0.25]".to_string()),
+    ]))
 }
 
 fn checkpoint(name: &str) -> Vec<u8> {
@@ -179,17 +176,11 @@ fn the_state_dict_can_be_named_and_a_wrong_name_lists_the_candidates() {
     let found = convert_checkpoint(&bytes, &options()).unwrap();
     assert_eq!(found.state_dict_key, "checkpoint.state_dict");
     assert_eq!(found.prefix, "module.");
-    let named = ConvertOptions {
-        state_dict_key: Some("checkpoint.state_dict".into()),
-        ..options()
-    };
+    let named = options().with_state_dict_key("checkpoint.state_dict");
     let again = convert_checkpoint(&bytes, &named).unwrap();
     assert_eq!(again.kept, found.kept);
     assert_eq!(again.info.fingerprint, found.info.fingerprint);
-    let wrong = ConvertOptions {
-        state_dict_key: Some("model".into()),
-        ..options()
-    };
+    let wrong = options().with_state_dict_key("model");
     let message = problem(convert_checkpoint(&bytes, &wrong));
     assert!(
         message.contains("checkpoint.state_dict (28 tensors)"),

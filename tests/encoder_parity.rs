@@ -15,10 +15,7 @@ fn inputs(folder: &str) -> Vec<std::path::PathBuf> {
 }
 
 fn load(name: &str, engine: Engine) -> Model {
-    let options = LoadOptions {
-        engine,
-        ..Default::default()
-    };
+    let options = LoadOptions::default().with_engine(engine);
     Model::load(data(&format!("{name}.safetensors")), &options).unwrap()
 }
 
@@ -33,8 +30,8 @@ fn check_fixture(
 ) {
     let model = load(name, engine);
     let expected_engine = match engine {
-        Engine::Auto => "cpu-fast",
         Engine::Candle => "candle",
+        _ => "cpu-fast",
     };
     assert_eq!(model.info().engine.name(), expected_engine);
     let info = model.info();
@@ -303,11 +300,9 @@ fn feature_power_raises_the_reference_features() {
     let (expected, _) = read_tensor("conv4_gray_expected.safetensors", "features_f64");
     let paths = inputs("conv4_gray_inputs");
     for engine in [Engine::Auto, Engine::Candle] {
-        let options = LoadOptions {
-            engine,
-            metadata_overrides: [("feature_power".to_string(), "0.5".to_string())].into(),
-            ..Default::default()
-        };
+        let options = LoadOptions::default()
+            .with_engine(engine)
+            .with_metadata("feature_power", "0.5");
         let model = Model::load(data("conv4_gray.safetensors"), &options).unwrap();
         let features = model.embed_paths(&paths).unwrap();
         let powered = expected.iter().map(|v| v.signum() * v.abs().sqrt());
@@ -318,10 +313,7 @@ fn feature_power_raises_the_reference_features() {
         assert_ne!(model.info().fingerprint, plain.info().fingerprint);
     }
     for bad in ["0", "-1", "NaN", "half"] {
-        let options = LoadOptions {
-            metadata_overrides: [("feature_power".to_string(), bad.to_string())].into(),
-            ..Default::default()
-        };
+        let options = LoadOptions::default().with_metadata("feature_power", bad);
         let err = Model::load(data("conv4_gray.safetensors"), &options)
             .err()
             .unwrap();

@@ -203,10 +203,8 @@ fn metadata_missing_then_supplied_by_the_caller() {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-    let options = LoadOptions {
-        metadata_overrides: overrides,
-        ..Default::default()
-    };
+    let mut options = LoadOptions::default();
+    options.metadata_overrides = overrides;
     let model = Model::from_bytes(&stripped, &options).unwrap();
     assert_eq!(
         model.info().arch,
@@ -274,10 +272,10 @@ fn decompression_bomb_is_refused_before_allocation() {
             image::ImageFormat::Png,
         )
         .unwrap();
-    let strict = model.preprocessor().clone().with_limits(ImageLimits {
-        max_width: 256,
-        ..Default::default()
-    });
+    let strict = model
+        .preprocessor()
+        .clone()
+        .with_limits(ImageLimits::new(256, 16384, 512 << 20));
     let err = strict.preprocess(&ImageSource::Encoded(&wide)).unwrap_err();
     assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
     assert!(model
@@ -287,14 +285,7 @@ fn decompression_bomb_is_refused_before_allocation() {
 
     // The same through LoadOptions, for encoded images and raw pixels; and raised above the
     // default for an app with very large images.
-    let options = LoadOptions {
-        image_limits: ImageLimits {
-            max_width: 256,
-            max_height: 256,
-            max_decoded_bytes: 1 << 20,
-        },
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::default().with_image_limits(ImageLimits::new(256, 256, 1 << 20));
     let strict = Model::from_bytes(&conv4_bytes(), &options).unwrap();
     assert_eq!(strict.preprocessor().limits().max_width, 256);
     let err = strict.embed(&[ImageSource::Encoded(&wide)]).unwrap_err();
@@ -318,13 +309,9 @@ fn decompression_bomb_is_refused_before_allocation() {
         .unwrap();
     let err = model.embed(&[ImageSource::Encoded(&tall)]).unwrap_err();
     assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
-    let generous = LoadOptions {
-        image_limits: ImageLimits {
-            max_height: 32_768,
-            ..ImageLimits::default()
-        },
-        ..LoadOptions::default()
-    };
+    let mut taller = ImageLimits::default();
+    taller.max_height = 32_768;
+    let generous = LoadOptions::default().with_image_limits(taller);
     let generous = Model::from_bytes(&conv4_bytes(), &generous).unwrap();
     assert!(generous.embed(&[ImageSource::Encoded(&tall)]).is_ok());
 }

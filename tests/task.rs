@@ -588,10 +588,7 @@ fn model_task_defaults_come_from_its_metadata() {
     let with = |value: &str| {
         Model::load(
             data("conv4_gray.safetensors"),
-            &LoadOptions {
-                metadata_overrides: [(TASK_DEFAULTS_KEY.to_string(), value.to_string())].into(),
-                ..LoadOptions::default()
-            },
+            &LoadOptions::default().with_metadata(TASK_DEFAULTS_KEY, value),
         )
     };
     let plain = conv4_model();

@@ -30,6 +30,7 @@ const REQUIRED_METADATA: [&str; 3] = ["image_size", "mean", "std"];
 
 /// What to write beside the weights.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ConvertOptions {
     /// `__metadata__` of the output: at least `image_size`, `mean` and `std` (model file
     /// format of the README; `arch` is inferred when absent).
@@ -40,8 +41,26 @@ pub struct ConvertOptions {
     pub state_dict_key: Option<String>,
 }
 
+impl ConvertOptions {
+    /// Options writing `metadata`, finding the state dict by itself.
+    pub fn new(metadata: BTreeMap<String, String>) -> Self {
+        ConvertOptions {
+            metadata,
+            state_dict_key: None,
+        }
+    }
+
+    /// These options taking the state dict at `key` (see
+    /// [`ConvertOptions::state_dict_key`]).
+    pub fn with_state_dict_key(mut self, key: impl Into<String>) -> Self {
+        self.state_dict_key = Some(key.into());
+        self
+    }
+}
+
 /// A finished conversion.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Conversion {
     /// The safetensors file.
     pub bytes: Vec<u8>,

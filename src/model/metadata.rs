@@ -18,6 +18,7 @@ use crate::preprocess::InputSpec;
 /// Parsed metadata of a model: everything preprocessing and the forward pass need that the
 /// weight shapes cannot tell.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Metadata {
     /// The architecture (from `arch`, or guessed from the tensor names when absent).
     pub arch: Architecture,

@@ -44,6 +44,7 @@ const EMBED_CHUNK: usize = 32;
 /// Both give the same features to within float rounding (the parity tests hold each to the
 /// PyTorch reference within 1e-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Engine {
     /// The fastest engine for the device: on the CPU, mgecl's own inference kernels
     /// (BatchNorm folded into the convolutions, im2col + matrix multiply over NHWC, both
@@ -84,6 +85,7 @@ impl std::str::FromStr for Engine {
 
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct LoadOptions {
     /// Where the encoder runs.
     pub device: DeviceChoice,
@@ -97,8 +99,36 @@ pub struct LoadOptions {
     pub image_limits: ImageLimits,
 }
 
+impl LoadOptions {
+    /// These options on `device`.
+    pub fn with_device(mut self, device: DeviceChoice) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// These options with `engine`.
+    pub fn with_engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// These options with the metadata entry `key` set to `value` (see
+    /// [`LoadOptions::metadata_overrides`]).
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata_overrides.insert(key.into(), value.into());
+        self
+    }
+
+    /// These options with other image decoding limits.
+    pub fn with_image_limits(mut self, limits: ImageLimits) -> Self {
+        self.image_limits = limits;
+        self
+    }
+}
+
 /// The implementation running a loaded model's forward pass (in JSON: `cpu-fast`, `candle`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum EngineKind {
     /// mgecl's own CPU kernels (`src/model/cpu_fast.rs`).
     #[serde(rename = "cpu-fast")]
@@ -128,6 +158,7 @@ impl std::fmt::Display for EngineKind {
 /// has the input's fields at the top level: `arch`, `widths`, `image_size`, `in_channels`,
 /// `mean`, `std`, `invert`, `feature_dim`, `device`, `engine`, `fingerprint`, `metadata`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct ModelInfo {
     /// The architecture.
     pub arch: Architecture,

@@ -7,6 +7,7 @@ use crate::config::ClassifierKind;
 
 /// What a fit did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct FitReport {
     /// The classifier fitted.
     pub classifier: ClassifierKind,
@@ -23,6 +24,7 @@ pub struct FitReport {
 
 /// The answer for one image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Prediction {
     /// The best class, or `None` ("unknown") when its probability is below the threshold.
     pub label: Option<String>,
@@ -53,6 +55,7 @@ impl Prediction {
 
 /// Uncalibrated scores of feature rows ([`Task::scores`](super::Task::scores)).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Scores {
     /// `N x classes`: logistic regression's decision function, or cosine similarities to the
     /// class means (prototype classifier, one-class task).
@@ -63,6 +66,7 @@ pub struct Scores {
 
 /// One class of a task, as listed by [`Task::classes`](super::Task::classes).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ClassSummary {
     /// The label.
     pub label: String,

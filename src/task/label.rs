@@ -27,12 +27,23 @@ const DENSITY_NEIGHBOURS: usize = 10;
 
 /// How to label.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct LabelOptions {
     /// An image needs review when its class probability or its known-probability (that it is
     /// of one of the task's classes at all) is below this.
     pub review_below: f64,
     /// How many images the "label next" ranking returns (0: none).
     pub label_next: usize,
+}
+
+impl LabelOptions {
+    /// Review below `review_below`; rank `label_next` images to label next.
+    pub fn new(review_below: f64, label_next: usize) -> Self {
+        LabelOptions {
+            review_below,
+            label_next,
+        }
+    }
 }
 
 impl Default for LabelOptions {
@@ -46,6 +57,7 @@ impl Default for LabelOptions {
 
 /// The proposed label of one image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Proposal {
     /// The most probable class.
     pub label: String,
@@ -62,6 +74,7 @@ pub struct Proposal {
 
 /// An image worth labelling next.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Suggestion {
     /// Row of the image in the labelled batch.
     pub index: usize,
@@ -76,6 +89,7 @@ pub struct Suggestion {
 /// One row of a [`Labelling`]: an image's proposed label, or why it has none.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LabelRow {
     /// The image was labelled.
     Labelled(Proposal),
@@ -104,6 +118,7 @@ impl LabelRow {
 
 /// What [`Task::label_features`] and [`Task::label_paths`] return.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Labelling {
     /// One per image, in input order.
     pub rows: Vec<LabelRow>,

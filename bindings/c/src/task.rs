@@ -689,10 +689,7 @@ pub unsafe extern "C" fn mgecl_task_label_paths_csv(
 
 /// The labelling options of both CSV calls.
 fn label_options(review_below: f64, label_next: usize) -> LabelOptions {
-    LabelOptions {
-        review_below,
-        label_next,
-    }
+    LabelOptions::new(review_below, label_next)
 }
 
 /// Saves the task (labels, features, options, model fingerprint, whether it was fitted) to

@@ -123,12 +123,10 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Loads the model with the flags' device, engine and metadata overrides.
     pub fn load(&self) -> anyhow::Result<Model> {
-        let options = LoadOptions {
-            device: self.device,
-            engine: self.engine.into(),
-            metadata_overrides: parse_meta(&self.meta)?,
-            ..LoadOptions::default()
-        };
+        let mut options = LoadOptions::default()
+            .with_device(self.device)
+            .with_engine(self.engine.into());
+        options.metadata_overrides = parse_meta(&self.meta)?;
         Ok(Model::load(&self.model, &options)?)
     }
 }

@@ -333,10 +333,8 @@ fn load_model(
     metadata_overrides: &BTreeMap<String, String>,
 ) -> Result<(Vec<u8>, Arc<Model>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let options = mgecl::LoadOptions {
-        metadata_overrides: metadata_overrides.clone(),
-        ..Default::default()
-    };
+    let mut options = mgecl::LoadOptions::default();
+    options.metadata_overrides = metadata_overrides.clone();
     let model = Arc::new(Model::from_bytes(&bytes, &options)?);
     Ok((bytes, model))
 }

@@ -28,10 +28,8 @@ pub struct ConvertArgs {
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
-    let options = ConvertOptions {
-        metadata: parse_meta(&args.meta)?,
-        state_dict_key: args.key,
-    };
+    let mut options = ConvertOptions::new(parse_meta(&args.meta)?);
+    options.state_dict_key = args.key;
     let conversion = convert_checkpoint_file(&args.input, &args.output, &options)?;
     let info = &conversion.info;
     let from = match conversion.state_dict_key.as_str() {

@@ -69,10 +69,7 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
         images: args.images,
         out: args.out,
         report: args.report,
-        options: mgecl::LabelOptions {
-            review_below: args.review_below,
-            label_next: args.label_next,
-        },
+        options: mgecl::LabelOptions::new(args.review_below, args.label_next),
         strict: args.strict,
         resume: args.resume,
         examples,
