@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the encoder forward pass on the CPU, both engines, on the
 //! repository's fixture models (ResNet-12 widths 16-40-80-160 at 84x84, Conv-4 width 64 at
-//! 28x28). For the full-width model against PyTorch see `bench/compare.py`.
+//! 28x28). For the full-width model against PyTorch see `scripts/bench/compare.py`.
 //!
 //!     cargo bench --bench forward
 // criterion_group! generates an undocumented function.

@@ -1,5 +1,5 @@
 //! Times the encoder's forward pass (`Model::embed_preprocessed`, no preprocessing) on a random normalised batch and prints one JSON line; used by
-//! `bench/compare.py` (which also measures this process's peak resident memory).
+//! `scripts/bench/compare.py` (which also measures this process's peak resident memory).
 //!
 //!     cargo run --release --example bench_embed -- MODEL BATCH [REPEATS] [auto|candle]
 

@@ -7,7 +7,7 @@
 //!
 //! ResNet-12 is 64-160-320-640 on 3 channels, Conv-4 width 64 on 1 channel. The optional
 //! fourth argument picks the engine (`auto`: mgecl's CPU kernels; `candle`: candle's autograd).
-//! `bench/train_compare.py` runs this next to PyTorch.
+//! `scripts/bench/train_compare.py` runs this next to PyTorch.
 
 use std::time::Instant;
 

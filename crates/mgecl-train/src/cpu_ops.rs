@@ -1,5 +1,5 @@
 //! CPU kernels for the two training operations candle runs slowly on CPU
-//! (`bench/RESULTS.md`): im2col for convolutions (whose backward, col2im, replaces candle's naive
+//! (`scripts/bench/RESULTS.md`): im2col for convolutions (whose backward, col2im, replaces candle's naive
 //! `conv_transpose2d` input gradient) and training-mode BatchNorm (fused forward and
 //! backward instead of a dozen broadcast and strided-reduction passes). Each is a candle
 //! custom op with its backward, so autograd works through it; other devices use the

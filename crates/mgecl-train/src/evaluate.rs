@@ -51,7 +51,7 @@ pub struct EvalResult {
     #[serde(skip)]
     pub answers: Vec<(f64, bool)>,
     /// Each episode's accuracy, in episode order: two evaluations of the same episodes
-    /// compare pairwise (`models/paired.py`).
+    /// compare pairwise (`research/paired.py`).
     #[serde(skip)]
     pub episode_accuracies: Vec<f64>,
 }

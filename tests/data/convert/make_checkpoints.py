@@ -3,7 +3,7 @@
     python tests/data/convert/make_checkpoints.py        # from the repository root
     python tests/data/convert/make_checkpoints.py --fuzz-seeds fuzz/corpus/convert_checkpoint
 
-Needs torch, numpy and Pillow (bench/requirements.txt). Uses the RFS reference models of
+Needs torch, numpy and Pillow (scripts/bench/requirements.txt). Uses the RFS reference models of
 crates/mgecl-train/tests/data/train/ref_models.py. Writes, next to this script:
 
 | file | what |

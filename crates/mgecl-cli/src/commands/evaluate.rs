@@ -62,7 +62,7 @@ pub struct EvaluateArgs {
     #[arg(long)]
     json: bool,
     /// With --json: also each episode's accuracy (`episode_accuracies`), for paired
-    /// comparisons of two models or settings on the same episodes (`models/paired.py`).
+    /// comparisons of two models or settings on the same episodes (`research/paired.py`).
     #[arg(long, requires = "json")]
     per_episode: bool,
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Markdown accuracy table from `models/evaluate.sh` output (JSON lines on stdin or in files).
+"""Markdown accuracy table from `research/evaluate.sh` output (JSON lines on stdin or in files).
 
-    models/evaluate.sh MODEL | python3 models/table.py
+    research/evaluate.sh MODEL | python3 research/table.py
 """
 import fileinput
 import json

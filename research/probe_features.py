@@ -12,7 +12,7 @@ Variants: `final` (the model's features, power 0.5: what the SDK computes), `fin
 flattened instead of averaged), and with two or more models `ensemble` (their final features
 concatenated, each L2-normalised).
 
-    bench/.venv/bin/python models/probe_features.py ../shared/data/omniglot MODEL [MODEL...]
+    scripts/bench/.venv/bin/python research/probe_features.py ../shared/data/omniglot MODEL [MODEL...]
 """
 import json
 import pathlib

@@ -30,18 +30,18 @@ keeps its best round, so that a busy spell on the machine hits both alike.
 
 Setup (once, from the repository root; the venv is gitignored):
 
-    python3 -m venv bench/.venv
-    bench/.venv/bin/pip install -r bench/requirements.txt
+    python3 -m venv scripts/bench/.venv
+    scripts/bench/.venv/bin/pip install -r scripts/bench/requirements.txt
     cargo build --release --example train_throughput
 
 Run (from the repository root):
 
-    bench/.venv/bin/python bench/train_compare.py --markdown
-    bench/.venv/bin/python bench/train_compare.py --configs conv4-28,resnet12-32 --rounds 3 --threads 2
+    scripts/bench/.venv/bin/python scripts/bench/train_compare.py --markdown
+    scripts/bench/.venv/bin/python scripts/bench/train_compare.py --configs conv4-28,resnet12-32 --rounds 3 --threads 2
 
 PyTorch side alone (one job, prints one JSON line):
 
-    bench/.venv/bin/python bench/train_compare.py --torch-job conv4 28 64 2
+    scripts/bench/.venv/bin/python scripts/bench/train_compare.py --torch-job conv4 28 64 2
 """
 import argparse
 import json
@@ -53,7 +53,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 REF_MODELS_DIR = os.path.join(ROOT, "crates", "mgecl-train", "tests", "data", "train")
 
 NUM_CLASSES = 790

@@ -3,13 +3,13 @@
 # episodes for every model, so models are compared pairwise), 15 queries per class, both
 # classifiers. DATA_ROOT is Omniglot (splits/val_alphabets.txt: 5-way and 20-way, 1 and 5 shots,
 # and Lake's within-alphabet runs) or miniImageNet (splits/val_classes.txt: 5-way 1 and 5 shots,
-# the photo benchmark). One JSON object per line (mgecl evaluate --json); models/table.py turns them
-# into the markdown table of models/README.md, models/paired.py compares two outputs episode by
+# the photo benchmark). One JSON object per line (mgecl evaluate --json); research/table.py turns them
+# into the markdown table of models/README.md, research/paired.py compares two outputs episode by
 # episode.
-#   models/evaluate.sh MODEL [DATA_ROOT] [CLASSIFIERS] [TEST_TIME_AUGMENTATION]
-# e.g. models/evaluate.sh MODEL ../shared/data/omniglot prototype \
+#   research/evaluate.sh MODEL [DATA_ROOT] [CLASSIFIERS] [TEST_TIME_AUGMENTATION]
+# e.g. research/evaluate.sh MODEL ../shared/data/omniglot prototype \
 #        "--augmented-copies 2 --augment-queries"
-#      models/evaluate.sh MODEL ../shared/data/miniimagenet "logistic prototype" \
+#      research/evaluate.sh MODEL ../shared/data/miniimagenet "logistic prototype" \
 #        "--augmentation flip-shift --augmented-copies 1 --augment-queries"
 # Without the fourth argument there is no test-time augmentation, whatever the model
 # recommends (--augmented-copies 0).

@@ -4,8 +4,8 @@
 # task fit included, for one model under each setting given (quoted flag sets; "" = the
 # model's recommended task settings), interleaved, three rounds. Measures what test-time
 # augmentation costs per image. Run on an idle machine after `cargo build --release`.
-#   bench/label_cli.sh MODEL SETTING [SETTING...]
-#   e.g. bench/label_cli.sh models/omniglot-conv4.safetensors "" "--augmented-copies 0"
+#   scripts/bench/label_cli.sh MODEL SETTING [SETTING...]
+#   e.g. scripts/bench/label_cli.sh models/omniglot-conv4.safetensors "" "--augmented-copies 0"
 set -euo pipefail
 data=${DATA:-../shared/data/omniglot}
 mgecl=${MGECL:-target/release/mgecl}

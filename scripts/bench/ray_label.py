@@ -1,6 +1,6 @@
 """Throughput of `python -m mgecl.ray label` with 1 and 2 worker CPUs, next to `mgecl label`.
 
-    python bench/ray_label.py [--images 10500] [--rounds 2]
+    python scripts/bench/ray_label.py [--images 10500] [--rounds 2]
 
 Run with the Python of a venv holding `pip install "./bindings/python[ray]"` (its `ray`
 command starts the cluster), from the repository root after `cargo build --release -p
@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bindings", "python", "tests"))
 import test_ray  # noqa: E402
 

@@ -3,7 +3,7 @@
 # order: Omniglot's background PNGs, or miniImageNet's JPEGs), process start and decoding
 # included, for each model given, interleaved, three rounds. Run on an idle machine after
 # `cargo build --release`.
-#   bench/embed_cli.sh MODEL [MODEL...]
+#   scripts/bench/embed_cli.sh MODEL [MODEL...]
 #   DATA=../shared/data/omniglot (default) or ../shared/data/miniimagenet; BATCH=16 (default)
 set -euo pipefail
 data=${DATA:-../shared/data/omniglot}

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The photo model's ablation table (models/README.md) from the evaluations that
-models/photos-ablation.sh writes: per model and classifier, 5-way 1- and 5-shot accuracy; the
+research/photos-ablation.sh writes: per model and classifier, 5-way 1- and 5-shot accuracy; the
 first row with its 95% interval, the others with their paired difference to it (same episodes).
 
-    python3 models/ablation_table.py [flip]     (flip: with one flip-shift copy)
+    python3 research/ablation_table.py [flip]     (flip: with one flip-shift copy)
 """
 import json
 import math

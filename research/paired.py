@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Paired comparison of two evaluations of the same episodes (`mgecl evaluate --json
---per-episode` lines, as models/evaluate.sh writes them): per cell, the mean difference B - A
+--per-episode` lines, as research/evaluate.sh writes them): per cell, the mean difference B - A
 in accuracy points and its 95% interval, 1.96 * std(differences) / sqrt(episodes). The
 episodes are identical (same data, seed and shape), so the interval is that of the difference
 itself, far tighter than the two unpaired intervals.
 
-    python3 models/paired.py A.jsonl B.jsonl
+    python3 research/paired.py A.jsonl B.jsonl
 """
 import json
 import math

@@ -4,8 +4,8 @@
 # same 2000 episodes, seed 0), then 5-way 1-shot with 5 unknown classes per episode (open set).
 # DATA_ROOT is Omniglot (splits/val_alphabets.txt) or miniImageNet (splits/val_classes.txt).
 # One JSON object per line (mgecl evaluate --json; "raw" says which probabilities).
-#   models/calibration.sh MODEL [DATA_ROOT] [TEST_TIME_AUGMENTATION]
-# (as in models/evaluate.sh: without the third argument, no test-time augmentation)
+#   research/calibration.sh MODEL [DATA_ROOT] [TEST_TIME_AUGMENTATION]
+# (as in research/evaluate.sh: without the third argument, no test-time augmentation)
 set -euo pipefail
 model=$1
 data=${2:-../shared/data/omniglot}

@@ -2,7 +2,7 @@
 proposed labels are, and how many of the wrong and of the unknown images the review list
 catches.
 
-    python3 bench/label_heldout.py [--data ../shared/data/omniglot] [--model models/omniglot-conv4.safetensors]
+    python3 scripts/bench/label_heldout.py [--data ../shared/data/omniglot] [--model models/omniglot-conv4.safetensors]
         [--classes 10] [--shots 5] [--unknown 5] [--review-below 0.8] [--seed 0] [--keep DIR]
         [--add 10]
 

@@ -19,13 +19,13 @@ PyTorch script doing the same (decode, normalise, forward, save), peak RSS of ea
 
 Setup (once; the venv is gitignored):
 
-    python3 -m venv bench/.venv
-    bench/.venv/bin/pip install torch numpy safetensors pillow
+    python3 -m venv scripts/bench/.venv
+    scripts/bench/.venv/bin/pip install torch numpy safetensors pillow
     cargo build --release --bin mgecl --example bench_embed
 
 Run (the full-width ResNet-12 comes from the reference's `make_fixtures.py --full`):
 
-    bench/.venv/bin/python bench/compare.py \\
+    scripts/bench/.venv/bin/python scripts/bench/compare.py \\
         --resnet12 REF_COPY/fixtures/resnet12_full.safetensors   # REF_COPY: a writable copy of shared/reference
 """
 import argparse
@@ -37,7 +37,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def target_dir():

@@ -3,11 +3,11 @@
 # + instance loss / both (the stage-2 arms), each on the same 2000 fixed val episodes per
 # setting (5-way 1- and 5-shot), per classifier, without test-time augmentation and with one
 # flip-shift copy of every support and query image. Writes runs/RUN/eval-CLASSIFIER.jsonl and
-# runs/RUN/eval-flip-CLASSIFIER.jsonl (models/table.py and models/paired.py read them); a file
+# runs/RUN/eval-flip-CLASSIFIER.jsonl (research/table.py and research/paired.py read them); a file
 # already written is kept, so run it again after an interruption. The classifiers missing for
 # one run and variant are evaluated by one `mgecl evaluate` call per shot list, which embeds
 # the 9600 val photos (1 + copies) times.
-#   MGECL=... models/photos-ablation.sh [RUN...] [-- CLASSIFIER...] [-- VARIANT...]
+#   MGECL=... research/photos-ablation.sh [RUN...] [-- CLASSIFIER...] [-- VARIANT...]
 # (default: the four runs, logistic and prototype, plain then flip).
 set -e
 cd "$(dirname "$0")/.."
@@ -24,9 +24,9 @@ variants=${variants:-plain flip}
 for variant in $variants; do
     for run in $runs; do
         if [ $variant = plain ]; then
-            prefix=models/runs/$run/eval- tta="--augmented-copies 0"
+            prefix=research/runs/$run/eval- tta="--augmented-copies 0"
         else
-            prefix=models/runs/$run/eval-flip-
+            prefix=research/runs/$run/eval-flip-
             tta="--augmentation flip-shift --augmented-copies 1 --augment-queries"
         fi
         missing=""
@@ -34,7 +34,7 @@ for variant in $variants; do
             [ -s "$prefix$classifier.jsonl" ] || missing="$missing $classifier"
         done
         [ -n "$missing" ] || continue
-        models/evaluate.sh models/runs/$run/best.safetensors $data "$missing" "$tta" \
+        research/evaluate.sh research/runs/$run/best.safetensors $data "$missing" "$tta" \
             > "${prefix}all.part"
         for classifier in $missing; do
             grep -F "\"classifier\":\"$classifier\"" "${prefix}all.part" \

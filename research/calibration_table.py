@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""The before/after calibration table of models/README.md from models/calibration.sh output:
+"""The before/after calibration table of models/README.md from research/calibration.sh output:
 per classifier and setting, accuracy, then mean top probability and expected calibration error
 with the raw probabilities (before) and the calibrated ones (after); then the open-set AUROCs.
 
-    models/calibration.sh MODEL ... > OUT.jsonl; python3 models/calibration_table.py OUT.jsonl
+    research/calibration.sh MODEL ... > OUT.jsonl; python3 research/calibration_table.py OUT.jsonl
 """
 import fileinput
 import json
