@@ -6,8 +6,7 @@
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use mgecl_test_support as common;
 
 use std::hint::black_box;
 

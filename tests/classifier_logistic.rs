@@ -1,6 +1,6 @@
 //! Logistic-regression head: span-trick exactness, rank deficiency, validation errors.
 
-mod common;
+use mgecl_test_support as common;
 
 use common::invalid;
 use common::lr_fixture::{load, max_abs_diff};

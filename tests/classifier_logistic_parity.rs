@@ -1,6 +1,6 @@
 //! Parity with scikit-learn's `LogisticRegression(C=1, lbfgs, multinomial, tol=1e-8)`.
 
-mod common;
+use mgecl_test_support as common;
 
 use common::lr_fixture::{argmax_rows, centred, load, max_abs_diff};
 use mgecl::classifier::logistic::{LogisticConfig, LogisticModel};

@@ -1,6 +1,6 @@
 //! Prototype head: hand-computed example and validation errors.
 
-mod common;
+use mgecl_test_support as common;
 
 use common::invalid;
 use mgecl::classifier::prototype::{PrototypeModel, DEFAULT_TEMPERATURE};

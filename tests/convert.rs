@@ -2,7 +2,7 @@
 //! clear error, never a panic, a stack overflow or an allocation the bytes do not justify.
 //! (Parity of converted models with PyTorch is in crates/mgecl-cli/tests/convert.rs.)
 
-mod common;
+use mgecl_test_support as common;
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read, Write};

@@ -2,7 +2,7 @@
 //! public API: features within 1e-4 of `features_f64`, block outputs within 2e-4, on both
 //! engines (the CPU fast path and candle); and the two engines agree within 1e-4.
 
-mod common;
+use mgecl_test_support as common;
 
 use common::{data, max_abs_diff, read_tensor};
 use mgecl::{Engine, ImageSource, LoadOptions, Model};

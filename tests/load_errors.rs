@@ -1,6 +1,6 @@
 //! Every way a model file or an image can be bad gives a distinct, clear error — never a panic.
 
-mod common;
+use mgecl_test_support as common;
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 //! that puts it back (made by tests/data/exif/make_exif_fixtures.py; Pillow's
 //! `ImageOps.exif_transpose` gives the upright picture within 1 grey level for each).
 
-mod common;
+use mgecl_test_support as common;
 
 use std::collections::BTreeMap;
 

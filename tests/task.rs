@@ -1,7 +1,7 @@
 //! The few-shot task API: sklearn parity from stored features, images end to end, open-set
 //! threshold, persistence, and every documented error.
 
-mod common;
+use mgecl_test_support as common;
 
 use std::sync::Arc;
 

@@ -1,8 +1,7 @@
 //! The `mgecl` binary: `info` and `embed` against the reference fixtures, `classify`, and
 //! `evaluate`'s JSON.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
+use mgecl_test_support as common;
 
 use std::process::Command;
 

@@ -4,8 +4,7 @@
 //! tensors, a bare state dict; ResNet-12 and Conv-4. The converted model's features through
 //! `mgecl embed` must match PyTorch's (float64 forward of the same weights) within 1e-4.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
+use mgecl_test_support as common;
 
 use std::path::Path;
 use std::process::{Command, Output};

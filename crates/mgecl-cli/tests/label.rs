@@ -5,8 +5,7 @@
 //! Debian's `chromium` is installed; MGECL_TEST_CHROMIUM=1 requires it, as `.ci/run` does) the
 //! report as headless Chromium renders it.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
+use mgecl_test_support as common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

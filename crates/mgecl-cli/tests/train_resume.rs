@@ -1,8 +1,7 @@
 //! The command-line tool's training commands: a killed `mgecl pretrain` resumes (`--resume`)
 //! to exactly the result of an uninterrupted run.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
+use mgecl_test_support as common;
 
 use std::path::Path;
 use std::process::Command;

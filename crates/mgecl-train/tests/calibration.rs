@@ -2,8 +2,7 @@
 //! calibration, checked against the formulas computed by hand from the task's raw scores;
 //! one-class tasks; the threshold; `calibrate_file` on real images.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
+use mgecl_test_support as common;
 
 use std::sync::Arc;
 

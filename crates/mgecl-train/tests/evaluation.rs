@@ -3,8 +3,7 @@
 //! reused across episodes) gives, episode by episode, the answers of a task that embeds the
 //! same images itself.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
+use mgecl_test_support as common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

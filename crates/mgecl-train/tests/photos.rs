@@ -4,8 +4,7 @@
 //! loss falls, the normalisation comes out as the photos' own, near ImageNet's), meta-training
 //! with both losses, and the SDK's task API with flip-shift test-time copies.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
+use mgecl_test_support as common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,8 +3,7 @@
 //! result; meta-training runs and produces a loadable model; bad configurations fail before
 //! any work starts.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
+use mgecl_test_support as common;
 
 use std::path::PathBuf;
 

@@ -1,5 +1,7 @@
-//! Helpers shared by the integration tests: fixture paths and safetensors readers.
-#![allow(dead_code)]
+//! Helpers the workspace's integration tests share (a dev-dependency of every crate, never
+//! shipped): fixture paths, safetensors readers, synthetic models, training logs.
+// Test helpers, not an API: their names say what they do.
+#![allow(missing_docs)]
 
 use std::path::PathBuf;
 
