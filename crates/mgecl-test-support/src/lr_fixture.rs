@@ -53,11 +53,8 @@ fn matrix(st: &SafeTensors, name: &str) -> Array2<f64> {
 
 /// Loads `tests/data/<name>.safetensors`.
 pub fn load(name: &str) -> Fixture {
-    let path = format!(
-        "{}/tests/data/{name}.safetensors",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let path = crate::data(&format!("{name}.safetensors"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let coef = matrix(&st, "coef");
     let n_classes = coef.nrows();
