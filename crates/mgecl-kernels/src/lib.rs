@@ -6,6 +6,7 @@
 //!
 //! Activations are NHWC (`(n, h, w, c)`, row-major) throughout.
 
+pub mod conv;
 pub mod gemm;
 pub mod layout;
 pub mod pool;
