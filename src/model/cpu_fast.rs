@@ -33,7 +33,7 @@ use mgecl_kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2};
 use mgecl_kernels::scratch::{give_buffer, take_buffer, with_scratch};
 use mgecl_kernels::winograd::{
-    input_transform, output_transform, plane, tile_grid, transform_kernels,
+    contiguous_planes, input_transform, output_transform, tile_grid, transform_kernels,
 };
 use mgecl_kernels::{gemm, Mat, Parallelism};
 use rayon::prelude::*;
@@ -83,8 +83,8 @@ struct FusedConv {
     bias: Vec<f32>,
     /// Negative slope of the activation (0 = ReLU).
     slope: f32,
-    /// For 3x3 convolutions where Winograd applies: the weights `U = G g G^T`, 16 interleaved
-    /// planes `(c_in, c_out)` ([`plane`]; see [`FusedConv::forward_winograd`]).
+    /// For 3x3 convolutions where Winograd applies: the weights `U = G g G^T`, 16 contiguous
+    /// planes `(c_in, c_out)` (see [`FusedConv::forward_winograd`]).
     winograd: Option<Vec<f32>>,
 }
 
@@ -279,7 +279,7 @@ impl FusedConv {
                         (count, c_out),
                         false,
                         Mat::rows(&v[xi * count * c_in..], count, c_in),
-                        plane(u, xi, c_in, c_out),
+                        Mat::rows(&u[xi * c_in * c_out..], c_in, c_out),
                         gemm_par,
                     );
                 }
@@ -326,14 +326,15 @@ impl FusedConv {
     }
 }
 
-/// Winograd weights `U = G g G^T` of folded 3x3 weights `(3, 3, c_in, c_out)`: interleaved
-/// planes `(c_in, c_out)`, multiplied as they are (no transpose).
+/// Winograd weights `U = G g G^T` of folded 3x3 weights `(3, 3, c_in, c_out)`: 16 contiguous
+/// planes `(c_in, c_out)`, one after another.
 fn winograd_planes(folded: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     let tap =
         |ci: usize, ky: usize, kx: usize| &folded[((ky * 3 + kx) * c_in + ci) * c_out..][..c_out];
-    let mut u = Vec::new();
-    transform_kernels(c_in, c_out, tap, &mut u);
-    u
+    let (mut interleaved, mut planes) = (Vec::new(), Vec::new());
+    transform_kernels(c_in, c_out, tap, &mut interleaved);
+    contiguous_planes(&interleaved, c_in, c_out, &mut planes);
+    planes
 }
 
 /// An NHWC batch shape (channels are implied by the layer).

@@ -108,6 +108,19 @@ pub fn plane(u: &[f32], xi: usize, rows: usize, cols: usize) -> Mat<'_> {
     }
 }
 
+/// The 16 planes of [`transform_kernels`]' `u` one after another: plane `xi` is the contiguous
+/// `(rows, cols)` matrix at `out[xi * rows * cols..]`. A copy, no arithmetic: for inference,
+/// which multiplies by the same planes on every call, where rows `16 * cols` apart (4 KiB for
+/// 64 channels) would fall into the same cache sets.
+pub fn contiguous_planes(u: &[f32], rows: usize, cols: usize, out: &mut Vec<f32>) {
+    out.resize(16 * rows * cols, 0.0);
+    for (xi, dst) in out.chunks_exact_mut(rows * cols).enumerate() {
+        for (r, dst) in dst.chunks_exact_mut(cols).enumerate() {
+            dst.copy_from_slice(&u[(r * 16 + xi) * cols..][..cols]);
+        }
+    }
+}
+
 /// `B^T d B` of the 4x4 patch `d` of tile `(image, ty, tx)` of `x` (NHWC, images `(h, w)`,
 /// `c` channels) into `v[xi * stride + at ..][..c]` for the 16 positions `xi`; `scratch`
 /// holds at least 32 `c` values.
@@ -252,7 +265,8 @@ mod tests {
         assert!(!applies(3, 640, 640) && !applies(3, 320, 640));
     }
 
-    /// Every plane entry of both layouts a kernel's axes give is `G g G^T` in f64.
+    /// Every plane entry of both layouts a kernel's axes give, and of the contiguous planes, is
+    /// `G g G^T` in f64.
     #[test]
     fn weight_transform_is_g_g_gt() {
         let (c_out, c_in) = (5, 3);
@@ -281,6 +295,8 @@ mod tests {
             |i, y, x| &hwio[((y * 3 + x) * c_in + i) * c_out..][..c_out],
             &mut in_out,
         );
+        let mut planes = Vec::new();
+        contiguous_planes(&in_out, c_in, c_out, &mut planes);
         for o in 0..c_out {
             for i in 0..c_in {
                 let want = sandwich(&G, &g(o, i), &G);
@@ -288,7 +304,8 @@ mod tests {
                     let want = want[xi / 4][xi % 4];
                     let a = plane(&out_in, xi, c_out, c_in);
                     let b = plane(&in_out, xi, c_in, c_out);
-                    for got in [a.data[o * a.rs + i * a.cs], b.data[i * b.rs + o * b.cs]] {
+                    let c = planes[(xi * c_in + i) * c_out + o];
+                    for got in [a.data[o * a.rs + i * a.cs], b.data[i * b.rs + o * b.cs], c] {
                         assert!((f64::from(got) - want).abs() < 1e-6, "{o} {i} {xi}");
                     }
                 }

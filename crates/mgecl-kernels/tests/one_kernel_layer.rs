@@ -113,7 +113,7 @@ fn inference_and_training_call_the_same_kernels() {
                 ("winograd", "input_transform"),
                 ("winograd", "output_transform"),
                 ("winograd", "transform_kernels"),
-                ("winograd", "plane"),
+                ("winograd", "contiguous_planes"),
                 ("winograd", "applies"),
             ],
         ),
