@@ -33,7 +33,8 @@ use mgecl_kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2};
 use mgecl_kernels::scratch::{give_buffer, take_buffer, with_scratch};
 use mgecl_kernels::winograd::{
-    contiguous_planes, input_transform, output_transform, tile_grid, transform_kernels,
+    contiguous_planes, input_transform, output_transform, split_by_tile_rows, tile_grid,
+    tile_row_start, transform_kernels,
 };
 use mgecl_kernels::{gemm, Mat, Parallelism};
 use rayon::prelude::*;
@@ -230,26 +231,17 @@ impl FusedConv {
         let max_tiles = (WINOGRAD_SCRATCH_VALUES / (16 * (c_in + c_out))).max(tw);
         let per_thread = (tile_rows * tw).div_ceil(threads);
         let parallel = threads > 1 && tile_rows >= 2;
-        let chunks = if parallel {
+        let chunk_count = if parallel {
             threads * per_thread.div_ceil(max_tiles)
         } else {
             (tile_rows * tw).div_ceil(max_tiles)
         };
-        let rows_per_chunk = tile_rows.div_ceil(chunks.max(1));
-        // Global output row where tile row `tr` starts (the last tile row of an odd-height
-        // image holds one output row).
-        let row_start = |tr: usize| (tr / th) * shape.h + 2 * (tr % th);
-        let mut parts = Vec::with_capacity(chunks);
-        let mut rest = out;
-        let mut tr = 0;
-        while tr < tile_rows {
-            let count = rows_per_chunk.min(tile_rows - tr);
-            let len = (row_start(tr + count) - row_start(tr)) * shape.w * c_out;
-            let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
-            parts.push((tr, count, part));
-            rest = tail;
-            tr += count;
-        }
+        let rows_per_chunk = tile_rows.div_ceil(chunk_count.max(1)).max(1);
+        let chunks: Vec<_> = (0..tile_rows)
+            .step_by(rows_per_chunk)
+            .map(|first| (first, rows_per_chunk.min(tile_rows - first)))
+            .collect();
+        let parts = split_by_tile_rows(out, (shape.h, shape.w), c_out, &chunks);
         let residual = shortcut.is_some();
         let gemm_par = if parallel { Parallelism::None } else { par };
         let (hw, slope) = ((shape.h, shape.w), self.slope);
@@ -283,7 +275,7 @@ impl FusedConv {
                         gemm_par,
                     );
                 }
-                let base = row_start(first_row) * shape.w;
+                let base = tile_row_start(hw, first_row);
                 for t in 0..count {
                     // Bias, the residual already in `part`, activation.
                     let epilogue = |p: usize, y: &[f32]| {

@@ -61,6 +61,36 @@ pub fn add3_signed(dst: &mut [f32], x: &[f32], y: &[f32], z: &[f32], sign: f32) 
     }
 }
 
+/// First output pixel of tile row `tr` (counted across the batch) of `(h, w)` images: an odd
+/// image's last tile row holds one output row.
+pub fn tile_row_start((h, w): (usize, usize), tr: usize) -> usize {
+    let th = h.div_ceil(2);
+    ((tr / th) * h + 2 * (tr % th)) * w
+}
+
+/// `out` (NHWC, `(h, w)` images, `c` channels) cut into the output pixels of consecutive
+/// chunks of whole tile rows `(first tile row, count)`, from tile row 0 on: `(first, count,
+/// pixels)` each, so that the chunks can write their outputs on separate threads.
+///
+/// # Panics
+/// When the chunks need more pixels than `out` holds.
+pub fn split_by_tile_rows<'o>(
+    out: &'o mut [f32],
+    (h, w): (usize, usize),
+    c: usize,
+    chunks: &[(usize, usize)],
+) -> Vec<(usize, usize, &'o mut [f32])> {
+    let mut parts = Vec::with_capacity(chunks.len());
+    let mut rest = out;
+    for &(first, count) in chunks {
+        let pixels = tile_row_start((h, w), first + count) - tile_row_start((h, w), first);
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(pixels * c);
+        parts.push((first, count, part));
+        rest = tail;
+    }
+    parts
+}
+
 /// `u[a][xi][..] = (G k_a G^T)[xi]` for `rows` kernels whose taps `tap(a, y, x)` are slices of
 /// `cols` channels, vectorised over the channels, one kernel row per rayon task. Plane `xi` is
 /// the `(rows, cols)` matrix [`plane`] views: a kernel held as `(c_out, 3, 3, c_in)` gives
@@ -348,6 +378,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Chunks of tile rows of odd-height images own exactly their tiles' output rows.
+    #[test]
+    fn tile_rows_split_the_output_at_their_first_pixels() {
+        let ((n, h, w), c) = ((2, 5, 3), 2);
+        assert_eq!(tile_grid((h, w)), (3, 2));
+        let starts: Vec<usize> = (0..=6).map(|tr| tile_row_start((h, w), tr)).collect();
+        assert_eq!(starts, [0, 6, 12, 15, 21, 27, 30]);
+        let mut out = vec![0.0; n * h * w * c];
+        let parts = split_by_tile_rows(&mut out, (h, w), c, &[(0, 2), (2, 3), (5, 1)]);
+        let lens: Vec<_> = parts.iter().map(|(f, n, p)| (*f, *n, p.len())).collect();
+        assert_eq!(lens, [(0, 2, 24), (2, 3, 30), (5, 1, 6)]);
     }
 
     /// `A^T m A` in f64, each output pixel once, none past the image edge.

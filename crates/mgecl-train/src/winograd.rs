@@ -19,7 +19,8 @@ use rayon::prelude::*;
 use super::cpu_net::{thread_ranges, Geom};
 use mgecl_kernels::scratch::with_scratch;
 use mgecl_kernels::winograd::{
-    add_signed, input_transform, output_transform, plane, tile_grid, transform_kernels,
+    add_signed, input_transform, output_transform, plane, split_by_tile_rows, tile_grid,
+    tile_row_start, transform_kernels,
 };
 use mgecl_kernels::{gemm, Mat, Parallelism};
 
@@ -82,16 +83,7 @@ pub(crate) fn conv(
     let tile_rows = g.n * th;
     let max_tiles = (CHUNK_VALUES / (16 * (c_in + c_out))).max(MIN_CHUNK_TILES);
     let chunks = tile_row_chunks(tile_rows, tw, max_tiles);
-    // Output pixel where tile row `tr` starts (an odd image's last tile row holds one row).
-    let row_start = |tr: usize| ((tr / th) * g.h + 2 * (tr % th)) * g.w;
-    let mut parts = Vec::with_capacity(chunks.len());
-    let mut rest = out;
-    for &(first, count) in &chunks {
-        let len = (row_start(first + count) - row_start(first)) * c_out;
-        let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
-        parts.push((first, count, part));
-        rest = tail;
-    }
+    let parts = split_by_tile_rows(out, (g.h, g.w), c_out, &chunks);
     parts.into_par_iter().for_each(|(first, count, part)| {
         let n_tiles = count * tw;
         with_scratch(
@@ -117,7 +109,7 @@ pub(crate) fn conv(
                         Parallelism::None,
                     );
                 }
-                let base = row_start(first);
+                let base = tile_row_start((g.h, g.w), first);
                 for t in 0..n_tiles {
                     let tr = first + t / tw;
                     let tile = (tr / th, tr % th, t % tw);
