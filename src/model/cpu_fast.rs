@@ -3,14 +3,16 @@
 //!
 //! - BatchNorm (and Conv-4's convolution bias) is folded into the convolution weights and a
 //!   per-channel bias at load time, in f64, rounded once to f32.
-//! - Activations are NHWC. 3x3 convolutions with at least 16 input channels run as Winograd
-//!   F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
-//!   16 matrix products `(tiles, c_in) x (c_in, c_out)` per tile chunk, 2.25 times fewer
+//! - Activations are NHWC. 3x3 convolutions with at least 16 input and output channels run as
+//!   Winograd F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+//!   2016): 16 matrix products `(tiles, c_in) x (c_in, c_out)` per tile chunk, 2.25 times fewer
 //!   multiply-adds than a direct convolution, unless their transformed weights exceed 8 MiB
-//!   (ResNet-12's 640-wide block, which works on few pixels). The others (the first layer, the
-//!   widest block) are one matrix product each: an im2col matrix (rows = output pixels,
-//!   columns = `[ky][kx][c_in]`) times the folded weights `(9 c_in, c_out)`. The products use
-//!   the `gemm` crate (the kernels candle itself uses, AVX-512 enabled).
+//!   (ResNet-12's 640-wide block, which works on few pixels). The rule, the weight transform
+//!   (of the folded f32 weights) and the tile transforms are `mgecl_kernels::winograd`'s, the
+//!   ones training uses. The others (the first layer, the widest block) are one matrix product
+//!   each: an im2col matrix (`mgecl_kernels::conv::im2col`; rows = output pixels, columns =
+//!   `[ky][kx][c_in]`) times the folded weights `(9 c_in, c_out)`. The products use the `gemm`
+//!   crate (the kernels candle itself uses, AVX-512 enabled).
 //! - ResNet-12's shortcut (1x1 conv + BN) is fused into the block's third convolution: on the
 //!   im2col path the block input's pixel is appended to each im2col row and the shortcut
 //!   weights below conv3's, so conv3 + shortcut + add is one product; on the Winograd path the
@@ -26,12 +28,14 @@
 //! candle's path (`super::resnet12`, `super::conv4`) is the reference this path is tested
 //! against (`tests/encoder_parity.rs`).
 
-use std::ops::Range;
-
+use mgecl_kernels::conv::im2col;
 use mgecl_kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2};
 use mgecl_kernels::scratch::{give_buffer, take_buffer, with_scratch};
-use mgecl_kernels::winograd::{add3_signed, add_signed, AT_TRIPLES, BT_PAIRS};
+use mgecl_kernels::winograd::{
+    contiguous_planes, input_transform, output_transform, split_by_tile_rows, tile_grid,
+    tile_row_start, transform_kernels,
+};
 use mgecl_kernels::{gemm, Mat, Parallelism};
 use rayon::prelude::*;
 
@@ -61,13 +65,6 @@ const MAX_SCRATCH_VALUES: usize = 4 << 20;
 /// Fewest output rows per chunk when chunks run on separate threads; below this a single
 /// chunk is multiplied with gemm's own threading instead.
 const MIN_PARALLEL_ROWS: usize = 192;
-/// Winograd F(2x2, 3x3) is used for 3x3 convolutions with at least this many input channels
-/// (the first convolution, on 1 or 3 channels, is cheap either way)...
-const WINOGRAD_MIN_C_IN: usize = 16;
-/// ...whose transformed weights (16 / 9 of the plain ones) fit in this many bytes: the widest
-/// layers work on few pixels, where streaming the larger weights would cost more than the
-/// multiply-adds saved.
-const WINOGRAD_MAX_BYTES: usize = 8 << 20;
 /// Scratch for one thread's Winograd tile chunk (transformed input and products), in f32s.
 const WINOGRAD_SCRATCH_VALUES: usize = 1 << 20;
 
@@ -87,13 +84,13 @@ struct FusedConv {
     bias: Vec<f32>,
     /// Negative slope of the activation (0 = ReLU).
     slope: f32,
-    /// For 3x3 convolutions with enough input channels: the Winograd F(2x2, 3x3) weights
-    /// `U = G g G^T`, 16 matrices `(c_in, c_out)` (see [`FusedConv::forward_winograd`]).
+    /// For 3x3 convolutions where Winograd applies: the weights `U = G g G^T`, 16 contiguous
+    /// planes `(c_in, c_out)` (see [`FusedConv::forward_winograd`]).
     winograd: Option<Vec<f32>>,
 }
 
 /// Appends `w[co][ci][ky][kx] * scale[co]` (in f64, rounded once) to `rows` in
-/// `[ky][kx][ci]` row order, `c_out` values per row.
+/// `[ky][kx][ci]` row order, `c_out` values per row: `(k, k, c_in, c_out)`.
 fn push_folded(rows: &mut Vec<f32>, w: &[f32], scale: &[f64], c_in: usize, k: usize) {
     for ky in 0..k {
         for kx in 0..k {
@@ -116,15 +113,13 @@ impl FusedConv {
         slope: f64,
     ) -> Self {
         let c_out = scale.len();
-        let winograd_bytes = 16 * c_in * c_out * 4;
-        let winograd =
-            (k == 3 && c_in >= WINOGRAD_MIN_C_IN && winograd_bytes <= WINOGRAD_MAX_BYTES)
-                .then(|| winograd_weights(weight, scale, c_in));
-        // The im2col weights, unless Winograd replaces them.
-        let mut rows = Vec::new();
-        if winograd.is_none() {
-            rows.reserve(k * k * c_in * c_out);
-            push_folded(&mut rows, weight, scale, c_in, k);
+        let mut rows = Vec::with_capacity(k * k * c_in * c_out);
+        push_folded(&mut rows, weight, scale, c_in, k);
+        // Winograd's weights replace the im2col ones.
+        let winograd = mgecl_kernels::winograd::applies(k, c_in, c_out)
+            .then(|| winograd_planes(&rows, c_in, c_out));
+        if winograd.is_some() {
+            rows = Vec::new();
         }
         FusedConv {
             c_in,
@@ -163,7 +158,23 @@ impl FusedConv {
         let run_chunk = |first_row: usize, dst: &mut [f32], parallel: Parallelism| {
             let rows = dst.len() / self.c_out;
             with_scratch(rows * depth, |cols| {
-                self.im2col(input, shape, shortcut, first_row, rows, cols);
+                let pixels = first_row..first_row + rows;
+                im2col(
+                    input,
+                    (shape.h, shape.w),
+                    self.c_in,
+                    self.k,
+                    pixels.clone(),
+                    depth,
+                    cols,
+                );
+                if let Some(s) = shortcut {
+                    // The fused shortcut's input pixel ends each row.
+                    let sc = self.shortcut_c_in;
+                    for (p, row) in pixels.zip(cols.chunks_exact_mut(depth)) {
+                        row[depth - sc..].copy_from_slice(&s[p * sc..(p + 1) * sc]);
+                    }
+                }
                 matmul(dst, cols, &self.weight, (rows, depth, self.c_out), parallel);
             });
             self.epilogue(dst);
@@ -182,51 +193,6 @@ impl FusedConv {
             };
             for (i, dst) in out.chunks_mut(max_rows * self.c_out).enumerate() {
                 run_chunk(i * max_rows, dst, parallel);
-            }
-        }
-    }
-
-    /// Writes rows `first..first + rows` of the im2col matrix into `cols`.
-    fn im2col(
-        &self,
-        input: &[f32],
-        shape: Shape,
-        shortcut: Option<&[f32]>,
-        first: usize,
-        rows: usize,
-        cols: &mut [f32],
-    ) {
-        let Shape { h, w, .. } = shape;
-        let (c, k) = (self.c_in, self.k);
-        let pad = k / 2;
-        let depth = self.depth();
-        for (r, row) in cols.chunks_exact_mut(depth).take(rows).enumerate() {
-            let p = first + r;
-            let (image, y, x) = (p / (h * w), (p / w) % h, p % w);
-            let (taps, tail) = row.split_at_mut(k * k * c);
-            for (ky, tap_row) in taps.chunks_exact_mut(k * c).enumerate() {
-                let iy = (y + ky).wrapping_sub(pad);
-                if iy >= h {
-                    tap_row.fill(0.0);
-                    continue;
-                }
-                let line = &input[(image * h + iy) * w * c..(image * h + iy + 1) * w * c];
-                if x >= pad && x + k - pad <= w {
-                    tap_row.copy_from_slice(&line[(x - pad) * c..(x - pad + k) * c]);
-                } else {
-                    for (kx, tap) in tap_row.chunks_exact_mut(c).enumerate() {
-                        let ix = (x + kx).wrapping_sub(pad);
-                        if ix < w {
-                            tap.copy_from_slice(&line[ix * c..(ix + 1) * c]);
-                        } else {
-                            tap.fill(0.0);
-                        }
-                    }
-                }
-            }
-            if let Some(s) = shortcut {
-                let sc = self.shortcut_c_in;
-                tail.copy_from_slice(&s[p * sc..(p + 1) * sc]);
             }
         }
     }
@@ -259,152 +225,84 @@ impl FusedConv {
             assert_eq!(self.weight.len(), sc * c_out);
             matmul(out, s, &self.weight, (pixels, sc, c_out), par);
         }
-        let (th, tw) = (shape.h.div_ceil(2), shape.w.div_ceil(2));
+        let (th, tw) = tile_grid((shape.h, shape.w));
         let tile_rows = shape.n * th;
         // Chunks of whole tile rows, so each owns a contiguous run of output rows.
         let max_tiles = (WINOGRAD_SCRATCH_VALUES / (16 * (c_in + c_out))).max(tw);
         let per_thread = (tile_rows * tw).div_ceil(threads);
         let parallel = threads > 1 && tile_rows >= 2;
-        let chunks = if parallel {
+        let chunk_count = if parallel {
             threads * per_thread.div_ceil(max_tiles)
         } else {
             (tile_rows * tw).div_ceil(max_tiles)
         };
-        let rows_per_chunk = tile_rows.div_ceil(chunks.max(1));
-        // Global output row where tile row `tr` starts (the last tile row of an odd-height
-        // image holds one output row).
-        let row_start = |tr: usize| (tr / th) * shape.h + 2 * (tr % th);
-        let mut parts = Vec::with_capacity(chunks);
-        let mut rest = out;
-        let mut tr = 0;
-        while tr < tile_rows {
-            let count = rows_per_chunk.min(tile_rows - tr);
-            let len = (row_start(tr + count) - row_start(tr)) * shape.w * c_out;
-            let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
-            parts.push((tr, count, part));
-            rest = tail;
-            tr += count;
-        }
+        let rows_per_chunk = tile_rows.div_ceil(chunk_count.max(1)).max(1);
+        let chunks: Vec<_> = (0..tile_rows)
+            .step_by(rows_per_chunk)
+            .map(|first| (first, rows_per_chunk.min(tile_rows - first)))
+            .collect();
+        let parts = split_by_tile_rows(out, (shape.h, shape.w), c_out, &chunks);
         let residual = shortcut.is_some();
         let gemm_par = if parallel { Parallelism::None } else { par };
+        let (hw, slope) = ((shape.h, shape.w), self.slope);
         let run = |(first_row, count, part): (usize, usize, &mut [f32])| {
             let (first, count) = (first_row * tw, count * tw);
-            with_scratch(16 * count * (c_in + c_out), |scratch| {
-                let (v, m) = scratch.split_at_mut(16 * count * c_in);
-                self.winograd_input(input, shape, first..first + count, v);
+            let tile = |t: usize| (t / (th * tw), (t / tw) % th, t % tw);
+            let scratch_values = 16 * count * (c_in + c_out) + 32 * (c_in + c_out);
+            with_scratch(scratch_values, |scratch| {
+                let (v, rest) = scratch.split_at_mut(16 * count * c_in);
+                let (m, tile_scratch) = rest.split_at_mut(16 * count * c_out);
+                for t in 0..count {
+                    let at = t * c_in;
+                    input_transform(
+                        input,
+                        hw,
+                        c_in,
+                        tile(first + t),
+                        v,
+                        count * c_in,
+                        at,
+                        tile_scratch,
+                    );
+                }
                 for xi in 0..16 {
-                    matmul(
+                    gemm(
                         &mut m[xi * count * c_out..(xi + 1) * count * c_out],
-                        &v[xi * count * c_in..(xi + 1) * count * c_in],
-                        &u[xi * c_in * c_out..(xi + 1) * c_in * c_out],
-                        (count, c_in, c_out),
+                        (count, c_out),
+                        false,
+                        Mat::rows(&v[xi * count * c_in..], count, c_in),
+                        Mat::rows(&u[xi * c_in * c_out..], c_in, c_out),
                         gemm_par,
                     );
                 }
-                let base = row_start(first_row) * shape.w;
-                self.winograd_output(m, shape, first..first + count, residual, part, base);
+                let base = tile_row_start(hw, first_row);
+                for t in 0..count {
+                    // Bias, the residual already in `part`, activation.
+                    let epilogue = |p: usize, y: &[f32]| {
+                        let dst = &mut part[(p - base) * c_out..(p - base + 1) * c_out];
+                        for ((d, &v), b) in dst.iter_mut().zip(y).zip(&self.bias) {
+                            let x = v + b + if residual { *d } else { 0.0 };
+                            *d = x.max(slope * x);
+                        }
+                    };
+                    let (stride, at) = (count * c_out, t * c_out);
+                    output_transform(
+                        m,
+                        stride,
+                        at,
+                        hw,
+                        c_out,
+                        tile(first + t),
+                        tile_scratch,
+                        epilogue,
+                    );
+                }
             });
         };
         if parallel {
             parts.into_par_iter().for_each(run);
         } else {
             parts.into_iter().for_each(run);
-        }
-    }
-
-    /// `V[xi][t][ci] = (B^T d B)[xi]` for the tiles of `first..first + count`, where `d` is
-    /// the tile's 4x4 input patch and B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
-    fn winograd_input(&self, input: &[f32], shape: Shape, tiles: Range<usize>, v: &mut [f32]) {
-        let c = self.c_in;
-        let Shape { h, w, .. } = shape;
-        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-        let stride = tiles.len() * c;
-        // Patch, after B^T (rows), after B (columns); each 16 slices of c, [row][col].
-        let mut d = vec![0.0f32; 16 * c];
-        let mut e = vec![0.0f32; 16 * c];
-        let mut f = vec![0.0f32; 16 * c];
-        for (t, tile) in tiles.enumerate() {
-            let (image, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw);
-            for (rc, dst) in d.chunks_exact_mut(c).enumerate() {
-                let iy = (2 * ty + rc / 4).wrapping_sub(1);
-                let ix = (2 * tx + rc % 4).wrapping_sub(1);
-                if iy < h && ix < w {
-                    let at = ((image * h + iy) * w + ix) * c;
-                    dst.copy_from_slice(&input[at..at + c]);
-                } else {
-                    dst.fill(0.0);
-                }
-            }
-            let at = |r: usize, col: usize| (r * 4 + col) * c..(r * 4 + col + 1) * c;
-            for col in 0..4 {
-                for (r, (a, b, sign)) in BT_PAIRS.iter().enumerate() {
-                    let (x, y) = (&d[at(*a, col)], &d[at(*b, col)]);
-                    add_signed(&mut e[at(r, col)], x, y, *sign);
-                }
-            }
-            for r in 0..4 {
-                for (col, (a, b, sign)) in BT_PAIRS.iter().enumerate() {
-                    let (x, y) = (&e[at(r, *a)], &e[at(r, *b)]);
-                    add_signed(&mut f[at(r, col)], x, y, *sign);
-                }
-            }
-            for (xi, src) in f.chunks_exact(c).enumerate() {
-                v[xi * stride + t * c..xi * stride + (t + 1) * c].copy_from_slice(src);
-            }
-        }
-    }
-
-    /// Output transform `A^T m A` (A^T = [1 1 1 0; 0 1 -1 -1]) of the tiles of
-    /// `first..first + count`, plus bias, plus the residual already in `out` when `residual`,
-    /// then the activation. `out` holds the output pixels from pixel `base` on.
-    fn winograd_output(
-        &self,
-        m: &[f32],
-        shape: Shape,
-        tiles: Range<usize>,
-        residual: bool,
-        out: &mut [f32],
-        base: usize,
-    ) {
-        let co = self.c_out;
-        let Shape { h, w, .. } = shape;
-        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-        let stride = tiles.len() * co;
-        let slope = self.slope;
-        // After A^T (rows): 2x4 slices; after A (columns): 2x2 slices.
-        let mut s = vec![0.0f32; 8 * co];
-        let mut y = vec![0.0f32; 4 * co];
-        for (t, tile) in tiles.enumerate() {
-            let (image, ty, tx) = (tile / (th * tw), (tile / tw) % th, tile % tw);
-            let mt = |r: usize, col: usize| {
-                let xi = r * 4 + col;
-                &m[xi * stride + t * co..xi * stride + (t + 1) * co]
-            };
-            for col in 0..4 {
-                for (r, (a, b, cc, sign)) in AT_TRIPLES.iter().enumerate() {
-                    let dst = &mut s[(r * 4 + col) * co..(r * 4 + col + 1) * co];
-                    add3_signed(dst, mt(*a, col), mt(*b, col), mt(*cc, col), *sign);
-                }
-            }
-            for r in 0..2 {
-                for (col, (a, b, cc, sign)) in AT_TRIPLES.iter().enumerate() {
-                    let sl = |k: usize| &s[(r * 4 + k) * co..(r * 4 + k + 1) * co];
-                    let dst = &mut y[(r * 2 + col) * co..(r * 2 + col + 1) * co];
-                    add3_signed(dst, sl(*a), sl(*b), sl(*cc), *sign);
-                }
-            }
-            for (rc, src) in y.chunks_exact(co).enumerate() {
-                let (oy, ox) = (2 * ty + rc / 2, 2 * tx + rc % 2);
-                if oy >= h || ox >= w {
-                    continue;
-                }
-                let p = (image * h + oy) * w + ox - base;
-                let dst = &mut out[p * co..(p + 1) * co];
-                for ((d, &v), b) in dst.iter_mut().zip(src).zip(&self.bias) {
-                    let x = v + b + if residual { *d } else { 0.0 };
-                    *d = x.max(slope * x);
-                }
-            }
         }
     }
 
@@ -420,35 +318,15 @@ impl FusedConv {
     }
 }
 
-/// `U = G g G^T` for every `(ci, co)` of the 3x3 weights `w` (OIHW) folded with `scale`
-/// (in f64, rounded once), laid out as 16 matrices `(c_in, c_out)`;
-/// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
-fn winograd_weights(w: &[f32], scale: &[f64], c_in: usize) -> Vec<f32> {
-    const G: [[f64; 3]; 4] = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
-        [0.0, 0.0, 1.0],
-    ];
-    let c_out = scale.len();
-    let mut u = vec![0.0f32; 16 * c_in * c_out];
-    for (co, s) in scale.iter().enumerate() {
-        for ci in 0..c_in {
-            let g = |ky: usize, kx: usize| f64::from(w[((co * c_in + ci) * 3 + ky) * 3 + kx]) * s;
-            for (a, ga) in G.iter().enumerate() {
-                for (b, gb) in G.iter().enumerate() {
-                    let mut acc = 0.0;
-                    for (ky, x) in ga.iter().enumerate() {
-                        for (kx, y) in gb.iter().enumerate() {
-                            acc += x * g(ky, kx) * y;
-                        }
-                    }
-                    u[((a * 4 + b) * c_in + ci) * c_out + co] = acc as f32;
-                }
-            }
-        }
-    }
-    u
+/// Winograd weights `U = G g G^T` of folded 3x3 weights `(3, 3, c_in, c_out)`: 16 contiguous
+/// planes `(c_in, c_out)`, one after another.
+fn winograd_planes(folded: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+    let tap =
+        |ci: usize, ky: usize, kx: usize| &folded[((ky * 3 + kx) * c_in + ci) * c_out..][..c_out];
+    let (mut interleaved, mut planes) = (Vec::new(), Vec::new());
+    transform_kernels(c_in, c_out, tap, &mut interleaved);
+    contiguous_planes(&interleaved, c_in, c_out, &mut planes);
+    planes
 }
 
 /// An NHWC batch shape (channels are implied by the layer).
@@ -691,19 +569,8 @@ mod tests {
             let shortcut = values(pixels * sc, 4);
             let shortcut = (sc > 0).then_some(&shortcut[..]);
             let expected = direct(&conv, &input, s, shortcut);
-            // The same 3x3 weights in OIHW order, unscaled.
-            let mut oihw = vec![0.0f32; 9 * c_in * c_out];
-            for (row, values) in conv.weight[..9 * c_in * c_out]
-                .chunks_exact(c_out)
-                .enumerate()
-            {
-                let (tap, ci) = (row / c_in, row % c_in);
-                for (co, &v) in values.iter().enumerate() {
-                    oihw[(co * c_in + ci) * 9 + tap] = v;
-                }
-            }
             let winograd = FusedConv {
-                winograd: Some(winograd_weights(&oihw, &vec![1.0; c_out], c_in)),
+                winograd: Some(winograd_planes(&conv.weight, c_in, c_out)),
                 weight: conv.weight[9 * c_in * c_out..].to_vec(),
                 bias: conv.bias.clone(),
                 ..conv

@@ -1,11 +1,14 @@
 //! The CPU kernels that mgecl's inference (`mgecl`'s `cpu_fast` path) and training
-//! (`mgecl-train`'s `cpu_net`) both call: one matrix-product wrapper (the only `unsafe` code),
-//! 2x2 max-pooling forward and backward, NCHW/NHWC layout changes, the Winograd F(2x2, 3x3)
-//! transform building blocks and the per-thread scratch buffers. Plain `f32` slices in, no
-//! tensor library: the callers own the network logic; this crate owns the loops.
+//! (`mgecl-train`'s `cpu_net` and `winograd`) both call: one matrix-product wrapper (the only
+//! `unsafe` code), im2col, 2x2 max-pooling forward and backward, NCHW/NHWC layout changes,
+//! Winograd F(2x2, 3x3) (the rule for when it is used and the weight, input-tile and
+//! output-tile transforms) and the per-thread scratch buffers. Plain `f32` slices in, no
+//! tensor library: the callers own the network logic, chunking and threading; this crate owns
+//! the loops, one implementation each, so both paths run the same arithmetic.
 //!
 //! Activations are NHWC (`(n, h, w, c)`, row-major) throughout.
 
+pub mod conv;
 pub mod gemm;
 pub mod layout;
 pub mod pool;

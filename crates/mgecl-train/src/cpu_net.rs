@@ -1,7 +1,7 @@
 //! CPU training of Conv-4 and ResNet-12 with an explicit backward pass.
 //!
 //! candle's autograd on the CPU runs a training step 7-20x slower than PyTorch
-//! (`bench/RESULTS.md`). This module does what made inference fast
+//! (`scripts/bench/RESULTS.md`). This module does what made inference fast
 //! (`src/model/cpu_fast.rs`) for training:
 //!
 //! - Activations are NHWC (`(pixels, channels)` row-major), so every convolution is a matrix
@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::net::{EncoderSpec, NamedValues, ParamKind, HEAD_BIAS, HEAD_WEIGHT, LEAKY_SLOPE};
 use crate::winograd;
 use mgecl::model::ConvBn;
+use mgecl_kernels::conv::im2col;
 use mgecl_kernels::layout::nchw_to_nhwc;
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2, max_pool_2x2_leaky_backward};
 use mgecl_kernels::scratch::with_scratch;
@@ -42,10 +43,6 @@ const CHUNK_VALUES: usize = 1 << 20;
 /// ...or more, to give each product at least this many rows (wide layers: every chunk
 /// streams the whole weight matrix, and each weight-gradient chunk its whole result).
 const MIN_CHUNK_ROWS: usize = 512;
-/// 3x3 convolutions with at least this many input and output channels use Winograd.
-const WINOGRAD_MIN_CHANNELS: usize = 16;
-/// ...and transformed weights of at most this many bytes.
-const WINOGRAD_MAX_BYTES: usize = 8 << 20;
 /// Fewest rows of an elementwise pass handed to one rayon task.
 const MIN_ROWS_PER_TASK: usize = 256;
 /// Rows of one block of BatchNorm's backward (a task, and the reduction's step).
@@ -858,15 +855,9 @@ impl Unit {
         self.k * self.k * self.c_in
     }
 
-    /// Whether the 3x3 products run as Winograd F(2x2, 3x3): with enough channels on both
-    /// sides for the transforms to pay (the first layer, on 1 or 3 channels, stays im2col),
-    /// and transformed weights small enough (ResNet-12's widest layers work on few pixels,
-    /// where streaming 16/9 times the weights costs more than the multiply-adds saved).
+    /// Whether the 3x3 products run as Winograd F(2x2, 3x3) (inference's rule too).
     fn winograd(&self) -> bool {
-        self.k == 3
-            && self.c_in >= WINOGRAD_MIN_CHANNELS
-            && self.c_out >= WINOGRAD_MIN_CHANNELS
-            && 16 * self.c_in * self.c_out * 4 <= WINOGRAD_MAX_BYTES
+        mgecl_kernels::winograd::applies(self.k, self.c_in, self.c_out)
     }
 
     /// Conv (plus bias) into `y`, batch statistics, running statistics, `scale`/`shift`.
@@ -1045,7 +1036,15 @@ impl Unit {
                         gemm(acc, (c_out, depth), !first, dy_t, cols, Parallelism::None);
                     } else {
                         with_scratch(rows * depth, |cols| {
-                            im2col(x, g, self.c_in, self.k, start, rows, cols);
+                            im2col(
+                                x,
+                                (g.h, g.w),
+                                self.c_in,
+                                self.k,
+                                start..start + rows,
+                                depth,
+                                cols,
+                            );
                             let cols = Mat::rows(cols, rows, depth);
                             gemm(acc, (c_out, depth), !first, dy_t, cols, Parallelism::None);
                         });
@@ -1152,7 +1151,7 @@ fn conv_rows(
                 gemm(dst, (count, n_out), accumulate, lhs, rhs, Parallelism::None);
             } else {
                 with_scratch(count * depth, |cols| {
-                    im2col(x, g, c, k, first, count, cols);
+                    im2col(x, (g.h, g.w), c, k, first..first + count, depth, cols);
                     let lhs = Mat::rows(cols, count, depth);
                     gemm(dst, (count, n_out), accumulate, lhs, rhs, Parallelism::None);
                 });
@@ -1165,35 +1164,4 @@ fn conv_rows(
                 }
             }
         });
-}
-
-/// Rows `first..first + rows` of the im2col matrix of NHWC `x` (padding k/2), columns
-/// ordered `[ky][kx][c]`.
-fn im2col(x: &[f32], g: Geom, c: usize, k: usize, first: usize, rows: usize, cols: &mut [f32]) {
-    let Geom { h, w, .. } = g;
-    let pad = k / 2;
-    for (r, row) in cols.chunks_exact_mut(k * k * c).take(rows).enumerate() {
-        let p = first + r;
-        let (image, y, xx) = (p / (h * w), (p / w) % h, p % w);
-        for (ky, tap_row) in row.chunks_exact_mut(k * c).enumerate() {
-            let iy = (y + ky).wrapping_sub(pad);
-            if iy >= h {
-                tap_row.fill(0.0);
-                continue;
-            }
-            let line = &x[(image * h + iy) * w * c..(image * h + iy + 1) * w * c];
-            if xx >= pad && xx + k - pad <= w {
-                tap_row.copy_from_slice(&line[(xx - pad) * c..(xx - pad + k) * c]);
-            } else {
-                for (kx, tap) in tap_row.chunks_exact_mut(c).enumerate() {
-                    let ix = (xx + kx).wrapping_sub(pad);
-                    if ix < w {
-                        tap.copy_from_slice(&line[ix * c..(ix + 1) * c]);
-                    } else {
-                        tap.fill(0.0);
-                    }
-                }
-            }
-        }
-    }
 }

@@ -1,24 +1,27 @@
-//! Winograd F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-//! 2016) for the three products of training a 3x3, stride-1, padding-1 convolution on NHWC
-//! activations: each costs 16 matrix products over 2x2 output tiles instead of one 9-tap
-//! product over pixels, 2.25 times fewer multiply-adds.
+//! Winograd F(2x2, 3x3) for the three products of training a 3x3, stride-1, padding-1
+//! convolution on NHWC activations, built on `mgecl_kernels::winograd` (the transforms and the
+//! rule for when Winograd is used, shared with inference): each product costs 16 matrix
+//! products over 2x2 output tiles instead of one 9-tap product over pixels, 2.25 times fewer
+//! multiply-adds.
 //!
 //! With `d` a tile's 4x4 input patch, `g` a 3x3 kernel and `e` the tile's 2x2 output gradient:
 //! - forward:         `y  = A^T [(G g G^T) . (B^T d B)] A`;
 //! - input gradient:  the forward with the kernel rotated 180 degrees and its channel axes
 //!   swapped, applied to the output gradient;
 //! - weight gradient: `dg = G^T [sum over tiles (A e A^T) . (B^T d B)] G` (the transpose of
-//!   the forward's bilinear form).
+//!   the forward's bilinear form); its `A e A^T` and `G^T M G` are training's own.
 //!
-//! B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
-//! A^T = [1 1 1 0; 0 1 -1 -1]. Tiles past an odd image edge read zeros and their outputs are
-//! dropped (or, for the weight gradient, count as zero gradient).
+//! Tiles past an odd image edge read zeros and their outputs are dropped (or, for the weight
+//! gradient, count as zero gradient).
 
 use rayon::prelude::*;
 
 use super::cpu_net::{thread_ranges, Geom};
 use mgecl_kernels::scratch::with_scratch;
-use mgecl_kernels::winograd::{add3_signed, add_signed, AT_TRIPLES, BT_PAIRS};
+use mgecl_kernels::winograd::{
+    add_signed, input_transform, output_transform, plane, split_by_tile_rows, tile_grid,
+    tile_row_start, transform_kernels,
+};
 use mgecl_kernels::{gemm, Mat, Parallelism};
 
 /// Values of one chunk's transformed tiles (4 MiB of f32)...
@@ -27,11 +30,6 @@ const CHUNK_VALUES: usize = 1 << 20;
 /// matrices, so wide layers need tall products for the weights' traffic to pay.
 const MIN_CHUNK_TILES: usize = 256;
 
-/// Tile grid of a geometry: (tile rows per image, tiles per tile row).
-fn tiles(g: Geom) -> (usize, usize) {
-    (g.h.div_ceil(2), g.w.div_ceil(2))
-}
-
 /// How [`conv`] multiplies by a transformed-weight plane `(rows, cols)`.
 #[derive(Clone, Copy)]
 pub(crate) enum PlaneLayout {
@@ -39,51 +37,6 @@ pub(crate) enum PlaneLayout {
     InOut,
     /// Planes are `(c_out, c_in)`: multiplied by their transpose.
     OutIn,
-}
-
-/// `u[a][xi][..] = (G k_a G^T)[xi]` for `rows` kernels whose taps `tap(a, y, x)` are slices of
-/// `cols` channels, vectorised over the channels. Plane `xi` is the `(rows, cols)` matrix
-/// [`plane`] views.
-#[allow(clippy::needless_range_loop)] // the channel index j addresses 9 taps and 16 outputs
-fn transform_kernels<'w>(
-    rows: usize,
-    cols: usize,
-    tap: impl Fn(usize, usize, usize) -> &'w [f32] + Sync,
-    u: &mut Vec<f32>,
-) {
-    u.resize(16 * rows * cols, 0.0);
-    u.par_chunks_mut(16 * cols)
-        .enumerate()
-        .for_each(|(a, out)| {
-            let k: [&[f32]; 9] = std::array::from_fn(|t| &tap(a, t / 3, t % 3)[..cols]);
-            for j in 0..cols {
-                // t = G k (rows of G: k0; (k0+k1+k2)/2; (k0-k1+k2)/2; k2), then t G^T likewise.
-                let col = |x: usize| {
-                    let (k0, k1, k2) = (k[x][j], k[3 + x][j], k[6 + x][j]);
-                    [k0, 0.5 * (k0 + k1 + k2), 0.5 * (k0 - k1 + k2), k2]
-                };
-                let (c0, c1, c2) = (col(0), col(1), col(2));
-                for r in 0..4 {
-                    let (t0, t1, t2) = (c0[r], c1[r], c2[r]);
-                    let at = r * 4 * cols + j;
-                    out[at] = t0;
-                    out[at + cols] = 0.5 * (t0 + t1 + t2);
-                    out[at + 2 * cols] = 0.5 * (t0 - t1 + t2);
-                    out[at + 3 * cols] = t2;
-                }
-            }
-        });
-}
-
-/// Plane `xi` of transformed weights from [`transform_kernels`]: `(rows, cols)`.
-fn plane(u: &[f32], xi: usize, rows: usize, cols: usize) -> Mat<'_> {
-    Mat {
-        data: &u[xi * cols..],
-        rows,
-        cols,
-        rs: 16 * cols,
-        cs: 1,
-    }
 }
 
 /// Forward weights of a kernel held as `(c_out, 3, 3, c_in)`: planes `(c_out, c_in)`
@@ -99,52 +52,6 @@ pub(crate) fn forward_weights(w: &[f32], c_out: usize, c_in: usize, u: &mut Vec<
 pub(crate) fn input_grad_weights(w: &[f32], c_out: usize, c_in: usize, u: &mut Vec<f32>) {
     let tap = |o: usize, y: usize, x: usize| &w[((o * 3 + (2 - y)) * 3 + (2 - x)) * c_in..][..c_in];
     transform_kernels(c_out, c_in, tap, u);
-}
-
-/// `B^T d B` of the 4x4 patch of tile `(image, ty, tx)` of `x` (NHWC, `c` channels) into
-/// `v[xi * stride + at .. + c]`; `d` is scratch of 32 `c` values.
-#[allow(clippy::too_many_arguments)]
-fn input_transform(
-    x: &[f32],
-    g: Geom,
-    c: usize,
-    (image, ty, tx): (usize, usize, usize),
-    v: &mut [f32],
-    stride: usize,
-    at: usize,
-    scratch: &mut [f32],
-) {
-    let (d, e) = scratch.split_at_mut(16 * c);
-    // d[(r * 4 + col) * c ..]: the patch, zero outside the image.
-    for (rc, dst) in d.chunks_exact_mut(c).enumerate() {
-        let iy = (2 * ty + rc / 4).wrapping_sub(1);
-        let ix = (2 * tx + rc % 4).wrapping_sub(1);
-        if iy < g.h && ix < g.w {
-            let src = ((image * g.h + iy) * g.w + ix) * c;
-            dst.copy_from_slice(&x[src..src + c]);
-        } else {
-            dst.fill(0.0);
-        }
-    }
-    let at_rc = |r: usize, col: usize| (r * 4 + col) * c..(r * 4 + col + 1) * c;
-    // e = B^T d (rows), then v = e B (columns).
-    for col in 0..4 {
-        for (r, (a, b, sign)) in BT_PAIRS.iter().enumerate() {
-            add_signed(
-                &mut e[at_rc(r, col)],
-                &d[at_rc(*a, col)],
-                &d[at_rc(*b, col)],
-                *sign,
-            );
-        }
-    }
-    for r in 0..4 {
-        for (col, (a, b, sign)) in BT_PAIRS.iter().enumerate() {
-            let xi = r * 4 + col;
-            let dst = &mut v[xi * stride + at..xi * stride + at + c];
-            add_signed(dst, &e[at_rc(r, *a)], &e[at_rc(r, *b)], *sign);
-        }
-    }
 }
 
 /// Chunks of whole tile rows: (first tile row, count), at most `max_tiles` tiles each, and at
@@ -172,20 +79,11 @@ pub(crate) fn conv(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    let (th, tw) = tiles(g);
+    let (th, tw) = tile_grid((g.h, g.w));
     let tile_rows = g.n * th;
     let max_tiles = (CHUNK_VALUES / (16 * (c_in + c_out))).max(MIN_CHUNK_TILES);
     let chunks = tile_row_chunks(tile_rows, tw, max_tiles);
-    // Output pixel where tile row `tr` starts (an odd image's last tile row holds one row).
-    let row_start = |tr: usize| ((tr / th) * g.h + 2 * (tr % th)) * g.w;
-    let mut parts = Vec::with_capacity(chunks.len());
-    let mut rest = out;
-    for &(first, count) in &chunks {
-        let len = (row_start(first + count) - row_start(first)) * c_out;
-        let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
-        parts.push((first, count, part));
-        rest = tail;
-    }
+    let parts = split_by_tile_rows(out, (g.h, g.w), c_out, &chunks);
     parts.into_par_iter().for_each(|(first, count, part)| {
         let n_tiles = count * tw;
         with_scratch(
@@ -196,7 +94,7 @@ pub(crate) fn conv(
                 for t in 0..n_tiles {
                     let tr = first + t / tw;
                     let tile = (tr / th, tr % th, t % tw);
-                    input_transform(x, g, c_in, tile, v, n_tiles * c_in, t * c_in, d);
+                    input_transform(x, (g.h, g.w), c_in, tile, v, n_tiles * c_in, t * c_in, d);
                 }
                 for xi in 0..16 {
                     gemm(
@@ -211,74 +109,27 @@ pub(crate) fn conv(
                         Parallelism::None,
                     );
                 }
-                let base = row_start(first);
+                let base = tile_row_start((g.h, g.w), first);
                 for t in 0..n_tiles {
                     let tr = first + t / tw;
                     let tile = (tr / th, tr % th, t % tw);
-                    output_transform(
-                        m,
-                        n_tiles * c_out,
-                        t * c_out,
-                        (g, c_out),
-                        tile,
-                        bias,
-                        part,
-                        base,
-                        d,
-                    );
+                    let store = |p: usize, y: &[f32]| {
+                        let dst = &mut part[(p - base) * c_out..(p - base + 1) * c_out];
+                        match bias {
+                            Some(b) => {
+                                for ((d, v), b) in dst.iter_mut().zip(y).zip(b) {
+                                    *d = v + b;
+                                }
+                            }
+                            None => dst.copy_from_slice(y),
+                        }
+                    };
+                    let (stride, at) = (n_tiles * c_out, t * c_out);
+                    output_transform(m, stride, at, (g.h, g.w), c_out, tile, d, store);
                 }
             },
         );
     });
-}
-
-/// `(A^T m A) (+ bias)` of one tile, where m's 16 slices of `c` are at
-/// `m[xi * stride + at ..]`, written to the tile's pixels of `out` (which holds the output
-/// from pixel `base` on); `s` is scratch of 12 `c` values.
-#[allow(clippy::too_many_arguments)]
-fn output_transform(
-    m: &[f32],
-    stride: usize,
-    at: usize,
-    (g, c): (Geom, usize),
-    (image, ty, tx): (usize, usize, usize),
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    base: usize,
-    s: &mut [f32],
-) {
-    let (s, y) = s.split_at_mut(8 * c);
-    let mt = |r: usize, col: usize| &m[(r * 4 + col) * stride + at..][..c];
-    // A^T's rows as x[a] + sign * (x[b] + x[cc]): s = A^T m (2x4), y = s A (2x2).
-    for col in 0..4 {
-        for (r, (a, b, cc, sign)) in AT_TRIPLES.iter().enumerate() {
-            let dst = &mut s[(r * 4 + col) * c..(r * 4 + col + 1) * c];
-            add3_signed(dst, mt(*a, col), mt(*b, col), mt(*cc, col), *sign);
-        }
-    }
-    for r in 0..2 {
-        for (col, (a, b, cc, sign)) in AT_TRIPLES.iter().enumerate() {
-            let sl = |k: usize| &s[(r * 4 + k) * c..(r * 4 + k + 1) * c];
-            let dst = &mut y[(r * 2 + col) * c..(r * 2 + col + 1) * c];
-            add3_signed(dst, sl(*a), sl(*b), sl(*cc), *sign);
-        }
-    }
-    for (rc, src) in y.chunks_exact(c).take(4).enumerate() {
-        let (oy, ox) = (2 * ty + rc / 2, 2 * tx + rc % 2);
-        if oy >= g.h || ox >= g.w {
-            continue;
-        }
-        let p = (image * g.h + oy) * g.w + ox - base;
-        let dst = &mut out[p * c..(p + 1) * c];
-        match bias {
-            Some(b) => {
-                for ((d, v), b) in dst.iter_mut().zip(src).zip(b) {
-                    *d = v + b;
-                }
-            }
-            None => dst.copy_from_slice(src),
-        }
-    }
 }
 
 /// `A e A^T` of tile `(image, ty, tx)` of the output gradient `dy` (NHWC, `c` channels), into
@@ -350,7 +201,7 @@ pub(crate) fn weight_grad(
     partials: &mut Vec<f32>,
     dw: &mut [f32],
 ) {
-    let (th, tw) = tiles(g);
+    let (th, tw) = tile_grid((g.h, g.w));
     let tile_rows = g.n * th;
     let ranges = thread_ranges(tile_rows);
     let size = 16 * c_out * c_in;
@@ -374,7 +225,16 @@ pub(crate) fn weight_grad(
                         for t in 0..n_tiles {
                             let tr = first + t / tw;
                             let tile = (tr / th, tr % th, t % tw);
-                            input_transform(x, g, c_in, tile, v, n_tiles * c_in, t * c_in, d);
+                            input_transform(
+                                x,
+                                (g.h, g.w),
+                                c_in,
+                                tile,
+                                v,
+                                n_tiles * c_in,
+                                t * c_in,
+                                d,
+                            );
                             let (ve, stride) = (&mut *e, n_tiles * c_out);
                             gradient_transform(dy, g, c_out, tile, ve, stride, t * c_out, d);
                         }

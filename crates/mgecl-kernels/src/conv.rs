@@ -1,0 +1,92 @@
+//! im2col: a stride-1 convolution as one matrix product, rows = output pixels.
+
+use std::ops::Range;
+
+/// Rows `pixels` of the im2col matrix of the NHWC batch `x` (images `(h, w)` with `c`
+/// channels, padding `k / 2`) into `cols`, one row of `depth` values per pixel: the first
+/// `k * k * c` ordered `[ky][kx][c]` (zero outside the image), the rest left to the caller
+/// (inference appends the fused shortcut's channels there).
+///
+/// # Panics
+/// When `depth < k * k * c`, `cols` holds fewer than `pixels.len()` rows or `x` is too short
+/// for the pixels' images.
+pub fn im2col(
+    x: &[f32],
+    (h, w): (usize, usize),
+    c: usize,
+    k: usize,
+    pixels: Range<usize>,
+    depth: usize,
+    cols: &mut [f32],
+) {
+    assert!(depth >= k * k * c && cols.len() >= pixels.len() * depth);
+    let pad = k / 2;
+    for (p, row) in pixels.zip(cols.chunks_exact_mut(depth)) {
+        let (image, y, xx) = (p / (h * w), (p / w) % h, p % w);
+        for (ky, tap_row) in row[..k * k * c].chunks_exact_mut(k * c).enumerate() {
+            let iy = (y + ky).wrapping_sub(pad);
+            if iy >= h {
+                tap_row.fill(0.0);
+                continue;
+            }
+            let line = &x[(image * h + iy) * w * c..(image * h + iy + 1) * w * c];
+            if xx >= pad && xx + k - pad <= w {
+                // The whole tap row is inside the image: one copy.
+                tap_row.copy_from_slice(&line[(xx - pad) * c..(xx - pad + k) * c]);
+            } else {
+                for (kx, tap) in tap_row.chunks_exact_mut(c).enumerate() {
+                    let ix = (xx + kx).wrapping_sub(pad);
+                    if ix < w {
+                        tap.copy_from_slice(&line[ix * c..(ix + 1) * c]);
+                    } else {
+                        tap.fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the definition, pixel by pixel: 1x1 and 3x3 kernels, odd and one-pixel-wide
+    /// images, a chunk starting mid-image, and a tail the kernel must not touch.
+    #[test]
+    fn rows_match_the_definition() {
+        for ((n, h, w), c, k, tail) in [
+            ((2, 5, 4), 3, 3, 0),
+            ((1, 1, 7), 2, 3, 2),
+            ((3, 3, 1), 4, 3, 1),
+            ((2, 4, 3), 5, 1, 3),
+        ] {
+            let x: Vec<f32> = (0..n * h * w * c).map(|i| i as f32 + 1.0).collect();
+            let depth = k * k * c + tail;
+            let pixels = 1..n * h * w;
+            let mut cols = vec![f32::NAN; pixels.len() * depth];
+            im2col(&x, (h, w), c, k, pixels.clone(), depth, &mut cols);
+            let pad = (k / 2) as isize;
+            for (r, p) in pixels.enumerate() {
+                let (image, y, xx) = (p / (h * w), (p / w) % h, p % w);
+                let row = &cols[r * depth..(r + 1) * depth];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let iy = y as isize + ky as isize - pad;
+                        let ix = xx as isize + kx as isize - pad;
+                        let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                        for ch in 0..c {
+                            let want = if inside {
+                                x[((image * h + iy as usize) * w + ix as usize) * c + ch]
+                            } else {
+                                0.0
+                            };
+                            assert_eq!(row[(ky * k + kx) * c + ch], want, "pixel {p}");
+                        }
+                    }
+                }
+                assert!(row[k * k * c..].iter().all(|v| v.is_nan()), "tail touched");
+            }
+        }
+    }
+}
