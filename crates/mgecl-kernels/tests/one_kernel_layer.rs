@@ -118,11 +118,11 @@ fn inference_and_training_call_the_same_kernels() {
             ],
         ),
         (
-            "crates/mgecl-train/src/cpu_net.rs",
+            "crates/mgecl-train/src/cpu_net/unit.rs",
             &[("conv", "im2col"), ("winograd", "applies")],
         ),
         (
-            "crates/mgecl-train/src/winograd.rs",
+            "crates/mgecl-train/src/cpu_net/winograd.rs",
             &[
                 ("winograd", "input_transform"),
                 ("winograd", "output_transform"),

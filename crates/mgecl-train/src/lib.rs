@@ -21,7 +21,6 @@ pub mod optim;
 pub mod pretrain;
 pub mod rng;
 pub mod trainer;
-mod winograd;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -15,6 +15,41 @@ pub fn cross_entropy(logits: &Tensor, labels: &[usize], smoothing: f64) -> Resul
     Ok(((logp * target)?.sum_all()? * (-1.0 / n as f64))?)
 }
 
+/// [`cross_entropy`] and its gradient on host rows, for the CPU engine: `logits` (N, K)
+/// row-major become `d loss / d logits`; returns the mean loss and how many rows' top logit
+/// (the first, on ties) is their label.
+pub(crate) fn cross_entropy_backward(
+    logits: &mut [f32],
+    labels: &[usize],
+    k: usize,
+    smoothing: f64,
+) -> (f64, usize) {
+    let n = labels.len();
+    let mut loss = 0.0;
+    let mut correct = 0;
+    for (row, &label) in logits.chunks_exact_mut(k).zip(labels) {
+        let (mut best, mut max) = (0, f32::NEG_INFINITY);
+        for (j, &v) in row.iter().enumerate() {
+            if v > max {
+                (best, max) = (j, v);
+            }
+        }
+        correct += usize::from(best == label);
+        let max = f64::from(max);
+        let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+        let lse = max + sum.ln();
+        // loss = -sum_j t_j log p_j, t = (1 - eps) onehot + eps / K; dlogit = (p - t) / n
+        let off = smoothing / k as f64;
+        for (j, v) in row.iter_mut().enumerate() {
+            let logp = f64::from(*v) - lse;
+            let t = off + if j == label { 1.0 - smoothing } else { 0.0 };
+            loss -= t * logp;
+            *v = ((logp.exp() - t) / n as f64) as f32;
+        }
+    }
+    (loss / n as f64, correct)
+}
+
 /// Class-granularity loss. `support` (N*K, D) class-major features of `ways` classes,
 /// `query` (M, D) with labels in 0..ways. Features and prototypes (class means of the
 /// normalised support features) are L2-normalised; for every query and every other class:

@@ -11,6 +11,52 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::net::{ParamKind, TrainNet};
 
+/// The settings of one SGD step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdSettings {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum factor.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+}
+
+/// The SGD step on host values (the CPU engine's): `value -= lr * buf` with
+/// `buf = momentum * buf + grad + weight_decay * value`, the buffer created (as `grad + wd *
+/// value`) on the first step; no buffer at all without momentum.
+pub(crate) fn sgd_update(
+    value: &mut [f32],
+    grad: &[f32],
+    momentum: &mut Option<Vec<f32>>,
+    settings: SgdSettings,
+) {
+    let lr = settings.lr as f32;
+    let (mom, wd) = (settings.momentum as f32, settings.weight_decay as f32);
+    if settings.momentum == 0.0 {
+        for (v, g) in value.iter_mut().zip(grad) {
+            *v -= lr * (g + wd * *v);
+        }
+        return;
+    }
+    match momentum {
+        Some(buf) => {
+            for ((v, g), b) in value.iter_mut().zip(grad).zip(buf.iter_mut()) {
+                *b = mom * *b + (g + wd * *v);
+                *v -= lr * *b;
+            }
+        }
+        None => {
+            let mut buf = vec![0.0; value.len()];
+            for ((v, g), b) in value.iter_mut().zip(grad).zip(buf.iter_mut()) {
+                *b = g + wd * *v;
+                *v -= lr * *b;
+            }
+            *momentum = Some(buf);
+        }
+    }
+}
+
 /// The optimiser and its state (momentum buffers by variable name).
 pub struct Sgd {
     /// Learning rate (set by the schedule before each step).
@@ -61,6 +107,15 @@ impl Sgd {
             }
         }
         Ok(())
+    }
+
+    /// The settings of its next step.
+    pub fn settings(&self) -> SgdSettings {
+        SgdSettings {
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+        }
     }
 
     /// Momentum buffers, for checkpoints.

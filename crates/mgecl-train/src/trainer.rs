@@ -5,12 +5,12 @@
 
 use candle_core::{Tensor, Var};
 
-use crate::cpu_net::{CpuNet, SgdSettings};
+use crate::cpu_net::CpuNet;
 use crate::error::{Error, Result};
 use crate::layers::correct_predictions;
 use crate::loss::cross_entropy;
 use crate::net::{EncoderSpec, NamedValues, TrainNet};
-use crate::optim::Sgd;
+use crate::optim::{Sgd, SgdSettings};
 use crate::Batch;
 use mgecl::model::Engine;
 
@@ -44,11 +44,7 @@ impl Trainer {
     /// [`Error::Internal`] if the network's tensors cannot be copied to the host.
     pub fn new(net: TrainNet, sgd: Sgd, engine: Engine) -> Result<Self> {
         let spec = net.spec().clone();
-        let settings = SgdSettings {
-            lr: sgd.lr,
-            momentum: sgd.momentum,
-            weight_decay: sgd.weight_decay,
-        };
+        let settings = sgd.settings();
         let inner = if engine == Engine::Auto && net.device().is_cpu() {
             let momentum = sgd.buffer_values()?;
             Inner::Cpu(Box::new(CpuNet::new(&spec, net.export()?, momentum)?))

@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::cpu_net::{thread_ranges, Geom};
+use super::{thread_ranges, Geom};
 use mgecl_kernels::scratch::with_scratch;
 use mgecl_kernels::winograd::{
     add_signed, input_transform, output_transform, plane, split_by_tile_rows, tile_grid,
