@@ -5,7 +5,7 @@ For each configuration (ResNet-12 at 84x84, batch 1, 5, 25; Conv-4 at 28x28, bat
 it runs, each in its own process so that peak resident memory is per job:
 
   * mgecl: `target/release/examples/bench_embed MODEL BATCH REPEATS ENGINE`
-    (`Model::embed_tensor` on a random normalised batch);
+    (`Model::embed_preprocessed` on a random normalised batch);
   * PyTorch: the reference model of `ref_models.py` (eval, inference_mode), NCHW and
     channels_last, `torch.set_num_threads(THREADS)`.
 
