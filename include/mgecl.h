@@ -591,6 +591,15 @@ enum mgecl_status mgecl_model_embed(const struct mgecl_model *model,
                                     size_t *needed);
 
 /**
+ * Frees the buffers the CPU engine keeps between embeddings for reuse (activations and
+ * convolution scratch): the calling thread's and those of the library's worker threads. App
+ * threads that embedded keep theirs until they call this too or exit; the total kept across
+ * threads is bounded (256 MiB) either way. The next embedding allocates again. Returns
+ * `MGECL_STATUS_OK`. Thread-safe.
+ */
+enum mgecl_status mgecl_release_buffers(void);
+
+/**
  * The default task options, whatever the model: the prototype classifier (temperature 0.1;
  * logistic regression: alpha 1, 1000 iterations, gradient tolerance 1e-6), no augmentation,
  * no threshold, calibrated probabilities, at most 1000 classes and 10000 feature rows. A

@@ -338,3 +338,60 @@ fn bad_pixel_buffers() {
     }
     assert!(model.embed(&[ImageSource::Pixels(buf(5, 5, 15))]).is_ok());
 }
+
+/// A file whose metadata asks for 4096x4096 inputs is refused at load, before its forward pass
+/// could allocate gigabytes, with a message naming what one image needs and the limit; a
+/// caller who raises the limit gets the model.
+#[test]
+fn an_input_size_beyond_the_memory_bound_is_refused_at_load() {
+    let huge = with_header(&conv4_bytes(), |h| {
+        h["__metadata__"]["image_size"] = "4096".into();
+    });
+    let start = std::time::Instant::now();
+    let err = load(&huge).err().unwrap();
+    assert!(start.elapsed() < std::time::Duration::from_secs(1));
+    let message = err.to_string();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{message}");
+    // Conv-4 of width 64 on 4096x4096 gray: 4 bytes x 4096^2 x (2 + 1 + 64 + 16) = 5312 MiB.
+    assert!(
+        message.contains("4096x4096")
+            && message.contains("5312 MiB of activations")
+            && message.contains("over the limit of 1024 MiB"),
+        "{message}"
+    );
+    let overridden = LoadOptions::default().with_metadata("image_size", "4096");
+    let err = Model::from_bytes(&conv4_bytes(), &overridden)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+    let roomy = overridden.with_max_embed_bytes(16 << 30);
+    assert!(Model::from_bytes(&conv4_bytes(), &roomy).is_ok());
+}
+
+/// A bound that holds three images cuts a batch of eight into passes of three: the same
+/// features as one pass.
+#[test]
+fn a_tight_memory_bound_cuts_batches_without_changing_features() {
+    let free = conv4();
+    assert_eq!(free.images_per_pass(), 32);
+    let tight = Model::from_bytes(
+        &conv4_bytes(),
+        &LoadOptions::default().with_max_embed_bytes(free.pass_bytes(3)),
+    )
+    .unwrap();
+    assert_eq!(tight.images_per_pass(), 3);
+    let paths: Vec<_> = (0..8)
+        .map(|i| data(&format!("conv4_gray_inputs/{}.png", i % 4)))
+        .collect();
+    let a = free.embed_paths(&paths).unwrap();
+    let b = tight.embed_paths(&paths).unwrap();
+    let d = a
+        .iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(d <= 1e-5, "passes of 3 and of 8 differ by {d}");
+    let one_short = LoadOptions::default().with_max_embed_bytes(free.pass_bytes(1) - 1);
+    let err = Model::from_bytes(&conv4_bytes(), &one_short).err().unwrap();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+}

@@ -633,3 +633,20 @@ fn model_task_defaults_come_from_its_metadata() {
         }
     }
 }
+
+/// Releasing the engine's kept buffers, or keeping none at all, changes no feature.
+#[test]
+fn released_or_unpooled_buffers_give_the_same_features() {
+    let model = Model::load(data("conv4_gray.safetensors"), &LoadOptions::default()).unwrap();
+    let paths: Vec<_> = (0..4)
+        .map(|i| data(&format!("conv4_gray_inputs/{i}.png")))
+        .collect();
+    let before = model.embed_paths(&paths).unwrap();
+    mgecl::release_buffers();
+    assert_eq!(model.embed_paths(&paths).unwrap(), before);
+    // The limit is process-wide: tests running meanwhile only lose the reuse.
+    mgecl::set_buffer_pool_limit(0);
+    let unpooled = model.embed_paths(&paths).unwrap();
+    mgecl::set_buffer_pool_limit(256 << 20);
+    assert_eq!(unpooled, before);
+}

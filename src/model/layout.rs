@@ -280,6 +280,34 @@ impl EncoderSpec {
         blocks
     }
 
+    /// The most f32 values one image's forward pass holds at once, at input size `(h, w)`:
+    /// the input twice (as given and in the engine's layout), then, at the block where it
+    /// peaks, the block's input, its convolution outputs (two alive in a chain of units, one
+    /// for a single unit) and the pooled output. The basis of
+    /// [`LoadOptions::max_embed_bytes`](crate::LoadOptions::max_embed_bytes); saturates
+    /// rather than overflowing.
+    pub fn forward_values(&self, (h, w): (usize, usize)) -> u64 {
+        let input = (self.in_channels as u64).saturating_mul((h as u64).saturating_mul(w as u64));
+        let (mut h, mut w, mut c_in) = (h as u64, w as u64, self.in_channels as u64);
+        let mut peak = 0u64;
+        for (block, &c_out) in self.blocks().iter().zip(&self.widths) {
+            let pixels = h.saturating_mul(w);
+            let block_in = pixels.saturating_mul(c_in);
+            let block_out = pixels.saturating_mul(c_out as u64);
+            let pooled = if block.pool { block_out / 4 } else { 0 };
+            let outputs = if block.units.len() > 1 { 2 } else { 1 };
+            let held = block_in
+                .saturating_add(block_out.saturating_mul(outputs))
+                .saturating_add(pooled);
+            peak = peak.max(held);
+            if block.pool {
+                (h, w) = (h / 2, w / 2);
+            }
+            c_in = c_out as u64;
+        }
+        input.saturating_mul(2).saturating_add(peak)
+    }
+
     /// Every tensor, block by block: the units in order, then the shortcut.
     pub fn tensors(&self) -> Vec<TensorSpec> {
         self.blocks()
@@ -389,6 +417,34 @@ mod tests {
         );
         let pools: Vec<bool> = conv4.blocks().iter().map(|b| b.pool).collect();
         assert_eq!(pools, [true, true, true, false]);
+    }
+
+    #[test]
+    fn forward_values_count_by_hand() {
+        // Conv-4 of width 64 on 28x28 gray: input 784 (twice); block 1 peaks: 784 in,
+        // 784 x 64 out (one unit), 784 x 64 / 4 pooled.
+        let conv4 = EncoderSpec {
+            arch: Architecture::Conv4,
+            widths: vec![64; 4],
+            in_channels: 1,
+        };
+        assert_eq!(
+            conv4.forward_values((28, 28)),
+            2 * 784 + 784 + 784 * 64 + 784 * 16
+        );
+        // ResNet-12 64-160-320-640 on 84x84 RGB: block 1 peaks (block 2 works at 42x42).
+        let resnet = EncoderSpec {
+            arch: Architecture::ResNet12,
+            widths: vec![64, 160, 320, 640],
+            in_channels: 3,
+        };
+        let (p1, p2) = (84 * 84, 42 * 42);
+        let block1 = p1 * 3 + 2 * p1 * 64 + p1 * 16;
+        let block2 = p2 * 64 + 2 * p2 * 160 + p2 * 40;
+        assert!(block1 > block2);
+        assert_eq!(resnet.forward_values((84, 84)), 2 * 3 * p1 + block1);
+        // Sizes no machine holds saturate instead of wrapping.
+        assert_eq!(conv4.forward_values((usize::MAX, usize::MAX)), u64::MAX);
     }
 
     #[test]

@@ -36,7 +36,8 @@ use resnet12::{ResNet12, ResNet12Params};
 /// Largest model file accepted (the full-width ResNet-12 is ~50 MB).
 pub const MAX_MODEL_FILE_BYTES: u64 = 2 << 30;
 
-/// Images per forward pass when embedding a long list: bounds peak memory.
+/// Most images per forward pass when embedding a long list (fewer when
+/// [`LoadOptions::max_embed_bytes`] requires).
 const EMBED_CHUNK: usize = 32;
 
 /// Which implementation runs the encoder's forward pass.
@@ -83,8 +84,16 @@ impl std::str::FromStr for Engine {
     }
 }
 
+/// Default of [`LoadOptions::max_embed_bytes`]: 1 GiB, some 300 times what the shipped
+/// models need for one image.
+pub const DEFAULT_MAX_EMBED_BYTES: u64 = 1 << 30;
+
+/// Scratch one thread's convolutions may hold beside the activations (the im2col chunk and
+/// the Winograd tiles), counted against [`LoadOptions::max_embed_bytes`].
+const SCRATCH_BYTES_PER_THREAD: u64 = 20 << 20;
+
 /// How to load a model.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LoadOptions {
     /// Where the encoder runs.
@@ -97,6 +106,24 @@ pub struct LoadOptions {
     /// Largest image the model's preprocessing decodes (default: 16384 px a side, 512 MiB
     /// decoded); raise it for very large photos, lower it for untrusted uploads.
     pub image_limits: ImageLimits,
+    /// Most memory a forward pass may hold: a batch's activations (computed from the model's
+    /// input size and widths, [`EncoderSpec::forward_values`]) plus 20 MiB of scratch per
+    /// thread. Embedding cuts batches to fit; a model whose single image needs more (an
+    /// `image_size` of 4096 in a file's metadata, say) is refused at load, before anything
+    /// large is allocated. Default [`DEFAULT_MAX_EMBED_BYTES`].
+    pub max_embed_bytes: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            device: DeviceChoice::default(),
+            engine: Engine::default(),
+            metadata_overrides: BTreeMap::new(),
+            image_limits: ImageLimits::default(),
+            max_embed_bytes: DEFAULT_MAX_EMBED_BYTES,
+        }
+    }
 }
 
 impl LoadOptions {
@@ -116,6 +143,13 @@ impl LoadOptions {
     /// [`LoadOptions::metadata_overrides`]).
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata_overrides.insert(key.into(), value.into());
+        self
+    }
+
+    /// These options with another bound on a forward pass's memory (see
+    /// [`LoadOptions::max_embed_bytes`]).
+    pub fn with_max_embed_bytes(mut self, bytes: u64) -> Self {
+        self.max_embed_bytes = bytes;
         self
     }
 
@@ -242,6 +276,92 @@ pub struct Model {
     calibration: Option<Calibration>,
     task_defaults: TaskConfig,
     feature_power: Option<f32>,
+    /// What a forward pass holds, within [`LoadOptions::max_embed_bytes`].
+    pass: PassMemory,
+}
+
+/// Frees the buffers the CPU engine keeps between forward passes for reuse (activations and
+/// convolution scratch): the calling thread's and those of rayon's global pool, whose threads
+/// run the convolutions. An app that embedded on threads of its own calls this on each of
+/// them, or lets them exit, to give theirs back. The next pass allocates again. What the
+/// threads keep is bounded in total by [`set_buffer_pool_limit`] either way.
+pub fn release_buffers() {
+    mgecl_kernels::scratch::release_thread();
+    rayon::broadcast(|_| mgecl_kernels::scratch::release_thread());
+    return_freed_memory();
+}
+
+/// Hands memory the allocator keeps after frees back to the system. glibc raises its mmap
+/// threshold after large frees, so buffers of tens of MB end up in per-thread arenas that
+/// `free` does not shrink; `malloc_trim` does. Other allocators return such memory themselves.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim takes a byte count and only releases free memory.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
+/// Bounds the bytes of activation buffers all threads keep between forward passes (default
+/// 256 MiB; 0 keeps none, so every pass allocates). Process-wide.
+pub fn set_buffer_pool_limit(bytes: usize) {
+    mgecl_kernels::scratch::set_pool_limit(bytes);
+}
+
+/// Bytes of activation buffers all threads keep now.
+pub fn pooled_buffer_bytes() -> usize {
+    mgecl_kernels::scratch::pooled_bytes()
+}
+
+/// What a forward pass holds, against [`LoadOptions::max_embed_bytes`].
+#[derive(Debug, Clone, Copy)]
+struct PassMemory {
+    /// Bytes of one image's activations.
+    per_image: u64,
+    /// Bytes of every thread's convolution scratch.
+    scratch: u64,
+    /// Most images per pass within the bound, at most [`EMBED_CHUNK`].
+    images: usize,
+}
+
+impl PassMemory {
+    /// The memory of `spec`'s passes at `image_size` within `limit`.
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] when not even one image fits, naming the need and the limit.
+    fn within(spec: &EncoderSpec, image_size: (usize, usize), limit: u64) -> Result<Self> {
+        let per_image = spec.forward_values(image_size).saturating_mul(4);
+        let threads = rayon::current_num_threads().max(1) as u64;
+        let scratch = SCRATCH_BYTES_PER_THREAD.saturating_mul(threads);
+        let available = limit.saturating_sub(scratch);
+        if per_image > available {
+            let mib = |b: u64| b.div_ceil(1 << 20);
+            return Err(Error::LimitExceeded(format!(
+                "embedding one {}x{} image with this {} (widths {:?}) needs {} MiB ({} MiB of \
+                 activations + {} MiB of scratch for {threads} threads), over the limit of {} \
+                 MiB (LoadOptions::max_embed_bytes)",
+                image_size.0,
+                image_size.1,
+                spec.arch,
+                spec.widths,
+                mib(per_image.saturating_add(scratch)),
+                mib(per_image),
+                mib(scratch),
+                mib(limit),
+            )));
+        }
+        let images = ((available / per_image.max(1)).min(EMBED_CHUNK as u64) as usize).max(1);
+        Ok(PassMemory {
+            per_image,
+            scratch,
+            images,
+        })
+    }
 }
 
 impl Model {
@@ -262,7 +382,9 @@ impl Model {
     /// # Errors
     /// [`Error::InvalidModel`] naming the [`ModelProblem`] (not safetensors, truncated,
     /// inconsistent header, missing tensor, wrong shape or dtype, non-finite weight, bad
-    /// metadata); [`Error::DeviceUnavailable`] when the device cannot be opened.
+    /// metadata); [`Error::LimitExceeded`] when one image's forward pass would need more than
+    /// [`LoadOptions::max_embed_bytes`]; [`Error::DeviceUnavailable`] when the device cannot
+    /// be opened.
     pub fn from_bytes(bytes: &[u8], options: &LoadOptions) -> Result<Self> {
         let weights = WeightFile::parse(bytes)?;
         let mut raw = weights.metadata().clone();
@@ -279,6 +401,8 @@ impl Model {
         let spec = weights.encoder_spec(arch)?;
         let in_channels = spec.in_channels;
         let metadata = Metadata::parse(raw, Some(arch), in_channels)?;
+        // Before any weight is copied or device opened: a hostile image_size stops here.
+        let pass = PassMemory::within(&spec, metadata.input.image_size, options.max_embed_bytes)?;
         let device = options.device.open()?;
         let fast = options.engine == Engine::Auto && device.is_cpu();
         let (network, widths) = match arch {
@@ -350,7 +474,22 @@ impl Model {
             device,
             calibration,
             task_defaults,
+            pass,
         })
+    }
+
+    /// Most images one forward pass takes (embedding cuts longer lists into passes of this
+    /// many): as many as [`LoadOptions::max_embed_bytes`] holds, at most 32.
+    pub fn images_per_pass(&self) -> usize {
+        self.pass.images
+    }
+
+    /// What a forward pass of `images` images counts against
+    /// [`LoadOptions::max_embed_bytes`]: their activations plus every thread's scratch.
+    pub fn pass_bytes(&self, images: usize) -> u64 {
+        (images as u64)
+            .saturating_mul(self.pass.per_image)
+            .saturating_add(self.pass.scratch)
     }
 
     /// The model's confidence calibration (metadata key `calibration`), if it has one: what
@@ -393,9 +532,24 @@ impl Model {
     /// [`Preprocessor::decode`] (naming the image's index); [`Error::Backend`] if the forward
     /// pass fails.
     pub fn embed(&self, images: &[ImageSource<'_>]) -> Result<Array2<f32>> {
-        let mut inputs = Vec::with_capacity(images.len() * self.preprocessor.input_len());
-        self.preprocess_each(images, |values| inputs.extend_from_slice(&values))?;
-        self.embed_preprocessed(&inputs)
+        if images.is_empty() {
+            return Err(Error::InvalidArgument("no images to embed".into()));
+        }
+        // One pass's images preprocessed at a time, so the inputs too stay within the bound.
+        let mut features = Vec::with_capacity(images.len() * self.feature_dim());
+        let mut inputs = Vec::with_capacity(self.pass.images * self.preprocessor.input_len());
+        for (first, chunk) in (0..)
+            .step_by(self.pass.images)
+            .zip(images.chunks(self.pass.images))
+        {
+            inputs.clear();
+            for (i, image) in chunk.iter().enumerate() {
+                inputs.extend(self.preprocess_one(first + i, image)?);
+            }
+            features.extend(self.embed_preprocessed(&inputs)?);
+        }
+        Array2::from_shape_vec((images.len(), self.feature_dim()), features)
+            .map_err(|e| Error::backend_caused_by("feature buffer has the wrong size", e))
     }
 
     /// Preprocesses `images` in order, handing each one's values to `take`; stops at the
@@ -440,7 +594,7 @@ impl Model {
         let (c, h, w) = self.preprocessor.input_shape();
         let dim = self.feature_dim();
         let mut out = Vec::with_capacity(n * dim);
-        for chunk in inputs.chunks(EMBED_CHUNK * per_image) {
+        for chunk in inputs.chunks(self.pass.images * per_image) {
             let batch_len = chunk.len() / per_image;
             if let Network::Fast(net) = &self.network {
                 self.check_dims(&[batch_len, c, h, w])?;

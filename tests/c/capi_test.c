@@ -224,6 +224,11 @@ static void test_embedding(const mgecl_model *model, float *features) {
     for (int i = 0; i < N_IMAGES * DIM; i++) finite &= isfinite(features[i]) != 0;
     CHECK(finite);
 
+    /* Released buffers: the next embedding allocates again and gives the same features. */
+    OK(mgecl_release_buffers());
+    OK(mgecl_model_embed(model, images, N_IMAGES, out, N_IMAGES * DIM, NULL));
+    CHECK(memcmp(out, features, sizeof(float) * N_IMAGES * DIM) == 0);
+
     /* Encoded bytes give exactly the features of the file. */
     size_t len = 0;
     unsigned char *png = read_file(image_paths[2], &len);

@@ -210,3 +210,16 @@ pub unsafe extern "C" fn mgecl_model_embed(
         }
     })
 }
+
+/// Frees the buffers the CPU engine keeps between embeddings for reuse (activations and
+/// convolution scratch): the calling thread's and those of the library's worker threads. App
+/// threads that embedded keep theirs until they call this too or exit; the total kept across
+/// threads is bounded (256 MiB) either way. The next embedding allocates again. Returns
+/// `MGECL_STATUS_OK`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn mgecl_release_buffers() -> mgecl_status {
+    guard(|| {
+        sdk::release_buffers();
+        Ok(())
+    })
+}

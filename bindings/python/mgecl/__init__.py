@@ -39,7 +39,8 @@ else:
     except ImportError:  # pragma: no cover - depends on the environment
         np = None
 
-__all__ = ["Error", "Model", "Task", "Pixels", "Prediction", "version", "library_path",
+__all__ = ["Error", "Model", "Task", "Pixels", "Prediction", "version", "release_buffers",
+           "library_path",
            "PIXEL_RGB8", "PIXEL_RGBA8", "PIXEL_GRAY8"]
 
 # mgecl_status (include/mgecl.h); the tests check these against the header.
@@ -172,6 +173,7 @@ def _declare(name, restype, *argtypes):
 _declare("mgecl_version", c_char_p)
 _declare("mgecl_last_error_message", c_char_p)
 _declare("mgecl_status_name", c_char_p, c_int32)
+_declare("mgecl_release_buffers", _status)
 _declare("mgecl_model_load", _status, c_char_p, _P(_LoadOptions), _P(c_void_p))
 _declare("mgecl_model_load_bytes", _status, _P(c_uint8), c_size_t, _P(_LoadOptions),
          _P(c_void_p))
@@ -232,6 +234,13 @@ def _text(value, what):
 def version():
     """The library's version, e.g. "0.2.0"."""
     return _lib.mgecl_version().decode()
+
+
+def release_buffers():
+    """Frees the buffers the library keeps between embeddings for reuse: the calling thread's
+    and its worker threads'. Other threads that embedded free theirs by calling this too (or
+    by exiting); what all threads keep is bounded (256 MiB) either way."""
+    _check(_lib.mgecl_release_buffers())
 
 
 # --- Images --------------------------------------------------------------------------------

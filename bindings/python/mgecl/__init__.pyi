@@ -113,6 +113,7 @@ PIXEL_RGBA8: Final = 2
 PIXEL_GRAY8: Final = 3
 
 def version() -> str: ...
+def release_buffers() -> None: ...
 
 # --- Errors ------------------------------------------------------------------------------------
 

@@ -64,6 +64,11 @@ class ModelTest(unittest.TestCase):
         self.assertEqual(info["image_size"], [28, 28])
         self.assertEqual(self.model.feature_dim, 64)
 
+    def test_released_buffers_are_allocated_again(self):
+        before = rows(self.model.embed(IMAGES))
+        mgecl.release_buffers()
+        self.assertEqual(rows(self.model.embed(IMAGES)), before)
+
     def test_embed_files_bytes_and_pixels(self):
         features = self.model.embed(IMAGES)
         if np is not None:

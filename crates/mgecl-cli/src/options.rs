@@ -118,6 +118,10 @@ pub struct ModelArgs {
     /// Override a metadata entry, KEY=VALUE (repeatable), e.g. --meta image_size=28.
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     pub meta: Vec<String>,
+    /// Most memory one forward pass may take, in MiB: batches are cut to fit, and a model
+    /// whose single image needs more is refused.
+    #[arg(long, value_name = "MIB", default_value_t = mgecl::DEFAULT_MAX_EMBED_BYTES >> 20)]
+    pub max_memory: u64,
 }
 
 impl ModelArgs {
@@ -125,9 +129,14 @@ impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<Model> {
         let mut options = LoadOptions::default()
             .with_device(self.device)
-            .with_engine(self.engine.into());
+            .with_engine(self.engine.into())
+            .with_max_embed_bytes(self.max_memory.saturating_mul(1 << 20));
         options.metadata_overrides = parse_meta(&self.meta)?;
-        Ok(Model::load(&self.model, &options)?)
+        Model::load(&self.model, &options).map_err(|e| match e {
+            mgecl::Error::LimitExceeded(_) => anyhow::Error::new(e)
+                .context("cannot load the model (--max-memory raises the bound)"),
+            other => other.into(),
+        })
     }
 }
 

@@ -347,3 +347,36 @@ fn commands_start_from_the_models_recommended_task_settings() {
         ("logistic".into(), 1, true)
     );
 }
+
+/// `--meta image_size=4096` asks for a forward pass of gigabytes: refused at load, within a
+/// second, naming the limit and the flag that raises it; `--max-memory` moves the limit.
+#[test]
+fn a_model_beyond_the_memory_bound_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let embed = |extra: &[&str]| {
+        let start = std::time::Instant::now();
+        let out = mgecl()
+            .args(["embed", "--model"])
+            .arg(data("conv4_gray.safetensors"))
+            .args(["--meta", "image_size=4096"])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.path().join("f.safetensors"))
+            .arg(data("conv4_gray_inputs/0.png"))
+            .output()
+            .unwrap();
+        (out, start.elapsed())
+    };
+    let (out, took) = embed(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    assert!(
+        stderr.contains("over the limit of 1024 MiB") && stderr.contains("--max-memory"),
+        "{stderr}"
+    );
+    let (out, _) = embed(&["--max-memory", "512"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("over the limit of 512 MiB"), "{stderr}");
+    assert!(!dir.path().join("f.safetensors").exists());
+}
