@@ -88,10 +88,6 @@ impl std::str::FromStr for Engine {
 /// models need for one image.
 pub const DEFAULT_MAX_EMBED_BYTES: u64 = 1 << 30;
 
-/// Scratch one thread's convolutions may hold beside the activations (the im2col chunk and
-/// the Winograd tiles), counted against [`LoadOptions::max_embed_bytes`].
-const SCRATCH_BYTES_PER_THREAD: u64 = 20 << 20;
-
 /// How to load a model.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -106,11 +102,13 @@ pub struct LoadOptions {
     /// Largest image the model's preprocessing decodes (default: 16384 px a side, 512 MiB
     /// decoded); raise it for very large photos, lower it for untrusted uploads.
     pub image_limits: ImageLimits,
-    /// Most memory a forward pass may hold: a batch's activations (computed from the model's
-    /// input size and widths, [`EncoderSpec::forward_values`]) plus 20 MiB of scratch per
-    /// thread. Embedding cuts batches to fit; a model whose single image needs more (an
-    /// `image_size` of 4096 in a file's metadata, say) is refused at load, before anything
-    /// large is allocated. Default [`DEFAULT_MAX_EMBED_BYTES`].
+    /// Most memory a forward pass's activations may take, computed from the model's input
+    /// size and widths ([`EncoderSpec::forward_values`]) before anything is allocated.
+    /// Embedding cuts batches to fit; a model whose single image needs more (an `image_size`
+    /// of 4096 in a file's metadata, say) is refused at load. On top of it each thread that
+    /// runs convolutions keeps at most 20 MiB of scratch, which depends on the machine, not on
+    /// the model, and is left out so that a model loads on every machine alike. Default
+    /// [`DEFAULT_MAX_EMBED_BYTES`].
     pub max_embed_bytes: u64,
 }
 
@@ -323,8 +321,6 @@ pub fn pooled_buffer_bytes() -> usize {
 struct PassMemory {
     /// Bytes of one image's activations.
     per_image: u64,
-    /// Bytes of every thread's convolution scratch.
-    scratch: u64,
     /// Most images per pass within the bound, at most [`EMBED_CHUNK`].
     images: usize,
 }
@@ -336,31 +332,21 @@ impl PassMemory {
     /// [`Error::LimitExceeded`] when not even one image fits, naming the need and the limit.
     fn within(spec: &EncoderSpec, image_size: (usize, usize), limit: u64) -> Result<Self> {
         let per_image = spec.forward_values(image_size).saturating_mul(4);
-        let threads = rayon::current_num_threads().max(1) as u64;
-        let scratch = SCRATCH_BYTES_PER_THREAD.saturating_mul(threads);
-        let available = limit.saturating_sub(scratch);
-        if per_image > available {
+        if per_image > limit {
             let mib = |b: u64| b.div_ceil(1 << 20);
             return Err(Error::LimitExceeded(format!(
-                "embedding one {}x{} image with this {} (widths {:?}) needs {} MiB ({} MiB of \
-                 activations + {} MiB of scratch for {threads} threads), over the limit of {} \
-                 MiB (LoadOptions::max_embed_bytes)",
+                "embedding one {}x{} image with this {} (widths {:?}) needs {} MiB of \
+                 activations, over the limit of {} MiB (LoadOptions::max_embed_bytes)",
                 image_size.0,
                 image_size.1,
                 spec.arch,
                 spec.widths,
-                mib(per_image.saturating_add(scratch)),
                 mib(per_image),
-                mib(scratch),
                 mib(limit),
             )));
         }
-        let images = ((available / per_image.max(1)).min(EMBED_CHUNK as u64) as usize).max(1);
-        Ok(PassMemory {
-            per_image,
-            scratch,
-            images,
-        })
+        let images = ((limit / per_image.max(1)).min(EMBED_CHUNK as u64) as usize).max(1);
+        Ok(PassMemory { per_image, images })
     }
 }
 
@@ -485,11 +471,9 @@ impl Model {
     }
 
     /// What a forward pass of `images` images counts against
-    /// [`LoadOptions::max_embed_bytes`]: their activations plus every thread's scratch.
+    /// [`LoadOptions::max_embed_bytes`]: their activations.
     pub fn pass_bytes(&self, images: usize) -> u64 {
-        (images as u64)
-            .saturating_mul(self.pass.per_image)
-            .saturating_add(self.pass.scratch)
+        (images as u64).saturating_mul(self.pass.per_image)
     }
 
     /// The model's confidence calibration (metadata key `calibration`), if it has one: what
