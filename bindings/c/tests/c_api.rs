@@ -460,3 +460,35 @@ fn cpp_example_classifies_with_the_raii_wrapper() {
     );
     assert_eq!(run(&fixed, &example_args()), stdout);
 }
+
+/// The corpus of the C-ABI sequence fuzzer (`tests/c/abi_sequence.c`, fuzz/README.md)
+/// replayed: every call of every sequence returns a status, never a panic, and each saved task
+/// reloads to the same answer.
+#[test]
+fn abi_call_sequences_of_the_fuzz_corpus_replay() {
+    let program = compile(
+        "cc",
+        "-std=c11",
+        &["tests/c/abi_sequence.c"],
+        "abi_sequence",
+        Link::Dynamic(&lib_dir()),
+        &["-DMGECL_ABI_REPLAY", "-D_POSIX_C_SOURCE=200809L"],
+    );
+    let mut inputs = Vec::new();
+    for dir in ["fuzz/corpus/abi_sequence", "fuzz/regressions/abi_sequence"] {
+        if let Ok(entries) = std::fs::read_dir(root().join(dir)) {
+            inputs.extend(entries.map(|e| e.unwrap().path()));
+        }
+    }
+    inputs.sort();
+    assert!(inputs.len() >= 3, "the seeds are missing: {inputs:?}");
+    let tmp = out_dir().join("tmp-abi-sequence");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut args = vec![root().join("tests/data"), tmp];
+    args.extend(inputs.iter().cloned());
+    let stdout = run(&program, &args);
+    assert!(
+        stdout.contains(&format!("{} inputs replayed", inputs.len())),
+        "{stdout}"
+    );
+}
