@@ -530,10 +530,9 @@ impl Model {
             for (i, image) in chunk.iter().enumerate() {
                 inputs.extend(self.preprocess_one(first + i, image)?);
             }
-            features.extend(self.embed_preprocessed(&inputs)?);
+            self.embed_into(&inputs, &mut features)?;
         }
-        Array2::from_shape_vec((images.len(), self.feature_dim()), features)
-            .map_err(|e| Error::backend_caused_by("feature buffer has the wrong size", e))
+        self.feature_rows(images.len(), features)
     }
 
     /// Preprocesses `images` in order, handing each one's values to `take`; stops at the
@@ -574,10 +573,17 @@ impl Model {
     /// [`Error::Backend`] if the forward pass fails.
     pub fn embed_preprocessed(&self, inputs: &[f32]) -> Result<Array2<f32>> {
         let n = self.whole_images(inputs)?;
+        let mut out = Vec::with_capacity(n * self.feature_dim());
+        self.embed_into(inputs, &mut out)?;
+        self.feature_rows(n, out)
+    }
+
+    /// Appends the features of whole preprocessed images to `out`, in passes of at most
+    /// [`Model::images_per_pass`] images.
+    fn embed_into(&self, inputs: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let per_image = self.preprocessor.input_len();
         let (c, h, w) = self.preprocessor.input_shape();
-        let dim = self.feature_dim();
-        let mut out = Vec::with_capacity(n * dim);
+        let first = out.len();
         for chunk in inputs.chunks(self.pass.images * per_image) {
             let batch_len = chunk.len() / per_image;
             if let Network::Fast(net) = &self.network {
@@ -596,11 +602,16 @@ impl Model {
             );
         }
         if let Some(p) = self.feature_power {
-            for v in &mut out {
+            for v in &mut out[first..] {
                 *v = v.signum() * v.abs().powf(p);
             }
         }
-        Array2::from_shape_vec((n, dim), out)
+        Ok(())
+    }
+
+    /// `n` rows of features as an array.
+    fn feature_rows(&self, n: usize, values: Vec<f32>) -> Result<Array2<f32>> {
+        Array2::from_shape_vec((n, self.feature_dim()), values)
             .map_err(|e| Error::backend_caused_by("feature buffer has the wrong size", e))
     }
 
