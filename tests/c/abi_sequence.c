@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "mgecl.h"
+#include "read_file.h"
 
 #define SLOTS 3
 #define MAX_IDS 64
@@ -80,18 +81,6 @@ static double number(program *p) {
     if (k < 200) return k / 100.0;
     if (k < 250) return edges[k % 6];
     return k % 2 ? (double)NAN : (double)INFINITY;
-}
-
-static unsigned char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *data = malloc(size > 0 ? (size_t)size : 1);
-    *len = fread(data, 1, (size_t)size, f);
-    fclose(f);
-    return data;
 }
 
 static void setup(const char *data_dir, const char *tmp_dir) {

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "mgecl.h"
+#include "read_file.h"
 
 #define N_IMAGES 4
 #define DIM 64
@@ -61,18 +62,6 @@ static char image_paths[N_IMAGES][4096];
 static const char *labels[N_IMAGES] = {"zero", "zero", "two", "two"};
 /* An invalid UTF-8 sequence (a lone continuation byte and an overlong lead). */
 static const char bad_utf8[] = {'b', 'a', 'd', (char)0xC3, (char)0x28, (char)0xFF, 0};
-
-static unsigned char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *data = malloc(size > 0 ? (size_t)size : 1);
-    *len = fread(data, 1, (size_t)size, f);
-    fclose(f);
-    return data;
-}
 
 static void test_library(void) {
     CHECK(strcmp(mgecl_version(), MGECL_VERSION) == 0);
