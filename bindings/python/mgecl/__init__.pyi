@@ -8,7 +8,8 @@ from typing import (Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Se
 
 from typing_extensions import Final, Literal, Self, TypeAlias, TypedDict, Unpack
 
-__all__ = ["Error", "Model", "Task", "Pixels", "Prediction", "version", "library_path",
+__all__ = ["Error", "Model", "Task", "Pixels", "Prediction", "version", "release_buffers",
+           "library_path",
            "PIXEL_RGB8", "PIXEL_RGBA8", "PIXEL_GRAY8"]
 
 # --- Stub-only aliases (they do not exist at runtime) -----------------------------------------
