@@ -14,6 +14,21 @@
  *   small is MGECL_STATUS_BUFFER_TOO_SMALL, reporting the size needed. Strings are UTF-8,
  *   NUL-terminated; strings returned by the library are owned by the handle they came from.
  *
+ * Structs that grow
+ * - mgecl_load_options, mgecl_task_options, mgecl_model_info and mgecl_fit_report start with
+ *   `size_t struct_size`, which the caller sets to the struct's `sizeof` in its header:
+ *   mgecl_load_options_init(&o, sizeof o) and mgecl_task_options_init(&o, sizeof o) do it
+ *   and write the defaults; for an output struct write `mgecl_model_info info =
+ *   { .struct_size = sizeof info };`. The library reads and writes only that many bytes.
+ * - New fields are only appended, each starting at or after the struct's size before it, so
+ *   an older header's struct is a prefix of the library's: the fields it lacks take their
+ *   documented defaults. A struct from a newer header (larger struct_size) is refused with
+ *   MGECL_STATUS_HEADER_TOO_NEW, one that was never initialised (struct_size 0, or a size no
+ *   header had) with MGECL_STATUS_INVALID_ARGUMENT.
+ * - Structs passed in arrays (mgecl_image, mgecl_metadata_entry, mgecl_prediction) never
+ *   grow; new values come with new structs and functions.
+ * - The soname carries major.minor (libmgecl.so.0.4): a 0.x minor may still break the ABI.
+ *
  * Threads
  * - An mgecl_model may be used by any number of threads at once (it is immutable).
  * - An mgecl_task must be used by one thread at a time (synchronise yourself); different
@@ -44,7 +59,7 @@
 /**
  * Minor version of the library this header belongs to.
  */
-#define MGECL_VERSION_MINOR 3
+#define MGECL_VERSION_MINOR 4
 
 /**
  * Patch version of the library this header belongs to.
@@ -54,7 +69,7 @@
 /**
  * Result of every fallible function: `MGECL_STATUS_OK` (0) or what went wrong. Each
  * `mgecl::Error` variant of the Rust API maps to exactly one code; `NULL_ARGUMENT`,
- * `BUFFER_TOO_SMALL` and `PANIC` come from the C layer itself. The message of the failure is
+ * `BUFFER_TOO_SMALL`, `PANIC` and `HEADER_TOO_NEW` come from the C layer itself. The message of the failure is
  * `mgecl_last_error_message()`.
  */
 typedef enum mgecl_status {
@@ -133,6 +148,11 @@ typedef enum mgecl_status {
    * used may be inconsistent and should only be freed.
    */
   MGECL_STATUS_PANIC = 17,
+  /**
+   * A struct's `struct_size` is larger than this library knows: the program was built
+   * against a newer `mgecl.h` than the library it runs with. Nothing was done.
+   */
+  MGECL_STATUS_HEADER_TOO_NEW = 18,
 } mgecl_status;
 
 /**
@@ -216,7 +236,8 @@ typedef struct mgecl_task mgecl_task;
 /**
  * One image to embed, add or classify; build it with `mgecl_image_file`,
  * `mgecl_image_encoded` or `mgecl_image_pixels`. It borrows the caller's path and bytes for
- * the duration of the call only.
+ * the duration of the call only. Passed in arrays, so it never grows: a new kind of image
+ * is a new `kind` value over these fields.
  */
 typedef struct mgecl_image {
   /**
@@ -254,7 +275,7 @@ typedef struct mgecl_image {
 } mgecl_image;
 
 /**
- * One metadata override for `mgecl_load_options`.
+ * One metadata override for `mgecl_load_options`. Passed in arrays, so it never grows.
  */
 typedef struct mgecl_metadata_entry {
   /**
@@ -268,10 +289,15 @@ typedef struct mgecl_metadata_entry {
 } mgecl_metadata_entry;
 
 /**
- * How to load a model. A zero-initialised struct (or a NULL options pointer) means the
- * defaults: CPU, no overrides.
+ * How to load a model. Fill it with `mgecl_load_options_init(&options, sizeof options)`,
+ * then change fields; a NULL options pointer means the defaults (CPU, no overrides). A
+ * struct that may grow (`struct_size` first, see "Structs that grow" at the top).
  */
 typedef struct mgecl_load_options {
+  /**
+   * `sizeof(mgecl_load_options)` in the caller's header; `mgecl_load_options_init` sets it.
+   */
+  size_t struct_size;
   /**
    * `"cpu"`, `"cuda"`, `"cuda:N"`, `"metal"`, `"metal:N"` or `"auto"`; NULL means `"cpu"`.
    */
@@ -294,14 +320,25 @@ typedef struct mgecl_load_options {
    * Most bytes decoding one image may allocate; 0 means the default (512 MiB).
    */
   uint64_t max_image_bytes;
+  /**
+   * Most bytes of activations one embedding pass may hold; 0 means the default (1 GiB).
+   * Batches are embedded in passes that fit; a model whose single image needs more fails
+   * to load with `MGECL_STATUS_LIMIT_EXCEEDED`, naming the need and the limit.
+   */
+  uint64_t max_embed_bytes;
 } mgecl_load_options;
 
 /**
  * What a model is (`mgecl_model_describe`). The strings belong to the model handle and stay
  * valid until it is freed. Widths, normalisation and the full metadata are in
- * `mgecl_model_info_json`.
+ * `mgecl_model_info_json`. A struct that may grow: set `struct_size` before the call
+ * (`mgecl_model_info info = { sizeof info };`).
  */
 typedef struct mgecl_model_info {
+  /**
+   * `sizeof(mgecl_model_info)` in the caller's header, set by the caller.
+   */
+  size_t struct_size;
   /**
    * `"resnet12"` or `"conv4"`.
    */
@@ -337,10 +374,16 @@ typedef struct mgecl_model_info {
 } mgecl_model_info;
 
 /**
- * Settings of a task (the Rust `TaskConfig`). Start from `mgecl_task_default_options()` and
- * change fields; a zero-initialised struct is not valid.
+ * Settings of a task (the Rust `TaskConfig`). Fill it with
+ * `mgecl_task_options_init(&options, sizeof options)` (the library's defaults) or
+ * `mgecl_model_task_options` (a model's), then change fields. A struct that may grow
+ * (`struct_size` first): a field an older header lacks takes the default given here.
  */
 typedef struct mgecl_task_options {
+  /**
+   * `sizeof(mgecl_task_options)` in the caller's header; `mgecl_task_options_init` sets it.
+   */
+  size_t struct_size;
   /**
    * An `mgecl_classifier` value (default `MGECL_CLASSIFIER_PROTOTYPE`).
    */
@@ -410,9 +453,14 @@ typedef struct mgecl_task_options {
 } mgecl_task_options;
 
 /**
- * What `mgecl_task_fit` did.
+ * What `mgecl_task_fit` did. A struct that may grow: set `struct_size` before the call
+ * (`mgecl_fit_report report = { sizeof report };`).
  */
 typedef struct mgecl_fit_report {
+  /**
+   * `sizeof(mgecl_fit_report)` in the caller's header, set by the caller.
+   */
+  size_t struct_size;
   /**
    * The `mgecl_classifier` fitted.
    */
@@ -436,7 +484,8 @@ typedef struct mgecl_fit_report {
 } mgecl_fit_report;
 
 /**
- * The answer for one image.
+ * The answer for one image. Passed in arrays, so it never grows: a new per-image value comes
+ * with a new struct and new functions.
  */
 typedef struct mgecl_prediction {
   /**
@@ -510,16 +559,29 @@ struct mgecl_image mgecl_image_pixels(const uint8_t *data,
                                       uint32_t format);
 
 /**
+ * Fills the caller's `options` with the defaults: CPU, no metadata overrides, and the
+ * default limits written out (16384 px a side, 512 MiB to decode an image, 1 GiB of
+ * activations per embedding pass). `struct_size` is `sizeof *options` in the caller's
+ * header, e.g. `mgecl_load_options_init(&options, sizeof options)`; then change fields.
+ *
+ * Errors: `NULL_ARGUMENT` (options), `INVALID_ARGUMENT` (a struct_size no header had),
+ * `HEADER_TOO_NEW` (struct_size larger than this library's struct). Thread-safe.
+ */
+enum mgecl_status mgecl_load_options_init(struct mgecl_load_options *options, size_t struct_size);
+
+/**
  * Loads a model file (safetensors) into a new handle written to `*out_model`.
  *
  * `path`: UTF-8, NUL-terminated. `options`: NULL for the defaults (CPU, no metadata
- * overrides). On success the caller owns `*out_model` and releases it with
- * `mgecl_model_free`.
+ * overrides), or filled by `mgecl_load_options_init`. On success the caller owns
+ * `*out_model` and releases it with `mgecl_model_free`.
  *
  * Errors: `NULL_ARGUMENT` (path, out_model, an override key/value), `INVALID_ARGUMENT`
- * (UTF-8, unknown device name), `IO` (unreadable file), `LIMIT_EXCEEDED` (file over 2 GiB),
- * `INVALID_MODEL` (not safetensors, truncated, missing tensor, wrong shape or dtype,
- * non-finite weight, bad metadata), `DEVICE_UNAVAILABLE`, `PANIC`.
+ * (UTF-8, unknown device name, a struct_size no header had), `HEADER_TOO_NEW` (options from
+ * a newer header), `IO` (unreadable file), `LIMIT_EXCEEDED` (file over 2 GiB, or one image's
+ * activations over `max_embed_bytes`), `INVALID_MODEL` (not safetensors, truncated, missing
+ * tensor, wrong shape or dtype, non-finite weight, bad metadata), `DEVICE_UNAVAILABLE`,
+ * `PANIC`.
  * Thread-safe.
  */
 enum mgecl_status mgecl_model_load(const char *path,
@@ -546,10 +608,12 @@ enum mgecl_status mgecl_model_load_bytes(const uint8_t *data,
 void mgecl_model_free(struct mgecl_model *model);
 
 /**
- * Describes the model into `*out_info`; its strings belong to the model handle (valid until
- * it is freed).
+ * Describes the model into `*out_info`, whose `struct_size` the caller sets first
+ * (`mgecl_model_info info = { sizeof info };`); its strings belong to the model handle (valid
+ * until it is freed).
  *
- * Errors: `NULL_ARGUMENT`. Thread-safe (the model is not changed).
+ * Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (a struct_size no header had),
+ * `HEADER_TOO_NEW`. Thread-safe (the model is not changed).
  */
 enum mgecl_status mgecl_model_describe(const struct mgecl_model *model,
                                        struct mgecl_model_info *out_info);
@@ -600,19 +664,26 @@ enum mgecl_status mgecl_model_embed(const struct mgecl_model *model,
 enum mgecl_status mgecl_release_buffers(void);
 
 /**
- * The default task options, whatever the model: the prototype classifier (temperature 0.1;
- * logistic regression: alpha 1, 1000 iterations, gradient tolerance 1e-6), no augmentation,
- * no threshold, calibrated probabilities, at most 1000 classes and 10000 feature rows. A
- * model may recommend others: `mgecl_model_task_options`. Thread-safe.
+ * Fills the caller's `options` with the default task options, whatever the model: the
+ * prototype classifier (temperature 0.1; logistic regression: alpha 1, 1000 iterations,
+ * gradient tolerance 1e-6), no augmentation, no threshold, calibrated probabilities, at
+ * most 1000 classes and 10000 feature rows. `struct_size` is `sizeof *options` in the
+ * caller's header: `mgecl_task_options_init(&options, sizeof options)`. A model may
+ * recommend other options: `mgecl_model_task_options`.
+ *
+ * Errors: `NULL_ARGUMENT` (options), `INVALID_ARGUMENT` (a struct_size no header had),
+ * `HEADER_TOO_NEW` (struct_size larger than this library's struct). Thread-safe.
  */
-struct mgecl_task_options mgecl_task_default_options(void);
+enum mgecl_status mgecl_task_options_init(struct mgecl_task_options *options, size_t struct_size);
 
 /**
- * The task options `model` recommends, written to `*out_options`: the defaults with the
- * model's `task_defaults` metadata applied (e.g. the test-time augmentation it was measured
- * best with). What `mgecl_task_new` uses for NULL options; change fields and pass it there.
+ * The task options `model` recommends, written to `*out_options` (whose `struct_size` the
+ * caller sets first, as `mgecl_task_options_init` does): the defaults with the model's
+ * `task_defaults` metadata applied (e.g. the test-time augmentation it was measured best
+ * with). What `mgecl_task_new` uses for NULL options; change fields and pass it there.
  *
- * Errors: `NULL_ARGUMENT` (model, out_options). Thread-safe.
+ * Errors: `NULL_ARGUMENT` (model, out_options), `INVALID_ARGUMENT` (a struct_size no header
+ * had), `HEADER_TOO_NEW`. Thread-safe.
  */
 enum mgecl_status mgecl_model_task_options(const struct mgecl_model *model,
                                            struct mgecl_task_options *out_options);
@@ -624,7 +695,8 @@ enum mgecl_status mgecl_model_task_options(const struct mgecl_model *model,
  * releases it with `mgecl_task_free`.
  *
  * Errors: `NULL_ARGUMENT` (model, out_task), `INVALID_ARGUMENT` (an option out of range,
- * unknown classifier). Thread-safe with respect to the model.
+ * unknown classifier, a struct_size no header had), `HEADER_TOO_NEW` (options from a newer
+ * header). Thread-safe with respect to the model.
  */
 enum mgecl_status mgecl_task_new(const struct mgecl_model *model,
                                  const struct mgecl_task_options *options,
@@ -637,9 +709,11 @@ enum mgecl_status mgecl_task_new(const struct mgecl_model *model,
 void mgecl_task_free(struct mgecl_task *task);
 
 /**
- * The task's current options, written to `*out_options`.
+ * The task's current options, written to `*out_options` (whose `struct_size` the caller sets
+ * first, as `mgecl_task_options_init` does).
  *
- * Errors: `NULL_ARGUMENT`. One thread at a time per task.
+ * Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (a struct_size no header had),
+ * `HEADER_TOO_NEW`. One thread at a time per task.
  */
 enum mgecl_status mgecl_task_get_options(const struct mgecl_task *task,
                                          struct mgecl_task_options *out_options);
@@ -647,7 +721,8 @@ enum mgecl_status mgecl_task_get_options(const struct mgecl_task *task,
 /**
  * Replaces the task's options; the task must be fitted again. On error the old options stay.
  *
- * Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (an option out of range, unknown classifier),
+ * Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (an option out of range, unknown classifier,
+ * a struct_size no header had), `HEADER_TOO_NEW` (options from a newer header),
  * `LIMIT_EXCEEDED` (the task already holds more classes or rows than the new limits). One
  * thread at a time per task.
  */
@@ -752,11 +827,14 @@ enum mgecl_status mgecl_task_is_fitted(const struct mgecl_task *task, bool *out_
 
 /**
  * Fits the task's classifier (set by its options) on the L2-normalised support features.
- * What the fit did is written to `*out_report` (may be NULL). A logistic fit that stops at
- * the iteration cap still succeeds, with `converged` false. On error the task is unfitted.
+ * What the fit did is written to `*out_report` (may be NULL; else the caller sets its
+ * `struct_size` first: `mgecl_fit_report report = { sizeof report };`). A logistic fit that
+ * stops at the iteration cap still succeeds, with `converged` false. On error the task is
+ * unfitted.
  *
  * Errors: `NULL_ARGUMENT` (task), `INVALID_TASK` (fewer than two classes, an empty class),
- * `INVALID_ARGUMENT`, `BACKEND`, `PANIC`. One thread at a time per task.
+ * `INVALID_ARGUMENT` (also a report struct_size no header had; checked before fitting),
+ * `HEADER_TOO_NEW`, `BACKEND`, `PANIC`. One thread at a time per task.
  */
 enum mgecl_status mgecl_task_fit(struct mgecl_task *task, struct mgecl_fit_report *out_report);
 

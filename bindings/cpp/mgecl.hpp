@@ -121,7 +121,8 @@ class Model {
     }
 
     ModelInfo info() const {
-        mgecl_model_info i;
+        mgecl_model_info i{};
+        i.struct_size = sizeof i;
         detail::check(mgecl_model_describe(get(), &i));
         return {i.arch,        i.device,      i.fingerprint,  i.feature_dim,
                 i.in_channels, i.image_height, i.image_width, i.invert};
@@ -139,7 +140,8 @@ class Model {
     std::size_t feature_dim() const { return info().feature_dim; }
     /// The task settings this model recommends (its task_defaults metadata over the defaults).
     mgecl_task_options task_options() const {
-        mgecl_task_options options;
+        mgecl_task_options options{};
+        options.struct_size = sizeof options;
         detail::check(mgecl_model_task_options(get(), &options));
         return options;
     }
@@ -160,7 +162,8 @@ class Model {
                       const std::map<std::string, std::string> &metadata) {
         std::vector<mgecl_metadata_entry> entries;
         for (const auto &kv : metadata) entries.push_back({kv.first.c_str(), kv.second.c_str()});
-        mgecl_load_options options{};  // zero: default image limits
+        mgecl_load_options options;
+        detail::check(mgecl_load_options_init(&options, sizeof options));
         options.device = device.c_str();
         options.metadata = entries.data();
         options.metadata_len = entries.size();
@@ -187,7 +190,11 @@ struct Prediction {
 /// Task settings (start from Model::task_options(), or default_options() for the
 /// model-independent ones).
 using TaskOptions = mgecl_task_options;
-inline TaskOptions default_options() { return mgecl_task_default_options(); }
+inline TaskOptions default_options() {
+    TaskOptions options;
+    detail::check(mgecl_task_options_init(&options, sizeof options));
+    return options;
+}
 using FitReport = mgecl_fit_report;
 
 /// A few-shot task bound to a model. Move-only; use from one thread at a time.
@@ -257,7 +264,8 @@ class Task {
     }
 
     TaskOptions options() const {
-        TaskOptions o;
+        TaskOptions o{};
+        o.struct_size = sizeof o;
         detail::check(mgecl_task_get_options(get(), &o));
         return o;
     }
@@ -270,7 +278,8 @@ class Task {
         return fitted;
     }
     FitReport fit() {
-        FitReport report;
+        FitReport report{};
+        report.struct_size = sizeof report;
         detail::check(mgecl_task_fit(get(), &report));
         return report;
     }

@@ -33,12 +33,14 @@ int main(int argc, char **argv) {
 
     mgecl_model *model = NULL;
     check(mgecl_model_load(argv[1], NULL, &model), "mgecl_model_load");
-    mgecl_model_info info;
+    /* Structs that may grow carry their size, so that a newer library reads them right. */
+    mgecl_model_info info = {.struct_size = sizeof info};
     check(mgecl_model_describe(model, &info), "mgecl_model_describe");
     printf("mgecl %s, model %s, %zux%zu input, %zu-d features\n", mgecl_version(), info.arch,
            info.image_height, info.image_width, info.feature_dim);
 
-    mgecl_task_options options = mgecl_task_default_options();
+    mgecl_task_options options;
+    check(mgecl_task_options_init(&options, sizeof options), "mgecl_task_options_init");
     mgecl_task *task = NULL;
     check(mgecl_task_new(model, &options, &task), "mgecl_task_new");
     for (int i = 2; i < split; i++) {
@@ -57,7 +59,7 @@ int main(int argc, char **argv) {
         printf("example %llu: %s = %s\n", (unsigned long long)id, label, eq + 1);
     }
 
-    mgecl_fit_report report;
+    mgecl_fit_report report = {.struct_size = sizeof report};
     check(mgecl_task_fit(task, &report), "mgecl_task_fit");
     printf("fitted %zu classes on %zu examples (converged: %s)\n", report.classes, report.rows,
            report.converged ? "yes" : "no");

@@ -2,7 +2,8 @@
  * The C API from C: every error path of the conventions (NULL pointers, invalid UTF-8,
  * too-small buffers, outputs untouched on failure, use after a failed call, _free(NULL)),
  * the whole model and task API on the Conv-4 fixture, and one model shared by many threads
- * with results identical to a single thread. Built with -DMGECL_TEST_HOOKS against a library
+ * with results identical to a single thread, and the structs that grow read at an older
+ * header's size and refused at a newer one's. Built with -DMGECL_TEST_HOOKS against a library
  * built with the test-hooks feature, it also forces a Rust panic inside a call.
  *
  * usage: capi_test MODEL IMAGE_DIR TMP_DIR
@@ -63,6 +64,13 @@ static const char *labels[N_IMAGES] = {"zero", "zero", "two", "two"};
 /* An invalid UTF-8 sequence (a lone continuation byte and an overlong lead). */
 static const char bad_utf8[] = {'b', 'a', 'd', (char)0xC3, (char)0x28, (char)0xFF, 0};
 
+/* The library's default task options (a by-value copy is safe within one header). */
+static mgecl_task_options default_options(void) {
+    mgecl_task_options options;
+    OK(mgecl_task_options_init(&options, sizeof options));
+    return options;
+}
+
 static void test_library(void) {
     CHECK(strcmp(mgecl_version(), MGECL_VERSION) == 0);
     CHECK(mgecl_last_error_message() != NULL);
@@ -85,7 +93,12 @@ static mgecl_model *test_model_loading(const char *model_path) {
     EXPECT(mgecl_model_load("/nonexistent/model.safetensors", NULL, &model), MGECL_STATUS_IO);
     CHECK(model == sentinel); /* outputs are written only on success */
 
-    mgecl_load_options options = {0};
+    mgecl_load_options options;
+    EXPECT(mgecl_load_options_init(NULL, sizeof options), MGECL_STATUS_NULL_ARGUMENT);
+    OK(mgecl_load_options_init(&options, sizeof options));
+    CHECK(options.struct_size == sizeof options && options.device == NULL &&
+          options.metadata_len == 0 && options.max_image_side == 16384 &&
+          options.max_image_bytes == 512u << 20 && options.max_embed_bytes == 1u << 30);
     options.device = "tpu";
     EXPECT(mgecl_model_load(model_path, &options, &model), MGECL_STATUS_INVALID_ARGUMENT);
     options.device = "cuda";
@@ -129,7 +142,8 @@ static mgecl_model *test_model_loading(const char *model_path) {
     OK(mgecl_model_load(model_path, NULL, &model));
     CHECK(model != sentinel && model != NULL);
 
-    mgecl_model_info info, inverted_info;
+    mgecl_model_info info = {.struct_size = sizeof info};
+    mgecl_model_info inverted_info = {.struct_size = sizeof inverted_info};
     EXPECT(mgecl_model_describe(NULL, &info), MGECL_STATUS_NULL_ARGUMENT);
     EXPECT(mgecl_model_describe(model, NULL), MGECL_STATUS_NULL_ARGUMENT);
     OK(mgecl_model_describe(model, &info));
@@ -267,7 +281,7 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
                              const char *task_path) {
     mgecl_task *sentinel = (mgecl_task *)&failed;
     mgecl_task *task = sentinel;
-    mgecl_task_options options = mgecl_task_default_options();
+    mgecl_task_options options = default_options();
     CHECK(options.classifier == MGECL_CLASSIFIER_PROTOTYPE);
     CHECK(options.alpha == 1.0 && options.max_iterations == 1000 && !options.use_threshold);
     CHECK(options.augmented_copies == 0 && options.augmentation == MGECL_AUGMENTATION_ROTATE &&
@@ -333,7 +347,7 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
     CHECK(n_ids == 0);
 
     /* Not ready: one class; then not fitted. */
-    mgecl_fit_report report;
+    mgecl_fit_report report = {.struct_size = sizeof report};
     EXPECT(mgecl_task_fit(task, &report), MGECL_STATUS_INVALID_TASK);
     EXPECT(mgecl_task_fit(NULL, &report), MGECL_STATUS_NULL_ARGUMENT);
     mgecl_prediction prediction;
@@ -507,7 +521,7 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
            MGECL_STATUS_NULL_ARGUMENT);
 
     /* Options: an impossible threshold turns every answer into "unknown" (label NULL). */
-    mgecl_task_options current;
+    mgecl_task_options current = {.struct_size = sizeof current};
     EXPECT(mgecl_task_get_options(NULL, &current), MGECL_STATUS_NULL_ARGUMENT);
     EXPECT(mgecl_task_get_options(task, NULL), MGECL_STATUS_NULL_ARGUMENT);
     OK(mgecl_task_get_options(task, &current));
@@ -577,18 +591,18 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
 
 /* A model's recommended task options (metadata task_defaults): what NULL options give. */
 static void test_model_task_options(const char *model_path, const mgecl_model *plain) {
-    mgecl_task_options options;
+    mgecl_task_options options = {.struct_size = sizeof options};
     EXPECT(mgecl_model_task_options(NULL, &options), MGECL_STATUS_NULL_ARGUMENT);
     EXPECT(mgecl_model_task_options(plain, NULL), MGECL_STATUS_NULL_ARGUMENT);
     OK(mgecl_model_task_options(plain, &options));
-    mgecl_task_options defaults = mgecl_task_default_options();
+    mgecl_task_options defaults = default_options();
     CHECK(options.augmented_copies == defaults.augmented_copies &&
           options.augment_queries == defaults.augment_queries &&
           options.classifier == defaults.classifier && options.alpha == defaults.alpha);
 
     mgecl_metadata_entry entry = {"task_defaults",
                                   "{\"augmented_copies\":2,\"augment_queries\":true}"};
-    mgecl_load_options load = {0};
+    mgecl_load_options load = {.struct_size = sizeof load};
     load.metadata = &entry;
     load.metadata_len = 1;
     mgecl_model *model = NULL;
@@ -599,7 +613,7 @@ static void test_model_task_options(const char *model_path, const mgecl_model *p
           options.classifier == defaults.classifier);
     mgecl_task *task = NULL;
     OK(mgecl_task_new(model, NULL, &task));
-    mgecl_task_options used;
+    mgecl_task_options used = {.struct_size = sizeof used};
     OK(mgecl_task_get_options(task, &used));
     CHECK(used.augmented_copies == 2 && used.augment_queries);
     mgecl_task_free(task);
@@ -616,7 +630,7 @@ static void test_model_task_options(const char *model_path, const mgecl_model *p
 static void test_embed_queries(const mgecl_model *model, const float *features) {
     mgecl_image images[N_IMAGES];
     for (int i = 0; i < N_IMAGES; i++) images[i] = mgecl_image_file(image_paths[i]);
-    mgecl_task_options options = mgecl_task_default_options();
+    mgecl_task_options options = default_options();
     mgecl_task *plain = NULL;
     OK(mgecl_task_new(model, &options, &plain));
     float rows[N_IMAGES * DIM];
@@ -658,7 +672,10 @@ static void test_embed_queries(const mgecl_model *model, const float *features) 
 
 static void test_model_mismatch(const char *model_path, const char *task_path) {
     mgecl_metadata_entry entry = {"invert", "true"};
-    mgecl_load_options options = {.device = "cpu", .metadata = &entry, .metadata_len = 1};
+    mgecl_load_options options = {.struct_size = sizeof(mgecl_load_options),
+                                  .device = "cpu",
+                                  .metadata = &entry,
+                                  .metadata_len = 1};
     mgecl_model *other = NULL;
     OK(mgecl_model_load(model_path, &options, &other));
     mgecl_task *task = NULL;
@@ -743,9 +760,159 @@ static void test_threads(const mgecl_model *model, const char *task_path, const 
            threads, iterations, errors, mismatches);
 }
 
+/* The structs that grow, as an older header declared them: mgecl_load_options before
+ * max_embed_bytes, mgecl_task_options before augment_queries (both appended later). */
+typedef struct {
+    size_t struct_size;
+    const char *device;
+    const mgecl_metadata_entry *metadata;
+    size_t metadata_len;
+    uint32_t max_image_side;
+    uint64_t max_image_bytes;
+} older_load_options;
+
+typedef struct {
+    size_t struct_size;
+    uint32_t classifier;
+    double alpha;
+    uint64_t max_iterations;
+    double gradient_tolerance;
+    double temperature;
+    size_t augmented_copies;
+    bool use_threshold;
+    double threshold;
+    size_t max_classes;
+    size_t max_rows;
+    bool raw_probabilities;
+    uint32_t augmentation;
+} older_task_options;
+
+/* The same structs as a newer header would declare them: one field more. */
+typedef struct {
+    mgecl_load_options current;
+    uint64_t future_field;
+} newer_load_options;
+typedef struct {
+    mgecl_task_options current;
+    uint64_t future_field;
+} newer_task_options;
+typedef struct {
+    mgecl_model_info current;
+    uint64_t future_field;
+} newer_model_info;
+typedef struct {
+    mgecl_fit_report current;
+    uint64_t future_field;
+} newer_fit_report;
+
+/* An older header's structs work, the fields they lack at their defaults, and the library
+ * reads and writes nothing past them (they are allocated at exactly their size, so valgrind
+ * would see it); a newer header's are refused, and so are sizes no header had. */
+static void test_struct_versions(const char *model_path) {
+    mgecl_image image = mgecl_image_file(image_paths[0]);
+    float out[DIM];
+    older_load_options *older_load = calloc(1, sizeof *older_load);
+    older_load->struct_size = sizeof *older_load;
+    older_load->max_image_side = 16; /* the fixture images are 28x28 */
+    mgecl_model *model = NULL;
+    OK(mgecl_model_load(model_path, (const mgecl_load_options *)older_load, &model));
+    EXPECT(mgecl_model_embed(model, &image, 1, out, DIM, NULL), MGECL_STATUS_LIMIT_EXCEEDED);
+    mgecl_model_free(model);
+    /* max_embed_bytes, which this header lacks, is at its default of 1 GiB: a 4096x4096
+     * input needs more and is refused at load. */
+    mgecl_metadata_entry huge = {"image_size", "[4096, 4096]"};
+    older_load->max_image_side = 0;
+    older_load->metadata = &huge;
+    older_load->metadata_len = 1;
+    model = NULL;
+    EXPECT(mgecl_model_load(model_path, (const mgecl_load_options *)older_load, &model),
+           MGECL_STATUS_LIMIT_EXCEEDED);
+    CHECK(model == NULL && error_says("over the limit of 1024 MiB"));
+    free(older_load);
+    OK(mgecl_model_load(model_path, NULL, &model));
+
+    older_task_options *older = malloc(sizeof *older);
+    OK(mgecl_task_options_init((mgecl_task_options *)older, sizeof *older));
+    CHECK(older->struct_size == sizeof *older && older->alpha == 1.0 &&
+          older->classifier == MGECL_CLASSIFIER_PROTOTYPE && older->max_rows == 10000);
+    older->classifier = MGECL_CLASSIFIER_LOGISTIC;
+    older->augmented_copies = 2;
+    mgecl_task *task = NULL;
+    OK(mgecl_task_new(model, (const mgecl_task_options *)older, &task));
+    mgecl_task_options current = {.struct_size = sizeof current};
+    OK(mgecl_task_get_options(task, &current));
+    CHECK(current.classifier == MGECL_CLASSIFIER_LOGISTIC && current.augmented_copies == 2 &&
+          !current.augment_queries);
+    current.temperature = 0.5;
+    OK(mgecl_task_set_options(task, &current));
+    memset(older, 0xAB, sizeof *older);
+    older->struct_size = sizeof *older;
+    OK(mgecl_task_get_options(task, (mgecl_task_options *)older));
+    CHECK(older->temperature == 0.5 && older->augmented_copies == 2 &&
+          older->augmentation == MGECL_AUGMENTATION_ROTATE);
+    older->augmented_copies = 1;
+    OK(mgecl_task_set_options(task, (const mgecl_task_options *)older));
+    OK(mgecl_task_get_options(task, &current));
+    CHECK(current.augmented_copies == 1 && !current.augment_queries);
+    free(older);
+
+    newer_task_options newer;
+    EXPECT(mgecl_task_options_init(&newer.current, sizeof newer), MGECL_STATUS_HEADER_TOO_NEW);
+    CHECK(error_says("newer mgecl.h"));
+    OK(mgecl_task_options_init(&newer.current, sizeof newer.current));
+    newer.current.struct_size = sizeof newer;
+    newer.future_field = 1;
+    mgecl_task *refused = NULL;
+    EXPECT(mgecl_task_new(model, &newer.current, &refused), MGECL_STATUS_HEADER_TOO_NEW);
+    CHECK(refused == NULL);
+    EXPECT(mgecl_task_set_options(task, &newer.current), MGECL_STATUS_HEADER_TOO_NEW);
+    EXPECT(mgecl_task_get_options(task, &newer.current), MGECL_STATUS_HEADER_TOO_NEW);
+    EXPECT(mgecl_model_task_options(model, &newer.current), MGECL_STATUS_HEADER_TOO_NEW);
+    newer_load_options newer_load = {.current = {.struct_size = sizeof newer_load}};
+    mgecl_model *other = NULL;
+    EXPECT(mgecl_load_options_init(&newer_load.current, sizeof newer_load),
+           MGECL_STATUS_HEADER_TOO_NEW);
+    EXPECT(mgecl_model_load(model_path, &newer_load.current, &other),
+           MGECL_STATUS_HEADER_TOO_NEW);
+    CHECK(other == NULL);
+    newer_model_info newer_info = {.current = {.struct_size = sizeof newer_info}};
+    EXPECT(mgecl_model_describe(model, &newer_info.current), MGECL_STATUS_HEADER_TOO_NEW);
+    /* The report's size is checked before fitting: the task is left as it was. */
+    OK(mgecl_task_add_class(task, "a"));
+    OK(mgecl_task_add_class(task, "b"));
+    OK(mgecl_task_add_example_feature(task, "a", out, DIM, NULL));
+    out[0] += 1.0f;
+    OK(mgecl_task_add_example_feature(task, "b", out, DIM, NULL));
+    newer_fit_report newer_report = {.current = {.struct_size = sizeof newer_report}};
+    EXPECT(mgecl_task_fit(task, &newer_report.current), MGECL_STATUS_HEADER_TOO_NEW);
+    bool fitted = true;
+    OK(mgecl_task_is_fitted(task, &fitted));
+    CHECK(!fitted);
+
+    /* Never initialised (struct_size 0), or a size that ends inside a field. */
+    mgecl_task_options zero = {0};
+    EXPECT(mgecl_task_set_options(task, &zero), MGECL_STATUS_INVALID_ARGUMENT);
+    CHECK(error_says("mgecl_task_options_init(&s, sizeof s)"));
+    zero.struct_size = sizeof zero - 1;
+    EXPECT(mgecl_task_new(model, &zero, &refused), MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_options_init(&zero, 3), MGECL_STATUS_INVALID_ARGUMENT);
+    mgecl_load_options zero_load = {0};
+    EXPECT(mgecl_model_load(model_path, &zero_load, &other), MGECL_STATUS_INVALID_ARGUMENT);
+    mgecl_model_info zero_info = {0};
+    EXPECT(mgecl_model_describe(model, &zero_info), MGECL_STATUS_INVALID_ARGUMENT);
+    mgecl_fit_report zero_report = {0};
+    EXPECT(mgecl_task_fit(task, &zero_report), MGECL_STATUS_INVALID_ARGUMENT);
+    mgecl_fit_report report = {.struct_size = sizeof report};
+    OK(mgecl_task_fit(task, &report));
+    CHECK(report.classes == 2 && report.rows == 2);
+    mgecl_task_free(task);
+    mgecl_model_free(model);
+    printf("struct versions: older layouts read with defaults, newer ones refused\n");
+}
+
 /* Resource limits: image size on the model, classes and rows on the task. */
 static void test_limits(const char *model_path, const float *features) {
-    mgecl_load_options load = {0};
+    mgecl_load_options load = {.struct_size = sizeof load};
     load.max_image_side = 16; /* the fixture images are 28x28 */
     mgecl_model *small = NULL;
     OK(mgecl_model_load(model_path, &load, &small));
@@ -760,10 +927,15 @@ static void test_limits(const char *model_path, const float *features) {
     EXPECT(mgecl_model_embed(small, &image, 1, out, DIM, NULL), MGECL_STATUS_LIMIT_EXCEEDED);
     load.max_image_bytes = 0;
     mgecl_model_free(small);
+    load.max_embed_bytes = 1000; /* less than one 28x28 image's activations */
+    small = NULL;
+    EXPECT(mgecl_model_load(model_path, &load, &small), MGECL_STATUS_LIMIT_EXCEEDED);
+    CHECK(small == NULL && error_says("max_embed_bytes"));
+    load.max_embed_bytes = 0;
 
     mgecl_model *model = NULL;
     OK(mgecl_model_load(model_path, NULL, &model));
-    mgecl_task_options options = mgecl_task_default_options();
+    mgecl_task_options options = default_options();
     CHECK(options.max_classes == 1000 && options.max_rows == 10000);
     options.max_classes = 1;
     mgecl_task *task = NULL;
@@ -781,12 +953,12 @@ static void test_limits(const char *model_path, const float *features) {
     CHECK(error_says("max_rows"));
     options.max_rows = 2; /* below what the task holds: refused, the old options stay */
     EXPECT(mgecl_task_set_options(task, &options), MGECL_STATUS_LIMIT_EXCEEDED);
-    mgecl_task_options current;
+    mgecl_task_options current = {.struct_size = sizeof current};
     OK(mgecl_task_get_options(task, &current));
     CHECK(current.max_rows == 3);
     mgecl_task_free(task);
     mgecl_model_free(model);
-    printf("limits: image side, image bytes, classes, rows enforced\n");
+    printf("limits: image side, image bytes, embed bytes, classes, rows enforced\n");
 }
 
 #ifdef MGECL_TEST_HOOKS
@@ -843,6 +1015,7 @@ int main(int argc, char **argv) {
     mgecl_task_free(orphan);
 
     test_limits(argv[1], features);
+    test_struct_versions(argv[1]);
     test_threads(model, task_path, features, &expected, threads, iterations);
 #ifdef MGECL_TEST_HOOKS
     test_panic(model, features);

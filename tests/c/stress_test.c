@@ -63,11 +63,13 @@ static mgecl_status classify_all(const mgecl_task *task, answers *out, int row) 
  * less), saved to and reloaded from `path`. Returns a status; `*out` holds the answers. */
 static mgecl_status cycle(const mgecl_model *model, int variant, const char *path,
                           answers *out) {
-    mgecl_task_options options = mgecl_task_default_options();
+    mgecl_task_options options;
+    mgecl_status s = mgecl_task_options_init(&options, sizeof options);
+    if (s) return s;
     options.classifier = variant == 0 ? MGECL_CLASSIFIER_LOGISTIC : MGECL_CLASSIFIER_PROTOTYPE;
     mgecl_task *task = NULL;
     mgecl_task *loaded = NULL;
-    mgecl_status s = mgecl_task_new(model, &options, &task);
+    s = mgecl_task_new(model, &options, &task);
     if (s) return s;
     if ((s = mgecl_task_add_class(task, "zero")) || (s = mgecl_task_add_class(task, "two")))
         goto done;
@@ -75,6 +77,7 @@ static mgecl_status cycle(const mgecl_model *model, int variant, const char *pat
         mgecl_image image = mgecl_image_file(image_paths[i]);
         if ((s = mgecl_task_add_example(task, labels[i], &image, NULL))) goto done;
     }
+    out->report.struct_size = sizeof out->report;
     if ((s = mgecl_task_fit(task, &out->report)) || (s = classify_all(task, out, 0)) ||
         (s = mgecl_task_save(task, path)) || (s = mgecl_task_load(path, model, &loaded)))
         goto done;

@@ -10,7 +10,7 @@ use sdk::error::Error;
 
 /// Result of every fallible function: `MGECL_STATUS_OK` (0) or what went wrong. Each
 /// `mgecl::Error` variant of the Rust API maps to exactly one code; `NULL_ARGUMENT`,
-/// `BUFFER_TOO_SMALL` and `PANIC` come from the C layer itself. The message of the failure is
+/// `BUFFER_TOO_SMALL`, `PANIC` and `HEADER_TOO_NEW` come from the C layer itself. The message of the failure is
 /// `mgecl_last_error_message()`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +54,15 @@ pub enum mgecl_status {
     /// A bug: the library panicked inside the call. The panic was caught; the handles the call
     /// used may be inconsistent and should only be freed.
     Panic = 17,
+    /// A struct's `struct_size` is larger than this library knows: the program was built
+    /// against a newer `mgecl.h` than the library it runs with. Nothing was done.
+    HeaderTooNew = 18,
 }
 
 impl mgecl_status {
     /// Every status, in code order (the unit tests check it against the generated header's
     /// enumerators, so that a code cannot be added without a name).
-    pub(crate) const ALL: [mgecl_status; 18] = [
+    pub(crate) const ALL: [mgecl_status; 19] = [
         mgecl_status::Ok,
         mgecl_status::InvalidArgument,
         mgecl_status::NullArgument,
@@ -78,6 +81,7 @@ impl mgecl_status {
         mgecl_status::ModelMismatch,
         mgecl_status::Backend,
         mgecl_status::Panic,
+        mgecl_status::HeaderTooNew,
     ];
 
     /// The C name of the code, derived from the variant's name as cbindgen derives the
@@ -101,6 +105,7 @@ pub(crate) enum Failure {
     Null(&'static str),
     Utf8(&'static str),
     Argument(String),
+    HeaderTooNew(String),
     BufferTooSmall {
         what: &'static str,
         needed: usize,
@@ -150,6 +155,7 @@ impl Failure {
                 format!("argument {name} is not valid UTF-8"),
             ),
             Failure::Argument(message) => (mgecl_status::InvalidArgument, message),
+            Failure::HeaderTooNew(message) => (mgecl_status::HeaderTooNew, message),
             Failure::BufferTooSmall {
                 what,
                 needed,

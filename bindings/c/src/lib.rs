@@ -19,6 +19,7 @@ mod task;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 mod types;
+mod versioned;
 
 pub use error::*;
 pub use image::*;
@@ -31,7 +32,7 @@ pub use types::*;
 /// Major version of the library this header belongs to.
 pub const MGECL_VERSION_MAJOR: u32 = 0;
 /// Minor version of the library this header belongs to.
-pub const MGECL_VERSION_MINOR: u32 = 3;
+pub const MGECL_VERSION_MINOR: u32 = 4;
 /// Patch version of the library this header belongs to.
 pub const MGECL_VERSION_PATCH: u32 = 0;
 
@@ -75,7 +76,7 @@ mod tests {
         for (i, status) in mgecl_status::ALL.iter().enumerate() {
             assert_eq!(*status as usize, i, "ALL is in code order, without gaps");
         }
-        for unknown in [-1, 18, 1000, i32::MIN] {
+        for unknown in [-1, 19, 1000, i32::MIN] {
             let got = unsafe { CStr::from_ptr(mgecl_status_name(unknown)) };
             assert_eq!(got.to_str().unwrap(), "MGECL_STATUS_UNKNOWN");
         }
@@ -83,7 +84,12 @@ mod tests {
 
     #[test]
     fn default_options_round_trip() {
-        let options = mgecl_task_default_options();
+        let mut options = std::mem::MaybeUninit::<mgecl_task_options>::uninit();
+        let size = std::mem::size_of::<mgecl_task_options>();
+        let status = unsafe { mgecl_task_options_init(options.as_mut_ptr(), size) };
+        assert_eq!(status, mgecl_status::Ok);
+        let options = unsafe { options.assume_init() };
+        assert_eq!(options.struct_size, size);
         let config = options_to_config(&options).ok().unwrap();
         assert_eq!(config, TaskConfig::default());
     }

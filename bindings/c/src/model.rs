@@ -12,7 +12,8 @@ use crate::args::{
     c_string, check_out, features_out, images_arg, out_text, ref_arg, slice_arg, str_arg,
 };
 use crate::error::{guard, mgecl_status, Failure, Res};
-use crate::types::{mgecl_image, mgecl_load_options, mgecl_model_info};
+use crate::types::{default_load_options, mgecl_image, mgecl_load_options, mgecl_model_info};
+use crate::versioned;
 
 /// A loaded encoder (opaque). Immutable: one handle may be used by any number of threads at
 /// once. Tasks keep their model alive, so the handle may be freed before its tasks.
@@ -35,12 +36,28 @@ impl mgecl_model {
     }
 }
 
+/// Fills the caller's `options` with the defaults: CPU, no metadata overrides, and the
+/// default limits written out (16384 px a side, 512 MiB to decode an image, 1 GiB of
+/// activations per embedding pass). `struct_size` is `sizeof *options` in the caller's
+/// header, e.g. `mgecl_load_options_init(&options, sizeof options)`; then change fields.
+///
+/// Errors: `NULL_ARGUMENT` (options), `INVALID_ARGUMENT` (a struct_size no header had),
+/// `HEADER_TOO_NEW` (struct_size larger than this library's struct). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn mgecl_load_options_init(
+    options: *mut mgecl_load_options,
+    struct_size: usize,
+) -> mgecl_status {
+    guard(|| unsafe { versioned::init(options, struct_size, default_load_options(), "options") })
+}
+
 pub(crate) unsafe fn load_options(options: *const mgecl_load_options) -> Res<LoadOptions> {
     let mut out = LoadOptions::default();
-    // SAFETY: the caller passes NULL or a valid options struct (documented).
-    let Some(options) = (unsafe { options.as_ref() }) else {
+    if options.is_null() {
         return Ok(out);
-    };
+    }
+    // SAFETY: the caller passes NULL or an options struct of `struct_size` bytes (documented).
+    let options = unsafe { versioned::read(options, default_load_options(), "options") }?;
     if !options.device.is_null() {
         out.device = unsafe { str_arg(options.device, "options->device") }?.parse()?;
     }
@@ -61,19 +78,24 @@ pub(crate) unsafe fn load_options(options: *const mgecl_load_options) -> Res<Loa
     if options.max_image_bytes != 0 {
         out.image_limits.max_decoded_bytes = options.max_image_bytes;
     }
+    if options.max_embed_bytes != 0 {
+        out.max_embed_bytes = options.max_embed_bytes;
+    }
     Ok(out)
 }
 
 /// Loads a model file (safetensors) into a new handle written to `*out_model`.
 ///
 /// `path`: UTF-8, NUL-terminated. `options`: NULL for the defaults (CPU, no metadata
-/// overrides). On success the caller owns `*out_model` and releases it with
-/// `mgecl_model_free`.
+/// overrides), or filled by `mgecl_load_options_init`. On success the caller owns
+/// `*out_model` and releases it with `mgecl_model_free`.
 ///
 /// Errors: `NULL_ARGUMENT` (path, out_model, an override key/value), `INVALID_ARGUMENT`
-/// (UTF-8, unknown device name), `IO` (unreadable file), `LIMIT_EXCEEDED` (file over 2 GiB),
-/// `INVALID_MODEL` (not safetensors, truncated, missing tensor, wrong shape or dtype,
-/// non-finite weight, bad metadata), `DEVICE_UNAVAILABLE`, `PANIC`.
+/// (UTF-8, unknown device name, a struct_size no header had), `HEADER_TOO_NEW` (options from
+/// a newer header), `IO` (unreadable file), `LIMIT_EXCEEDED` (file over 2 GiB, or one image's
+/// activations over `max_embed_bytes`), `INVALID_MODEL` (not safetensors, truncated, missing
+/// tensor, wrong shape or dtype, non-finite weight, bad metadata), `DEVICE_UNAVAILABLE`,
+/// `PANIC`.
 /// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn mgecl_model_load(
@@ -126,10 +148,12 @@ pub unsafe extern "C" fn mgecl_model_free(model: *mut mgecl_model) {
     }
 }
 
-/// Describes the model into `*out_info`; its strings belong to the model handle (valid until
-/// it is freed).
+/// Describes the model into `*out_info`, whose `struct_size` the caller sets first
+/// (`mgecl_model_info info = { sizeof info };`); its strings belong to the model handle (valid
+/// until it is freed).
 ///
-/// Errors: `NULL_ARGUMENT`. Thread-safe (the model is not changed).
+/// Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (a struct_size no header had),
+/// `HEADER_TOO_NEW`. Thread-safe (the model is not changed).
 #[no_mangle]
 pub unsafe extern "C" fn mgecl_model_describe(
     model: *const mgecl_model,
@@ -137,21 +161,19 @@ pub unsafe extern "C" fn mgecl_model_describe(
 ) -> mgecl_status {
     guard(|| {
         let handle = unsafe { ref_arg(model, "model") }?;
-        check_out(out_info, "out_info")?;
         let info = handle.model.info();
-        unsafe {
-            out_info.write(mgecl_model_info {
-                arch: handle.arch.as_ptr(),
-                device: handle.device.as_ptr(),
-                fingerprint: handle.fingerprint.as_ptr(),
-                feature_dim: info.feature_dim,
-                in_channels: info.input.in_channels,
-                image_height: info.input.image_size.0,
-                image_width: info.input.image_size.1,
-                invert: info.input.invert,
-            })
+        let described = mgecl_model_info {
+            struct_size: std::mem::size_of::<mgecl_model_info>(),
+            arch: handle.arch.as_ptr(),
+            device: handle.device.as_ptr(),
+            fingerprint: handle.fingerprint.as_ptr(),
+            feature_dim: info.feature_dim,
+            in_channels: info.input.in_channels,
+            image_height: info.input.image_size.0,
+            image_width: info.input.image_size.1,
+            invert: info.input.invert,
         };
-        Ok(())
+        unsafe { versioned::write(out_info, described, "out_info") }
     })
 }
 

@@ -18,6 +18,7 @@ use crate::types::{
     config_to_options, fit_report, mgecl_fit_report, mgecl_image, mgecl_prediction,
     mgecl_task_options, options_to_config,
 };
+use crate::versioned;
 
 /// A few-shot task bound to a model (opaque). Not thread-safe: use one handle from one thread
 /// at a time (different tasks may run in parallel, also on one shared model).
@@ -64,20 +65,35 @@ impl mgecl_task {
     }
 }
 
-/// The default task options, whatever the model: the prototype classifier (temperature 0.1;
-/// logistic regression: alpha 1, 1000 iterations, gradient tolerance 1e-6), no augmentation,
-/// no threshold, calibrated probabilities, at most 1000 classes and 10000 feature rows. A
-/// model may recommend others: `mgecl_model_task_options`. Thread-safe.
+/// Fills the caller's `options` with the default task options, whatever the model: the
+/// prototype classifier (temperature 0.1; logistic regression: alpha 1, 1000 iterations,
+/// gradient tolerance 1e-6), no augmentation, no threshold, calibrated probabilities, at
+/// most 1000 classes and 10000 feature rows. `struct_size` is `sizeof *options` in the
+/// caller's header: `mgecl_task_options_init(&options, sizeof options)`. A model may
+/// recommend other options: `mgecl_model_task_options`.
+///
+/// Errors: `NULL_ARGUMENT` (options), `INVALID_ARGUMENT` (a struct_size no header had),
+/// `HEADER_TOO_NEW` (struct_size larger than this library's struct). Thread-safe.
 #[no_mangle]
-pub extern "C" fn mgecl_task_default_options() -> mgecl_task_options {
+pub unsafe extern "C" fn mgecl_task_options_init(
+    options: *mut mgecl_task_options,
+    struct_size: usize,
+) -> mgecl_status {
+    guard(|| unsafe { versioned::init(options, struct_size, default_task_options(), "options") })
+}
+
+/// What `mgecl_task_options_init` writes, and what the fields an older header lacks take.
+fn default_task_options() -> mgecl_task_options {
     config_to_options(&TaskConfig::default())
 }
 
-/// The task options `model` recommends, written to `*out_options`: the defaults with the
-/// model's `task_defaults` metadata applied (e.g. the test-time augmentation it was measured
-/// best with). What `mgecl_task_new` uses for NULL options; change fields and pass it there.
+/// The task options `model` recommends, written to `*out_options` (whose `struct_size` the
+/// caller sets first, as `mgecl_task_options_init` does): the defaults with the model's
+/// `task_defaults` metadata applied (e.g. the test-time augmentation it was measured best
+/// with). What `mgecl_task_new` uses for NULL options; change fields and pass it there.
 ///
-/// Errors: `NULL_ARGUMENT` (model, out_options). Thread-safe.
+/// Errors: `NULL_ARGUMENT` (model, out_options), `INVALID_ARGUMENT` (a struct_size no header
+/// had), `HEADER_TOO_NEW`. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn mgecl_model_task_options(
     model: *const mgecl_model,
@@ -85,9 +101,8 @@ pub unsafe extern "C" fn mgecl_model_task_options(
 ) -> mgecl_status {
     guard(|| {
         let handle = unsafe { ref_arg(model, "model") }?;
-        check_out(out_options, "out_options")?;
-        unsafe { out_options.write(config_to_options(handle.model.task_defaults())) };
-        Ok(())
+        let options = config_to_options(handle.model.task_defaults());
+        unsafe { versioned::write(out_options, options, "out_options") }
     })
 }
 
@@ -97,7 +112,8 @@ pub unsafe extern "C" fn mgecl_model_task_options(
 /// releases it with `mgecl_task_free`.
 ///
 /// Errors: `NULL_ARGUMENT` (model, out_task), `INVALID_ARGUMENT` (an option out of range,
-/// unknown classifier). Thread-safe with respect to the model.
+/// unknown classifier, a struct_size no header had), `HEADER_TOO_NEW` (options from a newer
+/// header). Thread-safe with respect to the model.
 #[no_mangle]
 pub unsafe extern "C" fn mgecl_task_new(
     model: *const mgecl_model,
@@ -107,9 +123,11 @@ pub unsafe extern "C" fn mgecl_task_new(
     guard(|| {
         let handle = unsafe { ref_arg(model, "model") }?;
         check_out(out_task, "out_task")?;
-        let config = match unsafe { options.as_ref() } {
-            Some(o) => options_to_config(o)?,
-            None => handle.model.task_defaults().clone(),
+        let config = if options.is_null() {
+            handle.model.task_defaults().clone()
+        } else {
+            let options = unsafe { versioned::read(options, default_task_options(), "options") }?;
+            options_to_config(&options)?
         };
         let task = Task::new(Arc::clone(&handle.model), config)?;
         unsafe { out_task.write(Box::into_raw(mgecl_task::new(task))) };
@@ -126,9 +144,11 @@ pub unsafe extern "C" fn mgecl_task_free(task: *mut mgecl_task) {
     }
 }
 
-/// The task's current options, written to `*out_options`.
+/// The task's current options, written to `*out_options` (whose `struct_size` the caller sets
+/// first, as `mgecl_task_options_init` does).
 ///
-/// Errors: `NULL_ARGUMENT`. One thread at a time per task.
+/// Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (a struct_size no header had),
+/// `HEADER_TOO_NEW`. One thread at a time per task.
 #[no_mangle]
 pub unsafe extern "C" fn mgecl_task_get_options(
     task: *const mgecl_task,
@@ -136,15 +156,15 @@ pub unsafe extern "C" fn mgecl_task_get_options(
 ) -> mgecl_status {
     guard(|| {
         let handle = unsafe { ref_arg(task, "task") }?;
-        check_out(out_options, "out_options")?;
-        unsafe { out_options.write(config_to_options(handle.task.config())) };
-        Ok(())
+        let options = config_to_options(handle.task.config());
+        unsafe { versioned::write(out_options, options, "out_options") }
     })
 }
 
 /// Replaces the task's options; the task must be fitted again. On error the old options stay.
 ///
-/// Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (an option out of range, unknown classifier),
+/// Errors: `NULL_ARGUMENT`, `INVALID_ARGUMENT` (an option out of range, unknown classifier,
+/// a struct_size no header had), `HEADER_TOO_NEW` (options from a newer header),
 /// `LIMIT_EXCEEDED` (the task already holds more classes or rows than the new limits). One
 /// thread at a time per task.
 #[no_mangle]
@@ -154,8 +174,8 @@ pub unsafe extern "C" fn mgecl_task_set_options(
 ) -> mgecl_status {
     guard(|| {
         let handle = unsafe { mut_arg(task, "task") }?;
-        let options = unsafe { ref_arg(options, "options") }?;
-        handle.task.set_config(options_to_config(options)?)?;
+        let options = unsafe { versioned::read(options, default_task_options(), "options") }?;
+        handle.task.set_config(options_to_config(&options)?)?;
         Ok(())
     })
 }
@@ -356,11 +376,14 @@ pub unsafe extern "C" fn mgecl_task_is_fitted(
 }
 
 /// Fits the task's classifier (set by its options) on the L2-normalised support features.
-/// What the fit did is written to `*out_report` (may be NULL). A logistic fit that stops at
-/// the iteration cap still succeeds, with `converged` false. On error the task is unfitted.
+/// What the fit did is written to `*out_report` (may be NULL; else the caller sets its
+/// `struct_size` first: `mgecl_fit_report report = { sizeof report };`). A logistic fit that
+/// stops at the iteration cap still succeeds, with `converged` false. On error the task is
+/// unfitted.
 ///
 /// Errors: `NULL_ARGUMENT` (task), `INVALID_TASK` (fewer than two classes, an empty class),
-/// `INVALID_ARGUMENT`, `BACKEND`, `PANIC`. One thread at a time per task.
+/// `INVALID_ARGUMENT` (also a report struct_size no header had; checked before fitting),
+/// `HEADER_TOO_NEW`, `BACKEND`, `PANIC`. One thread at a time per task.
 #[no_mangle]
 pub unsafe extern "C" fn mgecl_task_fit(
     task: *mut mgecl_task,
@@ -368,9 +391,12 @@ pub unsafe extern "C" fn mgecl_task_fit(
 ) -> mgecl_status {
     guard(|| {
         let handle = unsafe { mut_arg(task, "task") }?;
+        if !out_report.is_null() {
+            unsafe { versioned::check_out(out_report, "out_report") }?;
+        }
         let report = handle.task.fit()?;
         if !out_report.is_null() {
-            unsafe { out_report.write(fit_report(&report)) };
+            unsafe { versioned::write(out_report, fit_report(&report), "out_report") }?;
         }
         Ok(())
     })

@@ -3,9 +3,11 @@
 
 use std::ffi::c_char;
 
+use sdk::model::LoadOptions;
 use sdk::task::{Augmentation, ClassifierKind, FitReport, TaskConfig};
 
 use crate::error::{Failure, Res};
+use crate::versioned::versioned;
 
 /// Which classifier a task fits (`mgecl_task_options.classifier`).
 #[repr(C)]
@@ -53,7 +55,7 @@ pub enum mgecl_pixel_format {
     Gray8 = 3,
 }
 
-/// One metadata override for `mgecl_load_options`.
+/// One metadata override for `mgecl_load_options`. Passed in arrays, so it never grows.
 #[repr(C)]
 pub struct mgecl_metadata_entry {
     /// Metadata key (UTF-8, NUL-terminated), e.g. `"image_size"`.
@@ -62,10 +64,14 @@ pub struct mgecl_metadata_entry {
     pub value: *const c_char,
 }
 
-/// How to load a model. A zero-initialised struct (or a NULL options pointer) means the
-/// defaults: CPU, no overrides.
+/// How to load a model. Fill it with `mgecl_load_options_init(&options, sizeof options)`,
+/// then change fields; a NULL options pointer means the defaults (CPU, no overrides). A
+/// struct that may grow (`struct_size` first, see "Structs that grow" at the top).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct mgecl_load_options {
+    /// `sizeof(mgecl_load_options)` in the caller's header; `mgecl_load_options_init` sets it.
+    pub struct_size: usize,
     /// `"cpu"`, `"cuda"`, `"cuda:N"`, `"metal"`, `"metal:N"` or `"auto"`; NULL means `"cpu"`.
     pub device: *const c_char,
     /// `metadata_len` entries that supply or replace the file's `__metadata__` values (needed
@@ -78,13 +84,21 @@ pub struct mgecl_load_options {
     pub max_image_side: u32,
     /// Most bytes decoding one image may allocate; 0 means the default (512 MiB).
     pub max_image_bytes: u64,
+    /// Most bytes of activations one embedding pass may hold; 0 means the default (1 GiB).
+    /// Batches are embedded in passes that fit; a model whose single image needs more fails
+    /// to load with `MGECL_STATUS_LIMIT_EXCEEDED`, naming the need and the limit.
+    pub max_embed_bytes: u64,
 }
 
 /// What a model is (`mgecl_model_describe`). The strings belong to the model handle and stay
 /// valid until it is freed. Widths, normalisation and the full metadata are in
-/// `mgecl_model_info_json`.
+/// `mgecl_model_info_json`. A struct that may grow: set `struct_size` before the call
+/// (`mgecl_model_info info = { sizeof info };`).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct mgecl_model_info {
+    /// `sizeof(mgecl_model_info)` in the caller's header, set by the caller.
+    pub struct_size: usize,
     /// `"resnet12"` or `"conv4"`.
     pub arch: *const c_char,
     /// The device the encoder runs on (`"cpu"`, `"cuda:0"`, ...).
@@ -105,7 +119,8 @@ pub struct mgecl_model_info {
 
 /// One image to embed, add or classify; build it with `mgecl_image_file`,
 /// `mgecl_image_encoded` or `mgecl_image_pixels`. It borrows the caller's path and bytes for
-/// the duration of the call only.
+/// the duration of the call only. Passed in arrays, so it never grows: a new kind of image
+/// is a new `kind` value over these fields.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct mgecl_image {
@@ -127,11 +142,15 @@ pub struct mgecl_image {
     pub format: u32,
 }
 
-/// Settings of a task (the Rust `TaskConfig`). Start from `mgecl_task_default_options()` and
-/// change fields; a zero-initialised struct is not valid.
+/// Settings of a task (the Rust `TaskConfig`). Fill it with
+/// `mgecl_task_options_init(&options, sizeof options)` (the library's defaults) or
+/// `mgecl_model_task_options` (a model's), then change fields. A struct that may grow
+/// (`struct_size` first): a field an older header lacks takes the default given here.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct mgecl_task_options {
+    /// `sizeof(mgecl_task_options)` in the caller's header; `mgecl_task_options_init` sets it.
+    pub struct_size: usize,
     /// An `mgecl_classifier` value (default `MGECL_CLASSIFIER_PROTOTYPE`).
     pub classifier: u32,
     /// Logistic regression: L2 penalty alpha = 1/C (default 1), > 0.
@@ -174,10 +193,13 @@ pub struct mgecl_task_options {
     pub augment_queries: bool,
 }
 
-/// What `mgecl_task_fit` did.
+/// What `mgecl_task_fit` did. A struct that may grow: set `struct_size` before the call
+/// (`mgecl_fit_report report = { sizeof report };`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct mgecl_fit_report {
+    /// `sizeof(mgecl_fit_report)` in the caller's header, set by the caller.
+    pub struct_size: usize,
     /// The `mgecl_classifier` fitted.
     pub classifier: u32,
     /// Whether the solver reached the gradient tolerance (always true for prototypes).
@@ -190,7 +212,8 @@ pub struct mgecl_fit_report {
     pub classes: usize,
 }
 
-/// The answer for one image.
+/// The answer for one image. Passed in arrays, so it never grows: a new per-image value comes
+/// with a new struct and new functions.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct mgecl_prediction {
@@ -206,6 +229,20 @@ pub struct mgecl_prediction {
     /// best cosine similarity to a class mean clipped to [0, 1]). A one-class task (prototype
     /// classifier) answers with it as its probability.
     pub known_probability: f64,
+}
+
+/// What `mgecl_load_options_init` writes, and what the fields an older header lacks take.
+pub(crate) fn default_load_options() -> mgecl_load_options {
+    let defaults = LoadOptions::default();
+    mgecl_load_options {
+        struct_size: std::mem::size_of::<mgecl_load_options>(),
+        device: std::ptr::null(),
+        metadata: std::ptr::null(),
+        metadata_len: 0,
+        max_image_side: defaults.image_limits.max_width,
+        max_image_bytes: defaults.image_limits.max_decoded_bytes,
+        max_embed_bytes: defaults.max_embed_bytes,
+    }
 }
 
 pub(crate) fn classifier_code(kind: ClassifierKind) -> u32 {
@@ -254,6 +291,7 @@ pub(crate) fn options_to_config(options: &mgecl_task_options) -> Res<TaskConfig>
 
 pub(crate) fn config_to_options(config: &TaskConfig) -> mgecl_task_options {
     mgecl_task_options {
+        struct_size: std::mem::size_of::<mgecl_task_options>(),
         classifier: classifier_code(config.classifier),
         alpha: config.alpha,
         max_iterations: config.max_iterations,
@@ -275,10 +313,76 @@ pub(crate) fn config_to_options(config: &TaskConfig) -> mgecl_task_options {
 
 pub(crate) fn fit_report(report: &FitReport) -> mgecl_fit_report {
     mgecl_fit_report {
+        struct_size: std::mem::size_of::<mgecl_fit_report>(),
         classifier: classifier_code(report.classifier),
         converged: report.converged,
         gradient_max_abs: report.gradient_max_abs,
         rows: report.rows,
         classes: report.classes,
+    }
+}
+
+versioned!(mgecl_load_options {
+    struct_size,
+    device,
+    metadata,
+    metadata_len,
+    max_image_side,
+    max_image_bytes,
+    max_embed_bytes,
+});
+
+versioned!(mgecl_model_info {
+    struct_size,
+    arch,
+    device,
+    fingerprint,
+    feature_dim,
+    in_channels,
+    image_height,
+    image_width,
+    invert,
+});
+
+versioned!(mgecl_task_options {
+    struct_size,
+    classifier,
+    alpha,
+    max_iterations,
+    gradient_tolerance,
+    temperature,
+    augmented_copies,
+    use_threshold,
+    threshold,
+    max_classes,
+    max_rows,
+    raw_probabilities,
+    augmentation,
+    augment_queries,
+});
+
+versioned!(mgecl_fit_report {
+    struct_size,
+    classifier,
+    converged,
+    gradient_max_abs,
+    rows,
+    classes,
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::versioned::check_released_layouts;
+
+    /// The last field of each layout a released header had, oldest first. Appending a field
+    /// to one of these structs means adding it here as well; the older entries stay.
+    #[test]
+    fn every_released_layout_is_a_prefix_of_the_current_one() {
+        // 0.4.0: the first layouts with struct_size.
+        check_released_layouts::<mgecl_load_options>(&["max_embed_bytes"]);
+        check_released_layouts::<mgecl_model_info>(&["invert"]);
+        check_released_layouts::<mgecl_task_options>(&["augment_queries"]);
+        check_released_layouts::<mgecl_fit_report>(&["classes"]);
     }
 }

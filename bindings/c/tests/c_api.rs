@@ -174,10 +174,12 @@ fn check_capi_test_output(stdout: &str) {
             .contains("threads: 8 x 10 iterations, 0 errors, 0 results differing from one thread"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("limits: image side, image bytes, classes, rows enforced"),
-        "{stdout}"
-    );
+    for line in [
+        "limits: image side, image bytes, embed bytes, classes, rows enforced",
+        "struct versions: older layouts read with defaults, newer ones refused",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
     for line in [
         "0.png -> zero",
         "1.png -> zero",

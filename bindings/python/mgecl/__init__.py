@@ -49,7 +49,7 @@ STATUS = {
     "INVALID_MODEL": 5, "INVALID_IMAGE": 6, "LIMIT_EXCEEDED": 7, "DEVICE_UNAVAILABLE": 8,
     "NOT_FITTED": 9, "INVALID_TASK": 10, "DUPLICATE_LABEL": 11, "UNKNOWN_LABEL": 12,
     "UNKNOWN_EXAMPLE": 13, "INVALID_TASK_FILE": 14, "MODEL_MISMATCH": 15, "BACKEND": 16,
-    "PANIC": 17,
+    "PANIC": 17, "HEADER_TOO_NEW": 18,
 }
 for _name, _value in STATUS.items():
     globals()["STATUS_" + _name] = _value
@@ -86,23 +86,34 @@ class _MetadataEntry(Structure):
     _fields_ = [("key", c_char_p), ("value", c_char_p)]
 
 
-class _LoadOptions(Structure):
+class _Growing(Structure):
+    """A struct that may grow: `struct_size` first, set to this declaration's size, so that
+    a newer library reads it as the older header it is (include/mgecl.h, "Structs that
+    grow")."""
+
+    def __init__(self, **fields):
+        super().__init__(**fields)
+        self.struct_size = ctypes.sizeof(self)
+
+
+class _LoadOptions(_Growing):
     c_name = "mgecl_load_options"
-    _fields_ = [("device", c_char_p), ("metadata", POINTER(_MetadataEntry)),
-                ("metadata_len", c_size_t), ("max_image_side", c_uint32),
-                ("max_image_bytes", c_uint64)]
+    _fields_ = [("struct_size", c_size_t), ("device", c_char_p),
+                ("metadata", POINTER(_MetadataEntry)), ("metadata_len", c_size_t),
+                ("max_image_side", c_uint32), ("max_image_bytes", c_uint64),
+                ("max_embed_bytes", c_uint64)]
 
 
-class _ModelInfo(Structure):
+class _ModelInfo(_Growing):
     c_name = "mgecl_model_info"
-    _fields_ = [("arch", c_char_p), ("device", c_char_p), ("fingerprint", c_char_p),
+    _fields_ = [("struct_size", c_size_t), ("arch", c_char_p), ("device", c_char_p), ("fingerprint", c_char_p),
                 ("feature_dim", c_size_t), ("in_channels", c_size_t),
                 ("image_height", c_size_t), ("image_width", c_size_t), ("invert", c_bool)]
 
 
-class _TaskOptions(Structure):
+class _TaskOptions(_Growing):
     c_name = "mgecl_task_options"
-    _fields_ = [("classifier", c_uint32), ("alpha", c_double), ("max_iterations", c_uint64),
+    _fields_ = [("struct_size", c_size_t), ("classifier", c_uint32), ("alpha", c_double), ("max_iterations", c_uint64),
                 ("gradient_tolerance", c_double), ("temperature", c_double),
                 ("augmented_copies", c_size_t), ("use_threshold", c_bool),
                 ("threshold", c_double), ("max_classes", c_size_t), ("max_rows", c_size_t),
@@ -110,9 +121,9 @@ class _TaskOptions(Structure):
                 ("augment_queries", c_bool)]
 
 
-class _FitReport(Structure):
+class _FitReport(_Growing):
     c_name = "mgecl_fit_report"
-    _fields_ = [("classifier", c_uint32), ("converged", c_bool),
+    _fields_ = [("struct_size", c_size_t), ("classifier", c_uint32), ("converged", c_bool),
                 ("gradient_max_abs", c_double), ("rows", c_size_t), ("classes", c_size_t)]
 
 
@@ -182,7 +193,8 @@ _declare("mgecl_model_describe", _status, c_void_p, _P(_ModelInfo))
 _declare("mgecl_model_info_json", _status, c_void_p, _P(c_char), c_size_t, _P(c_size_t))
 _declare("mgecl_model_embed", _status, c_void_p, _P(_Image), c_size_t, _P(c_float), c_size_t,
          _P(c_size_t))
-_declare("mgecl_task_default_options", _TaskOptions)
+_declare("mgecl_load_options_init", _status, _P(_LoadOptions), c_size_t)
+_declare("mgecl_task_options_init", _status, _P(_TaskOptions), c_size_t)
 _declare("mgecl_model_task_options", _status, c_void_p, _P(_TaskOptions))
 _declare("mgecl_task_new", _status, c_void_p, _P(_TaskOptions), _P(c_void_p))
 _declare("mgecl_task_free", None, c_void_p)
@@ -319,13 +331,14 @@ def _floats(values):
 
 # --- Model ---------------------------------------------------------------------------------
 
-def _load_options(device, metadata, max_image_side, max_image_bytes):
+def _load_options(device, metadata, max_image_side, max_image_bytes, max_embed_bytes):
     metadata = dict(metadata or {})
     entries = (_MetadataEntry * max(len(metadata), 1))(*[
         _MetadataEntry(_text(k, "metadata key"), _text(v, "metadata value"))
         for k, v in metadata.items()])
-    options = _LoadOptions(_text(device, "device"), entries, len(metadata),
-                           max_image_side, max_image_bytes)
+    options = _LoadOptions(device=_text(device, "device"), metadata=entries,
+                           metadata_len=len(metadata), max_image_side=max_image_side,
+                           max_image_bytes=max_image_bytes, max_embed_bytes=max_embed_bytes)
     return options, entries
 
 
@@ -371,13 +384,15 @@ class Model(_Handle):
         _lib.mgecl_model_free(handle)
 
     def __init__(self, path, device="cpu", metadata=None, *, max_image_side=0,
-                 max_image_bytes=0, _handle=None):
+                 max_image_bytes=0, max_embed_bytes=0, _handle=None):
         """Loads a model file. `max_image_side` (pixels) and `max_image_bytes` bound the
-        images it decodes; 0 keeps the defaults (16384 px, 512 MiB)."""
+        images it decodes; `max_embed_bytes` the activations of one embedding pass (batches
+        are cut to fit; a model whose one image needs more raises STATUS_LIMIT_EXCEEDED);
+        0 keeps the defaults (16384 px, 512 MiB, 1 GiB)."""
         self._handle = None
         if _handle is None:
             options, _entries = _load_options(device, metadata, max_image_side,
-                                              max_image_bytes)
+                                              max_image_bytes, max_embed_bytes)
             handle = c_void_p()
             _check(_lib.mgecl_model_load(os.fsencode(path), byref(options), byref(handle)))
             _handle = handle
@@ -385,9 +400,10 @@ class Model(_Handle):
 
     @classmethod
     def from_bytes(cls, data, device="cpu", metadata=None, *, max_image_side=0,
-                   max_image_bytes=0):
+                   max_image_bytes=0, max_embed_bytes=0):
         """Loads a model from the bytes of a safetensors file (options as for `Model`)."""
-        options, _entries = _load_options(device, metadata, max_image_side, max_image_bytes)
+        options, _entries = _load_options(device, metadata, max_image_side, max_image_bytes,
+                                          max_embed_bytes)
         pointer, _owner = _u8_pointer(bytes(data))
         handle = c_void_p()
         _check(_lib.mgecl_model_load_bytes(pointer, len(data), byref(options), byref(handle)))
@@ -473,7 +489,10 @@ _OPTION_NAMES = ("classifier", "alpha", "max_iterations", "gradient_tolerance", 
 
 def _options_to_c(options, base=None):
     """`options` (a dict of task options) over `base` (C options; default: the library's)."""
-    c = _lib.mgecl_task_default_options() if base is None else base
+    if base is None:
+        base = _TaskOptions()
+        _check(_lib.mgecl_task_options_init(byref(base), ctypes.sizeof(base)))
+    c = base
     for key, value in options.items():
         if key not in _OPTION_NAMES:
             raise TypeError(f"unknown task option {key!r}")

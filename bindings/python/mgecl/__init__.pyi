@@ -98,6 +98,7 @@ STATUS_INVALID_TASK_FILE: Final = 14
 STATUS_MODEL_MISMATCH: Final = 15
 STATUS_BACKEND: Final = 16
 STATUS_PANIC: Final = 17
+STATUS_HEADER_TOO_NEW: Final = 18
 
 # Classifier name -> mgecl_classifier code.
 CLASSIFIERS: Dict[str, int]
@@ -152,6 +153,7 @@ class Model(_Handle):
         *,
         max_image_side: int = 0,
         max_image_bytes: int = 0,
+        max_embed_bytes: int = 0,
     ) -> None: ...
     @classmethod
     def from_bytes(
@@ -162,6 +164,7 @@ class Model(_Handle):
         *,
         max_image_side: int = 0,
         max_image_bytes: int = 0,
+        max_embed_bytes: int = 0,
     ) -> Self: ...
     # The parsed JSON description (arch, widths, in_channels, image_size, feature_dim, mean,
     # std, invert, device, fingerprint, metadata, ...).

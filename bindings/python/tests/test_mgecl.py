@@ -319,6 +319,16 @@ class TaskTest(unittest.TestCase):
         with self.assertRaises(mgecl.Error) as e:
             small.embed(IMAGES[:1])
         self.assertEqual(e.exception.status, mgecl.STATUS_LIMIT_EXCEEDED)
+        # The activations of one 28x28 Conv-4 image are far over 1000 bytes; a 4096x4096
+        # input is over the 1 GiB default.
+        with self.assertRaises(mgecl.Error) as e:
+            mgecl.Model(MODEL, max_embed_bytes=1000)
+        self.assertEqual(e.exception.status, mgecl.STATUS_LIMIT_EXCEEDED)
+        self.assertIn("max_embed_bytes", e.exception.message)
+        with self.assertRaises(mgecl.Error) as e:
+            mgecl.Model(MODEL, metadata={"image_size": "[4096, 4096]"})
+        self.assertEqual(e.exception.status, mgecl.STATUS_LIMIT_EXCEEDED)
+        self.assertIn("over the limit of 1024 MiB", e.exception.message)
 
     def test_save_and_load(self):
         task, _ = self.make_task()
