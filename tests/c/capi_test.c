@@ -880,6 +880,7 @@ static void test_struct_versions(const char *model_path) {
     /* The report's size is checked before fitting: the task is left as it was. */
     OK(mgecl_task_add_class(task, "a"));
     OK(mgecl_task_add_class(task, "b"));
+    for (int i = 0; i < DIM; i++) out[i] = (float)(i % 7) - 3.0f;
     OK(mgecl_task_add_example_feature(task, "a", out, DIM, NULL));
     out[0] += 1.0f;
     OK(mgecl_task_add_example_feature(task, "b", out, DIM, NULL));
