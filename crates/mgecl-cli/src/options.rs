@@ -291,6 +291,10 @@ pub struct RunArgs {
     /// Training implementation (candle: candle's autograd everywhere).
     #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     engine: EngineArg,
+    /// Most memory one training step's batch may hold, in MiB (estimated from the input size,
+    /// widths and images per step); more is refused before training starts.
+    #[arg(long, value_name = "MIB", default_value_t = mgecl_train::memory::DEFAULT_MAX_STEP_BYTES >> 20)]
+    max_memory: u64,
 }
 
 /// SGD settings both training stages share.
@@ -353,5 +357,6 @@ pub fn run_config(
         out_dir: run.out.clone(),
         stop_after: run.stop_after,
         engine: run.engine.into(),
+        max_step_bytes: run.max_memory.saturating_mul(1 << 20),
     })
 }

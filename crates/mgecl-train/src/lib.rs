@@ -15,6 +15,7 @@ pub mod error;
 pub mod evaluate;
 pub mod layers;
 pub mod loss;
+pub mod memory;
 pub mod metatrain;
 pub mod net;
 pub mod optim;
@@ -265,6 +266,15 @@ pub struct RunConfig {
     /// steps to within float rounding.
     #[serde(skip)]
     pub engine: Engine,
+    /// Most bytes a training step's batch may hold ([`memory::step_values`]); a batch size,
+    /// input size or width over it is refused before training starts. Default
+    /// [`memory::DEFAULT_MAX_STEP_BYTES`]. Not part of what a checkpoint must match.
+    #[serde(skip, default = "default_max_step_bytes")]
+    pub max_step_bytes: u64,
+}
+
+fn default_max_step_bytes() -> u64 {
+    memory::DEFAULT_MAX_STEP_BYTES
 }
 
 /// Few-shot validation settings shared by both stages.

@@ -15,6 +15,7 @@ use crate::data::{
 };
 use crate::error::{Error, Result};
 use crate::loss::{class_hinge, instance_contrastive};
+use crate::memory;
 use crate::net::{EncoderSpec, TrainNet};
 use crate::optim::OptimConfig;
 use crate::pretrain::RunSummary;
@@ -91,6 +92,23 @@ impl MetatrainConfig {
     }
 }
 
+impl MetatrainConfig {
+    /// Augmented views embedded per support image: `views` with the instance loss, else none.
+    fn views_per_support(&self) -> usize {
+        if self.instance_loss {
+            self.views
+        } else {
+            0
+        }
+    }
+
+    /// Images of one episode's batch: the support images and their views, then the queries.
+    pub fn images_per_episode(&self) -> usize {
+        let support = self.ways * self.shots;
+        support * (1 + self.views_per_support()) + self.ways * self.queries
+    }
+}
+
 /// Runs (or resumes) meta-training.
 ///
 /// # Errors
@@ -113,6 +131,13 @@ pub fn metatrain(
         in_channels: info.input.in_channels,
     };
     let input_spec = info.input.clone();
+    memory::check_step(
+        &spec,
+        input_spec.image_size,
+        config.images_per_episode(),
+        config.run.max_step_bytes,
+        "an episode",
+    )?;
     let load = |list: &Option<PathBuf>| -> Result<Dataset> {
         let include = list.as_deref().map(read_list).transpose()?;
         Dataset::load(
@@ -201,11 +226,7 @@ pub fn metatrain(
         for &s in &ep.support {
             push(s, &mut rng);
         }
-        let views = if config.instance_loss {
-            config.views
-        } else {
-            0
-        };
+        let views = config.views_per_support();
         for &s in &ep.support {
             for _ in 0..views {
                 push(s, &mut rng);

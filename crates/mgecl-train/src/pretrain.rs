@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::augment::augment;
 use crate::data::{read_list, scan_classes, Dataset};
 use crate::error::{Error, Result};
+use crate::memory;
 use crate::net::{EncoderSpec, TrainNet};
 use crate::optim::OptimConfig;
 use crate::rng::Rng;
@@ -114,6 +115,15 @@ pub fn pretrain(
     progress: &mut dyn Progress,
 ) -> Result<RunSummary> {
     config.validate()?;
+    let image_size = (config.image_size, config.image_size);
+    let batch = config.batch_size;
+    memory::check_step(
+        &config.net,
+        image_size,
+        batch,
+        config.run.max_step_bytes,
+        "a step",
+    )?;
     let mut train = load_split(config, &config.run.train_list)?;
     if config.run.rotate_classes {
         train = train.with_rotated_classes()?;

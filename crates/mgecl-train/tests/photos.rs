@@ -78,6 +78,7 @@ fn run(data: &Path, out: PathBuf) -> RunConfig {
         out_dir: out,
         stop_after: None,
         engine: Default::default(),
+        max_step_bytes: mgecl_train::memory::DEFAULT_MAX_STEP_BYTES,
     }
 }
 

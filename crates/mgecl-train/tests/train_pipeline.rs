@@ -42,6 +42,7 @@ fn run(out: PathBuf, val_every: usize, validation_episodes: usize, seed: u64) ->
         out_dir: out,
         stop_after: None,
         engine: Default::default(),
+        max_step_bytes: mgecl_train::memory::DEFAULT_MAX_STEP_BYTES,
     }
 }
 
@@ -186,6 +187,37 @@ fn metatraining_runs_every_loss_combination() {
         );
         assert!(Model::load(meta_out.join("best.safetensors"), &LoadOptions::default()).is_ok());
     }
+    // An episode over the memory limit is refused before the data is read or a file written:
+    // 3 ways x 1 shot x (1 + 2 views) + 3 x 3 queries = 18 images.
+    let meta_out = out.join("over-the-limit");
+    let mut meta = MetatrainConfig {
+        init: out.join("best.safetensors"),
+        run: run(meta_out.clone(), 2, 20, 1),
+        episodes: 4,
+        ways: 3,
+        shots: 1,
+        queries: 3,
+        classes: Default::default(),
+        views: 2,
+        margin: 0.2,
+        tau: 0.5,
+        lambda: 1.0,
+        class_loss: true,
+        instance_loss: true,
+        optim: cfg.optim.clone(),
+    };
+    meta.run.max_step_bytes = 1 << 20;
+    match metatrain(&meta, DeviceChoice::Cpu, false, &mut Silent) {
+        Err(Error::Core(mgecl::Error::LimitExceeded(m))) => {
+            assert!(m.contains("an episode of 18 images at 28x28"), "{m}");
+            assert!(m.contains("over the limit of 1 MiB"), "{m}");
+        }
+        other => panic!(
+            "expected LimitExceeded, got {:?}",
+            other.map(|s| s.completed)
+        ),
+    }
+    assert!(!meta_out.exists(), "nothing was written");
 }
 
 #[test]
@@ -224,4 +256,19 @@ fn bad_configurations_fail_before_any_work() {
         !out.join("last.safetensors").exists(),
         "nothing was trained"
     );
+    // A step over the memory limit: refused before the data is read or a file written.
+    let mut c = config(out.join("over-the-limit"), 1);
+    c.batch_size = 64;
+    c.run.max_step_bytes = 1 << 20;
+    match pretrain(&c, DeviceChoice::Cpu, false, &mut Silent) {
+        Err(Error::Core(mgecl::Error::LimitExceeded(m))) => {
+            assert!(m.contains("a step of 64 images at 28x28"), "{m}");
+            assert!(m.contains("over the limit of 1 MiB"), "{m}");
+        }
+        other => panic!(
+            "expected LimitExceeded, got {:?}",
+            other.map(|s| s.completed)
+        ),
+    }
+    assert!(!out.join("over-the-limit").exists(), "nothing was written");
 }
