@@ -1,13 +1,14 @@
 //! What an app's threads keep after embedding: 16 threads each embed one batch of 32
 //! (preprocessed, random) images, then stay alive and idle while this process reads its
-//! resident memory; then each thread calls `mgecl::release_buffers()` and it is read again.
-//! Prints one JSON line. `unbounded` lifts the limit on what the threads' buffer pools keep
-//! (the behaviour before that limit existed), for comparison; `scripts/bench/pool_memory.sh`
-//! runs both.
+//! resident memory: at once, after 2 s idle (the idle release set to 1 s), and after an
+//! explicit `mgecl::release_buffers()`. Prints one JSON line. `unbounded` lifts the limit on
+//! the pool and turns the idle release off (the behaviour before either existed), for
+//! comparison; `scripts/bench/pool_memory.sh` runs both.
 //!
 //!     cargo run --release --example pool_memory -- MODEL [bounded|unbounded]
 
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use mgecl::{LoadOptions, Model};
 
@@ -40,13 +41,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("unbounded") => false,
         Some(other) => return Err(format!("unknown mode {other:?}").into()),
     };
-    if !bounded {
+    if bounded {
+        mgecl::set_buffer_idle_release(Some(Duration::from_secs(1)));
+    } else {
         mgecl::set_buffer_pool_limit(usize::MAX);
+        mgecl::set_buffer_idle_release(None);
     }
     let model = Arc::new(Model::load(path, &LoadOptions::default())?);
     let (c, h, w) = model.preprocessor().input_shape();
     let loaded = status_mib("VmRSS:");
-    // Three rendezvous: all embedded; measured idle; all released.
+    // Two rendezvous: all embedded; all measured (the threads stay alive until then).
     let barrier = Arc::new(Barrier::new(THREADS + 1));
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -65,25 +69,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 drop((values, features));
                 barrier.wait();
                 barrier.wait();
-                mgecl::release_buffers();
-                barrier.wait();
             })
         })
         .collect();
     barrier.wait();
     let idle = status_mib("VmRSS:");
     let pooled = mgecl::pooled_buffer_bytes() as f64 / (1 << 20) as f64;
-    barrier.wait();
-    barrier.wait();
-    let released = status_mib("VmRSS:");
-    let pooled_after = mgecl::pooled_buffer_bytes() as f64 / (1 << 20) as f64;
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_2s = status_mib("VmRSS:");
+    let pooled_2s = mgecl::pooled_buffer_bytes() as f64 / (1 << 20) as f64;
     mgecl::release_buffers();
-    let released_again = status_mib("VmRSS:");
+    let released = status_mib("VmRSS:");
+    barrier.wait();
     for t in threads {
         t.join().map_err(|_| "a thread panicked")?;
     }
     println!(
-        "{{\"mode\": \"{}\", \"threads\": {THREADS}, \"batch\": {BATCH}, \"rss_mib_loaded\": {loaded:.0}, \"rss_mib_peak\": {:.0}, \"rss_mib_idle\": {idle:.0}, \"pooled_mib_idle\": {pooled:.0}, \"rss_mib_after_release\": {released:.0}, \"pooled_mib_after\": {pooled_after:.0}, \"rss_mib_after_second_release\": {released_again:.0}}}",
+        "{{\"mode\": \"{}\", \"threads\": {THREADS}, \"batch\": {BATCH}, \"rss_mib_loaded\": {loaded:.0}, \"rss_mib_peak\": {:.0}, \"rss_mib_idle\": {idle:.0}, \"pooled_mib_idle\": {pooled:.0}, \"rss_mib_idle_2s\": {idle_2s:.0}, \"pooled_mib_idle_2s\": {pooled_2s:.0}, \"rss_mib_after_release\": {released:.0}}}",
         if bounded { "bounded" } else { "unbounded" },
         status_mib("VmHWM:"),
     );

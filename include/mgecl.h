@@ -655,13 +655,21 @@ enum mgecl_status mgecl_model_embed(const struct mgecl_model *model,
                                     size_t *needed);
 
 /**
- * Frees the buffers the CPU engine keeps between embeddings for reuse (activations and
- * convolution scratch): the calling thread's and those of the library's worker threads. App
- * threads that embedded keep theirs until they call this too or exit; the total kept across
- * threads is bounded (256 MiB) either way. The next embedding allocates again. Returns
- * `MGECL_STATUS_OK`. Thread-safe.
+ * Frees the buffers the CPU engine keeps between embeddings for reuse: the activation pool
+ * all threads share (at most 256 MiB) and the convolution scratch of the calling thread and
+ * of the library's worker threads, and hands the memory back to the system. The next
+ * embedding allocates again. The same happens by itself once no embedding has run for the
+ * idle time (`mgecl_set_buffer_idle_release`, default 30 s). Returns `MGECL_STATUS_OK`.
+ * Thread-safe.
  */
 enum mgecl_status mgecl_release_buffers(void);
+
+/**
+ * Sets how long the kept buffers may go unused before they are released as by
+ * `mgecl_release_buffers`: `milliseconds` (default 30000), or 0 for never. Process-wide.
+ * Returns `MGECL_STATUS_OK`. Thread-safe.
+ */
+enum mgecl_status mgecl_set_buffer_idle_release(uint64_t milliseconds);
 
 /**
  * Fills the caller's `options` with the default task options, whatever the model: the

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Resident memory of an app whose 16 threads embedded one batch of 32 each and went idle, with
 # the buffer pools' total bounded (the default) and unbounded (as before the bound), then after
-# each thread called mgecl::release_buffers(). Two runs of each, interleaved.
+# 2 s idle (the idle release at 1 s; unbounded: off, as before), then after
+# mgecl::release_buffers(). Two runs of each, interleaved.
 #   scripts/bench/pool_memory.sh [MODEL]   (default: the photo model)
 set -eu
 cd "$(dirname "$0")/../.."

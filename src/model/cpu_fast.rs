@@ -22,8 +22,8 @@
 //! - The output pixels (or Winograd tile rows) are cut into chunks that run on rayon's
 //!   threads; each thread transforms its chunk in a reused thread-local scratch buffer (at most
 //!   16 MiB), so no full-size im2col matrix ever exists. Activation buffers are reused across
-//!   calls (a small pool per calling thread, kept until the thread ends), so a model stays
-//!   `Send + Sync` with no shared mutable state.
+//!   calls from one bounded process-wide pool (`mgecl_kernels::scratch`), released on request
+//!   or when idle; a model stays `Send + Sync` with no mutable state of its own.
 //!
 //! candle's path (`super::resnet12`, `super::conv4`) is the reference this path is tested
 //! against (`tests/encoder_parity.rs`).

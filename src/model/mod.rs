@@ -278,40 +278,28 @@ pub struct Model {
     pass: PassMemory,
 }
 
-/// Frees the buffers the CPU engine keeps between forward passes for reuse (activations and
-/// convolution scratch): the calling thread's and those of rayon's global pool, whose threads
-/// run the convolutions. An app that embedded on threads of its own calls this on each of
-/// them, or lets them exit, to give theirs back. The next pass allocates again. What the
-/// threads keep is bounded in total by [`set_buffer_pool_limit`] either way.
+/// Frees the buffers the CPU engine keeps between forward passes for reuse: the activation
+/// pool all threads share, and the convolution scratch of the calling thread and of rayon's
+/// global pool, whose threads run the convolutions; then hands the freed memory back to the
+/// system. The next pass allocates again. The same happens by itself after
+/// [`set_buffer_idle_release`]'s time without a pass (default 30 s).
 pub fn release_buffers() {
-    mgecl_kernels::scratch::release_thread();
-    rayon::broadcast(|_| mgecl_kernels::scratch::release_thread());
-    return_freed_memory();
+    mgecl_kernels::scratch::release_all();
 }
 
-/// Hands memory the allocator keeps after frees back to the system. glibc raises its mmap
-/// threshold after large frees, so buffers of tens of MB end up in per-thread arenas that
-/// `free` does not shrink; `malloc_trim` does. Other allocators return such memory themselves.
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> std::ffi::c_int;
-        }
-        // SAFETY: glibc's malloc_trim takes a byte count and only releases free memory.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
+/// Releases the kept buffers ([`release_buffers`]) once no forward pass has used them for
+/// `after` (default 30 s); `None` never does. Process-wide.
+pub fn set_buffer_idle_release(after: Option<std::time::Duration>) {
+    mgecl_kernels::scratch::set_idle_release(after);
 }
 
-/// Bounds the bytes of activation buffers all threads keep between forward passes (default
-/// 256 MiB; 0 keeps none, so every pass allocates). Process-wide.
+/// Bounds the bytes of activation buffers kept between forward passes, for all threads
+/// together (default 256 MiB; 0 keeps none, so every pass allocates). Process-wide.
 pub fn set_buffer_pool_limit(bytes: usize) {
     mgecl_kernels::scratch::set_pool_limit(bytes);
 }
 
-/// Bytes of activation buffers all threads keep now.
+/// Bytes of activation buffers kept now.
 pub fn pooled_buffer_bytes() -> usize {
     mgecl_kernels::scratch::pooled_bytes()
 }

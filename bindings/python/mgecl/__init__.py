@@ -40,6 +40,7 @@ else:
         np = None
 
 __all__ = ["Error", "Model", "Task", "Pixels", "Prediction", "version", "release_buffers",
+           "set_buffer_idle_release",
            "library_path",
            "PIXEL_RGB8", "PIXEL_RGBA8", "PIXEL_GRAY8"]
 
@@ -185,6 +186,7 @@ _declare("mgecl_version", c_char_p)
 _declare("mgecl_last_error_message", c_char_p)
 _declare("mgecl_status_name", c_char_p, c_int32)
 _declare("mgecl_release_buffers", _status)
+_declare("mgecl_set_buffer_idle_release", _status, c_uint64)
 _declare("mgecl_model_load", _status, c_char_p, _P(_LoadOptions), _P(c_void_p))
 _declare("mgecl_model_load_bytes", _status, _P(c_uint8), c_size_t, _P(_LoadOptions),
          _P(c_void_p))
@@ -249,10 +251,17 @@ def version():
 
 
 def release_buffers():
-    """Frees the buffers the library keeps between embeddings for reuse: the calling thread's
-    and its worker threads'. Other threads that embedded free theirs by calling this too (or
-    by exiting); what all threads keep is bounded (256 MiB) either way."""
+    """Frees the buffers the library keeps between embeddings for reuse (the activation pool
+    all threads share, at most 256 MiB, and the convolution scratch) and hands the memory back
+    to the system. Also happens by itself after `set_buffer_idle_release`'s time idle."""
     _check(_lib.mgecl_release_buffers())
+
+
+def set_buffer_idle_release(seconds):
+    """Releases the kept buffers once no embedding has used them for `seconds` (default 30);
+    None or 0: never. Process-wide."""
+    milliseconds = 0 if not seconds else max(1, round(seconds * 1000))
+    _check(_lib.mgecl_set_buffer_idle_release(milliseconds))
 
 
 # --- Images --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import (Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Se
 from typing_extensions import Final, Literal, Self, TypeAlias, TypedDict, Unpack
 
 __all__ = ["Error", "Model", "Task", "Pixels", "Prediction", "version", "release_buffers",
+           "set_buffer_idle_release",
            "library_path",
            "PIXEL_RGB8", "PIXEL_RGBA8", "PIXEL_GRAY8"]
 
@@ -116,6 +117,7 @@ PIXEL_GRAY8: Final = 3
 
 def version() -> str: ...
 def release_buffers() -> None: ...
+def set_buffer_idle_release(seconds: Optional[float]) -> None: ...
 
 # --- Errors ------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,6 +69,13 @@ class ModelTest(unittest.TestCase):
         before = rows(self.model.embed(IMAGES))
         mgecl.release_buffers()
         self.assertEqual(rows(self.model.embed(IMAGES)), before)
+        # Released by themselves after a short idle time, then allocated again.
+        mgecl.set_buffer_idle_release(0.05)
+        try:
+            time.sleep(0.3)
+            self.assertEqual(rows(self.model.embed(IMAGES)), before)
+        finally:
+            mgecl.set_buffer_idle_release(30)
 
     def test_embed_files_bytes_and_pixels(self):
         features = self.model.embed(IMAGES)
