@@ -274,7 +274,9 @@ fn default_library_exports_no_test_hook() {
 }
 
 /// Hard-links every file under `from` into `to` (copying where a link is impossible), except
-/// those `skip` names, and files already there.
+/// those `skip` names. A file already there is replaced unless it is the same file: a rebuilt
+/// unit keeps its hashed name, and a stale copy with a fresh-looking fingerprint would be
+/// linked into the hooks library instead of the current one.
 fn link_tree(from: &Path, to: &Path, skip: &dyn Fn(&str) -> bool) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {
@@ -286,9 +288,21 @@ fn link_tree(from: &Path, to: &Path, skip: &dyn Fn(&str) -> bool) {
         let kind = entry.file_type().unwrap();
         if kind.is_dir() {
             link_tree(&src, &dst, &|_| false);
-        } else if kind.is_file() && !dst.exists() && std::fs::hard_link(&src, &dst).is_err() {
-            std::fs::copy(&src, &dst).unwrap();
+        } else if kind.is_file() && !same_file(&src, &dst) {
+            let _ = std::fs::remove_file(&dst);
+            if std::fs::hard_link(&src, &dst).is_err() {
+                std::fs::copy(&src, &dst).unwrap();
+            }
         }
+    }
+}
+
+/// Whether `a` and `b` are one file (hard links of each other).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
 }
 
