@@ -117,7 +117,7 @@ fn rotate(input: &[f32], (c, h, w): (usize, usize, usize), degrees: f64) -> Vec<
 /// (the mean pixel).
 fn flip_shift(input: &[f32], (c, h, w): (usize, usize, usize), copy: usize) -> Vec<f32> {
     const SHIFTS: [(isize, isize); 4] = [(1, 1), (-1, -1), (1, -1), (-1, 1)];
-    let flip = copy % 2 == 0;
+    let flip = copy.is_multiple_of(2);
     let (dy, dx) = if copy == 0 {
         (0, 0)
     } else {
@@ -157,7 +157,7 @@ fn flip_shift(input: &[f32], (c, h, w): (usize, usize, usize), copy: usize) -> V
 /// [`Error::InvalidArgument`] when the rows are not a whole number of groups.
 pub fn merge_copies(features: ArrayView2<f32>, copies: usize) -> Result<Array2<f32>> {
     let group = copies + 1;
-    if features.nrows() % group != 0 {
+    if !features.nrows().is_multiple_of(group) {
         return Err(Error::InvalidArgument(format!(
             "{} feature rows are not whole groups of 1 + {copies} copies",
             features.nrows()

@@ -428,7 +428,7 @@ impl Task {
 
     fn check_features(&self, values: &[f32]) -> Result<()> {
         let dim = self.model.feature_dim();
-        if values.is_empty() || values.len() % dim != 0 {
+        if values.is_empty() || !values.len().is_multiple_of(dim) {
             return Err(Error::InvalidArgument(format!(
                 "features must have {dim} values per row, got {} values",
                 values.len()
