@@ -29,9 +29,9 @@ pub mod task;
 pub use device::DeviceChoice;
 pub use error::{Error, ModelProblem, Result};
 pub use model::{
-    pooled_buffer_bytes, release_buffers, set_buffer_idle_release, set_buffer_pool_limit,
-    Architecture, Engine, EngineKind, LoadOptions, Metadata, Model, ModelInfo,
-    DEFAULT_MAX_EMBED_BYTES, MAX_MODEL_FILE_BYTES,
+    pooled_buffer_bytes, quantize_model, release_buffers, set_buffer_idle_release,
+    set_buffer_pool_limit, Architecture, Engine, EngineKind, LoadOptions, Metadata, Model,
+    ModelInfo, QuantizationInfo, DEFAULT_MAX_EMBED_BYTES, MAX_MODEL_FILE_BYTES, QUANTIZATION_KEY,
 };
 pub use preprocess::{
     ImageLimits, ImageSource, InputSpec, PixelBuffer, PixelFormat, Pixels, Preprocessor,

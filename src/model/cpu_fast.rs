@@ -1,8 +1,8 @@
 //! The CPU fast path: inference-only ResNet-12 and Conv-4 forward passes that run at (or, with
 //! Winograd, beyond) the machine's matrix-multiply speed.
 //!
-//! - BatchNorm (and Conv-4's convolution bias) is folded into the convolution weights and a
-//!   per-channel bias at load time, in f64, rounded once to f32.
+//! - Built from the folded encoder (`super::folded`): BatchNorm (and Conv-4's convolution
+//!   bias) folded into the convolution weights and a per-channel bias.
 //! - Activations are NHWC. 3x3 convolutions with at least 16 input and output channels run as
 //!   Winograd F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
 //!   2016): 16 matrix products `(tiles, c_in) x (c_in, c_out)` per tile chunk, 2.25 times fewer
@@ -39,8 +39,7 @@ use mgecl_kernels::winograd::{
 use mgecl_kernels::{gemm, Mat, Parallelism};
 use rayon::prelude::*;
 
-use super::conv4::Conv4Params;
-use super::resnet12::ResNet12Params;
+use super::folded::{FoldedConv, FoldedNet, FoldedShortcut};
 
 /// `dst (m, n) = lhs (m, k) * rhs (k, n)`, all row-major and contiguous.
 fn matmul(
@@ -89,46 +88,31 @@ struct FusedConv {
     winograd: Option<Vec<f32>>,
 }
 
-/// Appends `w[co][ci][ky][kx] * scale[co]` (in f64, rounded once) to `rows` in
-/// `[ky][kx][ci]` row order, `c_out` values per row: `(k, k, c_in, c_out)`.
-fn push_folded(rows: &mut Vec<f32>, w: &[f32], scale: &[f64], c_in: usize, k: usize) {
-    for ky in 0..k {
-        for kx in 0..k {
-            for ci in 0..c_in {
-                for (co, s) in scale.iter().enumerate() {
-                    rows.push((f64::from(w[((co * c_in + ci) * k + ky) * k + kx]) * s) as f32);
-                }
-            }
-        }
-    }
-}
-
 impl FusedConv {
-    fn new(
-        c_in: usize,
-        k: usize,
-        weight: &[f32],
-        scale: &[f64],
-        bias: Vec<f64>,
-        slope: f64,
-    ) -> Self {
-        let c_out = scale.len();
-        let mut rows = Vec::with_capacity(k * k * c_in * c_out);
-        push_folded(&mut rows, weight, scale, c_in, k);
-        // Winograd's weights replace the im2col ones.
-        let winograd = mgecl_kernels::winograd::applies(k, c_in, c_out)
-            .then(|| winograd_planes(&rows, c_in, c_out));
-        if winograd.is_some() {
-            rows = Vec::new();
+    /// The folded convolution on this path: Winograd's weights when the rule says it
+    /// applies, else the im2col ones; `shortcut`'s rows below either.
+    fn new(conv: FoldedConv, shortcut: Option<FoldedShortcut>) -> Self {
+        let (c_in, c_out) = (conv.c_in, conv.c_out);
+        let winograd = mgecl_kernels::winograd::applies(conv.k, c_in, c_out)
+            .then(|| winograd_planes(&conv.weight, c_in, c_out));
+        // Winograd's weights replace the im2col ones; the fused shortcut's rows follow.
+        let mut weight = if winograd.is_some() {
+            Vec::new()
+        } else {
+            conv.weight
+        };
+        let shortcut_c_in = shortcut.as_ref().map_or(0, |s| s.c_in);
+        if let Some(s) = shortcut {
+            weight.extend_from_slice(&s.weight);
         }
         FusedConv {
             c_in,
             c_out,
-            k,
-            shortcut_c_in: 0,
-            weight: rows,
-            bias: bias.into_iter().map(|v| v as f32).collect(),
-            slope: slope as f32,
+            k: conv.k,
+            shortcut_c_in,
+            weight,
+            bias: conv.bias,
+            slope: conv.slope,
             winograd,
         }
     }
@@ -359,71 +343,32 @@ pub(crate) struct FastOutput {
 }
 
 impl FastNet {
-    /// Folds a ResNet-12's BatchNorms and shortcuts into fused convolutions.
-    /// Consumes the parameters block by block, so the file's copy and the folded one
-    /// overlap by at most one block.
-    pub(crate) fn from_resnet12(params: ResNet12Params) -> Self {
-        let slope = params.slope;
-        let in_channels = params.in_channels();
-        let blocks = params
+    /// The fast path of a folded encoder. Consumes it block by block, so the folded weights
+    /// and the transformed ones overlap by at most one block.
+    pub(crate) fn new(folded: FoldedNet) -> Self {
+        let blocks = folded
             .blocks
             .into_iter()
             .map(|b| {
-                let (c, cin) = (b.c_out, b.c_in);
-                let conv = |i: usize, c_in: usize, slope: f64| {
-                    FusedConv::new(
-                        c_in,
-                        3,
-                        &b.convs[i],
-                        &b.bns[i].scale,
-                        b.bns[i].shift.clone(),
-                        slope,
-                    )
-                };
-                let mut third = conv(2, c, slope);
-                // conv3 + BN3 + (conv1x1 + BN) shortcut as one product: the shortcut's
-                // folded weights go below conv3's, its shift into the bias.
-                push_folded(&mut third.weight, &b.down_conv, &b.down_bn.scale, cin, 1);
-                third.bias = b.bns[2]
-                    .shift
-                    .iter()
-                    .zip(&b.down_bn.shift)
-                    .map(|(s, d)| (s + d) as f32)
-                    .collect();
-                third.shortcut_c_in = cin;
-                Block {
-                    convs: vec![conv(0, cin, slope), conv(1, c, slope), third],
-                    pool: true,
-                }
-            })
-            .collect();
-        FastNet {
-            blocks,
-            in_channels,
-        }
-    }
-
-    /// Folds a Conv-4's BatchNorms and convolution biases into fused convolutions.
-    pub(crate) fn from_conv4(params: Conv4Params) -> Self {
-        let blocks = params
-            .blocks
-            .into_iter()
-            .map(|b| {
-                let bias = b
-                    .bias
-                    .iter()
-                    .zip(b.bn.scale.iter().zip(&b.bn.shift))
-                    .map(|(&cb, (s, t))| f64::from(cb) * s + t)
+                let last = b.convs.len() - 1;
+                let mut shortcut = b.shortcut;
+                let convs = b
+                    .convs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, conv)| {
+                        FusedConv::new(conv, if i == last { shortcut.take() } else { None })
+                    })
                     .collect();
                 Block {
-                    convs: vec![FusedConv::new(b.c_in, 3, &b.weight, &b.bn.scale, bias, 0.0)],
+                    convs,
                     pool: b.pool,
                 }
             })
             .collect();
         FastNet {
             blocks,
-            in_channels: params.in_channels,
+            in_channels: folded.in_channels,
         }
     }
 

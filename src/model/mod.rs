@@ -8,8 +8,11 @@
 
 mod conv4;
 pub(crate) mod cpu_fast;
+pub(crate) mod cpu_int8;
+mod folded;
 mod layout;
 mod metadata;
+mod quantized;
 mod resnet12;
 mod weights;
 
@@ -30,7 +33,10 @@ use crate::error::{Error, ModelProblem, Result};
 use crate::hash::fnv1a;
 use crate::preprocess::{ImageLimits, ImageSource, InputSpec, Preprocessor};
 use conv4::{Conv4, Conv4Params};
-use cpu_fast::FastNet;
+use cpu_fast::{FastNet, FastOutput};
+use cpu_int8::QuantNet;
+use folded::FoldedNet;
+pub use quantized::{quantize_model, QuantizationInfo, QUANTIZATION_KEY};
 use resnet12::{ResNet12, ResNet12Params};
 
 /// Largest model file accepted (the full-width ResNet-12 is ~50 MB).
@@ -158,7 +164,8 @@ impl LoadOptions {
     }
 }
 
-/// The implementation running a loaded model's forward pass (in JSON: `cpu-fast`, `candle`).
+/// The implementation running a loaded model's forward pass (in JSON: `cpu-fast`, `candle`,
+/// `cpu-int8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub enum EngineKind {
@@ -168,14 +175,18 @@ pub enum EngineKind {
     /// candle's operations.
     #[serde(rename = "candle")]
     Candle,
+    /// mgecl's int8 CPU kernels, for quantised models (`src/model/cpu_int8.rs`).
+    #[serde(rename = "cpu-int8")]
+    CpuInt8,
 }
 
 impl EngineKind {
-    /// `cpu-fast` or `candle`.
+    /// `cpu-fast`, `candle` or `cpu-int8`.
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::CpuFast => "cpu-fast",
             EngineKind::Candle => "candle",
+            EngineKind::CpuInt8 => "cpu-int8",
         }
     }
 }
@@ -216,6 +227,7 @@ enum Network {
     ResNet12(ResNet12),
     Conv4(Conv4),
     Fast(FastNet),
+    Int8(QuantNet),
 }
 
 /// An NCHW f32 tensor's values, on the CPU.
@@ -229,13 +241,37 @@ fn cpu_values(input: &Tensor) -> candle_core::Result<Vec<f32>> {
 
 /// The networks speak candle's errors; [`Model`] converts them once, at its API.
 impl Network {
+    /// Whether the network runs on mgecl's own CPU kernels (no candle tensors needed).
+    fn is_cpu_kernels(&self) -> bool {
+        matches!(self, Network::Fast(_) | Network::Int8(_))
+    }
+
+    /// A CPU-kernel network's forward pass over an NCHW batch `(n, c, h, w)`.
+    ///
+    /// # Panics
+    /// On a candle network (callers check [`Network::is_cpu_kernels`]).
+    fn cpu_forward(
+        &self,
+        nchw: &[f32],
+        (n, h, w): (usize, usize, usize),
+        keep: bool,
+    ) -> FastOutput {
+        match self {
+            Network::Fast(net) => net.forward(nchw, n, h, w, keep),
+            Network::Int8(net) => net.forward(nchw, n, h, w, keep),
+            Network::ResNet12(_) | Network::Conv4(_) => {
+                unreachable!("candle networks have no CPU-kernel forward pass")
+            }
+        }
+    }
+
     fn forward_blocks(&self, input: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         match self {
             Network::ResNet12(n) => n.forward_blocks(input),
             Network::Conv4(n) => n.forward_blocks(input),
-            Network::Fast(n) => {
+            Network::Fast(_) | Network::Int8(_) => {
                 let (b, _, h, w) = input.dims4()?;
-                let out = n.forward(&cpu_values(input)?, b, h, w, true);
+                let out = self.cpu_forward(&cpu_values(input)?, (b, h, w), true);
                 out.blocks
                     .into_iter()
                     .map(|(values, shape)| Tensor::from_vec(values, &shape, input.device()))
@@ -247,9 +283,11 @@ impl Network {
     /// Features `(N, D)` of a checked NCHW batch.
     fn embed_tensor(&self, input: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Network::Fast(n) => {
+            Network::Fast(_) | Network::Int8(_) => {
                 let (b, _, h, w) = input.dims4()?;
-                let features = n.forward(&cpu_values(input)?, b, h, w, false).features;
+                let features = self
+                    .cpu_forward(&cpu_values(input)?, (b, h, w), false)
+                    .features;
                 let dim = features.len() / b.max(1);
                 Tensor::from_vec(features, (b, dim), input.device())
             }
@@ -261,6 +299,62 @@ impl Network {
                 last.mean((2, 3))
             }
         }
+    }
+}
+
+/// A model file's header read and checked: its weights, architecture, shape and metadata
+/// (overrides applied), and the memory a pass needs, before any weight is copied.
+struct ParsedFile<'b> {
+    weights: WeightFile<'b>,
+    arch: Architecture,
+    spec: EncoderSpec,
+    metadata: Metadata,
+    pass: PassMemory,
+}
+
+/// The model's fingerprint: a hash of the weights and of the metadata that changes features.
+fn fingerprint(weights: &WeightFile<'_>, metadata: &Metadata) -> String {
+    let mut hash = weights.content_hash();
+    // Calibration changes probabilities and the task defaults how tasks are set up, not
+    // features: tasks stay valid across them.
+    for (k, v) in metadata
+        .raw
+        .iter()
+        .filter(|(k, _)| *k != calibration::METADATA_KEY && *k != TASK_DEFAULTS_KEY)
+    {
+        hash = fnv1a(fnv1a(hash, k.as_bytes()), v.as_bytes());
+    }
+    format!("{hash:016x}")
+}
+
+impl<'b> ParsedFile<'b> {
+    /// # Errors
+    /// As [`Model::from_bytes`], less the device's.
+    fn parse(bytes: &'b [u8], options: &LoadOptions) -> Result<Self> {
+        let weights = WeightFile::parse(bytes)?;
+        let mut raw = weights.metadata().clone();
+        raw.extend(options.metadata_overrides.clone());
+        let arch = match raw.get("arch") {
+            Some(name) => name.parse()?,
+            None => Architecture::detect(|name| weights.contains(name)).ok_or_else(|| {
+                Error::model(
+                    ModelProblem::MissingTensor,
+                    "neither layer1.0.conv1.weight (resnet12) nor layer1.0.weight (conv4) is present",
+                )
+            })?,
+        };
+        let spec = weights.encoder_spec(arch)?;
+        let in_channels = spec.in_channels;
+        let metadata = Metadata::parse(raw, Some(arch), in_channels)?;
+        // Before any weight is copied or device opened: a hostile image_size stops here.
+        let pass = PassMemory::within(&spec, metadata.input.image_size, options.max_embed_bytes)?;
+        Ok(ParsedFile {
+            weights,
+            arch,
+            spec,
+            metadata,
+            pass,
+        })
     }
 }
 
@@ -360,26 +454,41 @@ impl Model {
     /// [`LoadOptions::max_embed_bytes`]; [`Error::DeviceUnavailable`] when the device cannot
     /// be opened.
     pub fn from_bytes(bytes: &[u8], options: &LoadOptions) -> Result<Self> {
-        let weights = WeightFile::parse(bytes)?;
-        let mut raw = weights.metadata().clone();
-        raw.extend(options.metadata_overrides.clone());
-        let arch = match raw.get("arch") {
-            Some(name) => name.parse()?,
-            None => Architecture::detect(|name| weights.contains(name)).ok_or_else(|| {
-                Error::model(
-                    ModelProblem::MissingTensor,
-                    "neither layer1.0.conv1.weight (resnet12) nor layer1.0.weight (conv4) is present",
-                )
-            })?,
+        let ParsedFile {
+            weights,
+            arch,
+            spec,
+            metadata,
+            pass,
+        } = ParsedFile::parse(bytes, options)?;
+        let quantized = metadata
+            .raw
+            .get(QUANTIZATION_KEY)
+            .map(|text| QuantizationInfo::from_metadata(text))
+            .transpose()?;
+        // A quantised model runs on the int8 CPU kernels only; `auto` means the CPU for it.
+        let device_choice = match options.device {
+            DeviceChoice::Auto if quantized.is_some() => DeviceChoice::Cpu,
+            choice => choice,
         };
-        let spec = weights.encoder_spec(arch)?;
-        let in_channels = spec.in_channels;
-        let metadata = Metadata::parse(raw, Some(arch), in_channels)?;
-        // Before any weight is copied or device opened: a hostile image_size stops here.
-        let pass = PassMemory::within(&spec, metadata.input.image_size, options.max_embed_bytes)?;
-        let device = options.device.open()?;
+        if quantized.is_some()
+            && (options.engine != Engine::Auto || device_choice != DeviceChoice::Cpu)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a quantised (int8) model runs on the CPU's int8 engine only, not on {:?} with \
+                 engine {:?}",
+                options.device, options.engine
+            )));
+        }
+        let device = device_choice.open()?;
         let fast = options.engine == Engine::Auto && device.is_cpu();
-        let (network, widths) = match arch {
+        let widths = spec.widths.clone();
+        let network = match arch {
+            _ if quantized.is_some() => Network::Int8(quantized::read_quant_net(
+                &weights,
+                &spec,
+                metadata.leaky_relu_slope,
+            )?),
             Architecture::ResNet12 => {
                 let params = ResNet12Params::read(
                     &weights,
@@ -387,36 +496,22 @@ impl Model {
                     metadata.bn_eps,
                     metadata.leaky_relu_slope,
                 )?;
-                let widths = spec.widths.clone();
-                let network = if fast {
-                    Network::Fast(FastNet::from_resnet12(params))
+                if fast {
+                    Network::Fast(FastNet::new(FoldedNet::from_resnet12(params)))
                 } else {
                     Network::ResNet12(ResNet12::new(&params, &device).map_err(Error::candle)?)
-                };
-                (network, widths)
+                }
             }
             Architecture::Conv4 => {
                 let params = Conv4Params::read(&weights, &spec, metadata.bn_eps)?;
-                let widths = spec.widths.clone();
-                let network = if fast {
-                    Network::Fast(FastNet::from_conv4(params))
+                if fast {
+                    Network::Fast(FastNet::new(FoldedNet::from_conv4(params)))
                 } else {
                     Network::Conv4(Conv4::new(&params, &device).map_err(Error::candle)?)
-                };
-                (network, widths)
+                }
             }
         };
         let preprocessor = Preprocessor::new(&metadata.input)?.with_limits(options.image_limits);
-        let mut hash = weights.content_hash();
-        // Calibration changes probabilities and the task defaults how tasks are set up, not
-        // features: tasks stay valid across them.
-        for (k, v) in metadata
-            .raw
-            .iter()
-            .filter(|(k, _)| *k != calibration::METADATA_KEY && *k != TASK_DEFAULTS_KEY)
-        {
-            hash = fnv1a(fnv1a(hash, k.as_bytes()), v.as_bytes());
-        }
         let calibration = metadata
             .raw
             .get(calibration::METADATA_KEY)
@@ -432,12 +527,12 @@ impl Model {
             widths,
             input: metadata.input.clone(),
             device: device_name(&device),
-            engine: if fast {
-                EngineKind::CpuFast
-            } else {
-                EngineKind::Candle
+            engine: match &network {
+                Network::Int8(_) => EngineKind::CpuInt8,
+                Network::Fast(_) => EngineKind::CpuFast,
+                Network::ResNet12(_) | Network::Conv4(_) => EngineKind::Candle,
             },
-            fingerprint: format!("{hash:016x}"),
+            fingerprint: fingerprint(&weights, &metadata),
             metadata: metadata.raw.clone(),
         };
         Ok(Model {
@@ -574,9 +669,10 @@ impl Model {
         let first = out.len();
         for chunk in inputs.chunks(self.pass.images * per_image) {
             let batch_len = chunk.len() / per_image;
-            if let Network::Fast(net) = &self.network {
+            if self.network.is_cpu_kernels() {
                 self.check_dims(&[batch_len, c, h, w])?;
-                out.extend(net.forward(chunk, batch_len, h, w, false).features);
+                let features = self.network.cpu_forward(chunk, (batch_len, h, w), false);
+                out.extend(features.features);
                 continue;
             }
             let batch = Tensor::from_slice(chunk, (batch_len, c, h, w), &self.device)
@@ -606,7 +702,7 @@ impl Model {
     /// How many preprocessed images `inputs` holds.
     fn whole_images(&self, inputs: &[f32]) -> Result<usize> {
         let per_image = self.preprocessor.input_len();
-        if inputs.is_empty() || inputs.len() % per_image != 0 {
+        if inputs.is_empty() || !inputs.len().is_multiple_of(per_image) {
             return Err(Error::InvalidArgument(format!(
                 "{} input values are not a whole number of {per_image}-value images",
                 inputs.len()

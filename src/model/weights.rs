@@ -129,24 +129,8 @@ impl<'a> WeightFile<'a> {
     /// # Errors
     /// `MissingTensor`, `WrongDtype`, `WrongShape` or `NonFiniteWeight`.
     pub fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let view = self.view(name)?;
-        if view.dtype() != Dtype::F32 {
-            return Err(Error::model(
-                ModelProblem::WrongDtype,
-                format!("tensor {name:?} is {:?}, expected F32", view.dtype()),
-            ));
-        }
-        if view.shape() != expected {
-            return Err(Error::model(
-                ModelProblem::WrongShape,
-                format!(
-                    "tensor {name:?} has shape {:?}, expected {expected:?}",
-                    view.shape()
-                ),
-            ));
-        }
-        let values: Vec<f32> = view
-            .data()
+        let data = self.data(name, Dtype::F32, expected)?;
+        let values: Vec<f32> = data
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
@@ -160,6 +144,44 @@ impl<'a> WeightFile<'a> {
             ));
         }
         Ok(values)
+    }
+
+    /// Reads tensor `name`, which must be int8 of exactly `expected` shape.
+    ///
+    /// # Errors
+    /// `MissingTensor`, `WrongDtype` or `WrongShape`.
+    pub fn read_i8(&self, name: &str, expected: &[usize]) -> Result<Vec<i8>> {
+        let data = self.data(name, Dtype::I8, expected)?;
+        Ok(data.iter().map(|&b| b as i8).collect())
+    }
+
+    /// Reads tensor `name`, which must be uint8 of exactly `expected` shape.
+    ///
+    /// # Errors
+    /// `MissingTensor`, `WrongDtype` or `WrongShape`.
+    pub fn read_u8(&self, name: &str, expected: &[usize]) -> Result<Vec<u8>> {
+        Ok(self.data(name, Dtype::U8, expected)?.to_vec())
+    }
+
+    /// The data of tensor `name`, checked to be of `dtype` and exactly `expected` shape.
+    fn data(&self, name: &str, dtype: Dtype, expected: &[usize]) -> Result<&'a [u8]> {
+        let view = self.view(name)?;
+        if view.dtype() != dtype {
+            return Err(Error::model(
+                ModelProblem::WrongDtype,
+                format!("tensor {name:?} is {:?}, expected {dtype:?}", view.dtype()),
+            ));
+        }
+        if view.shape() != expected {
+            return Err(Error::model(
+                ModelProblem::WrongShape,
+                format!(
+                    "tensor {name:?} has shape {:?}, expected {expected:?}",
+                    view.shape()
+                ),
+            ));
+        }
+        Ok(view.data())
     }
 }
 

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    calibrate, classify, convert, embed, evaluate, info, label, metatrain, pretrain,
+    calibrate, classify, convert, embed, evaluate, info, label, metatrain, pretrain, quantize,
     report as report_cmd,
 };
 
@@ -37,6 +37,7 @@ enum Command {
     Embed(embed::EmbedArgs),
     Classify(classify::ClassifyArgs),
     Calibrate(calibrate::CalibrateArgs),
+    Quantize(quantize::QuantizeArgs),
     Label(Box<label::LabelArgs>),
     Report(report_cmd::ReportArgs),
     Convert(convert::ConvertArgs),
@@ -51,6 +52,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Embed(a) => embed::run(a),
         Command::Classify(a) => classify::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Quantize(a) => quantize::run(a),
         Command::Label(a) => label::run(*a),
         Command::Report(a) => report_cmd::run(a),
         Command::Convert(a) => convert::run(a),

@@ -19,6 +19,40 @@ pub fn im2col(
     depth: usize,
     cols: &mut [f32],
 ) {
+    im2col_padded(x, (h, w), c, k, pixels, depth, 0.0, cols);
+}
+
+/// [`im2col`] of int8 activation codes ([`crate::int8::quantize_activations`]), padded with
+/// `zero_point` (the code of 0.0); `depth` is the row stride the int8 product reads
+/// ([`crate::int8::PackedWeights::row_stride`]).
+///
+/// # Panics
+/// As [`im2col`].
+#[allow(clippy::too_many_arguments)]
+pub fn im2col_codes(
+    x: &[u8],
+    (h, w): (usize, usize),
+    c: usize,
+    k: usize,
+    pixels: Range<usize>,
+    depth: usize,
+    zero_point: u8,
+    cols: &mut [u8],
+) {
+    im2col_padded(x, (h, w), c, k, pixels, depth, zero_point, cols);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn im2col_padded<T: Copy>(
+    x: &[T],
+    (h, w): (usize, usize),
+    c: usize,
+    k: usize,
+    pixels: Range<usize>,
+    depth: usize,
+    zero: T,
+    cols: &mut [T],
+) {
     assert!(depth >= k * k * c && cols.len() >= pixels.len() * depth);
     let pad = k / 2;
     for (p, row) in pixels.zip(cols.chunks_exact_mut(depth)) {
@@ -26,7 +60,7 @@ pub fn im2col(
         for (ky, tap_row) in row[..k * k * c].chunks_exact_mut(k * c).enumerate() {
             let iy = (y + ky).wrapping_sub(pad);
             if iy >= h {
-                tap_row.fill(0.0);
+                tap_row.fill(zero);
                 continue;
             }
             let line = &x[(image * h + iy) * w * c..(image * h + iy + 1) * w * c];
@@ -39,7 +73,7 @@ pub fn im2col(
                     if ix < w {
                         tap.copy_from_slice(&line[ix * c..(ix + 1) * c]);
                     } else {
-                        tap.fill(0.0);
+                        tap.fill(zero);
                     }
                 }
             }
@@ -67,7 +101,7 @@ mod tests {
             let mut cols = vec![f32::NAN; pixels.len() * depth];
             im2col(&x, (h, w), c, k, pixels.clone(), depth, &mut cols);
             let pad = (k / 2) as isize;
-            for (r, p) in pixels.enumerate() {
+            for (r, p) in pixels.clone().enumerate() {
                 let (image, y, xx) = (p / (h * w), (p / w) % h, p % w);
                 let row = &cols[r * depth..(r + 1) * depth];
                 for ky in 0..k {
@@ -86,6 +120,27 @@ mod tests {
                     }
                 }
                 assert!(row[k * k * c..].iter().all(|v| v.is_nan()), "tail touched");
+            }
+            // The codes' version: the same rows, padded with the code of zero.
+            let codes: Vec<u8> = x.iter().map(|&v| (v as usize % 97 + 1) as u8).collect();
+            let mut code_cols = vec![7u8; pixels.len() * depth];
+            im2col_codes(
+                &codes,
+                (h, w),
+                c,
+                k,
+                pixels.clone(),
+                depth,
+                0,
+                &mut code_cols,
+            );
+            for (i, (&code, &value)) in code_cols.iter().zip(&cols).enumerate() {
+                let want = match value {
+                    v if v.is_nan() => 7,
+                    0.0 => 0,
+                    v => (v as usize % 97 + 1) as u8,
+                };
+                assert_eq!(code, want, "code {i}");
             }
         }
     }

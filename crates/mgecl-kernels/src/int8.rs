@@ -10,7 +10,8 @@
 
 use rayon::prelude::*;
 
-/// The activations' shift: an `s8` value `v` is stored as the `u8` `v + 128`.
+/// The shift [`gemm_u8s8`] undoes: it multiplies `a - ZERO_POINT`, so symmetric `s8`
+/// activations `v` are stored as the `u8` `v + 128`.
 pub const ZERO_POINT: u8 = 128;
 
 /// Columns one AVX-512 register holds (16 lanes of `i32`).
@@ -20,19 +21,32 @@ const MR: usize = 8;
 /// Rows each parallel task computes.
 const ROWS_PER_TASK: usize = 256;
 
-/// Quantises activations with one scale: `v = round(x / scale)` (ties to even) clamped to
-/// `[-127, 127]`, stored as `v + 128`. The clamp is symmetric so that negating the input
-/// negates the code.
+/// Quantises activations with one scale and zero point (affine, as PyTorch's `quint8`):
+/// `code = clamp(round(x / scale) + zero_point, 0, 255)`, rounding ties to even. The code of
+/// 0.0 is `zero_point` (the padding [`crate::conv::im2col_codes`] writes). [`gemm_u8s8`]
+/// multiplies `code - ZERO_POINT`; a caller with another zero point adds
+/// `(ZERO_POINT - zero_point) * sum_l w[l][j]` to column `j`.
 ///
 /// # Panics
 /// When `out` is shorter than `x`, or `scale` is not finite and positive.
-pub fn quantize_activations(x: &[f32], scale: f32, out: &mut [u8]) {
+pub fn quantize_activations(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
     assert!(out.len() >= x.len() && scale.is_finite() && scale > 0.0);
     let inverse = 1.0 / scale;
+    let zero = f32::from(zero_point);
     for (o, &v) in out.iter_mut().zip(x) {
-        let code = (v * inverse).round_ties_even().clamp(-127.0, 127.0) as i32;
-        *o = (code + i32::from(ZERO_POINT)) as u8;
+        *o = (round_ties_even(v * inverse) + zero).clamp(0.0, 255.0) as u8;
     }
+}
+
+/// `v.round_ties_even()` for the values [`quantize_activations`] keeps, in plain arithmetic
+/// the compiler vectorises (the library call it makes without SSE4.1 does not): adding and
+/// subtracting 1.5 * 2^23 rounds to an integer, ties to even, under the default rounding
+/// mode. `v` is first clamped to +-512, which changes no code (they clamp to 0..=255 after
+/// adding a zero point of at most 255).
+#[inline]
+fn round_ties_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v.clamp(-512.0, 512.0) + MAGIC) - MAGIC
 }
 
 /// Quantises row-major `(k, n)` weights per column (a convolution's output channel):
@@ -475,12 +489,51 @@ mod tests {
     #[test]
     fn quantisation_by_hand() {
         let mut out = [0u8; 7];
-        quantize_activations(&[0.0, 0.25, 0.75, -0.25, 100.0, -100.0, 0.5], 0.5, &mut out);
-        // 0.5 and 1.5 round to even (0 and 2); out of range clamps to +-127.
-        assert_eq!(out, [128, 128, 130, 128, 255, 1, 129]);
+        let x = [0.0, 0.25, 0.75, -0.25, 100.0, -100.0, 0.5];
+        quantize_activations(&x, 0.5, 128, &mut out);
+        // 0.5 and 1.5 round to even (0 and 2); out of range clamps to 0 and 255.
+        assert_eq!(out, [128, 128, 130, 128, 255, 0, 129]);
+        quantize_activations(&x, 0.5, 3, &mut out);
+        assert_eq!(out, [3, 3, 5, 3, 203, 0, 4]);
         let (codes, scales) = quantize_weights(&[1.0, 0.0, -2.54, 0.0, 0.5, 0.0], 3, 2);
         assert_eq!(scales, [0.02, 1.0]);
         assert_eq!(codes, [50, 0, -127, 0, 25, 0]);
+    }
+
+    /// The vectorisable rounding against the standard library's: ties both ways, tiny and
+    /// huge values, infinities, every zero point's clamp.
+    #[test]
+    fn codes_match_the_definition() {
+        let mut x: Vec<f32> = (-3000..3000).map(|i| i as f32 * 0.25).collect();
+        x.extend([
+            1e-8,
+            -1e-8,
+            0.49999997,
+            -0.49999997,
+            1e30,
+            -1e30,
+            8_388_609.0,
+        ]);
+        x.extend([
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            f32::EPSILON,
+        ]);
+        for (scale, zero_point) in [(1.0, 0u8), (0.5, 128), (2.0, 255), (0.013, 77)] {
+            let mut out = vec![0u8; x.len()];
+            quantize_activations(&x, scale, zero_point, &mut out);
+            let inverse = 1.0 / scale;
+            for (&v, &code) in x.iter().zip(&out) {
+                let want =
+                    ((v * inverse).round_ties_even() + f32::from(zero_point)).clamp(0.0, 255.0);
+                assert_eq!(
+                    code, want as u8,
+                    "{v} at scale {scale}, zero point {zero_point}"
+                );
+            }
+        }
     }
 
     /// The largest depth the networks use, all values at the extremes: no overflow.

@@ -43,6 +43,9 @@ static IDLE_THREAD: Once = Once::new();
 thread_local! {
     /// This thread's im2col / Winograd scratch (at most one chunk's worth).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The int8 engine's: im2col rows of activation codes, and integer sums.
+    static CODE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static SUM_SCRATCH: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn bytes(buffer: &Vec<f32>) -> usize {
@@ -171,14 +174,30 @@ pub fn give_buffer(buffer: Vec<f32>) {
 /// scratch buffer. Re-entrant: a nested call (rayon may run another chunk on this thread while
 /// gemm waits) gets a fresh buffer, and the larger of the two is kept.
 pub fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
+    with_thread_buffer(&SCRATCH, len, f);
+}
+
+/// [`with_scratch`] for the int8 engine: `codes` bytes (im2col rows of activation codes) and
+/// `sums` integers (the products), both of unspecified contents.
+pub fn with_int8_scratch(codes: usize, sums: usize, f: impl FnOnce(&mut [u8], &mut [i32])) {
+    with_thread_buffer(&CODE_SCRATCH, codes, |codes| {
+        with_thread_buffer(&SUM_SCRATCH, sums, |sums| f(codes, sums));
+    });
+}
+
+fn with_thread_buffer<T: Copy + Default + 'static>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]),
+) {
     note_use();
-    let mut buffer = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let mut buffer = key.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if buffer.capacity() < len {
         buffer = Vec::new();
     }
-    buffer.resize(len, 0.0);
+    buffer.resize(len, T::default());
     f(&mut buffer);
-    SCRATCH.with(|s| {
+    key.with(|s| {
         let mut kept = s.borrow_mut();
         if buffer.capacity() > kept.capacity() {
             *kept = buffer;
@@ -189,6 +208,8 @@ pub fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
 /// Frees the calling thread's scratch.
 pub fn release_scratch() {
     SCRATCH.with(|s| *s.borrow_mut() = Vec::new());
+    CODE_SCRATCH.with(|s| *s.borrow_mut() = Vec::new());
+    SUM_SCRATCH.with(|s| *s.borrow_mut() = Vec::new());
 }
 
 /// Frees what is kept between calls: the activation pool, the calling thread's scratch and

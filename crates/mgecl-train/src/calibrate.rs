@@ -328,7 +328,7 @@ pub fn calibrate_in_place(path: &Path, data: &Dataset) -> Result<Calibration> {
 }
 
 /// A model file's bytes and the model they load as.
-fn load_model(
+pub(crate) fn load_model(
     path: &Path,
     metadata_overrides: &BTreeMap<String, String>,
 ) -> Result<(Vec<u8>, Arc<Model>)> {

@@ -20,6 +20,7 @@ pub mod metatrain;
 pub mod net;
 pub mod optim;
 pub mod pretrain;
+pub mod quantize;
 pub mod rng;
 pub mod trainer;
 

@@ -9,4 +9,5 @@ pub mod info;
 pub mod label;
 pub mod metatrain;
 pub mod pretrain;
+pub mod quantize;
 pub mod report;

@@ -1,0 +1,154 @@
+//! An encoder with BatchNorm folded into its convolutions: the one description the CPU
+//! engines are built from (`cpu_fast`'s f32 one, `cpu_int8`'s quantised one).
+//!
+//! BatchNorm (and Conv-4's convolution bias) is folded into the convolution weights and a
+//! per-channel bias, in f64, rounded once to f32. Weights are stored as the rows of an im2col
+//! product: `(k * k * c_in, c_out)`, rows ordered `[ky][kx][c_in]`.
+
+use super::conv4::Conv4Params;
+use super::resnet12::ResNet12Params;
+
+/// A 3x3 (pad 1) or 1x1 (pad 0), stride-1 convolution with BatchNorm folded in, followed by
+/// `max(x, slope * x)` (after the block's shortcut, when this is the block's last
+/// convolution).
+pub(crate) struct FoldedConv {
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
+    /// Kernel side (1 or 3).
+    pub(crate) k: usize,
+    /// `(k * k * c_in, c_out)`, row-major, rows ordered `[ky][kx][c_in]`.
+    pub(crate) weight: Vec<f32>,
+    /// `(c_out,)`; a block's last convolution also holds its shortcut's.
+    pub(crate) bias: Vec<f32>,
+    /// Negative slope of the activation (0 = ReLU).
+    pub(crate) slope: f32,
+}
+
+/// A ResNet block's shortcut: a 1x1 convolution (BatchNorm folded, its shift in the last
+/// convolution's bias) of the block input, added to the last convolution's output before
+/// its activation.
+pub(crate) struct FoldedShortcut {
+    pub(crate) c_in: usize,
+    /// `(c_in, c_out)`, row-major.
+    pub(crate) weight: Vec<f32>,
+}
+
+/// Convolutions in sequence, an optional shortcut around them, an optional 2x2 max-pool.
+pub(crate) struct FoldedBlock {
+    pub(crate) convs: Vec<FoldedConv>,
+    pub(crate) shortcut: Option<FoldedShortcut>,
+    pub(crate) pool: bool,
+}
+
+/// A folded encoder: blocks, then a global average pool.
+pub(crate) struct FoldedNet {
+    pub(crate) blocks: Vec<FoldedBlock>,
+    pub(crate) in_channels: usize,
+}
+
+/// Appends `w[co][ci][ky][kx] * scale[co]` (in f64, rounded once) to `rows` in
+/// `[ky][kx][ci]` row order, `c_out` values per row: `(k, k, c_in, c_out)`.
+fn push_folded(rows: &mut Vec<f32>, w: &[f32], scale: &[f64], c_in: usize, k: usize) {
+    for ky in 0..k {
+        for kx in 0..k {
+            for ci in 0..c_in {
+                for (co, s) in scale.iter().enumerate() {
+                    rows.push((f64::from(w[((co * c_in + ci) * k + ky) * k + kx]) * s) as f32);
+                }
+            }
+        }
+    }
+}
+
+impl FoldedConv {
+    fn new(c_in: usize, k: usize, weight: &[f32], scale: &[f64], bias: &[f64], slope: f64) -> Self {
+        let c_out = scale.len();
+        let mut rows = Vec::with_capacity(k * k * c_in * c_out);
+        push_folded(&mut rows, weight, scale, c_in, k);
+        FoldedConv {
+            c_in,
+            c_out,
+            k,
+            weight: rows,
+            bias: bias.iter().map(|&v| v as f32).collect(),
+            slope: slope as f32,
+        }
+    }
+}
+
+impl FoldedNet {
+    /// Folds a ResNet-12's BatchNorms. Consumes the parameters block by block, so the file's
+    /// copy and the folded one overlap by at most one block.
+    pub(crate) fn from_resnet12(params: ResNet12Params) -> Self {
+        let slope = params.slope;
+        let in_channels = params.in_channels();
+        let blocks = params
+            .blocks
+            .into_iter()
+            .map(|b| {
+                let (c, cin) = (b.c_out, b.c_in);
+                // conv3's bias also carries the shortcut BatchNorm's shift.
+                let third_bias: Vec<f64> = b.bns[2]
+                    .shift
+                    .iter()
+                    .zip(&b.down_bn.shift)
+                    .map(|(s, d)| s + d)
+                    .collect();
+                let conv = |i: usize, c_in: usize, bias: &[f64]| {
+                    FoldedConv::new(c_in, 3, &b.convs[i], &b.bns[i].scale, bias, slope)
+                };
+                let convs = vec![
+                    conv(0, cin, &b.bns[0].shift),
+                    conv(1, c, &b.bns[1].shift),
+                    conv(2, c, &third_bias),
+                ];
+                let mut shortcut = Vec::with_capacity(cin * c);
+                push_folded(&mut shortcut, &b.down_conv, &b.down_bn.scale, cin, 1);
+                FoldedBlock {
+                    convs,
+                    shortcut: Some(FoldedShortcut {
+                        c_in: cin,
+                        weight: shortcut,
+                    }),
+                    pool: true,
+                }
+            })
+            .collect();
+        FoldedNet {
+            blocks,
+            in_channels,
+        }
+    }
+
+    /// Folds a Conv-4's BatchNorms and convolution biases.
+    pub(crate) fn from_conv4(params: Conv4Params) -> Self {
+        let blocks = params
+            .blocks
+            .into_iter()
+            .map(|b| {
+                let bias: Vec<f64> = b
+                    .bias
+                    .iter()
+                    .zip(b.bn.scale.iter().zip(&b.bn.shift))
+                    .map(|(&cb, (s, t))| f64::from(cb) * s + t)
+                    .collect();
+                FoldedBlock {
+                    convs: vec![FoldedConv::new(
+                        b.c_in,
+                        3,
+                        &b.weight,
+                        &b.bn.scale,
+                        &bias,
+                        0.0,
+                    )],
+                    shortcut: None,
+                    pool: b.pool,
+                }
+            })
+            .collect();
+        FoldedNet {
+            blocks,
+            in_channels: params.in_channels,
+        }
+    }
+}
