@@ -380,3 +380,67 @@ fn a_model_beyond_the_memory_bound_is_refused() {
     assert!(stderr.contains("over the limit of 512 MiB"), "{stderr}");
     assert!(!dir.path().join("f.safetensors").exists());
 }
+
+/// `mgecl quantize` writes an int8 model that the other commands load (on the int8 engine),
+/// whose metadata says how many images calibrated it and from which folders, naming no path
+/// of the machine; a failure writes nothing.
+#[test]
+fn quantize_writes_a_model_the_other_commands_run() {
+    let scratch = tempfile::tempdir().unwrap();
+    let out_file = scratch.path().join("int8.safetensors");
+    let quantize = |data_dir: &std::path::Path, out: &std::path::Path| {
+        mgecl()
+            .args(["quantize", "--model"])
+            .arg(data("conv4_gray.safetensors"))
+            .arg("--data")
+            .arg(data_dir)
+            .arg("--include")
+            .arg(data("omniglot_mini/train.txt"))
+            .args(["--images", "20", "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = quantize(&data("omniglot_mini"), &out_file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let out = mgecl()
+        .args(["info", "--json", "--model"])
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["engine"], "cpu-int8");
+    let quantization: serde_json::Value =
+        serde_json::from_str(info["metadata"]["quantization"].as_str().unwrap()).unwrap();
+    assert_eq!(quantization["calibration_images"], 20);
+    let described = quantization["calibration_data"].as_str().unwrap();
+    assert!(
+        described.starts_with("20 images of ")
+            && described.contains("omniglot_mini (folders listed in train.txt)"),
+        "{described}"
+    );
+    let root = common::repo_root();
+    assert!(!described.contains(root.to_str().unwrap()), "{described}");
+    // evaluate runs on it.
+    let out = mgecl()
+        .args(["evaluate", "--model"])
+        .arg(&out_file)
+        .arg("--data")
+        .arg(data("omniglot_mini"))
+        .args(["--ways", "3", "--queries", "2", "--episodes", "5", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A missing data folder: an error, and no file.
+    let missing = scratch.path().join("missing.safetensors");
+    let out = quantize(&scratch.path().join("no-such-folder"), &missing);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    assert!(!missing.exists());
+}

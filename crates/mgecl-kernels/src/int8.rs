@@ -16,8 +16,6 @@ pub const ZERO_POINT: u8 = 128;
 
 /// Columns one AVX-512 register holds (16 lanes of `i32`).
 const LANES: usize = 16;
-/// Rows of `dst` one micro-kernel call computes.
-const MR: usize = 8;
 /// Rows each parallel task computes.
 const ROWS_PER_TASK: usize = 256;
 
@@ -34,7 +32,10 @@ pub fn quantize_activations(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8
     let inverse = 1.0 / scale;
     let zero = f32::from(zero_point);
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (round_ties_even(v * inverse) + zero).clamp(0.0, 255.0) as u8;
+        let code = (round_ties_even(v * inverse) + zero).clamp(0.0, 255.0);
+        // An integer in 0..=255 plus 2^23 is that integer in the low mantissa bits: a bit
+        // operation the compiler vectorises (a float-to-integer cast it does one by one).
+        *o = (code + 8_388_608.0).to_bits() as u8;
     }
 }
 
@@ -258,7 +259,10 @@ fn portable(dst: &mut [i32], a: &[u8], m: usize, w: &PackedWeights) {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{PackedWeights, LANES, MR};
+    use super::{PackedWeights, LANES};
+
+    /// Rows of `dst` one micro-kernel call computes.
+    const MR: usize = 8;
 
     /// Rows in blocks of [`MR`], columns in blocks of 32 (then a last block of 16), each
     /// block's accumulators in registers for the whole depth.
