@@ -16,8 +16,8 @@
 use mgecl_kernels::conv::im2col_codes;
 use mgecl_kernels::int8::{quantize_activations, quantize_weights, Kernel, PackedWeights};
 use mgecl_kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
-use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2};
-use mgecl_kernels::scratch::{give_buffer, take_buffer, with_int8_scratch};
+use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2, max_pool_2x2_codes};
+use mgecl_kernels::scratch::{give_buffer, take_buffer, with_int8_scratch, with_scratch};
 use rayon::prelude::*;
 
 use super::cpu_fast::FastOutput;
@@ -243,7 +243,14 @@ struct Shape {
     w: usize,
 }
 
-/// Convolves `codes` (NHWC, `conv`'s input quantisation) into `out` (NHWC f32), with the
+/// Where a convolution writes: its f32 outputs, or their codes for the layer that reads
+/// them (the same values quantised: `quantize_activations` of each output).
+enum Output<'a> {
+    Floats(&'a mut [f32]),
+    Codes(&'a mut [u8], ActivationQuant),
+}
+
+/// Convolves `codes` (NHWC, `conv`'s input quantisation) into `out` (NHWC), with the
 /// shortcut of `block_codes` (the block input's codes and zero point) added before the
 /// activation.
 fn convolve(
@@ -251,7 +258,26 @@ fn convolve(
     codes: &[u8],
     shape: Shape,
     shortcut: Option<(&QuantShortcut, &[u8], u8)>,
-    out: &mut [f32],
+    out: Output<'_>,
+) {
+    match out {
+        Output::Floats(out) => convolve_into(conv, codes, shape, shortcut, out, |y, dst| {
+            dst.copy_from_slice(y)
+        }),
+        Output::Codes(out, next) => convolve_into(conv, codes, shape, shortcut, out, |y, dst| {
+            quantize_activations(y, next.scale, next.zero_point, dst)
+        }),
+    }
+}
+
+/// [`convolve`], each chunk's f32 outputs handed to `store` while in cache.
+fn convolve_into<T: Send>(
+    conv: &QuantConv,
+    codes: &[u8],
+    shape: Shape,
+    shortcut: Option<(&QuantShortcut, &[u8], u8)>,
+    out: &mut [T],
+    store: impl Fn(&[f32], &mut [T]) + Sync,
 ) {
     let c_out = conv.weights.c_out;
     let pixels = shape.n * shape.h * shape.w;
@@ -268,35 +294,46 @@ fn convolve(
             let rows = dst.len() / c_out;
             let pixels = chunk * CHUNK_ROWS..chunk * CHUNK_ROWS + rows;
             with_int8_scratch(CHUNK_ROWS * stride, sums, |cols, sums| {
-                let (acc, shortcut_acc) = sums.split_at_mut(CHUNK_ROWS * c_out);
-                let acc = &mut acc[..rows * c_out];
-                let zero = conv.input.zero_point;
-                let range = pixels.clone();
-                conv.weights
-                    .product(codes, hw, zero, range, kernel, cols, acc);
-                // y = acc * multiplier + bias (+ the shortcut's), then the activation.
-                let (multipliers, bias, slope) = (&conv.multipliers, &conv.bias, conv.slope);
-                for (row, acc) in dst.chunks_exact_mut(c_out).zip(acc.chunks_exact(c_out)) {
-                    for (((y, &a), &m), &b) in row.iter_mut().zip(acc).zip(multipliers).zip(bias) {
-                        *y = a as f32 * m + b;
-                    }
-                }
-                if let Some((s, block_codes, zero)) = shortcut {
-                    let shortcut_acc = &mut shortcut_acc[..rows * c_out];
-                    s.weights
-                        .product(block_codes, hw, zero, pixels, kernel, cols, shortcut_acc);
-                    let rows = dst
-                        .chunks_exact_mut(c_out)
-                        .zip(shortcut_acc.chunks_exact(c_out));
-                    for (row, acc) in rows {
-                        for ((y, &a), &m) in row.iter_mut().zip(acc).zip(&s.multipliers) {
-                            *y += a as f32 * m;
+                with_scratch(rows * c_out, |ys| {
+                    let (acc, shortcut_acc) = sums.split_at_mut(CHUNK_ROWS * c_out);
+                    let acc = &mut acc[..rows * c_out];
+                    let zero = conv.input.zero_point;
+                    let range = pixels.clone();
+                    conv.weights
+                        .product(codes, hw, zero, range, kernel, cols, acc);
+                    // y = acc * multiplier + bias (+ the shortcut's), then the activation.
+                    let (multipliers, bias, slope) = (&conv.multipliers, &conv.bias, conv.slope);
+                    for (row, acc) in ys.chunks_exact_mut(c_out).zip(acc.chunks_exact(c_out)) {
+                        let terms = row.iter_mut().zip(acc).zip(multipliers).zip(bias);
+                        for (((y, &a), &m), &b) in terms {
+                            *y = a as f32 * m + b;
                         }
                     }
-                }
-                for y in dst.iter_mut() {
-                    *y = y.max(slope * *y);
-                }
+                    if let Some((s, block_codes, zero)) = shortcut {
+                        let shortcut_acc = &mut shortcut_acc[..rows * c_out];
+                        s.weights.product(
+                            block_codes,
+                            hw,
+                            zero,
+                            pixels,
+                            kernel,
+                            cols,
+                            shortcut_acc,
+                        );
+                        let rows = ys
+                            .chunks_exact_mut(c_out)
+                            .zip(shortcut_acc.chunks_exact(c_out));
+                        for (row, acc) in rows {
+                            for ((y, &a), &m) in row.iter_mut().zip(acc).zip(&s.multipliers) {
+                                *y += a as f32 * m;
+                            }
+                        }
+                    }
+                    for y in ys.iter_mut() {
+                        *y = y.max(slope * *y);
+                    }
+                    store(ys, dst);
+                });
             });
         });
 }
@@ -309,39 +346,63 @@ pub(crate) struct QuantBlock {
     pub(crate) pool: bool,
 }
 
+/// A block's output: the codes the next block reads, or (the last block) f32 values.
+enum Activations {
+    Codes(Vec<u8>),
+    Floats(Vec<f32>),
+}
+
 impl QuantBlock {
-    /// The block on the NHWC batch `x` (`c_in` channels), returning its output and shape.
-    fn forward(&self, x: &[f32], shape: Shape) -> (Vec<f32>, Shape) {
+    /// The block on the codes of its input (NHWC, quantised as `convs[0]`'s input),
+    /// returning its output, quantised as `next` (else f32), pooled when the block pools.
+    fn forward(
+        &self,
+        block_codes: &[u8],
+        shape: Shape,
+        next: Option<ActivationQuant>,
+    ) -> (Activations, Shape) {
         let pixels = shape.n * shape.h * shape.w;
         let block_input = self.convs[0].input;
-        let block_codes = block_input.quantize(x);
         let last = self.convs.len() - 1;
-        let mut cur: Option<Vec<f32>> = None;
-        for (i, conv) in self.convs.iter().enumerate() {
-            let codes = cur.as_ref().map(|values| conv.input.quantize(values));
-            let shortcut = self
-                .shortcut
-                .as_ref()
-                .filter(|_| i == last)
-                .map(|s| (s, &block_codes[..], block_input.zero_point));
-            let mut out = take_buffer(pixels * conv.weights.c_out);
+        let mut cur: Option<Vec<u8>> = None;
+        for (i, conv) in self.convs.iter().enumerate().take(last) {
+            // Codes quantised as the next convolution reads them.
+            let mut out = vec![0u8; pixels * conv.weights.c_out];
+            let input = cur.as_deref().unwrap_or(block_codes);
+            let next_input = self.convs[i + 1].input;
             convolve(
                 conv,
-                codes.as_deref().unwrap_or(&block_codes),
+                input,
                 shape,
-                shortcut,
-                &mut out,
+                None,
+                Output::Codes(&mut out, next_input),
             );
-            if let Some(old) = cur.replace(out) {
-                give_buffer(old);
-            }
+            cur = Some(out);
         }
-        let y = cur.expect("a block has at least one convolution");
+        let conv = &self.convs[last];
+        let input = cur.as_deref().unwrap_or(block_codes);
+        let shortcut = self
+            .shortcut
+            .as_ref()
+            .map(|s| (s, block_codes, block_input.zero_point));
+        let len = pixels * conv.weights.c_out;
+        let y = match next {
+            Some(next) => {
+                let mut out = vec![0u8; len];
+                convolve(conv, input, shape, shortcut, Output::Codes(&mut out, next));
+                Activations::Codes(out)
+            }
+            None => {
+                let mut out = take_buffer(len);
+                convolve(conv, input, shape, shortcut, Output::Floats(&mut out));
+                Activations::Floats(out)
+            }
+        };
         self.pool_output(y, shape)
     }
 
     /// The block's output `y` (NHWC), max-pooled when the block pools.
-    fn pool_output(&self, y: Vec<f32>, shape: Shape) -> (Vec<f32>, Shape) {
+    fn pool_output(&self, y: Activations, shape: Shape) -> (Activations, Shape) {
         if !self.pool {
             return (y, shape);
         }
@@ -351,10 +412,24 @@ impl QuantBlock {
             h: shape.h / 2,
             w: shape.w / 2,
         };
-        let mut x = take_buffer(pooled.n * pooled.h * pooled.w * c);
-        max_pool_2x2(&y, (shape.n, shape.h, shape.w), c, &mut x);
-        give_buffer(y);
-        (x, pooled)
+        let (len, dims) = (
+            pooled.n * pooled.h * pooled.w * c,
+            (shape.n, shape.h, shape.w),
+        );
+        let out = match y {
+            Activations::Codes(y) => {
+                let mut x = vec![0u8; len];
+                max_pool_2x2_codes(&y, dims, c, &mut x);
+                Activations::Codes(x)
+            }
+            Activations::Floats(y) => {
+                let mut x = take_buffer(len);
+                max_pool_2x2(&y, dims, c, &mut x);
+                give_buffer(y);
+                Activations::Floats(x)
+            }
+        };
+        (out, pooled)
     }
 }
 
@@ -412,13 +487,15 @@ impl QuantNet {
                     .map(|s| (s, &block_codes[..], block_input.zero_point));
                 let mut out = vec![0.0; pixels * conv.c_out];
                 let codes = codes.as_deref().unwrap_or(&block_codes);
-                convolve(&quantized, codes, shape, shortcut, &mut out);
+                convolve(&quantized, codes, shape, shortcut, Output::Floats(&mut out));
                 cur = Some(out);
                 block.convs.push(quantized);
             }
             let y = cur.expect("a block has at least one convolution");
-            let (next, next_shape) = block.pool_output(y, shape);
-            x = next;
+            let (next, next_shape) = block.pool_output(Activations::Floats(y), shape);
+            if let Activations::Floats(next) = next {
+                x = next;
+            }
             shape = next_shape;
             blocks.push(block);
         }
@@ -428,9 +505,10 @@ impl QuantNet {
         }
     }
 
-    /// Runs the encoder on a normalised NCHW batch `(n, in_channels, h, w)` (with
-    /// `keep_blocks`, keeping each block's output). The caller checks `h` and `w` are large
-    /// enough for the poolings.
+    /// Runs the encoder on a normalised NCHW batch `(n, in_channels, h, w)`. Between blocks
+    /// only codes exist: with `keep_blocks`, each block's output is the values its codes
+    /// stand for (`scale * (code - zero_point)`; the last block's are exact). The caller
+    /// checks `h` and `w` are large enough for the poolings.
     pub(crate) fn forward(
         &self,
         nchw: &[f32],
@@ -443,24 +521,43 @@ impl QuantNet {
         assert_eq!(nchw.len(), n * c * h * w);
         let mut x = take_buffer(nchw.len());
         nchw_to_nhwc(nchw, (n, c, h * w), &mut x);
+        let mut codes = self.blocks[0].convs[0].input.quantize(&x);
+        give_buffer(x);
         let mut shape = Shape { n, h, w };
-        let mut c_x = c;
         let mut blocks = Vec::new();
-        for block in &self.blocks {
-            let (y, next) = block.forward(&x, shape);
-            give_buffer(std::mem::replace(&mut x, y));
-            shape = next;
-            c_x = block.convs.last().map_or(c_x, |conv| conv.weights.c_out);
-            if keep_blocks {
-                let mut nchw = vec![0.0; x.len()];
-                nhwc_to_nchw(&x, (shape.n, c_x, shape.h * shape.w), &mut nchw);
-                blocks.push((nchw, [shape.n, c_x, shape.h, shape.w]));
+        for (i, block) in self.blocks.iter().enumerate() {
+            let next = self.blocks.get(i + 1).map(|b| b.convs[0].input);
+            let (y, next_shape) = block.forward(&codes, shape, next);
+            shape = next_shape;
+            let c_y = block.convs.last().map_or(0, |conv| conv.weights.c_out);
+            let nchw_of = |nhwc: &[f32]| {
+                let mut nchw = vec![0.0; nhwc.len()];
+                nhwc_to_nchw(nhwc, (shape.n, c_y, shape.h * shape.w), &mut nchw);
+                (nchw, [shape.n, c_y, shape.h, shape.w])
+            };
+            match (y, next) {
+                (Activations::Codes(y), Some(q)) => {
+                    if keep_blocks {
+                        let zero = f32::from(q.zero_point);
+                        let values: Vec<f32> =
+                            y.iter().map(|&v| (f32::from(v) - zero) * q.scale).collect();
+                        blocks.push(nchw_of(&values));
+                    }
+                    codes = y;
+                }
+                (Activations::Floats(y), _) => {
+                    if keep_blocks {
+                        blocks.push(nchw_of(&y));
+                    }
+                    let mut features = vec![0.0f32; shape.n * c_y];
+                    global_avg_pool(&y, (shape.n, shape.h * shape.w), c_y, &mut features);
+                    give_buffer(y);
+                    return FastOutput { features, blocks };
+                }
+                (Activations::Codes(_), None) => unreachable!("the last block gives f32 values"),
             }
         }
-        let mut features = vec![0.0f32; shape.n * c_x];
-        global_avg_pool(&x, (shape.n, shape.h * shape.w), c_x, &mut features);
-        give_buffer(x);
-        FastOutput { features, blocks }
+        unreachable!("an encoder has blocks and its last gives f32 values")
     }
 }
 

@@ -7,7 +7,26 @@ use rayon::prelude::*;
 ///
 /// # Panics
 /// When `input` is not `n * h * w * c` values or `out` not `n * (h / 2) * (w / 2) * c`.
-pub fn max_pool_2x2(input: &[f32], (n, h, w): (usize, usize, usize), c: usize, out: &mut [f32]) {
+pub fn max_pool_2x2(input: &[f32], shape: (usize, usize, usize), c: usize, out: &mut [f32]) {
+    pool_2x2(input, shape, c, out, f32::max);
+}
+
+/// [`max_pool_2x2`] of int8 activation codes: quantisation is monotone, so pooling the codes
+/// gives the codes of the pooled values.
+///
+/// # Panics
+/// As [`max_pool_2x2`].
+pub fn max_pool_2x2_codes(input: &[u8], shape: (usize, usize, usize), c: usize, out: &mut [u8]) {
+    pool_2x2(input, shape, c, out, u8::max);
+}
+
+fn pool_2x2<T: Copy + Send + Sync>(
+    input: &[T],
+    (n, h, w): (usize, usize, usize),
+    c: usize,
+    out: &mut [T],
+    max: impl Fn(T, T) -> T + Sync,
+) {
     let (oh, ow) = (h / 2, w / 2);
     assert_eq!(input.len(), n * h * w * c);
     assert_eq!(out.len(), n * oh * ow * c);
@@ -22,7 +41,7 @@ pub fn max_pool_2x2(input: &[f32], (n, h, w): (usize, usize, usize), c: usize, o
         for (ox, d) in dst.chunks_exact_mut(c).enumerate() {
             let o = 2 * ox * c;
             for (j, v) in d.iter_mut().enumerate() {
-                *v = a[o + j].max(a[o + c + j]).max(b[o + j]).max(b[o + c + j]);
+                *v = max(max(max(a[o + j], a[o + c + j]), b[o + j]), b[o + c + j]);
             }
         }
     });
