@@ -139,10 +139,11 @@ impl QuantWeights {
         QuantWeights::new(c_in, c_out, k, codes, scales)
     }
 
-    /// The product of the codes of `input` (NHWC, `(h, w)` images, quantised with
-    /// `zero_point`) at output pixels `pixels`, corrected for `zero_point`: `acc[p][j] =
-    /// sum_l (code[p][l] - zero_point) * w[l][j]`, into `acc` (`pixels.len() * c_out`), with
-    /// `cols` (at least `pixels.len()` rows of [`QuantWeights::row_stride`]) as scratch.
+    /// The product of the codes of `input` (NHWC, `(h, w)` images, padded with the code
+    /// `zero_point`) at output pixels `pixels` as the kernel computes it, `sum_l (code[p][l] -
+    /// ZERO_POINT) * w[l][j]`, into `acc` (`pixels.len() * c_out`), with `cols` (at least
+    /// `pixels.len()` rows of [`QuantWeights::row_stride`]) as scratch. Adding
+    /// [`QuantWeights::offsets`] makes it the product of `code - zero_point`.
     #[allow(clippy::too_many_arguments)]
     fn product(
         &self,
@@ -167,15 +168,13 @@ impl QuantWeights {
             cols,
         );
         kernel.run(acc, cols, rows, &self.packed);
-        // The kernel multiplies `code - ZERO_POINT`.
+    }
+
+    /// Per column, what turns the kernel's `sum (code - ZERO_POINT) * w` into
+    /// `sum (code - zero_point) * w`: `(ZERO_POINT - zero_point) * sum_l w[l][j]`.
+    fn offsets(&self, zero_point: u8) -> Vec<i32> {
         let shift = i32::from(mgecl_kernels::int8::ZERO_POINT) - i32::from(zero_point);
-        if shift != 0 {
-            for row in acc.chunks_exact_mut(self.c_out) {
-                for (a, s) in row.iter_mut().zip(&self.column_sums) {
-                    *a += shift * s;
-                }
-            }
-        }
+        self.column_sums.iter().map(|s| shift * s).collect()
     }
 
     /// Bytes of one im2col row of the product.
@@ -192,6 +191,8 @@ pub(crate) struct QuantConv {
     pub(crate) slope: f32,
     /// `input.scale * weights.scales[j]`.
     multipliers: Vec<f32>,
+    /// The input's zero-point correction ([`QuantWeights::offsets`]).
+    offsets: Vec<i32>,
 }
 
 impl QuantConv {
@@ -203,12 +204,14 @@ impl QuantConv {
     ) -> Self {
         assert_eq!(bias.len(), weights.c_out);
         let multipliers = weights.scales.iter().map(|s| input.scale * s).collect();
+        let offsets = weights.offsets(input.zero_point);
         QuantConv {
             weights,
             input,
             bias,
             slope,
             multipliers,
+            offsets,
         }
     }
 
@@ -223,14 +226,18 @@ pub(crate) struct QuantShortcut {
     pub(crate) weights: QuantWeights,
     /// The block input's scale times each weight scale.
     multipliers: Vec<f32>,
+    /// The block input's zero-point correction ([`QuantWeights::offsets`]).
+    offsets: Vec<i32>,
 }
 
 impl QuantShortcut {
     pub(crate) fn new(weights: QuantWeights, input: ActivationQuant) -> Self {
         let multipliers = weights.scales.iter().map(|s| input.scale * s).collect();
+        let offsets = weights.offsets(input.zero_point);
         QuantShortcut {
             weights,
             multipliers,
+            offsets,
         }
     }
 }
@@ -304,8 +311,10 @@ fn convolve_into<T: Send>(
                     // y = acc * multiplier + bias (+ the shortcut's), then the activation.
                     let (multipliers, bias, slope) = (&conv.multipliers, &conv.bias, conv.slope);
                     for (row, acc) in ys.chunks_exact_mut(c_out).zip(acc.chunks_exact(c_out)) {
-                        let terms = row.iter_mut().zip(acc).zip(multipliers).zip(bias);
-                        for (((y, &a), &m), &b) in terms {
+                        let sums = acc.iter().zip(&conv.offsets).map(|(a, o)| a + o);
+                        for (((y, a), &m), &b) in
+                            row.iter_mut().zip(sums).zip(multipliers).zip(bias)
+                        {
                             *y = a as f32 * m + b;
                         }
                     }
@@ -324,7 +333,8 @@ fn convolve_into<T: Send>(
                             .chunks_exact_mut(c_out)
                             .zip(shortcut_acc.chunks_exact(c_out));
                         for (row, acc) in rows {
-                            for ((y, &a), &m) in row.iter_mut().zip(acc).zip(&s.multipliers) {
+                            let sums = acc.iter().zip(&s.offsets).map(|(a, o)| a + o);
+                            for ((y, a), &m) in row.iter_mut().zip(sums).zip(&s.multipliers) {
                                 *y += a as f32 * m;
                             }
                         }
