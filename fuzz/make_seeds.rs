@@ -70,6 +70,21 @@ fn main() -> Res<()> {
         "seed-conv4-rgb.safetensors",
         &model_file("conv4", [3; 4], 3, 10)?,
     )?;
+    // Their int8 versions (`mgecl quantize`'s format), calibrated on a ramp of inputs.
+    for (name, channels, size, f32_file) in [
+        ("seed-conv4-int8.safetensors", 1, 8, conv4.clone()),
+        (
+            "seed-resnet12-int8.safetensors",
+            3,
+            12,
+            model_file("resnet12", [2, 3, 4, 5], 3, 12)?,
+        ),
+    ] {
+        let len = 2 * channels * size * size;
+        let images: Vec<f32> = (0..len).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect();
+        let int8 = mgecl::quantize_model(&f32_file, &LoadOptions::default(), &images, "ramp")?;
+        write(&dir, name, &int8)?;
+    }
 
     // Tasks against the tiny Conv-4: fitted logistic, prototype with a threshold, unfitted,
     // empty.
