@@ -280,7 +280,7 @@ mod avx512 {
     use super::{PackedWeights, LANES};
 
     /// Rows of `dst` one micro-kernel call computes.
-    const MR: usize = 8;
+    const MR: usize = 12;
 
     /// Rows in blocks of [`MR`], columns in blocks of 32 (then a last block of 16), each
     /// block's accumulators in registers for the whole depth.
@@ -473,6 +473,8 @@ mod tests {
             (3, 288, 80),
             (20, 13, 48),
             (8, 4, 17),
+            (25, 40, 33),
+            (24, 12, 64),
         ] {
             let mut a = bytes(m * k, 3);
             let mut w: Vec<i8> = bytes(k * n, 7).into_iter().map(|b| b as i8).collect();
