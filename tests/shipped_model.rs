@@ -97,7 +97,12 @@ fn strings(value: &serde_json::Value, out: &mut Vec<String>) {
 
 #[test]
 fn shipped_models_metadata_names_no_path_of_the_machine_it_was_made_on() {
-    for file in [OMNIGLOT_MODEL, PHOTO_MODEL] {
+    for file in [
+        OMNIGLOT_MODEL,
+        PHOTO_MODEL,
+        "models/omniglot-conv4-int8.safetensors",
+        "models/miniimagenet-resnet12-int8.safetensors",
+    ] {
         let model = load(file);
         let metadata = &model.info().metadata;
         assert!(metadata.contains_key("calibration"), "{file} is calibrated");
@@ -175,5 +180,37 @@ fn photo_model_recognises_unseen_classes_from_five_photos() {
             correct >= PHOTO_MIN_CORRECT,
             "{classifier:?}: only {correct}/50 correct"
         );
+    }
+}
+
+/// The shipped int8 models: quantised from the shipped float32 ones (their `quantization`
+/// metadata names the float32 file's fingerprint), on the int8 engine, with features that
+/// keep the float32 ones' directions on the shipped example drawings (the classifiers
+/// L2-normalise).
+#[test]
+fn shipped_int8_models_follow_their_float32_ones() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (f32_path, int8_path) in [
+        (OMNIGLOT_MODEL, "models/omniglot-conv4-int8.safetensors"),
+        (PHOTO_MODEL, "models/miniimagenet-resnet12-int8.safetensors"),
+    ] {
+        let (float, int8) = (load(f32_path), load(int8_path));
+        assert_eq!(int8.info().engine.name(), "cpu-int8");
+        let quantization = &int8.info().metadata[mgecl::QUANTIZATION_KEY];
+        let quantization = mgecl::QuantizationInfo::from_metadata(quantization).unwrap();
+        assert_eq!(quantization.source_fingerprint, float.info().fingerprint);
+        // The drawings (grey) go to the photo model too: it converts them to RGB.
+        let images: Vec<PathBuf> = sorted(&root.join("examples/data/omniglot"), true)
+            .iter()
+            .flat_map(|folder| sorted(folder, false))
+            .collect();
+        let (a, b) = (
+            float.embed_paths(&images).unwrap(),
+            int8.embed_paths(&images).unwrap(),
+        );
+        for (i, (x, y)) in a.rows().into_iter().zip(b.rows()).enumerate() {
+            let cosine = x.dot(&y) / (x.dot(&x).sqrt() * y.dot(&y).sqrt());
+            assert!(cosine > 0.99, "{int8_path}: image {i}: cosine {cosine}");
+        }
     }
 }
