@@ -12,6 +12,7 @@ pub(crate) mod cpu_int8;
 mod folded;
 mod layout;
 mod metadata;
+mod parsed;
 mod quantized;
 mod resnet12;
 mod weights;
@@ -29,13 +30,13 @@ pub use weights::WeightFile;
 use crate::classifier::calibration::{self, Calibration};
 use crate::config::{TaskConfig, TASK_DEFAULTS_KEY};
 use crate::device::{device_name, DeviceChoice};
-use crate::error::{Error, ModelProblem, Result};
-use crate::hash::fnv1a;
+use crate::error::{Error, Result};
 use crate::preprocess::{ImageLimits, ImageSource, InputSpec, Preprocessor};
 use conv4::{Conv4, Conv4Params};
 use cpu_fast::{FastNet, FastOutput};
 use cpu_int8::QuantNet;
 use folded::FoldedNet;
+use parsed::{fingerprint, ParsedFile, PassMemory};
 pub use quantized::{quantize_model, QuantizationInfo, QUANTIZATION_KEY};
 use resnet12::{ResNet12, ResNet12Params};
 
@@ -302,62 +303,6 @@ impl Network {
     }
 }
 
-/// A model file's header read and checked: its weights, architecture, shape and metadata
-/// (overrides applied), and the memory a pass needs, before any weight is copied.
-struct ParsedFile<'b> {
-    weights: WeightFile<'b>,
-    arch: Architecture,
-    spec: EncoderSpec,
-    metadata: Metadata,
-    pass: PassMemory,
-}
-
-/// The model's fingerprint: a hash of the weights and of the metadata that changes features.
-fn fingerprint(weights: &WeightFile<'_>, metadata: &Metadata) -> String {
-    let mut hash = weights.content_hash();
-    // Calibration changes probabilities and the task defaults how tasks are set up, not
-    // features: tasks stay valid across them.
-    for (k, v) in metadata
-        .raw
-        .iter()
-        .filter(|(k, _)| *k != calibration::METADATA_KEY && *k != TASK_DEFAULTS_KEY)
-    {
-        hash = fnv1a(fnv1a(hash, k.as_bytes()), v.as_bytes());
-    }
-    format!("{hash:016x}")
-}
-
-impl<'b> ParsedFile<'b> {
-    /// # Errors
-    /// As [`Model::from_bytes`], less the device's.
-    fn parse(bytes: &'b [u8], options: &LoadOptions) -> Result<Self> {
-        let weights = WeightFile::parse(bytes)?;
-        let mut raw = weights.metadata().clone();
-        raw.extend(options.metadata_overrides.clone());
-        let arch = match raw.get("arch") {
-            Some(name) => name.parse()?,
-            None => Architecture::detect(|name| weights.contains(name)).ok_or_else(|| {
-                Error::model(
-                    ModelProblem::MissingTensor,
-                    "neither layer1.0.conv1.weight (resnet12) nor layer1.0.weight (conv4) is present",
-                )
-            })?,
-        };
-        let spec = weights.encoder_spec(arch)?;
-        let in_channels = spec.in_channels;
-        let metadata = Metadata::parse(raw, Some(arch), in_channels)?;
-        // Before any weight is copied or device opened: a hostile image_size stops here.
-        let pass = PassMemory::within(&spec, metadata.input.image_size, options.max_embed_bytes)?;
-        Ok(ParsedFile {
-            weights,
-            arch,
-            spec,
-            metadata,
-            pass,
-        })
-    }
-}
-
 /// A loaded encoder. Immutable after loading: share it between threads freely
 /// (`Model: Send + Sync`).
 pub struct Model {
@@ -398,40 +343,6 @@ pub fn pooled_buffer_bytes() -> usize {
     mgecl_kernels::scratch::pooled_bytes()
 }
 
-/// What a forward pass holds, against [`LoadOptions::max_embed_bytes`].
-#[derive(Debug, Clone, Copy)]
-struct PassMemory {
-    /// Bytes of one image's activations.
-    per_image: u64,
-    /// Most images per pass within the bound, at most [`EMBED_CHUNK`].
-    images: usize,
-}
-
-impl PassMemory {
-    /// The memory of `spec`'s passes at `image_size` within `limit`.
-    ///
-    /// # Errors
-    /// [`Error::LimitExceeded`] when not even one image fits, naming the need and the limit.
-    fn within(spec: &EncoderSpec, image_size: (usize, usize), limit: u64) -> Result<Self> {
-        let per_image = spec.forward_values(image_size).saturating_mul(4);
-        if per_image > limit {
-            let mib = |b: u64| b.div_ceil(1 << 20);
-            return Err(Error::LimitExceeded(format!(
-                "embedding one {}x{} image with this {} (widths {:?}) needs {} MiB of \
-                 activations, over the limit of {} MiB (LoadOptions::max_embed_bytes)",
-                image_size.0,
-                image_size.1,
-                spec.arch,
-                spec.widths,
-                mib(per_image),
-                mib(limit),
-            )));
-        }
-        let images = ((limit / per_image.max(1)).min(EMBED_CHUNK as u64) as usize).max(1);
-        Ok(PassMemory { per_image, images })
-    }
-}
-
 impl Model {
     /// Loads a model file.
     ///
@@ -448,11 +359,12 @@ impl Model {
     /// Loads a model from the bytes of a safetensors file.
     ///
     /// # Errors
-    /// [`Error::InvalidModel`] naming the [`ModelProblem`] (not safetensors, truncated,
-    /// inconsistent header, missing tensor, wrong shape or dtype, non-finite weight, bad
-    /// metadata); [`Error::LimitExceeded`] when one image's forward pass would need more than
-    /// [`LoadOptions::max_embed_bytes`]; [`Error::DeviceUnavailable`] when the device cannot
-    /// be opened.
+    /// [`Error::InvalidModel`] naming the [`ModelProblem`](crate::ModelProblem) (not
+    /// safetensors, truncated, inconsistent header, missing tensor, wrong shape or dtype,
+    /// non-finite weight or non-positive scale, bad metadata); [`Error::LimitExceeded`] when one
+    /// image's forward pass would need more than [`LoadOptions::max_embed_bytes`];
+    /// [`Error::InvalidArgument`] for a quantised model asked to run on candle or a GPU;
+    /// [`Error::DeviceUnavailable`] when the device cannot be opened.
     pub fn from_bytes(bytes: &[u8], options: &LoadOptions) -> Result<Self> {
         let ParsedFile {
             weights,

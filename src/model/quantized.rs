@@ -26,9 +26,10 @@ use super::cpu_int8::{
 };
 use super::folded::FoldedNet;
 use super::layout::{Architecture, ConvBn, EncoderSpec};
+use super::parsed::{fingerprint, ParsedFile};
 use super::resnet12::ResNet12Params;
 use super::weights::WeightFile;
-use super::{LoadOptions, Model, ParsedFile};
+use super::{LoadOptions, Model};
 use crate::error::{Error, ModelProblem, Result};
 use crate::preprocess::Preprocessor;
 
@@ -316,7 +317,7 @@ pub fn quantize_model(
     };
     let net = QuantNet::calibrate(&folded, images, n, h, w);
     let info = QuantizationInfo::new(
-        super::fingerprint(&weights, &metadata),
+        fingerprint(&weights, &metadata),
         n,
         calibration_data.to_string(),
     );

@@ -25,6 +25,10 @@ const KERNEL_ONLY: &[&str] = &[
     "G: [[",
     "WINOGRAD_MIN",
     "WINOGRAD_MAX",
+    "fn gemm_u8s8",
+    "_dpbusd_",
+    "fn quantize_activations",
+    "fn im2col_codes",
 ];
 
 /// Functions this crate provides, when defined again on a line that takes `&[f32]`.
