@@ -18,9 +18,10 @@ pub enum ModelProblem {
     MissingTensor,
     /// A tensor has a shape the architecture cannot use.
     WrongShape,
-    /// A tensor is not float32.
+    /// A tensor has a dtype the model cannot use (float32; int8 and uint8 where a quantised
+    /// file has them).
     WrongDtype,
-    /// A weight is NaN or infinite.
+    /// A weight is NaN or infinite, or a quantised file's scale is not positive.
     NonFiniteWeight,
     /// `__metadata__` (or an override) is missing a required key or holds an invalid value.
     BadMetadata,
