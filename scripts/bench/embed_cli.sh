@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Wall-clock seconds of `mgecl embed` on 800 images (every 24th image of the data set in path
-# order: Omniglot's background PNGs, or miniImageNet's JPEGs), process start and decoding
-# included, for each model given, interleaved, three rounds. Run on an idle machine after
-# `cargo build --release`.
+# Wall-clock seconds of `mgecl embed` on N images (default 800: every 24th image of the data set
+# in path order: Omniglot's background PNGs, or miniImageNet's JPEGs), process start and
+# decoding included, for each model given, interleaved, three rounds. Run on an idle machine
+# after `cargo build --release`.
 #   scripts/bench/embed_cli.sh MODEL [MODEL...]
-#   DATA=../shared/data/omniglot (default) or ../shared/data/miniimagenet; BATCH=16 (default)
+#   DATA=../shared/data/omniglot (default) or ../shared/data/miniimagenet; BATCH=16 (default);
+#   N=800 (default)
 set -euo pipefail
 data=${DATA:-../shared/data/omniglot}
 batch=${BATCH:-16}
+count=${N:-800}
 mgecl=${MGECL:-target/release/mgecl}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 if [ -d "$data/images_background" ]; then
-  mapfile -t files < <(find "$data/images_background" -name '*.png' | sort | awk 'NR % 24 == 0' | head -800)
+  mapfile -t files < <(find "$data/images_background" -name '*.png' | sort | awk 'NR % 24 == 0' | head -"$count")
 else
-  mapfile -t files < <(find "$data/images" -name '*.jpg' | sort | awk 'NR % 24 == 0' | head -800)
+  mapfile -t files < <(find "$data/images" -name '*.jpg' | sort | awk 'NR % 24 == 0' | head -"$count")
 fi
 echo "${#files[@]} images, batch $batch"
 for round in 1 2 3; do
