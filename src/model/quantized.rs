@@ -99,6 +99,35 @@ impl QuantizationInfo {
     }
 }
 
+/// The deepest product the int8 engine sums exactly in `i32`: `depth * 255 * 128` stays below
+/// `2^31` (ResNet-12's widest is `9 * 640 = 5760`).
+const MAX_DEPTH: usize = ((1u64 << 31) / (255 * 128)) as usize - 1;
+// The most a corrected sum reaches (|code - zero point| <= 255, |weight| <= 128) fits, and the
+// widest shipped convolution is within the bound.
+const _: () = assert!((MAX_DEPTH as u64) * 255 * 128 < 1 << 31 && MAX_DEPTH >= 9 * 640);
+
+/// Refuses an encoder with a convolution deeper than [`MAX_DEPTH`].
+fn check_depths(spec: &EncoderSpec) -> Result<()> {
+    let units = spec
+        .blocks()
+        .into_iter()
+        .flat_map(|b| b.units.into_iter().chain(b.shortcut));
+    for unit in units {
+        let depth = unit.kernel * unit.kernel * unit.c_in;
+        if depth > MAX_DEPTH {
+            return Err(Error::model(
+                ModelProblem::WrongShape,
+                format!(
+                    "{} takes {} inputs per output, more than the int8 engine sums exactly \
+                     ({MAX_DEPTH})",
+                    unit.conv, depth
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn tensor_name(unit: &ConvBn, suffix: &str) -> String {
     format!("{}.{suffix}", unit.conv)
 }
@@ -152,13 +181,15 @@ fn read_weights(file: &WeightFile<'_>, unit: &ConvBn) -> Result<QuantWeights> {
 /// Reads the int8 encoder `spec` describes out of a quantised file.
 ///
 /// # Errors
-/// [`Error::InvalidModel`]: `MissingTensor`, `WrongDtype`, `WrongShape`, or
-/// `NonFiniteWeight` for a non-finite value or a scale that is not positive.
+/// [`Error::InvalidModel`]: `MissingTensor`, `WrongDtype`, `WrongShape` (also for a
+/// convolution deeper than the engine sums exactly), or `NonFiniteWeight` for a non-finite
+/// value or a scale that is not positive.
 pub(crate) fn read_quant_net(
     file: &WeightFile<'_>,
     spec: &EncoderSpec,
     leaky_relu_slope: f64,
 ) -> Result<QuantNet> {
+    check_depths(spec)?;
     let slope = match spec.arch {
         Architecture::ResNet12 => leaky_relu_slope as f32,
         Architecture::Conv4 => 0.0,
@@ -274,6 +305,7 @@ pub fn quantize_model(
             "the model is already quantised".into(),
         ));
     }
+    check_depths(&parsed.spec)?;
     let preprocessor = Preprocessor::new(&parsed.metadata.input)?;
     let (c, h, w) = preprocessor.input_shape();
     let per_image = preprocessor.input_len();
@@ -333,6 +365,17 @@ pub fn quantize_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_depth_bound_keeps_sums_exact() {
+        let spec = |c_in| EncoderSpec {
+            arch: Architecture::ResNet12,
+            widths: vec![640; 4],
+            in_channels: c_in,
+        };
+        assert!(check_depths(&spec(3)).is_ok());
+        assert!(check_depths(&spec(MAX_DEPTH / 9 + 1)).is_err());
+    }
 
     #[test]
     fn weight_layouts_round_trip() {
