@@ -77,6 +77,21 @@ def load_torch_model(torch, model_path):
     return model.eval(), meta
 
 
+def time_forward(torch, model, x, repeats):
+    """Best and median of `repeats` forwards of batch `x` after one warm-up, and images/s."""
+    times = []
+    with torch.inference_mode():
+        model(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    times.sort()
+    batch = x.shape[0]
+    return {"batch": batch, "best_s": times[0], "median_s": times[len(times) // 2],
+            "images_per_s": batch / times[0]}
+
+
 def torch_time(args):
     torch = torch_setup(args.reference, args.threads)
     model, meta = load_torch_model(torch, args.model)
@@ -88,17 +103,7 @@ def torch_time(args):
     if args.layout == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    times = []
-    with torch.inference_mode():
-        model(x)
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    times.sort()
-    print(json.dumps({"layout": args.layout, "batch": args.batch, "best_s": times[0],
-                      "median_s": times[len(times) // 2],
-                      "images_per_s": args.batch / times[0]}))
+    print(json.dumps(dict(time_forward(torch, model, x, args.repeats), layout=args.layout)))
 
 
 def torch_embed(args):

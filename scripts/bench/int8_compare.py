@@ -27,11 +27,10 @@ import argparse
 import json
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import compare  # noqa: E402  (run_measured, torch_setup, load_torch_model, mgecl_time)
+import compare  # noqa: E402  (run_measured, torch_setup, load_torch_model, mgecl_time, time_forward)
 
 
 def torch_int8_time(args):
@@ -64,17 +63,7 @@ def torch_int8_time(args):
             prepared(torch.randn(8, c, h, w, generator=gen))
     quantized = convert_fx(prepared)
     x = torch.randn(args.batch, c, h, w, generator=gen)
-    times = []
-    with torch.inference_mode():
-        quantized(x)
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            quantized(x)
-            times.append(time.perf_counter() - start)
-    times.sort()
-    print(json.dumps({"batch": args.batch, "best_s": times[0], "median_s": times[len(times) // 2],
-                      "images_per_s": args.batch / times[0]}))
-
+    print(json.dumps(compare.time_forward(torch, quantized, x, args.repeats)))
 
 def child(args, worker, model, batch, repeats, layout="channels_last"):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--model", model,

@@ -432,7 +432,7 @@ impl FastNet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A direct NHWC convolution, for checking the im2col + gemm path.
@@ -476,7 +476,9 @@ mod tests {
         out
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    /// `len` pseudo-random values in [-0.5, 0.5) (xorshift from `seed`): test activations
+    /// and weights.
+    pub(crate) fn values(len: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..len)
             .map(|_| {

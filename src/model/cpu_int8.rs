@@ -145,8 +145,8 @@ impl QuantWeights {
     /// The product of the codes of `input` (NHWC, `(h, w)` images, padded with the code
     /// `zero_point`) at output pixels `pixels` as the kernel computes it, `sum_l (code[p][l] -
     /// ZERO_POINT) * w[l][j]`, into `acc` (`pixels.len() * c_out`), with `cols` (at least
-    /// `pixels.len()` rows of [`QuantWeights::row_stride`]) as scratch. Adding
-    /// [`QuantWeights::offsets`] makes it the product of `code - zero_point`.
+    /// `pixels.len()` rows of [`QuantWeights::row_stride`]) as scratch. [`Dequantize`] makes
+    /// it the product of `code - zero_point`.
     #[allow(clippy::too_many_arguments)]
     fn product(
         &self,
@@ -173,11 +173,13 @@ impl QuantWeights {
         kernel.run(acc, cols, rows, &self.packed);
     }
 
-    /// Per column, what turns the kernel's `sum (code - ZERO_POINT) * w` into
-    /// `sum (code - zero_point) * w`: `(ZERO_POINT - zero_point) * sum_l w[l][j]`.
-    fn offsets(&self, zero_point: u8) -> Vec<i32> {
-        let shift = i32::from(mgecl_kernels::int8::ZERO_POINT) - i32::from(zero_point);
-        self.column_sums.iter().map(|s| shift * s).collect()
+    /// How this product over the codes of `input` becomes values.
+    fn dequantize(&self, input: ActivationQuant) -> Dequantize {
+        let shift = i32::from(mgecl_kernels::int8::ZERO_POINT) - i32::from(input.zero_point);
+        Dequantize {
+            multipliers: self.scales.iter().map(|s| input.scale * s).collect(),
+            offsets: self.column_sums.iter().map(|s| shift * s).collect(),
+        }
     }
 
     /// Bytes of one im2col row of the product.
@@ -186,16 +188,22 @@ impl QuantWeights {
     }
 }
 
+/// Per output channel, what turns the kernel's sums over an input's codes into values:
+/// `(acc + offset) as f32 * multiplier`. `offset = (ZERO_POINT - zero_point) * sum_l w[l][j]`
+/// makes the kernel's `sum (code - ZERO_POINT) * w` a sum of `code - zero_point`;
+/// `multiplier = input scale * weight scale`.
+struct Dequantize {
+    multipliers: Vec<f32>,
+    offsets: Vec<i32>,
+}
+
 /// One convolution: int8 weights, its input's quantisation, the folded bias and activation.
 pub(crate) struct QuantConv {
     pub(crate) weights: QuantWeights,
     pub(crate) input: ActivationQuant,
     pub(crate) bias: Vec<f32>,
     pub(crate) slope: f32,
-    /// `input.scale * weights.scales[j]`.
-    multipliers: Vec<f32>,
-    /// The input's zero-point correction ([`QuantWeights::offsets`]).
-    offsets: Vec<i32>,
+    dequantize: Dequantize,
 }
 
 impl QuantConv {
@@ -206,15 +214,13 @@ impl QuantConv {
         slope: f32,
     ) -> Self {
         assert_eq!(bias.len(), weights.c_out);
-        let multipliers = weights.scales.iter().map(|s| input.scale * s).collect();
-        let offsets = weights.offsets(input.zero_point);
+        let dequantize = weights.dequantize(input);
         QuantConv {
             weights,
             input,
             bias,
             slope,
-            multipliers,
-            offsets,
+            dequantize,
         }
     }
 
@@ -227,20 +233,16 @@ impl QuantConv {
 /// A block's shortcut: int8 1x1 weights over the block input's codes.
 pub(crate) struct QuantShortcut {
     pub(crate) weights: QuantWeights,
-    /// The block input's scale times each weight scale.
-    multipliers: Vec<f32>,
-    /// The block input's zero-point correction ([`QuantWeights::offsets`]).
-    offsets: Vec<i32>,
+    /// Over the block input's codes.
+    dequantize: Dequantize,
 }
 
 impl QuantShortcut {
     pub(crate) fn new(weights: QuantWeights, input: ActivationQuant) -> Self {
-        let multipliers = weights.scales.iter().map(|s| input.scale * s).collect();
-        let offsets = weights.offsets(input.zero_point);
+        let dequantize = weights.dequantize(input);
         QuantShortcut {
             weights,
-            multipliers,
-            offsets,
+            dequantize,
         }
     }
 }
@@ -312,9 +314,10 @@ fn convolve_into<T: Send>(
                     conv.weights
                         .product(codes, hw, zero, range, kernel, cols, acc);
                     // y = acc * multiplier + bias (+ the shortcut's), then the activation.
-                    let (multipliers, bias, slope) = (&conv.multipliers, &conv.bias, conv.slope);
+                    let (multipliers, bias, slope) =
+                        (&conv.dequantize.multipliers, &conv.bias, conv.slope);
                     for (row, acc) in ys.chunks_exact_mut(c_out).zip(acc.chunks_exact(c_out)) {
-                        let sums = acc.iter().zip(&conv.offsets).map(|(a, o)| a + o);
+                        let sums = acc.iter().zip(&conv.dequantize.offsets).map(|(a, o)| a + o);
                         for (((y, a), &m), &b) in
                             row.iter_mut().zip(sums).zip(multipliers).zip(bias)
                         {
@@ -336,8 +339,10 @@ fn convolve_into<T: Send>(
                             .chunks_exact_mut(c_out)
                             .zip(shortcut_acc.chunks_exact(c_out));
                         for (row, acc) in rows {
-                            let sums = acc.iter().zip(&s.offsets).map(|(a, o)| a + o);
-                            for ((y, a), &m) in row.iter_mut().zip(sums).zip(&s.multipliers) {
+                            let sums = acc.iter().zip(&s.dequantize.offsets).map(|(a, o)| a + o);
+                            for ((y, a), &m) in
+                                row.iter_mut().zip(sums).zip(&s.dequantize.multipliers)
+                            {
                                 *y += a as f32 * m;
                             }
                         }

@@ -223,6 +223,40 @@ impl TaskArgs {
     }
 }
 
+/// A model rewritten from labelled images of its training classes (`calibrate`, `quantize`):
+/// the model in, metadata overrides, the data, the model out.
+#[derive(Args)]
+pub struct RewriteArgs {
+    /// Model file (safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Override a metadata entry, KEY=VALUE (repeatable); written into the output.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Image-folder root (every folder holding images is a class).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// File listing the top-level folders to use.
+    #[arg(long)]
+    pub include: Option<PathBuf>,
+    /// Output model file.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl RewriteArgs {
+    /// The `--meta` overrides, parsed.
+    pub fn metadata(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        parse_meta(&self.meta)
+    }
+
+    /// The folders `--include` lists, if given.
+    pub fn include_list(&self) -> anyhow::Result<Option<Vec<String>>> {
+        let list = self.include.as_deref().map(mgecl_train::data::read_list);
+        Ok(list.transpose()?)
+    }
+}
+
 /// The training data of both training stages.
 #[derive(Args)]
 pub struct DataArgs {

@@ -273,11 +273,27 @@ fn portable(dst: &mut [i32], a: &[u8], m: usize, w: &PackedWeights) {
     }
 }
 
+/// The 4 codes of row `r` at depth group `group` as one `i32`: what the VNNI kernels broadcast.
+///
+/// # Safety
+/// `a_rows` points at rows of `lda` bytes, and row `r` holds bytes `4 * group..4 * group + 4`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn group_codes(a_rows: *const u8, r: usize, lda: usize, group: usize) -> i32 {
+    // SAFETY: inside row r (the caller's contract); unaligned reads are allowed.
+    unsafe {
+        a_rows
+            .add(r * lda + group * 4)
+            .cast::<i32>()
+            .read_unaligned()
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{PackedWeights, LANES};
+    use super::{group_codes, PackedWeights, LANES};
 
     /// Rows of `dst` one micro-kernel call computes.
     const MR: usize = 12;
@@ -340,14 +356,8 @@ mod avx512 {
                     unsafe { _mm512_loadu_si512(w_cols.add((group * n16 + v * LANES) * 4).cast()) };
             }
             for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                // SAFETY: 4 bytes of row i + r at depth 4 group.
-                let four = unsafe {
-                    a_rows
-                        .add(r * lda + group * 4)
-                        .cast::<i32>()
-                        .read_unaligned()
-                };
-                let x = _mm512_set1_epi32(four);
+                // SAFETY: row i + r holds depth group `group` (the caller's contract).
+                let x = _mm512_set1_epi32(unsafe { group_codes(a_rows, r, lda, group) });
                 for v in 0..V {
                     acc[v] = _mm512_dpbusd_epi32(acc[v], x, b[v]);
                 }
@@ -382,7 +392,7 @@ mod avx512 {
 mod avx256 {
     use std::arch::x86_64::*;
 
-    use super::{PackedWeights, LANES};
+    use super::{group_codes, PackedWeights, LANES};
 
     /// Rows per block: 6 rows of 16 columns (two registers each) keep 12 accumulators, the
     /// weights and the broadcast in the 16 registers AVX2 has.
@@ -414,14 +424,8 @@ mod avx256 {
                         ]
                     };
                     for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                        // SAFETY: 4 bytes of row i + r at depth 4 group.
-                        let four = unsafe {
-                            a_rows
-                                .add(r * lda + group * 4)
-                                .cast::<i32>()
-                                .read_unaligned()
-                        };
-                        let x = _mm256_set1_epi32(four);
+                        // SAFETY: row i + r holds depth group `group` (the caller's contract).
+                        let x = _mm256_set1_epi32(unsafe { group_codes(a_rows, r, lda, group) });
                         acc[0] = _mm256_dpbusd_avx_epi32(acc[0], x, b[0]);
                         acc[1] = _mm256_dpbusd_avx_epi32(acc[1], x, b[1]);
                     }

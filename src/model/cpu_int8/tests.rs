@@ -2,20 +2,9 @@
 //! any thread count) and against the f32 engine; the calibration by hand.
 
 use super::*;
+use crate::model::cpu_fast::tests::values;
 use crate::model::cpu_fast::FastNet;
 use crate::model::folded::{FoldedBlock, FoldedShortcut};
-
-fn values(len: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state as f32 / u32::MAX as f32) - 0.5
-        })
-        .collect()
-}
 
 fn conv(c_in: usize, c_out: usize, k: usize, slope: f32, seed: u32) -> FoldedConv {
     // Weights of a He-initialised layer, so activations neither vanish nor explode.
