@@ -17,10 +17,12 @@
 //!   thread count or the kernel (AVX-512 VNNI, AVX-VNNI, portable) that runs.
 
 use mgecl_kernels::conv::im2col_codes;
-use mgecl_kernels::int8::{quantize_activations, quantize_weights, Kernel, PackedWeights};
+use mgecl_kernels::int8::{
+    self, quantize_activations, quantize_weights, Epilogue, Kernel, PackedWeights,
+};
 use mgecl_kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2, max_pool_2x2_codes};
-use mgecl_kernels::scratch::{give_buffer, take_buffer, with_int8_scratch, with_scratch};
+use mgecl_kernels::scratch::{give_buffer, take_buffer, with_code_scratch, with_scratch};
 use rayon::prelude::*;
 
 use super::cpu_fast::FastOutput;
@@ -143,10 +145,10 @@ impl QuantWeights {
     }
 
     /// The product of the codes of `input` (NHWC, `(h, w)` images, padded with the code
-    /// `zero_point`) at output pixels `pixels` as the kernel computes it, `sum_l (code[p][l] -
-    /// ZERO_POINT) * w[l][j]`, into `acc` (`pixels.len() * c_out`), with `cols` (at least
-    /// `pixels.len()` rows of [`QuantWeights::row_stride`]) as scratch. [`Dequantize`] makes
-    /// it the product of `code - zero_point`.
+    /// `zero_point`) at output pixels `pixels`, written as `out` says, with `cols` (at least
+    /// `pixels.len()` rows of [`QuantWeights::row_stride`]) as scratch for the im2col rows.
+    /// The kernel sums `(code - ZERO_POINT) * w`; [`Dequantize`]'s offsets make them sums of
+    /// `code - zero_point`.
     #[allow(clippy::too_many_arguments)]
     fn product(
         &self,
@@ -156,9 +158,14 @@ impl QuantWeights {
         pixels: std::ops::Range<usize>,
         kernel: Kernel,
         cols: &mut [u8],
-        acc: &mut [i32],
+        out: &mut int8::Output,
     ) {
         let (rows, stride) = (pixels.len(), self.packed.row_stride());
+        if self.k == 1 && self.c_in == stride {
+            // A 1x1 convolution's im2col rows are its input's pixels.
+            let a = &input[pixels.start * stride..pixels.end * stride];
+            return kernel.run(a, rows, &self.packed, out);
+        }
         let cols = &mut cols[..rows * stride];
         im2col_codes(
             input,
@@ -170,7 +177,7 @@ impl QuantWeights {
             zero_point,
             cols,
         );
-        kernel.run(acc, cols, rows, &self.packed);
+        kernel.run(cols, rows, &self.packed, out);
     }
 
     /// How this product over the codes of `input` becomes values.
@@ -195,6 +202,24 @@ impl QuantWeights {
 struct Dequantize {
     multipliers: Vec<f32>,
     offsets: Vec<i32>,
+}
+
+impl Dequantize {
+    /// The kernel's epilogue: these values, then the bias, the addend and the activation.
+    fn epilogue<'a>(
+        &'a self,
+        bias: Option<&'a [f32]>,
+        addend: Option<&'a [f32]>,
+        slope: Option<f32>,
+    ) -> Epilogue<'a> {
+        Epilogue {
+            offsets: &self.offsets,
+            multipliers: &self.multipliers,
+            bias,
+            addend,
+            slope,
+        }
+    }
 }
 
 /// One convolution: int8 weights, its input's quantisation, the folded bias and activation.
@@ -273,23 +298,32 @@ fn convolve(
     out: Output<'_>,
 ) {
     match out {
-        Output::Floats(out) => convolve_into(conv, codes, shape, shortcut, out, |y, dst| {
-            dst.copy_from_slice(y)
+        Output::Floats(out) => convolve_into(conv, codes, shape, shortcut, out, |out, epilogue| {
+            int8::Output::Floats(out, epilogue)
         }),
-        Output::Codes(out, next) => convolve_into(conv, codes, shape, shortcut, out, |y, dst| {
-            quantize_activations(y, next.scale, next.zero_point, dst)
-        }),
+        Output::Codes(out, next) => {
+            convolve_into(conv, codes, shape, shortcut, out, |codes, epilogue| {
+                int8::Output::Codes {
+                    codes,
+                    epilogue,
+                    scale: next.scale,
+                    zero_point: next.zero_point,
+                }
+            })
+        }
     }
 }
 
-/// [`convolve`], each chunk's f32 outputs handed to `store` while in cache.
+/// [`convolve`] in chunks of output pixels, each written by the kernel as `output` makes of
+/// the chunk of `out` and the epilogue: the shortcut's values first (into a scratch chunk),
+/// then the convolution's sums finished with the bias, the shortcut and the activation.
 fn convolve_into<T: Send>(
     conv: &QuantConv,
     codes: &[u8],
     shape: Shape,
     shortcut: Option<(&QuantShortcut, &[u8], u8)>,
     out: &mut [T],
-    store: impl Fn(&[f32], &mut [T]) + Sync,
+    output: impl for<'a> Fn(&'a mut [T], Epilogue<'a>) -> int8::Output<'a> + Sync,
 ) {
     let c_out = conv.weights.c_out;
     let pixels = shape.n * shape.h * shape.w;
@@ -299,58 +333,29 @@ fn convolve_into<T: Send>(
     let hw = (shape.h, shape.w);
     let stride = shortcut.map_or(0, |(s, _, _)| s.weights.row_stride());
     let stride = stride.max(conv.weights.row_stride());
-    let sums = if shortcut.is_some() { 2 } else { 1 } * CHUNK_ROWS * c_out;
     out.par_chunks_mut(CHUNK_ROWS * c_out)
         .enumerate()
         .for_each(|(chunk, dst)| {
             let rows = dst.len() / c_out;
             let pixels = chunk * CHUNK_ROWS..chunk * CHUNK_ROWS + rows;
-            with_int8_scratch(CHUNK_ROWS * stride, sums, |cols, sums| {
-                with_scratch(rows * c_out, |ys| {
-                    let (acc, shortcut_acc) = sums.split_at_mut(CHUNK_ROWS * c_out);
-                    let acc = &mut acc[..rows * c_out];
-                    let zero = conv.input.zero_point;
-                    let range = pixels.clone();
-                    conv.weights
-                        .product(codes, hw, zero, range, kernel, cols, acc);
-                    // y = acc * multiplier + bias (+ the shortcut's), then the activation.
-                    let (multipliers, bias, slope) =
-                        (&conv.dequantize.multipliers, &conv.bias, conv.slope);
-                    for (row, acc) in ys.chunks_exact_mut(c_out).zip(acc.chunks_exact(c_out)) {
-                        let sums = acc.iter().zip(&conv.dequantize.offsets).map(|(a, o)| a + o);
-                        for (((y, a), &m), &b) in
-                            row.iter_mut().zip(sums).zip(multipliers).zip(bias)
-                        {
-                            *y = a as f32 * m + b;
-                        }
-                    }
+            let residual_len = if shortcut.is_some() { rows * c_out } else { 0 };
+            with_code_scratch(CHUNK_ROWS * stride, |cols| {
+                with_scratch(residual_len, |residual| {
                     if let Some((s, block_codes, zero)) = shortcut {
-                        let shortcut_acc = &mut shortcut_acc[..rows * c_out];
-                        s.weights.product(
-                            block_codes,
-                            hw,
-                            zero,
-                            pixels,
-                            kernel,
-                            cols,
-                            shortcut_acc,
-                        );
-                        let rows = ys
-                            .chunks_exact_mut(c_out)
-                            .zip(shortcut_acc.chunks_exact(c_out));
-                        for (row, acc) in rows {
-                            let sums = acc.iter().zip(&s.dequantize.offsets).map(|(a, o)| a + o);
-                            for ((y, a), &m) in
-                                row.iter_mut().zip(sums).zip(&s.dequantize.multipliers)
-                            {
-                                *y += a as f32 * m;
-                            }
-                        }
+                        let epilogue = s.dequantize.epilogue(None, None, None);
+                        let mut out = int8::Output::Floats(residual, epilogue);
+                        let range = pixels.clone();
+                        s.weights
+                            .product(block_codes, hw, zero, range, kernel, cols, &mut out);
                     }
-                    for y in ys.iter_mut() {
-                        *y = y.max(slope * *y);
-                    }
-                    store(ys, dst);
+                    let addend = shortcut.map(|_| &residual[..]);
+                    let epilogue =
+                        conv.dequantize
+                            .epilogue(Some(&conv.bias), addend, Some(conv.slope));
+                    let zero = conv.input.zero_point;
+                    let mut out = output(dst, epilogue);
+                    conv.weights
+                        .product(codes, hw, zero, pixels, kernel, cols, &mut out);
                 });
             });
         });

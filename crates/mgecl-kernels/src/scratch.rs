@@ -43,9 +43,8 @@ static IDLE_THREAD: Once = Once::new();
 thread_local! {
     /// This thread's im2col / Winograd scratch (at most one chunk's worth).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// The int8 engine's: im2col rows of activation codes, and integer sums.
+    /// The int8 engine's: im2col rows of activation codes.
     static CODE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    static SUM_SCRATCH: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn bytes(buffer: &Vec<f32>) -> usize {
@@ -177,12 +176,10 @@ pub fn with_scratch(len: usize, f: impl FnOnce(&mut [f32])) {
     with_thread_buffer(&SCRATCH, len, f);
 }
 
-/// [`with_scratch`] for the int8 engine: `codes` bytes (im2col rows of activation codes) and
-/// `sums` integers (the products), both of unspecified contents.
-pub fn with_int8_scratch(codes: usize, sums: usize, f: impl FnOnce(&mut [u8], &mut [i32])) {
-    with_thread_buffer(&CODE_SCRATCH, codes, |codes| {
-        with_thread_buffer(&SUM_SCRATCH, sums, |sums| f(codes, sums));
-    });
+/// [`with_scratch`] for the int8 engine: `len` bytes (im2col rows of activation codes) of
+/// unspecified contents.
+pub fn with_code_scratch(len: usize, f: impl FnOnce(&mut [u8])) {
+    with_thread_buffer(&CODE_SCRATCH, len, f);
 }
 
 fn with_thread_buffer<T: Copy + Default + 'static>(
@@ -209,7 +206,6 @@ fn with_thread_buffer<T: Copy + Default + 'static>(
 pub fn release_scratch() {
     SCRATCH.with(|s| *s.borrow_mut() = Vec::new());
     CODE_SCRATCH.with(|s| *s.borrow_mut() = Vec::new());
-    SUM_SCRATCH.with(|s| *s.borrow_mut() = Vec::new());
 }
 
 /// Frees what is kept between calls: the activation pool, the calling thread's scratch and

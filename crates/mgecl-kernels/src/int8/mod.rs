@@ -1,0 +1,284 @@
+//! Integer matrix products for int8 models: activations quantised to `s8` and stored shifted
+//! by 128 as `u8` (what x86's `vpdpbusd` multiplies), times `s8` weights, summed exactly in
+//! `i32`: `dst[i][j] = sum_l (a[i][l] - 128) * w[l][j]`. The shift is undone with the
+//! weights' column sums, computed once when they are packed.
+//!
+//! Picked at run time: AVX-512 VNNI (64 multiply-adds per instruction), AVX-VNNI (the same
+//! on 256-bit registers, for CPUs without AVX-512), else a portable loop.
+//! Both compute the same integers, so results do not depend on the machine or the number of
+//! threads.
+
+use rayon::prelude::*;
+
+mod store;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use store::MAX_WIDTH;
+pub use store::{Epilogue, Output};
+
+/// The shift [`gemm_u8s8`] undoes: it multiplies `a - ZERO_POINT`, so symmetric `s8`
+/// activations `v` are stored as the `u8` `v + 128`.
+pub const ZERO_POINT: u8 = 128;
+
+/// Columns one AVX-512 register holds (16 lanes of `i32`).
+const LANES: usize = 16;
+/// Rows each parallel task computes.
+const ROWS_PER_TASK: usize = 256;
+
+/// Quantises activations with one scale and zero point (affine, as PyTorch's `quint8`):
+/// `code = clamp(round(x / scale) + zero_point, 0, 255)`, rounding ties to even. The code of
+/// 0.0 is `zero_point` (the padding [`crate::conv::im2col_codes`] writes). [`gemm_u8s8`]
+/// multiplies `code - ZERO_POINT`; a caller with another zero point adds
+/// `(ZERO_POINT - zero_point) * sum_l w[l][j]` to column `j`.
+///
+/// # Panics
+/// When `out` is shorter than `x`, or `scale` is not finite and positive.
+pub fn quantize_activations(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+    assert!(out.len() >= x.len() && scale.is_finite() && scale > 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { quantize_avx2(x, scale, zero_point, out) };
+    }
+    quantize_loop(x, scale, zero_point, out);
+}
+
+/// [`quantize_loop`] compiled for AVX2 (8 lanes instead of SSE2's 4): the same IEEE
+/// operations, so the same codes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+    quantize_loop(x, scale, zero_point, out);
+}
+
+#[inline(always)]
+fn quantize_loop(x: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+    let (inverse, zero) = (1.0 / scale, f32::from(zero_point));
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = code_of(v, inverse, zero);
+    }
+}
+
+/// The code of `v` given `1 / scale` and the zero point as f32: the one expression every
+/// quantisation of activations (here and in the products' stores) evaluates.
+#[inline(always)]
+fn code_of(v: f32, inverse: f32, zero: f32) -> u8 {
+    let code = (round_ties_even(v * inverse) + zero).clamp(0.0, 255.0);
+    // An integer in 0..=255 plus 2^23 is that integer in the low mantissa bits: a bit
+    // operation the compiler vectorises (a float-to-integer cast it does one by one).
+    (code + 8_388_608.0).to_bits() as u8
+}
+
+/// `v.round_ties_even()` for the values [`quantize_activations`] keeps, in plain arithmetic
+/// the compiler vectorises (the library call it makes without SSE4.1 does not): adding and
+/// subtracting 1.5 * 2^23 rounds to an integer, ties to even, under the default rounding
+/// mode. `v` is first clamped to +-512, which changes no code (they clamp to 0..=255 after
+/// adding a zero point of at most 255).
+#[inline(always)]
+fn round_ties_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v.clamp(-512.0, 512.0) + MAGIC) - MAGIC
+}
+
+/// Quantises row-major `(k, n)` weights per column (a convolution's output channel):
+/// `scale[j] = max_l |w[l][j]| / 127`, `q = round(w / scale[j])` (ties to even). A column of
+/// zeros gets scale 1. Returns the codes and the scales.
+///
+/// # Panics
+/// When `weights.len() != k * n` or a weight is not finite.
+pub fn quantize_weights(weights: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(weights.len(), k * n);
+    assert!(
+        weights.iter().all(|v| v.is_finite()),
+        "weights must be finite"
+    );
+    let scales: Vec<f32> = (0..n)
+        .map(|j| {
+            let largest = (0..k)
+                .map(|l| weights[l * n + j].abs())
+                .fold(0.0f32, f32::max);
+            if largest > 0.0 {
+                largest / 127.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let codes = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v / scales[i % n]).round_ties_even().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (codes, scales)
+}
+
+/// Weights `(k, n)` packed for [`gemm_u8s8`]: `k` padded to a multiple of 4 and `n` to a
+/// multiple of 16 with zeros, stored `[k / 4][n][4]` so that one 64-byte load holds 4 depths
+/// of 16 columns, plus each column's sum for undoing the activations' shift.
+#[derive(Debug, Clone)]
+pub struct PackedWeights {
+    k: usize,
+    n: usize,
+    /// `k` rounded up to a multiple of 4: the row stride the activations need.
+    k4: usize,
+    /// `n` rounded up to a multiple of 16.
+    n16: usize,
+    data: Vec<i8>,
+    /// `128 * sum_l w[l][j]`, per column.
+    shift: Vec<i32>,
+}
+
+impl PackedWeights {
+    /// Packs row-major `(k, n)` weights.
+    ///
+    /// # Panics
+    /// When `weights.len() != k * n`.
+    pub fn new(weights: &[i8], k: usize, n: usize) -> Self {
+        assert_eq!(weights.len(), k * n);
+        let (k4, n16) = (k.div_ceil(4) * 4, n.div_ceil(LANES) * LANES);
+        let mut data = vec![0i8; k4 * n16];
+        for l in 0..k {
+            for j in 0..n {
+                data[(l / 4 * n16 + j) * 4 + l % 4] = weights[l * n + j];
+            }
+        }
+        let shift = (0..n)
+            .map(|j| (0..k).map(|l| i32::from(weights[l * n + j])).sum::<i32>() * 128)
+            .collect();
+        PackedWeights {
+            k,
+            n,
+            k4,
+            n16,
+            data,
+            shift,
+        }
+    }
+
+    /// Depth of the product.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of the product.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The row stride (in bytes) [`gemm_u8s8`]'s activations need: `k` rounded up to a
+    /// multiple of 4. The bytes past `k` may hold anything.
+    pub fn row_stride(&self) -> usize {
+        self.k4
+    }
+}
+
+/// `dst (m, n) row-major = sum_l (a[i][l] - 128) * w[l][j]`, exact in `i32`, with `a`'s rows
+/// `w.row_stride()` bytes apart. Rows are split across rayon's threads.
+///
+/// # Panics
+/// When `a` holds fewer than `m` rows or `dst` fewer than `m * n` values.
+pub fn gemm_u8s8(dst: &mut [i32], a: &[u8], m: usize, w: &PackedWeights) {
+    let (n, lda) = (w.n, w.k4);
+    assert!(a.len() >= m * lda && dst.len() >= m * n);
+    let kernel = Kernel::detect();
+    dst[..m * n]
+        .par_chunks_mut(ROWS_PER_TASK * n)
+        .zip(a[..m * lda].par_chunks(ROWS_PER_TASK * lda))
+        .for_each(|(dst, a)| kernel.run(a, dst.len() / n, w, &mut Output::Sums(dst)));
+}
+
+/// The implementations, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX-512 VNNI (`vpdpbusd` on 512-bit registers).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+    /// AVX-VNNI (`vpdpbusd` on 256-bit registers).
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    /// Plain loops (the compiler vectorises them where it can).
+    Portable,
+}
+
+impl Kernel {
+    /// The best implementation this CPU runs.
+    pub fn detect() -> Self {
+        Kernel::available()[0]
+    }
+
+    /// Whether this CPU has the implementation's instructions.
+    pub fn supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => std::arch::is_x86_feature_detected!("avxvnni"),
+            Kernel::Portable => true,
+        }
+    }
+
+    /// Every implementation this CPU runs, best first (for tests and benchmarks).
+    pub fn available() -> Vec<Self> {
+        let all = [
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni,
+            Kernel::Portable,
+        ];
+        all.into_iter().filter(|k| k.supported()).collect()
+    }
+
+    /// The product of `m` rows of `a` (`w.row_stride()` bytes apart) and `w`, on this
+    /// thread with this implementation, written as `out` says.
+    ///
+    /// # Panics
+    /// When `a` holds fewer than `m` rows, `out` (or its epilogue) fewer than `(m, n)`
+    /// values, or this CPU lacks the implementation's instructions.
+    pub fn run(self, a: &[u8], m: usize, w: &PackedWeights, out: &mut Output) {
+        assert!(a.len() >= m * w.k4);
+        out.check(m, w.n);
+        assert!(self.supported(), "this CPU lacks {self:?}'s instructions");
+        match self {
+            // SAFETY (both): the CPU has the features (asserted above); the operands are as
+            // long as the kernel reads and writes (asserted above).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => unsafe { x86::avx512::gemm(a, m, w, out) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => unsafe { x86::avx256::gemm(a, m, w, out) },
+            Kernel::Portable => portable(a, m, w, out),
+        }
+    }
+}
+
+/// One row at a time, all columns' sums in a buffer, stored [`MAX_WIDTH`] columns at a time.
+fn portable(a: &[u8], m: usize, w: &PackedWeights, out: &mut Output) {
+    let (n16, lda) = (w.n16, w.k4);
+    let mut row = vec![0i32; n16];
+    for i in 0..m {
+        row.fill(0);
+        let a_row = &a[i * lda..(i + 1) * lda];
+        for (group, a4) in a_row.chunks_exact(4).enumerate() {
+            let block = &w.data[group * n16 * 4..(group + 1) * n16 * 4];
+            for (acc, w4) in row.iter_mut().zip(block.chunks_exact(4)) {
+                *acc += a4
+                    .iter()
+                    .zip(w4)
+                    .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                    .sum::<i32>();
+            }
+        }
+        for j in (0..w.n).step_by(MAX_WIDTH) {
+            let cols = j..(j + MAX_WIDTH).min(w.n);
+            out.store(&row[j..], 0, (i, 1), cols, w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

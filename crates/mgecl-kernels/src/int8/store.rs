@@ -1,0 +1,164 @@
+//! What a product does with its sums while they are in registers or L1: keep them, or turn
+//! them into a convolution's outputs (dequantise, bias, residual, activation) and store
+//! those as f32 or as the codes the next layer reads. One generic body: each kernel inlines
+//! it into its own instruction set, so all of them compute the same bits.
+
+use std::ops::Range;
+
+use super::{code_of, PackedWeights};
+
+/// Most columns one call of [`Output::store`] handles.
+pub(super) const MAX_WIDTH: usize = 32;
+
+/// Per output column `j`, what turns a product's exact sums into values, applied in this
+/// order in f32 (no fused multiply-add, so every kernel gets the same bits):
+///
+/// `y = (sum + offsets[j]) as f32 * multipliers[j]`, then `y += bias[j]`, then
+/// `y += addend[i][j]` (row `i` of the product), then `y = max(y, slope * y)` (ReLU at 0,
+/// LeakyReLU below 1). A missing step is skipped.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// Added to each column's sum (undoes the input's zero point), `n` values.
+    pub offsets: &'a [i32],
+    /// Input scale times weight scale, `n` values.
+    pub multipliers: &'a [f32],
+    /// `n` values.
+    pub bias: Option<&'a [f32]>,
+    /// One value per output, row-major `(m, n)`: a residual added before the activation.
+    pub addend: Option<&'a [f32]>,
+    /// The activation's slope below zero.
+    pub slope: Option<f32>,
+}
+
+/// Where a product writes, row-major `(m, n)`.
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// The exact sums `sum_l (a[i][l] - 128) * w[l][j]`.
+    Sums(&'a mut [i32]),
+    /// The epilogue's values.
+    Floats(&'a mut [f32], Epilogue<'a>),
+    /// The codes of the epilogue's values, as
+    /// [`quantize_activations`](super::quantize_activations) makes them with this scale and
+    /// zero point.
+    Codes {
+        /// `(m, n)` codes.
+        codes: &'a mut [u8],
+        /// What makes the values.
+        epilogue: Epilogue<'a>,
+        /// The codes' scale.
+        scale: f32,
+        /// The code of 0.0.
+        zero_point: u8,
+    },
+}
+
+impl Output<'_> {
+    /// Checks that the output and the epilogue hold `(m, n)` values.
+    ///
+    /// # Panics
+    /// When one is too short, or a scale is not finite and positive.
+    pub(super) fn check(&self, m: usize, n: usize) {
+        let check_epilogue = |e: &Epilogue| {
+            assert!(e.offsets.len() >= n && e.multipliers.len() >= n);
+            assert!(e.bias.is_none_or(|b| b.len() >= n));
+            assert!(e.addend.is_none_or(|a| a.len() >= m * n));
+        };
+        match self {
+            Output::Sums(dst) => assert!(dst.len() >= m * n),
+            Output::Floats(dst, e) => {
+                assert!(dst.len() >= m * n);
+                check_epilogue(e);
+            }
+            Output::Codes {
+                codes,
+                epilogue,
+                scale,
+                ..
+            } => {
+                assert!(codes.len() >= m * n && scale.is_finite() && *scale > 0.0);
+                check_epilogue(epilogue);
+            }
+        }
+    }
+
+    /// Stores rows `i..i + rows`, columns `cols` (at most [`MAX_WIDTH`]) of the product
+    /// from the kernel's raw sums `raw[r * stride + c]` (`c` counting from `cols.start`),
+    /// which still include the `128 * sum_l w[l][j]` shift.
+    #[inline(always)]
+    pub(super) fn store(
+        &mut self,
+        raw: &[i32],
+        stride: usize,
+        (i, rows): (usize, usize),
+        cols: Range<usize>,
+        w: &PackedWeights,
+    ) {
+        let (n, width) = (w.n, cols.len());
+        debug_assert!(width <= MAX_WIDTH);
+        let shift = &w.shift[cols.clone()];
+        for r in 0..rows {
+            let raw = &raw[r * stride..r * stride + width];
+            let at = (i + r) * n + cols.start;
+            match self {
+                Output::Sums(dst) => {
+                    for ((d, &s), &shift) in dst[at..at + width].iter_mut().zip(raw).zip(shift) {
+                        *d = s - shift;
+                    }
+                }
+                Output::Floats(dst, e) => {
+                    let y = values(e, raw, shift, cols.clone(), at);
+                    dst[at..at + width].copy_from_slice(&y[..width]);
+                }
+                Output::Codes {
+                    codes,
+                    epilogue,
+                    scale,
+                    zero_point,
+                } => {
+                    let y = values(epilogue, raw, shift, cols.clone(), at);
+                    let (inverse, zero) = (1.0 / *scale, f32::from(*zero_point));
+                    for (code, &y) in codes[at..at + width].iter_mut().zip(&y[..width]) {
+                        *code = code_of(y, inverse, zero);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The epilogue of one row's columns `cols`: `raw` are the kernel's sums, `at` the index of
+/// the row's first value in the `(m, n)` output (for the addend).
+#[inline(always)]
+fn values(
+    e: &Epilogue,
+    raw: &[i32],
+    shift: &[i32],
+    cols: Range<usize>,
+    at: usize,
+) -> [f32; MAX_WIDTH] {
+    let width = cols.len();
+    let mut y = [0f32; MAX_WIDTH];
+    let ys = &mut y[..width];
+    let sums = raw.iter().zip(shift).zip(&e.offsets[cols.clone()]);
+    for ((y, ((&s, &shift), &offset)), &m) in
+        ys.iter_mut().zip(sums).zip(&e.multipliers[cols.clone()])
+    {
+        *y = (s - shift + offset) as f32 * m;
+    }
+    if let Some(bias) = e.bias {
+        for (y, &b) in ys.iter_mut().zip(&bias[cols]) {
+            *y += b;
+        }
+    }
+    if let Some(addend) = e.addend {
+        for (y, &a) in ys.iter_mut().zip(&addend[at..at + width]) {
+            *y += a;
+        }
+    }
+    if let Some(slope) = e.slope {
+        for y in ys.iter_mut() {
+            *y = y.max(slope * *y);
+        }
+    }
+    y
+}

@@ -1,0 +1,212 @@
+use super::*;
+
+/// A reproducible sequence covering the whole range of each type.
+fn bytes(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Every implementation equals the definition exactly, for shapes with row, column and
+/// depth tails, the extremes of both types included (the largest products and sums).
+#[test]
+fn products_match_the_definition_exactly() {
+    for (m, k, n) in [
+        (1, 1, 1),
+        (9, 7, 5),
+        (17, 27, 32),
+        (3, 288, 80),
+        (20, 13, 48),
+        (8, 4, 17),
+        (25, 40, 33),
+        (24, 12, 64),
+    ] {
+        let mut a = bytes(m * k, 3);
+        let mut w: Vec<i8> = bytes(k * n, 7).into_iter().map(|b| b as i8).collect();
+        a[0] = 255;
+        w[0] = -128;
+        let packed = PackedWeights::new(&w, k, n);
+        let lda = packed.row_stride();
+        // Rows padded to the stride with bytes that must not count.
+        let mut rows = vec![0xEEu8; m * lda];
+        for i in 0..m {
+            rows[i * lda..i * lda + k].copy_from_slice(&a[i * k..(i + 1) * k]);
+        }
+        let want: Vec<i32> = (0..m * n)
+            .map(|p| {
+                let (i, j) = (p / n, p % n);
+                (0..k)
+                    .map(|l| (i32::from(a[i * k + l]) - 128) * i32::from(w[l * n + j]))
+                    .sum()
+            })
+            .collect();
+        for kernel in Kernel::available() {
+            let mut dst = vec![i32::MIN; m * n + 3];
+            kernel.run(&rows, m, &packed, &mut Output::Sums(&mut dst));
+            assert_eq!(&dst[..m * n], &want[..], "{kernel:?} {m}x{k}x{n}");
+            assert!(
+                dst[m * n..].iter().all(|&v| v == i32::MIN),
+                "{kernel:?}: tail written"
+            );
+        }
+        let mut dst = vec![0; m * n];
+        gemm_u8s8(&mut dst, &rows, m, &packed);
+        assert_eq!(dst, want);
+    }
+}
+
+/// The stores that finish a convolution, on every implementation, against the epilogue
+/// written out value by value: each optional step on and off, column tails, a residual, and
+/// codes that must equal `quantize_activations` of those values.
+#[test]
+fn epilogues_match_the_definition_exactly() {
+    let signed = |len, seed| -> Vec<f32> {
+        bytes(len, seed)
+            .into_iter()
+            .map(|b| (f32::from(b) - 127.5) / 64.0)
+            .collect()
+    };
+    for (m, k, n) in [(13, 27, 32), (5, 288, 80), (30, 44, 17), (1, 8, 50)] {
+        let a = bytes(m * k, 11);
+        let w: Vec<i8> = bytes(k * n, 12).into_iter().map(|b| b as i8).collect();
+        let packed = PackedWeights::new(&w, k, n);
+        let lda = packed.row_stride();
+        let mut rows = vec![0u8; m * lda];
+        for i in 0..m {
+            rows[i * lda..i * lda + k].copy_from_slice(&a[i * k..(i + 1) * k]);
+        }
+        let offsets: Vec<i32> = (0..n as i32).map(|j| (j - 7) * 1013).collect();
+        // Values of order 1: the sums' spread is about 74^2 sqrt(k).
+        let unit = 1.0 / (5476.0 * (k as f32).sqrt());
+        let multipliers: Vec<f32> = signed(n, 13).iter().map(|v| v.abs() * unit).collect();
+        let (bias, addend) = (signed(n, 14), signed(m * n, 15));
+        for (with_bias, with_addend, slope) in [
+            (false, false, None),
+            (true, false, Some(0.1)),
+            (true, true, Some(0.0)),
+            (false, true, Some(1.0)),
+        ] {
+            let epilogue = Epilogue {
+                offsets: &offsets,
+                multipliers: &multipliers,
+                bias: with_bias.then_some(&bias[..]),
+                addend: with_addend.then_some(&addend[..]),
+                slope,
+            };
+            let want: Vec<f32> = (0..m * n)
+                .map(|p| {
+                    let (i, j) = (p / n, p % n);
+                    let sum: i32 = (0..k)
+                        .map(|l| (i32::from(a[i * k + l]) - 128) * i32::from(w[l * n + j]))
+                        .sum();
+                    let mut y = (sum + offsets[j]) as f32 * multipliers[j];
+                    if with_bias {
+                        y += bias[j];
+                    }
+                    if with_addend {
+                        y += addend[p];
+                    }
+                    slope.map_or(y, |s| y.max(s * y))
+                })
+                .collect();
+            let (scale, zero_point) = (0.03, 100);
+            let mut want_codes = vec![0u8; m * n];
+            quantize_activations(&want, scale, zero_point, &mut want_codes);
+            let inside = want_codes.iter().filter(|&&c| c != 0 && c != 255).count();
+            assert!(inside > m * n * 3 / 4, "codes mostly clipped");
+            for kernel in Kernel::available() {
+                let mut floats = vec![f32::NAN; m * n + 1];
+                kernel.run(
+                    &rows,
+                    m,
+                    &packed,
+                    &mut Output::Floats(&mut floats, epilogue),
+                );
+                assert_eq!(&floats[..m * n], &want[..], "{kernel:?} {m}x{k}x{n}");
+                assert!(floats[m * n].is_nan(), "{kernel:?}: tail written");
+                let mut codes = vec![7u8; m * n + 1];
+                let mut out = Output::Codes {
+                    codes: &mut codes,
+                    epilogue,
+                    scale,
+                    zero_point,
+                };
+                kernel.run(&rows, m, &packed, &mut out);
+                assert_eq!(&codes[..m * n], &want_codes[..], "{kernel:?} {m}x{k}x{n}");
+                assert_eq!(codes[m * n], 7, "{kernel:?}: tail written");
+            }
+        }
+    }
+}
+
+#[test]
+fn quantisation_by_hand() {
+    let mut out = [0u8; 7];
+    let x = [0.0, 0.25, 0.75, -0.25, 100.0, -100.0, 0.5];
+    quantize_activations(&x, 0.5, 128, &mut out);
+    // 0.5 and 1.5 round to even (0 and 2); out of range clamps to 0 and 255.
+    assert_eq!(out, [128, 128, 130, 128, 255, 0, 129]);
+    quantize_activations(&x, 0.5, 3, &mut out);
+    assert_eq!(out, [3, 3, 5, 3, 203, 0, 4]);
+    let (codes, scales) = quantize_weights(&[1.0, 0.0, -2.54, 0.0, 0.5, 0.0], 3, 2);
+    assert_eq!(scales, [0.02, 1.0]);
+    assert_eq!(codes, [50, 0, -127, 0, 25, 0]);
+}
+
+/// The vectorisable rounding against the standard library's: ties both ways, tiny and
+/// huge values, infinities, every zero point's clamp.
+#[test]
+fn codes_match_the_definition() {
+    let mut x: Vec<f32> = (-3000..3000).map(|i| i as f32 * 0.25).collect();
+    x.extend([
+        1e-8,
+        -1e-8,
+        0.49999997,
+        -0.49999997,
+        1e30,
+        -1e30,
+        8_388_609.0,
+    ]);
+    x.extend([
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        f32::MIN,
+        f32::EPSILON,
+    ]);
+    for (scale, zero_point) in [(1.0, 0u8), (0.5, 128), (2.0, 255), (0.013, 77)] {
+        let mut out = vec![0u8; x.len()];
+        quantize_activations(&x, scale, zero_point, &mut out);
+        // The portable loop gives the same codes as the dispatched (AVX2) one.
+        let mut portable = vec![0u8; x.len()];
+        quantize_loop(&x, scale, zero_point, &mut portable);
+        assert_eq!(portable, out);
+        let inverse = 1.0 / scale;
+        for (&v, &code) in x.iter().zip(&out) {
+            let want = ((v * inverse).round_ties_even() + f32::from(zero_point)).clamp(0.0, 255.0);
+            assert_eq!(
+                code, want as u8,
+                "{v} at scale {scale}, zero point {zero_point}"
+            );
+        }
+    }
+}
+
+/// The largest depth the networks use, all values at the extremes: no overflow.
+#[test]
+fn the_deepest_product_at_the_extremes_is_exact() {
+    let (m, k, n) = (2, 9 * 640, 16);
+    let packed = PackedWeights::new(&vec![-128i8; k * n], k, n);
+    let a = vec![0u8; m * packed.row_stride()];
+    for kernel in Kernel::available() {
+        let mut dst = vec![0; m * n];
+        kernel.run(&a, m, &packed, &mut Output::Sums(&mut dst));
+        assert!(dst.iter().all(|&v| v == 128 * 128 * k as i32), "{kernel:?}");
+    }
+}

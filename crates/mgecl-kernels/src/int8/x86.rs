@@ -1,0 +1,302 @@
+//! The x86 kernels: `vpdpbusd` (4 `u8 x s8` products summed into each `i32` lane) on
+//! 512-bit (AVX-512 VNNI) or 256-bit (AVX-VNNI) registers. Each computes a block of rows x
+//! columns with its accumulators in registers for the whole depth, then hands the sums to
+//! [`Output::store`] while they are in L1.
+
+use std::arch::x86_64::*;
+
+use super::store::{Output, MAX_WIDTH};
+use super::{PackedWeights, LANES};
+
+/// The 4 codes of row `r` at depth group `group` as one `i32`: what the kernels broadcast.
+///
+/// # Safety
+/// `a_rows` points at rows of `lda` bytes, and row `r` holds bytes `4 * group..4 * group + 4`.
+#[inline(always)]
+unsafe fn group_codes(a_rows: *const u8, r: usize, lda: usize, group: usize) -> i32 {
+    // SAFETY: inside row r (the caller's contract); unaligned reads are allowed.
+    unsafe {
+        a_rows
+            .add(r * lda + group * 4)
+            .cast::<i32>()
+            .read_unaligned()
+    }
+}
+
+pub(super) mod avx512 {
+    use super::*;
+
+    /// Rows of the product one block computes.
+    const MR: usize = 12;
+
+    /// Rows in blocks of [`MR`], columns in blocks of 32 (then a last block of 16).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VNNI; `a` holds `m` rows of `w.k4` bytes; `out` holds
+    /// `(m, w.n)` values ([`Output::check`]).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(in super::super) unsafe fn gemm(a: &[u8], m: usize, w: &PackedWeights, out: &mut Output) {
+        let mut i = 0;
+        while i < m {
+            let rows = MR.min(m - i);
+            let mut j = 0;
+            while j < w.n16 {
+                let wide = j + 2 * LANES <= w.n16;
+                // SAFETY: rows i..i + rows and columns j..j + 32 (or 16) are inside the
+                // operands (the caller's contract; n16 pads the weights).
+                unsafe {
+                    if wide {
+                        rows_block::<2>(a, (i, rows), j, w, out);
+                    } else {
+                        rows_block::<1>(a, (i, rows), j, w, out);
+                    }
+                }
+                j += if wide { 2 * LANES } else { LANES };
+            }
+            i += rows;
+        }
+    }
+
+    /// [`block`] with the row count as a constant, so that the compiler unrolls the rows
+    /// and keeps every accumulator in a register.
+    ///
+    /// # Safety
+    /// As [`block`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn rows_block<const V: usize>(
+        a: &[u8],
+        (i, rows): (usize, usize),
+        j: usize,
+        w: &PackedWeights,
+        out: &mut Output,
+    ) {
+        let mut sums = [[0i32; MAX_WIDTH]; MR];
+        macro_rules! with_rows {
+            ($($r:literal)*) => {
+                match rows {
+                    // SAFETY: as this function's.
+                    $($r => unsafe { block::<V, $r>(a, i, j, w, &mut sums) },)*
+                    _ => unreachable!("at most MR rows"),
+                }
+            };
+        }
+        with_rows!(1 2 3 4 5 6 7 8 9 10 11 12);
+        let cols = j..(j + V * LANES).min(w.n);
+        // SAFETY: the CPU has AVX-512 F and BW (the caller's contract).
+        unsafe { store(&sums, (i, rows), cols, w, out) };
+    }
+
+    /// Rows `i..i + R`, columns `j..j + 16 * V` of the product's raw sums into `sums`.
+    ///
+    /// # Safety
+    /// As [`gemm`]; `R <= MR` and `j + 16 * V <= w.n16`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn block<const V: usize, const R: usize>(
+        a: &[u8],
+        i: usize,
+        j: usize,
+        w: &PackedWeights,
+        sums: &mut [[i32; MAX_WIDTH]; MR],
+    ) {
+        let (lda, n16) = (w.k4, w.n16);
+        let mut acc = [[_mm512_setzero_si512(); V]; R];
+        // SAFETY: row i and column j are inside the operands (the caller's contract).
+        let (a_rows, w_cols) = unsafe { (a.as_ptr().add(i * lda), w.data.as_ptr().add(j * 4)) };
+        for group in 0..lda / 4 {
+            let mut b = [_mm512_setzero_si512(); V];
+            for (v, b) in b.iter_mut().enumerate() {
+                // SAFETY: 64 bytes of the group's packed row at columns j + 16 v.
+                *b =
+                    unsafe { _mm512_loadu_si512(w_cols.add((group * n16 + v * LANES) * 4).cast()) };
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: row i + r holds depth group `group` (the caller's contract).
+                let x = _mm512_set1_epi32(unsafe { group_codes(a_rows, r, lda, group) });
+                for v in 0..V {
+                    acc[v] = _mm512_dpbusd_epi32(acc[v], x, b[v]);
+                }
+            }
+        }
+        for (sums, acc) in sums.iter_mut().zip(&acc) {
+            for (v, acc) in acc.iter().enumerate() {
+                // SAFETY: 16 values into the row's array (V <= 2).
+                unsafe { _mm512_storeu_si512(sums.as_mut_ptr().add(v * LANES).cast(), *acc) };
+            }
+        }
+    }
+
+    /// [`Output::store`] for AVX-512: the epilogue on 16 columns per instruction, its
+    /// per-column operands loaded once per block. The same IEEE operations in the same
+    /// order as the generic definition (`tests.rs` checks every bit).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW; the block is inside `out` ([`Output::check`]).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline(never)]
+    unsafe fn store(
+        sums: &[[i32; MAX_WIDTH]; MR],
+        (i, rows): (usize, usize),
+        cols: std::ops::Range<usize>,
+        w: &PackedWeights,
+        out: &mut Output,
+    ) {
+        let n = w.n;
+        let (epilogue, quantize) = match out {
+            Output::Sums(_) => {
+                return out.store(sums.as_flattened(), MAX_WIDTH, (i, rows), cols, w)
+            }
+            Output::Floats(_, e) => (*e, None),
+            Output::Codes {
+                epilogue,
+                scale,
+                zero_point,
+                ..
+            } => (*epilogue, Some((*scale, *zero_point))),
+        };
+        for (v, j) in cols.clone().step_by(LANES).enumerate() {
+            let valid = (cols.end - j).min(LANES);
+            let mask: __mmask16 = if valid == LANES {
+                0xFFFF
+            } else {
+                (1u16 << valid) - 1
+            };
+            // SAFETY (the loads): the mask reads columns j..j + valid, all below n.
+            let load_i32 =
+                |values: &[i32]| unsafe { _mm512_maskz_loadu_epi32(mask, values.as_ptr().add(j)) };
+            let load_f32 =
+                |values: &[f32]| unsafe { _mm512_maskz_loadu_ps(mask, values.as_ptr().add(j)) };
+            // (sum - shift) + offset == sum + (offset - shift) in wrapping i32.
+            let offset = _mm512_sub_epi32(load_i32(epilogue.offsets), load_i32(&w.shift));
+            let multiplier = load_f32(epilogue.multipliers);
+            let bias = epilogue.bias.map(load_f32);
+            for (r, sums) in sums.iter().enumerate().take(rows) {
+                let at = (i + r) * n + j;
+                // SAFETY: 16 values of the row's array (v < 2).
+                let sum = unsafe { _mm512_loadu_si512(sums.as_ptr().add(v * LANES).cast()) };
+                let mut y = _mm512_mul_ps(
+                    _mm512_cvtepi32_ps(_mm512_add_epi32(sum, offset)),
+                    multiplier,
+                );
+                if let Some(bias) = bias {
+                    y = _mm512_add_ps(y, bias);
+                }
+                if let Some(addend) = epilogue.addend {
+                    // SAFETY: the (m, n) addend holds row i + r (Output::check).
+                    let a = unsafe { _mm512_maskz_loadu_ps(mask, addend.as_ptr().add(at)) };
+                    y = _mm512_add_ps(y, a);
+                }
+                if let Some(slope) = epilogue.slope {
+                    y = _mm512_max_ps(y, _mm512_mul_ps(_mm512_set1_ps(slope), y));
+                }
+                match (&mut *out, quantize) {
+                    (Output::Codes { codes, .. }, Some((scale, zero_point))) => {
+                        // code_of: clamp(round(y / scale), +-512), ties to even (the
+                        // default rounding mode), + zero point, clamp to 0..=255.
+                        let t = _mm512_mul_ps(y, _mm512_set1_ps(1.0 / scale));
+                        let t = _mm512_min_ps(
+                            _mm512_max_ps(t, _mm512_set1_ps(-512.0)),
+                            _mm512_set1_ps(512.0),
+                        );
+                        let q = _mm512_add_epi32(
+                            _mm512_cvtps_epi32(t),
+                            _mm512_set1_epi32(i32::from(zero_point)),
+                        );
+                        let q = _mm512_min_epi32(
+                            _mm512_max_epi32(q, _mm512_setzero_si512()),
+                            _mm512_set1_epi32(255),
+                        );
+                        // SAFETY: columns j..j + valid of row i + r are inside the codes.
+                        unsafe {
+                            _mm512_mask_cvtepi32_storeu_epi8(
+                                codes.as_mut_ptr().add(at).cast(),
+                                mask,
+                                q,
+                            )
+                        };
+                    }
+                    (Output::Floats(dst, _), _) => {
+                        // SAFETY: columns j..j + valid of row i + r are inside dst.
+                        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr().add(at), mask, y) };
+                    }
+                    _ => unreachable!("the sums returned above"),
+                }
+            }
+        }
+    }
+}
+
+pub(super) mod avx256 {
+    use super::*;
+
+    /// Rows per block: 6 rows of 16 columns (two registers each) keep 12 accumulators, the
+    /// weights and the broadcast in the 16 registers AVX2 has.
+    const MR: usize = 6;
+
+    /// Rows in blocks of [`MR`], columns in blocks of 16 (one packed group: two registers of
+    /// 8 `i32`).
+    ///
+    /// # Safety
+    /// The CPU has AVX-VNNI; `a` holds `m` rows of `w.k4` bytes; `out` holds `(m, w.n)`
+    /// values ([`Output::check`]).
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(in super::super) unsafe fn gemm(a: &[u8], m: usize, w: &PackedWeights, out: &mut Output) {
+        let (lda, n16) = (w.k4, w.n16);
+        let mut i = 0;
+        while i < m {
+            let rows = MR.min(m - i);
+            for j in (0..n16).step_by(LANES).take_while(|&j| j < w.n) {
+                let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+                // SAFETY: row i and column j are inside the operands (the caller's contract).
+                let (a_rows, w_cols) =
+                    unsafe { (a.as_ptr().add(i * lda), w.data.as_ptr().add(j * 4)) };
+                for group in 0..lda / 4 {
+                    // SAFETY: the 64 packed bytes of columns j..j + 16 at this depth.
+                    let b = unsafe {
+                        let at = w_cols.add(group * n16 * 4);
+                        [
+                            _mm256_loadu_si256(at.cast()),
+                            _mm256_loadu_si256(at.add(32).cast()),
+                        ]
+                    };
+                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                        // SAFETY: row i + r holds depth group `group` (the caller's contract).
+                        let x = _mm256_set1_epi32(unsafe { group_codes(a_rows, r, lda, group) });
+                        acc[0] = _mm256_dpbusd_avx_epi32(acc[0], x, b[0]);
+                        acc[1] = _mm256_dpbusd_avx_epi32(acc[1], x, b[1]);
+                    }
+                }
+                let mut sums = [[0i32; LANES]; MR];
+                for (sums, acc) in sums.iter_mut().zip(&acc).take(rows) {
+                    // SAFETY: 16 values into the row's array.
+                    unsafe {
+                        _mm256_storeu_si256(sums.as_mut_ptr().cast(), acc[0]);
+                        _mm256_storeu_si256(sums.as_mut_ptr().add(8).cast(), acc[1]);
+                    }
+                }
+                let cols = j..(j + LANES).min(w.n);
+                // SAFETY: the CPU has AVX2 (the caller's contract).
+                unsafe { store(&sums, (i, rows), cols, w, out) };
+            }
+            i += rows;
+        }
+    }
+
+    /// [`Output::store`] compiled for AVX2, kept out of [`gemm`]'s loop so that its
+    /// registers do not push the accumulators out of theirs.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline(never)]
+    unsafe fn store(
+        sums: &[[i32; LANES]; MR],
+        rows: (usize, usize),
+        cols: std::ops::Range<usize>,
+        w: &PackedWeights,
+        out: &mut Output,
+    ) {
+        out.store(sums.as_flattened(), LANES, rows, cols, w);
+    }
+}
