@@ -4,25 +4,25 @@
 //!   quantize_weights`). Activations: affine `u8` codes, one scale and zero point per tensor
 //!   (the input of each convolution; a block's shortcut reads the block input's codes),
 //!   calibrated on images ([`QuantNet::calibrate`]).
-//! - Each convolution is an im2col product of codes (`im2col_codes`) times the packed
-//!   weights, exact in `i32` (`mgecl_kernels::int8`'s kernels), then one f32 epilogue per
-//!   value: `y = (acc + offset[j]) as f32 * multiplier[j] + bias[j]`, plus the shortcut's
-//!   product the same way, then `max(y, slope * y)`. `offset` undoes the kernel's shift for
-//!   the input's zero point; `multiplier = input scale * weight scale`.
+//! - Each convolution is a product of codes times the packed weights, exact in `i32`
+//!   (`mgecl_kernels::int8::Kernel::convolve`, which reads the input's taps in place), then
+//!   one f32 epilogue per value in the kernel's store: `y = (acc + offset[j]) as f32 *
+//!   multiplier[j] + bias[j]`, plus the shortcut's product the same way (computed first, in a
+//!   chunk of scratch), then `max(y, slope * y)`. `offset` undoes the kernel's shift for the
+//!   input's zero point; `multiplier = input scale * weight scale`.
 //! - Only codes pass between layers: each convolution quantises its outputs as the next
 //!   convolution reads them, and max-pooling works on codes (quantisation is monotone, so
 //!   these are the codes of the pooled values). The last block gives f32 values for the
 //!   global average pool.
 //! - Integer products and a fixed order of f32 operations: the features do not depend on the
-//!   thread count or the kernel (AVX-512 VNNI, AVX-VNNI, portable) that runs.
+//!   thread count or the kernel (AVX-512 VNNI, AVX-VNNI, aarch64 `sdot`, portable) that runs.
 
-use mgecl_kernels::conv::im2col_codes;
 use mgecl_kernels::int8::{
     self, quantize_activations, quantize_weights, Epilogue, Kernel, PackedWeights,
 };
 use mgecl_kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2, max_pool_2x2_codes};
-use mgecl_kernels::scratch::{give_buffer, take_buffer, with_code_scratch, with_scratch};
+use mgecl_kernels::scratch::{give_buffer, take_buffer, with_scratch};
 use rayon::prelude::*;
 
 use super::cpu_fast::FastOutput;
@@ -145,39 +145,20 @@ impl QuantWeights {
     }
 
     /// The product of the codes of `input` (NHWC, `(h, w)` images, padded with the code
-    /// `zero_point`) at output pixels `pixels`, written as `out` says, with `cols` (at least
-    /// `pixels.len()` rows of [`QuantWeights::row_stride`]) as scratch for the im2col rows.
-    /// The kernel sums `(code - ZERO_POINT) * w`; [`Dequantize`]'s offsets make them sums of
+    /// `zero_point`) at output pixels `pixels`, written as `out` says. The kernel sums
+    /// `(code - ZERO_POINT) * w`; [`Dequantize`]'s offsets make them sums of
     /// `code - zero_point`.
-    #[allow(clippy::too_many_arguments)]
     fn product(
         &self,
         input: &[u8],
-        (h, w): (usize, usize),
+        hw: (usize, usize),
         zero_point: u8,
         pixels: std::ops::Range<usize>,
         kernel: Kernel,
-        cols: &mut [u8],
         out: &mut int8::Output,
     ) {
-        let (rows, stride) = (pixels.len(), self.packed.row_stride());
-        if self.k == 1 && self.c_in == stride {
-            // A 1x1 convolution's im2col rows are its input's pixels.
-            let a = &input[pixels.start * stride..pixels.end * stride];
-            return kernel.run(a, rows, &self.packed, out);
-        }
-        let cols = &mut cols[..rows * stride];
-        im2col_codes(
-            input,
-            (h, w),
-            self.c_in,
-            self.k,
-            pixels,
-            stride,
-            zero_point,
-            cols,
-        );
-        kernel.run(cols, rows, &self.packed, out);
+        let (c, k) = (self.c_in, self.k);
+        kernel.convolve(input, hw, c, k, pixels, zero_point, &self.packed, out);
     }
 
     /// How this product over the codes of `input` becomes values.
@@ -187,11 +168,6 @@ impl QuantWeights {
             multipliers: self.scales.iter().map(|s| input.scale * s).collect(),
             offsets: self.column_sums.iter().map(|s| shift * s).collect(),
         }
-    }
-
-    /// Bytes of one im2col row of the product.
-    fn row_stride(&self) -> usize {
-        self.packed.row_stride()
     }
 }
 
@@ -331,32 +307,28 @@ fn convolve_into<T: Send>(
     assert_eq!(out.len(), pixels * c_out);
     let kernel = Kernel::detect();
     let hw = (shape.h, shape.w);
-    let stride = shortcut.map_or(0, |(s, _, _)| s.weights.row_stride());
-    let stride = stride.max(conv.weights.row_stride());
     out.par_chunks_mut(CHUNK_ROWS * c_out)
         .enumerate()
         .for_each(|(chunk, dst)| {
             let rows = dst.len() / c_out;
             let pixels = chunk * CHUNK_ROWS..chunk * CHUNK_ROWS + rows;
             let residual_len = if shortcut.is_some() { rows * c_out } else { 0 };
-            with_code_scratch(CHUNK_ROWS * stride, |cols| {
-                with_scratch(residual_len, |residual| {
-                    if let Some((s, block_codes, zero)) = shortcut {
-                        let epilogue = s.dequantize.epilogue(None, None, None);
-                        let mut out = int8::Output::Floats(residual, epilogue);
-                        let range = pixels.clone();
-                        s.weights
-                            .product(block_codes, hw, zero, range, kernel, cols, &mut out);
-                    }
-                    let addend = shortcut.map(|_| &residual[..]);
-                    let epilogue =
-                        conv.dequantize
-                            .epilogue(Some(&conv.bias), addend, Some(conv.slope));
-                    let zero = conv.input.zero_point;
-                    let mut out = output(dst, epilogue);
-                    conv.weights
-                        .product(codes, hw, zero, pixels, kernel, cols, &mut out);
-                });
+            with_scratch(residual_len, |residual| {
+                if let Some((s, block_codes, zero)) = shortcut {
+                    let epilogue = s.dequantize.epilogue(None, None, None);
+                    let mut out = int8::Output::Floats(residual, epilogue);
+                    let range = pixels.clone();
+                    s.weights
+                        .product(block_codes, hw, zero, range, kernel, &mut out);
+                }
+                let addend = shortcut.map(|_| &residual[..]);
+                let epilogue = conv
+                    .dequantize
+                    .epilogue(Some(&conv.bias), addend, Some(conv.slope));
+                let zero = conv.input.zero_point;
+                let mut out = output(dst, epilogue);
+                conv.weights
+                    .product(codes, hw, zero, pixels, kernel, &mut out);
             });
         });
 }

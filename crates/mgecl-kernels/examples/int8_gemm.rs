@@ -1,13 +1,24 @@
-//! The int8 matrix product against the f32 one on the convolutions of the photo model
-//! (ResNet-12, widths 32-80-160-320, 84x84, batch 25, as im2col products): best of
-//! `REPEATS` runs each, interleaved, on all of rayon's threads. Prints one JSON line per shape.
+//! The int8 products against the f32 one on the convolutions of the photo model (ResNet-12,
+//! widths 32-80-160-320, 84x84, batch 25): best of `REPEATS` runs each, interleaved, on all
+//! of rayon's threads, in chunks of 256 output pixels as the engine runs them. Prints one
+//! JSON line per shape:
+//!
+//! - `f32`: `gemm` of the im2col matrix (built beforehand, not timed);
+//! - `int8_gemm`: `gemm_u8s8` of the int8 im2col matrix (built beforehand, not timed);
+//! - `int8_conv`: `Kernel::convolve` from the NHWC codes, everything timed (im2col or the
+//!   tap table, the product, and the store of the next layer's codes).
 //!
 //!     cargo run --release -p mgecl-kernels --example int8_gemm [REPEATS]
 
 use std::time::Instant;
 
-use mgecl_kernels::int8::{gemm_u8s8, Kernel, PackedWeights};
+use mgecl_kernels::conv::im2col_codes;
+use mgecl_kernels::int8::{gemm_u8s8, Epilogue, Kernel, Output, PackedWeights};
 use mgecl_kernels::{gemm, Mat, Parallelism};
+use rayon::prelude::*;
+
+/// Output pixels per task, as the engine's chunks.
+const CHUNK: usize = 256;
 
 fn main() {
     let repeats: usize = std::env::args()
@@ -15,53 +26,106 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let batch = 25;
-    // (name, output pixels, k, n): each block's 3x3 convolutions at its resolution.
+    // (name, image side, c_in, c_out, k).
     let shapes = [
-        ("block1 3x3 32->32", batch * 84 * 84, 9 * 32, 32),
-        ("block2 3x3 32->80", batch * 42 * 42, 9 * 32, 80),
-        ("block2 3x3 80->80", batch * 42 * 42, 9 * 80, 80),
-        ("block3 3x3 160->160", batch * 21 * 21, 9 * 160, 160),
-        ("block4 3x3 320->320", batch * 10 * 10, 9 * 320, 320),
+        ("block1 3x3 3->32", 84, 3, 32, 3),
+        ("block1 3x3 32->32", 84, 32, 32, 3),
+        ("block2 3x3 32->80", 42, 32, 80, 3),
+        ("block2 3x3 80->80", 42, 80, 80, 3),
+        ("block3 3x3 80->160", 21, 80, 160, 3),
+        ("block3 3x3 160->160", 21, 160, 160, 3),
+        ("block4 3x3 160->320", 10, 160, 320, 3),
+        ("block4 3x3 320->320", 10, 320, 320, 3),
+        ("block4 1x1 160->320", 10, 160, 320, 1),
     ];
     let threads = rayon::current_num_threads();
-    println!(
-        "{{\"kernel\": \"{:?}\", \"threads\": {threads}}}",
-        Kernel::detect()
-    );
-    for (name, m, k, n) in shapes {
-        let a32: Vec<f32> = (0..m * k).map(|i| (i % 251) as f32 / 251.0 - 0.5).collect();
-        let w32: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect();
-        let mut d32 = vec![0f32; m * n];
-        let w8: Vec<i8> = (0..k * n).map(|i| (i % 255) as i8).collect();
-        let packed = PackedWeights::new(&w8, k, n);
-        let a8: Vec<u8> = (0..m * packed.row_stride())
-            .map(|i| (i % 253) as u8)
+    let kernel = Kernel::detect();
+    println!("{{\"kernel\": \"{kernel:?}\", \"threads\": {threads}}}");
+    let (mut total_f32, mut total_conv) = (0.0, 0.0);
+    for (name, side, c, n, k) in shapes {
+        let (m, depth) = (batch * side * side, k * k * c);
+        let a32: Vec<f32> = (0..m * depth)
+            .map(|i| (i % 251) as f32 / 251.0 - 0.5)
             .collect();
+        let w32: Vec<f32> = (0..depth * n)
+            .map(|i| (i % 13) as f32 / 13.0 - 0.5)
+            .collect();
+        let mut d32 = vec![0f32; m * n];
+        let w8: Vec<i8> = (0..depth * n).map(|i| (i % 255) as i8).collect();
+        let packed = PackedWeights::new(&w8, depth, n);
+        let x: Vec<u8> = (0..m * c).map(|i| (i % 253) as u8).collect();
+        let mut cols = vec![0u8; m * packed.row_stride()];
+        for (p, rows) in cols.chunks_mut(CHUNK * packed.row_stride()).enumerate() {
+            let pixels = p * CHUNK..(p * CHUNK + CHUNK).min(m);
+            im2col_codes(
+                &x,
+                (side, side),
+                c,
+                k,
+                pixels,
+                packed.row_stride(),
+                128,
+                rows,
+            );
+        }
         let mut d8 = vec![0i32; m * n];
-        let (mut f32_best, mut int8_best) = (f64::MAX, f64::MAX);
+        let mut codes = vec![0u8; m * n];
+        let (offsets, multipliers, bias) = (vec![-5; n], vec![1e-4; n], vec![0.1; n]);
+        let epilogue = Epilogue {
+            offsets: &offsets,
+            multipliers: &multipliers,
+            bias: Some(&bias),
+            addend: None,
+            slope: Some(0.1),
+        };
+        let mut best = [f64::MAX; 3];
         for _ in 0..repeats {
             let t = Instant::now();
             gemm(
                 &mut d32,
                 (m, n),
                 false,
-                Mat::rows(&a32, m, k),
-                Mat::rows(&w32, k, n),
+                Mat::rows(&a32, m, depth),
+                Mat::rows(&w32, depth, n),
                 Parallelism::Rayon(threads),
             );
-            f32_best = f32_best.min(t.elapsed().as_secs_f64());
+            best[0] = best[0].min(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            gemm_u8s8(&mut d8, &a8, m, &packed);
-            int8_best = int8_best.min(t.elapsed().as_secs_f64());
+            gemm_u8s8(&mut d8, &cols, m, &packed);
+            best[1] = best[1].min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            codes
+                .par_chunks_mut(CHUNK * n)
+                .enumerate()
+                .for_each(|(p, codes)| {
+                    let pixels = p * CHUNK..p * CHUNK + codes.len() / n;
+                    let mut out = Output::Codes {
+                        codes,
+                        epilogue,
+                        scale: 0.05,
+                        zero_point: 0,
+                    };
+                    let hw = (side, side);
+                    kernel.convolve(&x, hw, c, k, pixels, 128, &packed, &mut out);
+                });
+            best[2] = best[2].min(t.elapsed().as_secs_f64());
         }
-        let ops = 2.0 * (m * k * n) as f64;
+        total_f32 += best[0];
+        total_conv += best[2];
+        let gops = |s: f64| 2.0 * (m * depth * n) as f64 / s / 1e9;
         println!(
-            "{{\"shape\": \"{name}\", \"m\": {m}, \"k\": {k}, \"n\": {n}, \"f32_ms\": {:.2}, \"int8_ms\": {:.2}, \"f32_gops\": {:.0}, \"int8_gops\": {:.0}, \"speedup\": {:.2}}}",
-            f32_best * 1e3,
-            int8_best * 1e3,
-            ops / f32_best / 1e9,
-            ops / int8_best / 1e9,
-            f32_best / int8_best
+            "{{\"shape\": \"{name}\", \"m\": {m}, \"k\": {depth}, \"n\": {n}, \"f32_ms\": {:.2}, \"int8_gemm_ms\": {:.2}, \"int8_conv_ms\": {:.2}, \"f32_gops\": {:.0}, \"int8_gemm_gops\": {:.0}, \"int8_conv_gops\": {:.0}}}",
+            best[0] * 1e3,
+            best[1] * 1e3,
+            best[2] * 1e3,
+            gops(best[0]),
+            gops(best[1]),
+            gops(best[2]),
         );
     }
+    println!(
+        "{{\"total_f32_ms\": {:.2}, \"total_int8_conv_ms\": {:.2}}}",
+        total_f32 * 1e3,
+        total_conv * 1e3
+    );
 }

@@ -42,6 +42,51 @@ pub fn im2col_codes(
     im2col_padded(x, (h, w), c, k, pixels, depth, zero_point, cols);
 }
 
+/// Marks a tap outside the image in [`tap_offsets`].
+pub const OUTSIDE: usize = usize::MAX;
+
+/// For each pixel of `pixels` (of NHWC `(h, w)` images with `c` channels) and each tap of a
+/// `k x k` kernel (padding `k / 2`, order `[ky][kx]`): the index in the batch of the tap's
+/// first channel, or [`OUTSIDE`]. What [`crate::int8::Kernel::convolve`] reads in place of
+/// im2col rows.
+pub fn tap_offsets((h, w): (usize, usize), c: usize, k: usize, pixels: Range<usize>) -> Vec<usize> {
+    let (pad, taps) = (k / 2, k * k);
+    // Inside the image, each tap is a fixed distance from the pixel.
+    let deltas: Vec<isize> = (0..taps)
+        .map(|t| ((t / k) as isize - pad as isize) * w as isize + (t % k) as isize - pad as isize)
+        .map(|d| d * c as isize)
+        .collect();
+    let mut offsets = vec![OUTSIDE; pixels.len() * taps];
+    // The pixel's coordinates, advanced one step per row (no divisions in the loop).
+    let (mut y, mut xx) = ((pixels.start / w) % h, pixels.start % w);
+    for (p, row) in pixels.zip(offsets.chunks_exact_mut(taps)) {
+        let at = p * c;
+        if y >= pad && y + pad < h && xx >= pad && xx + pad < w {
+            for (o, d) in row.iter_mut().zip(&deltas) {
+                *o = at.wrapping_add_signed(*d);
+            }
+        } else {
+            for (t, o) in row.iter_mut().enumerate() {
+                let (iy, ix) = (
+                    (y + t / k).wrapping_sub(pad),
+                    (xx + t % k).wrapping_sub(pad),
+                );
+                if iy < h && ix < w {
+                    *o = at.wrapping_add_signed(deltas[t]);
+                }
+            }
+        }
+        xx += 1;
+        if xx == w {
+            (xx, y) = (0, y + 1);
+            if y == h {
+                y = 0;
+            }
+        }
+    }
+    offsets
+}
+
 #[allow(clippy::too_many_arguments)]
 fn im2col_padded<T: Copy>(
     x: &[T],

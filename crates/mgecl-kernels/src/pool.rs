@@ -38,10 +38,13 @@ fn pool_2x2<T: Copy + Send + Sync>(
         let (image, oy) = (i / oh, i % oh);
         let top = (image * h + 2 * oy) * line;
         let (a, b) = (&input[top..top + line], &input[top + line..top + 2 * line]);
-        for (ox, d) in dst.chunks_exact_mut(c).enumerate() {
-            let o = 2 * ox * c;
-            for (j, v) in d.iter_mut().enumerate() {
-                *v = max(max(max(a[o + j], a[o + c + j]), b[o + j]), b[o + c + j]);
+        // Zipped slices rather than indices: no bounds checks, so the loop vectorises.
+        let windows = a.chunks_exact(2 * c).zip(b.chunks_exact(2 * c));
+        for (d, (a, b)) in dst.chunks_exact_mut(c).zip(windows) {
+            let ((a0, a1), (b0, b1)) = (a.split_at(c), b.split_at(c));
+            let columns = a0.iter().zip(a1).zip(b0.iter().zip(b1));
+            for (v, ((&p, &q), (&r, &s))) in d.iter_mut().zip(columns) {
+                *v = max(max(max(p, q), r), s);
             }
         }
     });

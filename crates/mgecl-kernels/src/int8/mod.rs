@@ -4,12 +4,20 @@
 //! weights' column sums, computed once when they are packed.
 //!
 //! Picked at run time: AVX-512 VNNI (64 multiply-adds per instruction), AVX-VNNI (the same
-//! on 256-bit registers, for CPUs without AVX-512), else a portable loop.
-//! Both compute the same integers, so results do not depend on the machine or the number of
-//! threads.
+//! on 256-bit registers, for CPUs without AVX-512), the aarch64 dot-product extension
+//! (`sdot`, 16 per instruction), else a portable loop. All compute the same integers and
+//! finish them with the same epilogue (`store.rs`), so results do not depend on the machine
+//! or the number of threads.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::conv::{im2col_codes, tap_offsets, OUTSIDE};
+use crate::scratch::with_code_scratch;
+
+#[cfg(target_arch = "aarch64")]
+mod arm;
 mod store;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -197,6 +205,9 @@ pub enum Kernel {
     /// AVX-VNNI (`vpdpbusd` on 256-bit registers).
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
+    /// The aarch64 dot-product extension (`sdot` on 128-bit registers).
+    #[cfg(target_arch = "aarch64")]
+    Dotprod,
     /// Plain loops (the compiler vectorises them where it can).
     Portable,
 }
@@ -218,6 +229,8 @@ impl Kernel {
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni => std::arch::is_x86_feature_detected!("avxvnni"),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Dotprod => std::arch::is_aarch64_feature_detected!("dotprod"),
             Kernel::Portable => true,
         }
     }
@@ -229,6 +242,8 @@ impl Kernel {
             Kernel::Avx512Vnni,
             #[cfg(target_arch = "x86_64")]
             Kernel::AvxVnni,
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Dotprod,
             Kernel::Portable,
         ];
         all.into_iter().filter(|k| k.supported()).collect()
@@ -241,36 +256,178 @@ impl Kernel {
     /// When `a` holds fewer than `m` rows, `out` (or its epilogue) fewer than `(m, n)`
     /// values, or this CPU lacks the implementation's instructions.
     pub fn run(self, a: &[u8], m: usize, w: &PackedWeights, out: &mut Output) {
-        assert!(a.len() >= m * w.k4);
+        self.run_rows(Rows::Dense { a, lda: w.k4 }, m, w, out);
+    }
+
+    /// A stride-1 `k x k` convolution (padding `k / 2` with `zero_point`) of the NHWC codes
+    /// `x` (`(h, w)` images of `c` channels) at output pixels `pixels`, weights rows
+    /// `[ky][kx][c]`, on this thread, written as `out` says (one row per pixel). Where `c`
+    /// is a multiple of 4 the kernel reads `x` in place through a table of each pixel's taps
+    /// (no im2col copy); else through im2col rows in this thread's scratch.
+    ///
+    /// # Panics
+    /// When `weights` are not `k * k * c` deep, `k * k` exceeds 9, `x` is too short for the
+    /// pixels' images, `out` holds fewer than `(pixels.len(), n)` values, or this CPU lacks
+    /// the implementation's instructions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn convolve(
+        self,
+        x: &[u8],
+        (h, w): (usize, usize),
+        c: usize,
+        k: usize,
+        pixels: Range<usize>,
+        zero_point: u8,
+        weights: &PackedWeights,
+        out: &mut Output,
+    ) {
+        assert!(weights.k == k * k * c && k * k <= MAX_TAPS);
+        let m = pixels.len();
+        if !c.is_multiple_of(4) {
+            return with_code_scratch(m * weights.k4, |cols| {
+                im2col_codes(x, (h, w), c, k, pixels, weights.k4, zero_point, cols);
+                self.run(cols, m, weights, out);
+            });
+        }
+        if k == 1 {
+            return self.run(&x[pixels.start * c..pixels.end * c], m, weights, out);
+        }
+        let offsets = tap_offsets((h, w), c, k, pixels);
+        let zeros = vec![zero_point; c];
+        let rows = Rows::Taps {
+            x,
+            zeros: &zeros,
+            offsets: &offsets,
+            taps: k * k,
+            c,
+        };
+        self.run_rows(rows, m, weights, out);
+    }
+
+    fn run_rows(self, rows: Rows, m: usize, w: &PackedWeights, out: &mut Output) {
+        rows.check(m, w);
         out.check(m, w.n);
         assert!(self.supported(), "this CPU lacks {self:?}'s instructions");
         match self {
-            // SAFETY (both): the CPU has the features (asserted above); the operands are as
-            // long as the kernel reads and writes (asserted above).
+            // SAFETY (all three): the CPU has the features (asserted above); the operands are
+            // as long as the kernel reads and writes (checked above).
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => unsafe { x86::avx512::gemm(a, m, w, out) },
+            Kernel::Avx512Vnni => unsafe { x86::avx512::gemm(rows, m, w, out) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::AvxVnni => unsafe { x86::avx256::gemm(a, m, w, out) },
-            Kernel::Portable => portable(a, m, w, out),
+            Kernel::AvxVnni => unsafe { x86::avx256::gemm(rows, m, w, out) },
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Dotprod => unsafe { arm::gemm(rows, m, w, out) },
+            Kernel::Portable => portable(rows, m, w, out),
         }
     }
 }
 
+/// Most runs one row of a product is read in: a 3x3 convolution's taps.
+const MAX_TAPS: usize = 9;
+
+/// Where a product's rows come from, each read as runs of codes (a multiple of 4 bytes) that
+/// together span the weights' padded depth.
+#[derive(Debug, Clone, Copy)]
+enum Rows<'a> {
+    /// `m` rows `lda` bytes apart (im2col rows, or a 1x1 convolution's input): one run each.
+    Dense { a: &'a [u8], lda: usize },
+    /// A convolution read in place: row `i`'s tap `t` is the `c` codes at
+    /// `x[offsets[i * taps + t]..]`, or `zeros` where the offset is [`OUTSIDE`].
+    Taps {
+        x: &'a [u8],
+        zeros: &'a [u8],
+        offsets: &'a [usize],
+        taps: usize,
+        c: usize,
+    },
+}
+
+impl<'a> Rows<'a> {
+    /// Runs per row.
+    fn tap_count(&self) -> usize {
+        match *self {
+            Rows::Dense { .. } => 1,
+            Rows::Taps { taps, .. } => taps,
+        }
+    }
+
+    /// Bytes per run.
+    fn tap_len(&self) -> usize {
+        match *self {
+            Rows::Dense { lda, .. } => lda,
+            Rows::Taps { c, .. } => c,
+        }
+    }
+
+    /// Checks the runs span `w`'s depth and the table covers `m` rows.
+    ///
+    /// # Panics
+    /// When they do not.
+    fn check(&self, m: usize, w: &PackedWeights) {
+        assert_eq!(self.tap_count() * self.tap_len(), w.k4);
+        assert!(self.tap_len().is_multiple_of(4) && self.tap_count() <= MAX_TAPS);
+        match *self {
+            Rows::Dense { a, lda } => assert!(a.len() >= m * lda),
+            Rows::Taps {
+                zeros,
+                offsets,
+                taps,
+                c,
+                ..
+            } => assert!(offsets.len() >= m * taps && zeros.len() >= c),
+        }
+    }
+
+    /// Row `i`'s run `t` (bounds checked).
+    #[inline(always)]
+    fn tap(&self, i: usize, t: usize) -> &'a [u8] {
+        match *self {
+            Rows::Dense { a, lda } => &a[i * lda..(i + 1) * lda],
+            Rows::Taps {
+                x,
+                zeros,
+                offsets,
+                taps,
+                c,
+            } => match offsets[i * taps + t] {
+                OUTSIDE => &zeros[..c],
+                at => &x[at..at + c],
+            },
+        }
+    }
+
+    /// Pointers to the runs of rows `i..i + count` (`count <= R`), for the kernels' blocks:
+    /// each was a checked slice of [`Rows::tap_len`] bytes.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    #[inline(always)]
+    fn taps<const R: usize>(&self, i: usize, count: usize) -> [[*const u8; MAX_TAPS]; R] {
+        let mut runs = [[std::ptr::null(); MAX_TAPS]; R];
+        for (r, runs) in runs.iter_mut().enumerate().take(count) {
+            for (t, run) in runs.iter_mut().enumerate().take(self.tap_count()) {
+                *run = self.tap(i + r, t).as_ptr();
+            }
+        }
+        runs
+    }
+}
+
 /// One row at a time, all columns' sums in a buffer, stored [`MAX_WIDTH`] columns at a time.
-fn portable(a: &[u8], m: usize, w: &PackedWeights, out: &mut Output) {
-    let (n16, lda) = (w.n16, w.k4);
+fn portable(rows: Rows, m: usize, w: &PackedWeights, out: &mut Output) {
+    let (n16, groups) = (w.n16, rows.tap_len() / 4);
     let mut row = vec![0i32; n16];
     for i in 0..m {
         row.fill(0);
-        let a_row = &a[i * lda..(i + 1) * lda];
-        for (group, a4) in a_row.chunks_exact(4).enumerate() {
-            let block = &w.data[group * n16 * 4..(group + 1) * n16 * 4];
-            for (acc, w4) in row.iter_mut().zip(block.chunks_exact(4)) {
-                *acc += a4
-                    .iter()
-                    .zip(w4)
-                    .map(|(&x, &y)| i32::from(x) * i32::from(y))
-                    .sum::<i32>();
+        for t in 0..rows.tap_count() {
+            for (g, a4) in rows.tap(i, t).chunks_exact(4).enumerate() {
+                let group = t * groups + g;
+                let block = &w.data[group * n16 * 4..(group + 1) * n16 * 4];
+                for (acc, w4) in row.iter_mut().zip(block.chunks_exact(4)) {
+                    *acc += a4
+                        .iter()
+                        .zip(w4)
+                        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                        .sum::<i32>();
+                }
             }
         }
         for j in (0..w.n).step_by(MAX_WIDTH) {

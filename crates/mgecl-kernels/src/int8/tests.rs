@@ -210,3 +210,23 @@ fn the_deepest_product_at_the_extremes_is_exact() {
         assert!(dst.iter().all(|&v| v == 128 * 128 * k as i32), "{kernel:?}");
     }
 }
+
+/// The kernels a CI machine must have exercised above (e.g. `MGECL_KERNELS_EXPECTED=Dotprod`
+/// under qemu-aarch64, whose CPU has the extension), so that a detection mistake cannot leave
+/// a kernel untested while every test passes on the portable one.
+#[test]
+fn the_expected_kernels_are_available() {
+    let Ok(expected) = std::env::var("MGECL_KERNELS_EXPECTED") else {
+        return;
+    };
+    let available: Vec<String> = Kernel::available()
+        .iter()
+        .map(|k| format!("{k:?}"))
+        .collect();
+    for name in expected.split(',').filter(|s| !s.is_empty()) {
+        assert!(
+            available.iter().any(|a| a == name),
+            "{name} expected, this CPU runs {available:?}"
+        );
+    }
+}

@@ -6,21 +6,16 @@
 use std::arch::x86_64::*;
 
 use super::store::{Output, MAX_WIDTH};
-use super::{PackedWeights, LANES};
+use super::{PackedWeights, Rows, LANES, MAX_TAPS};
 
-/// The 4 codes of row `r` at depth group `group` as one `i32`: what the kernels broadcast.
+/// The 4 codes at `tap + 4 * group` as one `i32`: what the kernels broadcast.
 ///
 /// # Safety
-/// `a_rows` points at rows of `lda` bytes, and row `r` holds bytes `4 * group..4 * group + 4`.
+/// `tap` points at a run of at least `4 * group + 4` bytes.
 #[inline(always)]
-unsafe fn group_codes(a_rows: *const u8, r: usize, lda: usize, group: usize) -> i32 {
-    // SAFETY: inside row r (the caller's contract); unaligned reads are allowed.
-    unsafe {
-        a_rows
-            .add(r * lda + group * 4)
-            .cast::<i32>()
-            .read_unaligned()
-    }
+unsafe fn group_codes(tap: *const u8, group: usize) -> i32 {
+    // SAFETY: inside the run (the caller's contract); unaligned reads are allowed.
+    unsafe { tap.add(group * 4).cast::<i32>().read_unaligned() }
 }
 
 pub(super) mod avx512 {
@@ -32,51 +27,54 @@ pub(super) mod avx512 {
     /// Rows in blocks of [`MR`], columns in blocks of 32 (then a last block of 16).
     ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW and VNNI; `a` holds `m` rows of `w.k4` bytes; `out` holds
+    /// The CPU has AVX-512 F, BW and VNNI; `rows` holds `m` rows of `w`'s depth; `out` holds
     /// `(m, w.n)` values ([`Output::check`]).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(in super::super) unsafe fn gemm(a: &[u8], m: usize, w: &PackedWeights, out: &mut Output) {
+    pub(in super::super) unsafe fn gemm(rows: Rows, m: usize, w: &PackedWeights, out: &mut Output) {
         let mut i = 0;
         while i < m {
-            let rows = MR.min(m - i);
+            let count = MR.min(m - i);
+            let taps = rows.taps::<MR>(i, count);
             let mut j = 0;
             while j < w.n16 {
                 let wide = j + 2 * LANES <= w.n16;
-                // SAFETY: rows i..i + rows and columns j..j + 32 (or 16) are inside the
-                // operands (the caller's contract; n16 pads the weights).
+                // SAFETY: the taps hold rows i..i + count and columns j..j + 32 (or 16) are
+                // inside the weights (the caller's contract; n16 pads them).
                 unsafe {
                     if wide {
-                        rows_block::<2>(a, (i, rows), j, w, out);
+                        rows_block::<2>(&taps, &rows, (i, count), j, w, out);
                     } else {
-                        rows_block::<1>(a, (i, rows), j, w, out);
+                        rows_block::<1>(&taps, &rows, (i, count), j, w, out);
                     }
                 }
                 j += if wide { 2 * LANES } else { LANES };
             }
-            i += rows;
+            i += count;
         }
     }
 
     /// [`block`] with the row count as a constant, so that the compiler unrolls the rows
-    /// and keeps every accumulator in a register.
+    /// and keeps every accumulator in a register; then the store.
     ///
     /// # Safety
     /// As [`block`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
     unsafe fn rows_block<const V: usize>(
-        a: &[u8],
-        (i, rows): (usize, usize),
+        taps: &[[*const u8; MAX_TAPS]; MR],
+        rows: &Rows,
+        (i, count): (usize, usize),
         j: usize,
         w: &PackedWeights,
         out: &mut Output,
     ) {
         let mut sums = [[0i32; MAX_WIDTH]; MR];
+        let (tap_count, groups) = (rows.tap_count(), rows.tap_len() / 4);
         macro_rules! with_rows {
             ($($r:literal)*) => {
-                match rows {
+                match count {
                     // SAFETY: as this function's.
-                    $($r => unsafe { block::<V, $r>(a, i, j, w, &mut sums) },)*
+                    $($r => unsafe { block::<V, $r>(taps, (tap_count, groups), j, w, &mut sums) },)*
                     _ => unreachable!("at most MR rows"),
                 }
             };
@@ -84,38 +82,46 @@ pub(super) mod avx512 {
         with_rows!(1 2 3 4 5 6 7 8 9 10 11 12);
         let cols = j..(j + V * LANES).min(w.n);
         // SAFETY: the CPU has AVX-512 F and BW (the caller's contract).
-        unsafe { store(&sums, (i, rows), cols, w, out) };
+        unsafe { store(&sums, (i, count), cols, w, out) };
     }
 
-    /// Rows `i..i + R`, columns `j..j + 16 * V` of the product's raw sums into `sums`.
+    /// Columns `j..j + 16 * V` of the product's raw sums for `R` rows, row `r`'s depth read
+    /// as `tap_count` runs of `4 * groups` codes at `taps[r][..]`, into `sums`.
     ///
     /// # Safety
-    /// As [`gemm`]; `R <= MR` and `j + 16 * V <= w.n16`.
+    /// As [`gemm`]; `R <= MR`, `taps[..R][..tap_count]` point at runs of `4 * groups` codes,
+    /// `tap_count * groups * 4 == w.k4` and `j + 16 * V <= w.n16`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
     unsafe fn block<const V: usize, const R: usize>(
-        a: &[u8],
-        i: usize,
+        taps: &[[*const u8; MAX_TAPS]; MR],
+        (tap_count, groups): (usize, usize),
         j: usize,
         w: &PackedWeights,
         sums: &mut [[i32; MAX_WIDTH]; MR],
     ) {
-        let (lda, n16) = (w.k4, w.n16);
+        let n16 = w.n16;
         let mut acc = [[_mm512_setzero_si512(); V]; R];
-        // SAFETY: row i and column j are inside the operands (the caller's contract).
-        let (a_rows, w_cols) = unsafe { (a.as_ptr().add(i * lda), w.data.as_ptr().add(j * 4)) };
-        for group in 0..lda / 4 {
-            let mut b = [_mm512_setzero_si512(); V];
-            for (v, b) in b.iter_mut().enumerate() {
-                // SAFETY: 64 bytes of the group's packed row at columns j + 16 v.
-                *b =
-                    unsafe { _mm512_loadu_si512(w_cols.add((group * n16 + v * LANES) * 4).cast()) };
-            }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: row i + r holds depth group `group` (the caller's contract).
-                let x = _mm512_set1_epi32(unsafe { group_codes(a_rows, r, lda, group) });
-                for v in 0..V {
-                    acc[v] = _mm512_dpbusd_epi32(acc[v], x, b[v]);
+        // `t` indexes the second dimension of `taps` and the weights' depth.
+        #[allow(clippy::needless_range_loop)]
+        for t in 0..tap_count {
+            let runs: [*const u8; R] = std::array::from_fn(|r| taps[r][t]);
+            // SAFETY: column j of depth group t * groups is inside the weights.
+            let w_tap = unsafe { w.data.as_ptr().add((t * groups * n16 + j) * 4) };
+            for group in 0..groups {
+                let mut b = [_mm512_setzero_si512(); V];
+                for (v, b) in b.iter_mut().enumerate() {
+                    // SAFETY: 64 bytes of the group's packed row at columns j + 16 v.
+                    *b = unsafe {
+                        _mm512_loadu_si512(w_tap.add((group * n16 + v * LANES) * 4).cast())
+                    };
+                }
+                for (run, acc) in runs.iter().zip(acc.iter_mut()) {
+                    // SAFETY: each run holds 4 * groups codes (the caller's contract).
+                    let x = _mm512_set1_epi32(unsafe { group_codes(*run, group) });
+                    for v in 0..V {
+                        acc[v] = _mm512_dpbusd_epi32(acc[v], x, b[v]);
+                    }
                 }
             }
         }
@@ -238,37 +244,40 @@ pub(super) mod avx256 {
     /// 8 `i32`).
     ///
     /// # Safety
-    /// The CPU has AVX-VNNI; `a` holds `m` rows of `w.k4` bytes; `out` holds `(m, w.n)`
+    /// The CPU has AVX-VNNI; `rows` holds `m` rows of `w`'s depth; `out` holds `(m, w.n)`
     /// values ([`Output::check`]).
     #[target_feature(enable = "avx2,avxvnni")]
-    pub(in super::super) unsafe fn gemm(a: &[u8], m: usize, w: &PackedWeights, out: &mut Output) {
-        let (lda, n16) = (w.k4, w.n16);
+    pub(in super::super) unsafe fn gemm(rows: Rows, m: usize, w: &PackedWeights, out: &mut Output) {
+        let n16 = w.n16;
+        let (tap_count, groups) = (rows.tap_count(), rows.tap_len() / 4);
         let mut i = 0;
         while i < m {
-            let rows = MR.min(m - i);
+            let count = MR.min(m - i);
+            let taps = rows.taps::<MR>(i, count);
             for j in (0..n16).step_by(LANES).take_while(|&j| j < w.n) {
                 let mut acc = [[_mm256_setzero_si256(); 2]; MR];
-                // SAFETY: row i and column j are inside the operands (the caller's contract).
-                let (a_rows, w_cols) =
-                    unsafe { (a.as_ptr().add(i * lda), w.data.as_ptr().add(j * 4)) };
-                for group in 0..lda / 4 {
-                    // SAFETY: the 64 packed bytes of columns j..j + 16 at this depth.
-                    let b = unsafe {
-                        let at = w_cols.add(group * n16 * 4);
-                        [
-                            _mm256_loadu_si256(at.cast()),
-                            _mm256_loadu_si256(at.add(32).cast()),
-                        ]
-                    };
-                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                        // SAFETY: row i + r holds depth group `group` (the caller's contract).
-                        let x = _mm256_set1_epi32(unsafe { group_codes(a_rows, r, lda, group) });
-                        acc[0] = _mm256_dpbusd_avx_epi32(acc[0], x, b[0]);
-                        acc[1] = _mm256_dpbusd_avx_epi32(acc[1], x, b[1]);
+                for t in 0..tap_count {
+                    // SAFETY: column j of depth group t * groups is inside the weights.
+                    let w_tap = unsafe { w.data.as_ptr().add((t * groups * n16 + j) * 4) };
+                    for group in 0..groups {
+                        // SAFETY: the 64 packed bytes of columns j..j + 16 at this depth.
+                        let b = unsafe {
+                            let at = w_tap.add(group * n16 * 4);
+                            [
+                                _mm256_loadu_si256(at.cast()),
+                                _mm256_loadu_si256(at.add(32).cast()),
+                            ]
+                        };
+                        for (taps, acc) in taps.iter().zip(acc.iter_mut()).take(count) {
+                            // SAFETY: each run holds 4 * groups codes (Rows::taps).
+                            let x = _mm256_set1_epi32(unsafe { group_codes(taps[t], group) });
+                            acc[0] = _mm256_dpbusd_avx_epi32(acc[0], x, b[0]);
+                            acc[1] = _mm256_dpbusd_avx_epi32(acc[1], x, b[1]);
+                        }
                     }
                 }
                 let mut sums = [[0i32; LANES]; MR];
-                for (sums, acc) in sums.iter_mut().zip(&acc).take(rows) {
+                for (sums, acc) in sums.iter_mut().zip(&acc).take(count) {
                     // SAFETY: 16 values into the row's array.
                     unsafe {
                         _mm256_storeu_si256(sums.as_mut_ptr().cast(), acc[0]);
@@ -277,9 +286,9 @@ pub(super) mod avx256 {
                 }
                 let cols = j..(j + LANES).min(w.n);
                 // SAFETY: the CPU has AVX2 (the caller's contract).
-                unsafe { store(&sums, (i, rows), cols, w, out) };
+                unsafe { store(&sums, (i, count), cols, w, out) };
             }
-            i += rows;
+            i += count;
         }
     }
 
