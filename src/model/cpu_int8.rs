@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use super::cpu_fast::FastOutput;
 use super::folded::{FoldedConv, FoldedNet};
 
-/// Output pixels one task computes: an im2col chunk of at most 1.5 MB (640-wide 3x3).
+/// Most output pixels one task computes (its shortcut scratch: 256 rows of f32 outputs).
 const CHUNK_ROWS: usize = 256;
 /// Values one task quantises.
 const QUANTIZE_CHUNK: usize = 1 << 16;
@@ -45,7 +45,7 @@ pub(crate) struct ActivationQuant {
 impl ActivationQuant {
     /// The codes of `x`, quantised in parallel.
     fn quantize(self, x: &[f32]) -> Vec<u8> {
-        let mut codes = vec![0u8; x.len()];
+        let mut codes = take_buffer(x.len());
         codes
             .par_chunks_mut(QUANTIZE_CHUNK)
             .zip(x.par_chunks(QUANTIZE_CHUNK))
@@ -307,11 +307,12 @@ fn convolve_into<T: Send>(
     assert_eq!(out.len(), pixels * c_out);
     let kernel = Kernel::detect();
     let hw = (shape.h, shape.w);
-    out.par_chunks_mut(CHUNK_ROWS * c_out)
+    let chunk_rows = chunk_rows(pixels, rayon::current_num_threads());
+    out.par_chunks_mut(chunk_rows * c_out)
         .enumerate()
         .for_each(|(chunk, dst)| {
             let rows = dst.len() / c_out;
-            let pixels = chunk * CHUNK_ROWS..chunk * CHUNK_ROWS + rows;
+            let pixels = chunk * chunk_rows..chunk * chunk_rows + rows;
             let residual_len = if shortcut.is_some() { rows * c_out } else { 0 };
             with_scratch(residual_len, |residual| {
                 if let Some((s, block_codes, zero)) = shortcut {
@@ -331,6 +332,15 @@ fn convolve_into<T: Send>(
                     .product(codes, hw, zero, pixels, kernel, &mut out);
             });
         });
+}
+
+/// Output pixels per task for `pixels` on `threads`: at most [`CHUNK_ROWS`], in a number
+/// of chunks that is a multiple of the thread count, so that a small layer (the last block
+/// of one image: 100 pixels) still keeps every thread busy and they finish together. Each
+/// pixel's outputs do not depend on the split.
+fn chunk_rows(pixels: usize, threads: usize) -> usize {
+    let chunks = pixels.div_ceil(CHUNK_ROWS).div_ceil(threads.max(1)) * threads.max(1);
+    pixels.div_ceil(chunks).max(1)
 }
 
 /// One block of the int8 encoder.
@@ -362,7 +372,7 @@ impl QuantBlock {
         let mut cur: Option<Vec<u8>> = None;
         for (i, conv) in self.convs.iter().enumerate().take(last) {
             // Codes quantised as the next convolution reads them.
-            let mut out = vec![0u8; pixels * conv.weights.c_out];
+            let mut out = take_buffer(pixels * conv.weights.c_out);
             let input = cur.as_deref().unwrap_or(block_codes);
             let next_input = self.convs[i + 1].input;
             convolve(
@@ -372,7 +382,9 @@ impl QuantBlock {
                 None,
                 Output::Codes(&mut out, next_input),
             );
-            cur = Some(out);
+            if let Some(used) = cur.replace(out) {
+                give_buffer(used);
+            }
         }
         let conv = &self.convs[last];
         let input = cur.as_deref().unwrap_or(block_codes);
@@ -383,7 +395,7 @@ impl QuantBlock {
         let len = pixels * conv.weights.c_out;
         let y = match next {
             Some(next) => {
-                let mut out = vec![0u8; len];
+                let mut out = take_buffer(len);
                 convolve(conv, input, shape, shortcut, Output::Codes(&mut out, next));
                 Activations::Codes(out)
             }
@@ -393,6 +405,9 @@ impl QuantBlock {
                 Activations::Floats(out)
             }
         };
+        if let Some(used) = cur {
+            give_buffer(used);
+        }
         self.pool_output(y, shape)
     }
 
@@ -413,8 +428,9 @@ impl QuantBlock {
         );
         let out = match y {
             Activations::Codes(y) => {
-                let mut x = vec![0u8; len];
+                let mut x = take_buffer(len);
                 max_pool_2x2_codes(&y, dims, c, &mut x);
+                give_buffer(y);
                 Activations::Codes(x)
             }
             Activations::Floats(y) => {
@@ -538,7 +554,7 @@ impl QuantNet {
                             y.iter().map(|&v| (f32::from(v) - zero) * q.scale).collect();
                         blocks.push(nchw_of(&values));
                     }
-                    codes = y;
+                    give_buffer(std::mem::replace(&mut codes, y));
                 }
                 (Activations::Floats(y), _) => {
                     if keep_blocks {
@@ -547,6 +563,7 @@ impl QuantNet {
                     let mut features = vec![0.0f32; shape.n * c_y];
                     global_avg_pool(&y, (shape.n, shape.h * shape.w), c_y, &mut features);
                     give_buffer(y);
+                    give_buffer(codes);
                     return FastOutput { features, blocks };
                 }
                 (Activations::Codes(_), None) => unreachable!("the last block gives f32 values"),

@@ -1,5 +1,6 @@
-//! Buffers kept between calls: one process-wide pool of activation buffers, and each thread's
-//! im2col / Winograd scratch, so that a forward pass allocates nothing in the steady state.
+//! Buffers kept between calls: one process-wide pool of activation buffers (f32 values, and
+//! the int8 engine's codes), and each thread's im2col / Winograd scratch, so that a forward
+//! pass allocates nothing in the steady state.
 //!
 //! What the pool keeps is bounded ([`pool_limit`], default [`DEFAULT_POOL_LIMIT`]): a buffer
 //! given back beyond it is freed. [`release_all`] frees the pool, the calling thread's scratch
@@ -28,8 +29,10 @@ const POOL_BUFFERS: usize = 32;
 static POOL_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_POOL_LIMIT);
 /// Bytes the pool keeps now (also read without the lock).
 static POOLED: AtomicUsize = AtomicUsize::new(0);
-/// The kept activation buffers. Locked only for an instant, never across other work.
+/// The kept activation buffers (f32 values, and int8 activation codes). Locked only for an
+/// instant, never across other work.
 static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+static CODE_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// [`idle_release`] in milliseconds; 0: never.
 static IDLE_RELEASE_MS: AtomicU64 = AtomicU64::new(DEFAULT_IDLE_RELEASE.as_millis() as u64);
@@ -47,8 +50,8 @@ thread_local! {
     static CODE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-fn bytes(buffer: &Vec<f32>) -> usize {
-    buffer.capacity() * std::mem::size_of::<f32>()
+fn bytes<T>(buffer: &Vec<T>) -> usize {
+    buffer.capacity() * std::mem::size_of::<T>()
 }
 
 fn clock() -> u64 {
@@ -56,9 +59,27 @@ fn clock() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-/// The pool, also after a panic elsewhere while it was locked (it holds only buffers).
-fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<f32>>> {
-    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// What a pooled buffer holds: f32 values or int8 activation codes, each type in a pool of
+/// its own under the one [`pool_limit`].
+pub trait Pooled: Copy + Default + Send + 'static {
+    /// The pool of this type, also after a panic elsewhere while it was locked (it holds
+    /// only buffers).
+    #[doc(hidden)]
+    fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<Self>>>;
+}
+
+impl Pooled for f32 {
+    fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<f32>>> {
+        POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Pooled for u8 {
+    fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
+        CODE_POOL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Bytes the activation pool may keep.
@@ -126,10 +147,10 @@ fn release_when_idle() {
 }
 
 /// A buffer of exactly `len` values with unspecified contents, reusing the pool's.
-pub fn take_buffer(len: usize) -> Vec<f32> {
+pub fn take_buffer<T: Pooled>(len: usize) -> Vec<T> {
     note_use();
     let reused = {
-        let mut kept = pool();
+        let mut kept = T::pool();
         // The smallest buffer that fits, else the largest (grown below).
         let fits = (0..kept.len())
             .filter(|&i| kept[i].capacity() >= len)
@@ -147,15 +168,15 @@ pub fn take_buffer(len: usize) -> Vec<f32> {
         // both and copy the old contents).
         buffer = Vec::new();
     }
-    buffer.resize(len, 0.0);
+    buffer.resize(len, T::default());
     buffer
 }
 
 /// Returns a buffer to the pool: freed instead when the pool would pass [`pool_limit`]; the
 /// smallest is freed past [`POOL_BUFFERS`] buffers.
-pub fn give_buffer(buffer: Vec<f32>) {
+pub fn give_buffer<T: Pooled>(buffer: Vec<T>) {
     let size = bytes(&buffer);
-    let mut kept = pool();
+    let mut kept = T::pool();
     if POOLED.load(Ordering::Relaxed).saturating_add(size) > pool_limit() {
         return;
     }
@@ -214,12 +235,16 @@ pub fn release_scratch() {
 /// ran convolutions themselves stays until they exit.
 pub fn release_all() {
     USED_SINCE_RELEASE.store(false, Ordering::Relaxed);
-    let freed = {
-        let mut kept = pool();
-        POOLED.fetch_sub(kept.iter().map(bytes).sum(), Ordering::Relaxed);
-        std::mem::take(&mut *kept)
-    };
-    drop(freed);
+    fn empty<T: Pooled>() {
+        let freed = {
+            let mut kept = T::pool();
+            POOLED.fetch_sub(kept.iter().map(bytes).sum(), Ordering::Relaxed);
+            std::mem::take(&mut *kept)
+        };
+        drop(freed);
+    }
+    empty::<f32>();
+    empty::<u8>();
     release_scratch();
     rayon::broadcast(|_| release_scratch());
     return_freed_memory();
@@ -252,23 +277,28 @@ mod tests {
         set_idle_release(None);
         release_all();
         assert_eq!(pooled_bytes(), 0);
-        let a = take_buffer(1000);
+        let a = take_buffer::<f32>(1000);
         give_buffer(a);
+        assert_eq!(pooled_bytes(), 4000);
+        // Codes have a pool of their own under the same limit, counted in bytes.
+        give_buffer(take_buffer::<u8>(1000));
+        assert_eq!(pooled_bytes(), 5000);
+        assert_eq!(take_buffer::<u8>(10).capacity(), 1000);
         assert_eq!(pooled_bytes(), 4000);
         // A buffer that would pass the limit is freed, not kept: capacity counts, so these
         // need not be touched (never resident).
         set_pool_limit(1 << 20);
-        give_buffer(Vec::with_capacity(1 << 20));
+        give_buffer(Vec::<f32>::with_capacity(1 << 20));
         assert_eq!(pooled_bytes(), 4000);
-        give_buffer(Vec::with_capacity(1000));
+        give_buffer(Vec::<f32>::with_capacity(1000));
         assert_eq!(pooled_bytes(), 8000);
         // Taking reuses (and uncounts) the smallest fit.
-        let b = take_buffer(900);
+        let b = take_buffer::<f32>(900);
         assert_eq!((b.capacity(), pooled_bytes()), (1000, 4000));
         // One pool for every thread: a buffer given back on one is taken on another.
         std::thread::spawn(move || give_buffer(b)).join().unwrap();
         assert_eq!(pooled_bytes(), 8000);
-        let c = std::thread::spawn(|| take_buffer(1000).capacity())
+        let c = std::thread::spawn(|| take_buffer::<f32>(1000).capacity())
             .join()
             .unwrap();
         assert_eq!((c, pooled_bytes()), (1000, 4000));
@@ -277,8 +307,9 @@ mod tests {
         assert_eq!(pooled_bytes(), 0);
         // Released by itself once unused for the idle time.
         set_idle_release(Some(Duration::from_millis(50)));
-        give_buffer(take_buffer(1000));
-        assert_eq!(pooled_bytes(), 4000);
+        give_buffer(take_buffer::<f32>(1000));
+        give_buffer(take_buffer::<u8>(1000));
+        assert_eq!(pooled_bytes(), 5000);
         let start = Instant::now();
         while pooled_bytes() != 0 && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
