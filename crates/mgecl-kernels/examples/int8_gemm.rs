@@ -1,14 +1,15 @@
 //! The int8 products against the f32 one on the convolutions of the photo model (ResNet-12,
-//! widths 32-80-160-320, 84x84, batch 25): best of `REPEATS` runs each, interleaved, on all
-//! of rayon's threads, in chunks of 256 output pixels as the engine runs them. Prints one
-//! JSON line per shape:
+//! widths 32-80-160-320, 84x84, batch 25) or with `omniglot` of the Omniglot one (Conv-4,
+//! width 256, 28x28, batch 100): best of `REPEATS` runs each, interleaved, on all of rayon's
+//! threads, in chunks of 256 output pixels as the engine runs them. Prints one JSON line per
+//! shape:
 //!
 //! - `f32`: `gemm` of the im2col matrix (built beforehand, not timed);
 //! - `int8_gemm`: `gemm_u8s8` of the int8 im2col matrix (built beforehand, not timed);
 //! - `int8_conv`: `Kernel::convolve` from the NHWC codes, everything timed (im2col or the
 //!   tap table, the product, and the store of the next layer's codes).
 //!
-//!     cargo run --release -p mgecl-kernels --example int8_gemm [REPEATS]
+//!     cargo run --release -p mgecl-kernels --example int8_gemm [REPEATS] [omniglot]
 
 use std::time::Instant;
 
@@ -25,9 +26,16 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let batch = 25;
+    let omniglot = std::env::args().nth(2).as_deref() == Some("omniglot");
+    let batch = if omniglot { 100 } else { 25 };
     // (name, image side, c_in, c_out, k).
-    let shapes = [
+    let omniglot_shapes = [
+        ("conv4 3x3 1->256", 28, 1, 256, 3),
+        ("conv4 3x3 256->256 14x14", 14, 256, 256, 3),
+        ("conv4 3x3 256->256 7x7", 7, 256, 256, 3),
+        ("conv4 3x3 256->256 3x3", 3, 256, 256, 3),
+    ];
+    let photo_shapes = [
         ("block1 3x3 3->32", 84, 3, 32, 3),
         ("block1 3x3 32->32", 84, 32, 32, 3),
         ("block2 3x3 32->80", 42, 32, 80, 3),
@@ -38,11 +46,16 @@ fn main() {
         ("block4 3x3 320->320", 10, 320, 320, 3),
         ("block4 1x1 160->320", 10, 160, 320, 1),
     ];
+    let shapes = if omniglot {
+        &omniglot_shapes[..]
+    } else {
+        &photo_shapes[..]
+    };
     let threads = rayon::current_num_threads();
     let kernel = Kernel::detect();
     println!("{{\"kernel\": \"{kernel:?}\", \"threads\": {threads}}}");
     let (mut total_f32, mut total_conv) = (0.0, 0.0);
-    for (name, side, c, n, k) in shapes {
+    for &(name, side, c, n, k) in shapes {
         let (m, depth) = (batch * side * side, k * k * c);
         let a32: Vec<f32> = (0..m * depth)
             .map(|i| (i % 251) as f32 / 251.0 - 0.5)

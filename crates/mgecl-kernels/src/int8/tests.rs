@@ -84,7 +84,9 @@ fn epilogues_match_the_definition_exactly() {
         let offsets: Vec<i32> = (0..n as i32).map(|j| (j - 7) * 1013).collect();
         // Values of order 1: the sums' spread is about 74^2 sqrt(k).
         let unit = 1.0 / (5476.0 * (k as f32).sqrt());
-        let multipliers: Vec<f32> = signed(n, 13).iter().map(|v| v.abs() * unit).collect();
+        let mut multipliers: Vec<f32> = signed(n, 13).iter().map(|v| v.abs() * unit).collect();
+        // One column of overflowing values: infinities, clamped like any code.
+        multipliers[n / 2] = 3e38;
         let (bias, addend) = (signed(n, 14), signed(m * n, 15));
         for (with_bias, with_addend, slope) in [
             (false, false, None),
@@ -119,7 +121,8 @@ fn epilogues_match_the_definition_exactly() {
             let mut want_codes = vec![0u8; m * n];
             quantize_activations(&want, scale, zero_point, &mut want_codes);
             let inside = want_codes.iter().filter(|&&c| c != 0 && c != 255).count();
-            assert!(inside > m * n * 3 / 4, "codes mostly clipped");
+            assert!(inside > m * n * 2 / 3, "codes mostly clipped");
+            assert!(want.iter().any(|v| v.is_infinite()));
             for kernel in Kernel::available() {
                 let mut floats = vec![f32::NAN; m * n + 1];
                 kernel.run(

@@ -194,28 +194,30 @@ pub(super) mod avx512 {
                     y = _mm512_add_ps(y, a);
                 }
                 if let Some(slope) = epilogue.slope {
-                    y = _mm512_max_ps(y, _mm512_mul_ps(_mm512_set1_ps(slope), y));
+                    // f32::max returns the operand that is not NaN (inf * 0 is NaN);
+                    // max_ps returns its second when either is NaN: y goes second.
+                    y = _mm512_max_ps(_mm512_mul_ps(_mm512_set1_ps(slope), y), y);
                 }
                 match (&mut *out, quantize) {
                     (Output::Codes { codes, .. }, Some((scale, zero_point))) => {
-                        // code_of: clamp(round(y / scale), +-512), ties to even (the
-                        // default rounding mode), + zero point, clamp to 0..=255.
-                        let t = _mm512_mul_ps(y, _mm512_set1_ps(1.0 / scale));
+                        // code_of: round(y / scale) (ties to even, the default rounding
+                        // mode) + zero point, clamped to 0..=255. Only the upper clamp
+                        // before the conversion: below, the conversion's out-of-range
+                        // value (i32::MIN) clamps to 0 as well, and `min(512, NaN)` keeps
+                        // the NaN for it too (code_of's NaN gives code 0).
                         let t = _mm512_min_ps(
-                            _mm512_max_ps(t, _mm512_set1_ps(-512.0)),
                             _mm512_set1_ps(512.0),
+                            _mm512_mul_ps(y, _mm512_set1_ps(1.0 / scale)),
                         );
                         let q = _mm512_add_epi32(
                             _mm512_cvtps_epi32(t),
                             _mm512_set1_epi32(i32::from(zero_point)),
                         );
-                        let q = _mm512_min_epi32(
-                            _mm512_max_epi32(q, _mm512_setzero_si512()),
-                            _mm512_set1_epi32(255),
-                        );
-                        // SAFETY: columns j..j + valid of row i + r are inside the codes.
+                        let q = _mm512_max_epi32(q, _mm512_setzero_si512());
+                        // SAFETY: columns j..j + valid of row i + r are inside the codes;
+                        // the store saturates above 255.
                         unsafe {
-                            _mm512_mask_cvtepi32_storeu_epi8(
+                            _mm512_mask_cvtusepi32_storeu_epi8(
                                 codes.as_mut_ptr().add(at).cast(),
                                 mask,
                                 q,
