@@ -42,49 +42,81 @@ pub fn im2col_codes(
     im2col_padded(x, (h, w), c, k, pixels, depth, zero_point, cols);
 }
 
-/// Marks a tap outside the image in [`tap_offsets`].
-pub const OUTSIDE: usize = usize::MAX;
+/// The rows of a stride-1 `k x k` convolution (padding `k / 2`) of NHWC codes, read in place:
+/// for each output pixel, `k` runs of `k * c` codes, one per kernel row `ky`, each the `k`
+/// neighbouring pixels' channels (`[kx][c]`, contiguous in NHWC). A run inside the image is
+/// read from the batch itself; the others (an image row above or below the image, or a pixel
+/// at a left or right edge) from [`TapRuns::pad`], where they are written out with the zero
+/// point. What [`crate::int8::Kernel::convolve`] reads instead of im2col rows (the same
+/// codes in the same order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapRuns {
+    /// Per pixel and kernel row: where its run starts, in the batch, or with [`IN_PAD`] set,
+    /// in [`TapRuns::pad`].
+    pub offsets: Vec<usize>,
+    /// The runs not inside the image: first one of zero points, then the edge pixels' runs.
+    pub pad: Vec<u8>,
+}
 
-/// For each pixel of `pixels` (of NHWC `(h, w)` images with `c` channels) and each tap of a
-/// `k x k` kernel (padding `k / 2`, order `[ky][kx]`): the index in the batch of the tap's
-/// first channel, or [`OUTSIDE`]. What [`crate::int8::Kernel::convolve`] reads in place of
-/// im2col rows.
-pub fn tap_offsets((h, w): (usize, usize), c: usize, k: usize, pixels: Range<usize>) -> Vec<usize> {
-    let (pad, taps) = (k / 2, k * k);
-    // Inside the image, each tap is a fixed distance from the pixel.
-    let deltas: Vec<isize> = (0..taps)
-        .map(|t| ((t / k) as isize - pad as isize) * w as isize + (t % k) as isize - pad as isize)
-        .map(|d| d * c as isize)
-        .collect();
-    let mut offsets = vec![OUTSIDE; pixels.len() * taps];
-    // The pixel's coordinates, advanced one step per row (no divisions in the loop).
-    let (mut y, mut xx) = ((pixels.start / w) % h, pixels.start % w);
-    for (p, row) in pixels.zip(offsets.chunks_exact_mut(taps)) {
-        let at = p * c;
-        if y >= pad && y + pad < h && xx >= pad && xx + pad < w {
-            for (o, d) in row.iter_mut().zip(&deltas) {
-                *o = at.wrapping_add_signed(*d);
-            }
-        } else {
-            for (t, o) in row.iter_mut().enumerate() {
-                let (iy, ix) = (
-                    (y + t / k).wrapping_sub(pad),
-                    (xx + t % k).wrapping_sub(pad),
-                );
-                if iy < h && ix < w {
-                    *o = at.wrapping_add_signed(deltas[t]);
+/// Marks an offset of [`TapRuns::offsets`] as one into [`TapRuns::pad`].
+pub const IN_PAD: usize = 1 << (usize::BITS - 1);
+
+/// [`TapRuns`] of `pixels` of the NHWC batch `x` (`(h, w)` images of `c` channels, padded
+/// with `zero_point`).
+///
+/// # Panics
+/// When `x` is too short for the pixels' images.
+pub fn tap_runs(
+    x: &[u8],
+    (h, w): (usize, usize),
+    c: usize,
+    k: usize,
+    pixels: Range<usize>,
+    zero_point: u8,
+) -> TapRuns {
+    let (pad, run) = (k / 2, k * c);
+    let mut runs = TapRuns {
+        offsets: Vec::with_capacity(pixels.len() * k),
+        pad: vec![zero_point; run],
+    };
+    // The pixel's coordinates, advanced one step per pixel (no divisions in the loop).
+    let (mut image, mut y, mut xx) = (
+        pixels.start / (h * w),
+        (pixels.start / w) % h,
+        pixels.start % w,
+    );
+    for _ in pixels {
+        let inside_x = xx >= pad && xx + pad < w;
+        for ky in 0..k {
+            let iy = (y + ky).wrapping_sub(pad);
+            let offset = if iy >= h {
+                IN_PAD
+            } else if inside_x {
+                ((image * h + iy) * w + xx - pad) * c
+            } else {
+                // An edge pixel: its run written out, the zero point outside the image.
+                let line = &x[(image * h + iy) * w * c..(image * h + iy + 1) * w * c];
+                let at = runs.pad.len();
+                for kx in 0..k {
+                    let ix = (xx + kx).wrapping_sub(pad);
+                    match line.get(ix * c..(ix + 1) * c).filter(|_| ix < w) {
+                        Some(codes) => runs.pad.extend_from_slice(codes),
+                        None => runs.pad.resize(runs.pad.len() + c, zero_point),
+                    }
                 }
-            }
+                IN_PAD | at
+            };
+            runs.offsets.push(offset);
         }
         xx += 1;
         if xx == w {
             (xx, y) = (0, y + 1);
             if y == h {
-                y = 0;
+                (y, image) = (0, image + 1);
             }
         }
     }
-    offsets
+    runs
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::conv::{im2col_codes, tap_offsets, OUTSIDE};
+use crate::conv::{im2col_codes, tap_runs, IN_PAD};
 use crate::scratch::with_code_scratch;
 
 #[cfg(target_arch = "aarch64")]
@@ -262,11 +262,12 @@ impl Kernel {
     /// A stride-1 `k x k` convolution (padding `k / 2` with `zero_point`) of the NHWC codes
     /// `x` (`(h, w)` images of `c` channels) at output pixels `pixels`, weights rows
     /// `[ky][kx][c]`, on this thread, written as `out` says (one row per pixel). Where `c`
-    /// is a multiple of 4 the kernel reads `x` in place through a table of each pixel's taps
-    /// (no im2col copy); else through im2col rows in this thread's scratch.
+    /// is a multiple of 4 the kernel reads `x` in place, each pixel as one run per kernel row
+    /// ([`crate::conv::tap_runs`]: only the edge pixels' runs are copied); else through
+    /// im2col rows in this thread's scratch.
     ///
     /// # Panics
-    /// When `weights` are not `k * k * c` deep, `k * k` exceeds 9, `x` is too short for the
+    /// When `weights` are not `k * k * c` deep, `k` exceeds 3, `x` is too short for the
     /// pixels' images, `out` holds fewer than `(pixels.len(), n)` values, or this CPU lacks
     /// the implementation's instructions.
     #[allow(clippy::too_many_arguments)]
@@ -281,7 +282,7 @@ impl Kernel {
         weights: &PackedWeights,
         out: &mut Output,
     ) {
-        assert!(weights.k == k * k * c && k * k <= MAX_TAPS);
+        assert!(weights.k == k * k * c && k <= MAX_TAPS);
         let m = pixels.len();
         if !c.is_multiple_of(4) {
             return with_code_scratch(m * weights.k4, |cols| {
@@ -292,14 +293,13 @@ impl Kernel {
         if k == 1 {
             return self.run(&x[pixels.start * c..pixels.end * c], m, weights, out);
         }
-        let offsets = tap_offsets((h, w), c, k, pixels);
-        let zeros = vec![zero_point; c];
-        let rows = Rows::Taps {
+        let runs = tap_runs(x, (h, w), c, k, pixels, zero_point);
+        let rows = Rows::Runs {
             x,
-            zeros: &zeros,
-            offsets: &offsets,
-            taps: k * k,
-            c,
+            pad: &runs.pad,
+            offsets: &runs.offsets,
+            count: k,
+            len: k * c,
         };
         self.run_rows(rows, m, weights, out);
     }
@@ -322,8 +322,8 @@ impl Kernel {
     }
 }
 
-/// Most runs one row of a product is read in: a 3x3 convolution's taps.
-const MAX_TAPS: usize = 9;
+/// Most runs one row of a product is read in (a 3x3 convolution reads 3).
+const MAX_TAPS: usize = 3;
 
 /// Where a product's rows come from, each read as runs of codes (a multiple of 4 bytes) that
 /// together span the weights' padded depth.
@@ -331,14 +331,14 @@ const MAX_TAPS: usize = 9;
 enum Rows<'a> {
     /// `m` rows `lda` bytes apart (im2col rows, or a 1x1 convolution's input): one run each.
     Dense { a: &'a [u8], lda: usize },
-    /// A convolution read in place: row `i`'s tap `t` is the `c` codes at
-    /// `x[offsets[i * taps + t]..]`, or `zeros` where the offset is [`OUTSIDE`].
-    Taps {
+    /// A convolution read in place ([`crate::conv::TapRuns`]): row `i`'s run `t` is the `len`
+    /// codes at `offsets[i * count + t]` in `x`, or with [`IN_PAD`] set in `pad`.
+    Runs {
         x: &'a [u8],
-        zeros: &'a [u8],
+        pad: &'a [u8],
         offsets: &'a [usize],
-        taps: usize,
-        c: usize,
+        count: usize,
+        len: usize,
     },
 }
 
@@ -347,7 +347,7 @@ impl<'a> Rows<'a> {
     fn tap_count(&self) -> usize {
         match *self {
             Rows::Dense { .. } => 1,
-            Rows::Taps { taps, .. } => taps,
+            Rows::Runs { count, .. } => count,
         }
     }
 
@@ -355,7 +355,7 @@ impl<'a> Rows<'a> {
     fn tap_len(&self) -> usize {
         match *self {
             Rows::Dense { lda, .. } => lda,
-            Rows::Taps { c, .. } => c,
+            Rows::Runs { len, .. } => len,
         }
     }
 
@@ -368,13 +368,7 @@ impl<'a> Rows<'a> {
         assert!(self.tap_len().is_multiple_of(4) && self.tap_count() <= MAX_TAPS);
         match *self {
             Rows::Dense { a, lda } => assert!(a.len() >= m * lda),
-            Rows::Taps {
-                zeros,
-                offsets,
-                taps,
-                c,
-                ..
-            } => assert!(offsets.len() >= m * taps && zeros.len() >= c),
+            Rows::Runs { offsets, count, .. } => assert!(offsets.len() >= m * count),
         }
     }
 
@@ -383,16 +377,20 @@ impl<'a> Rows<'a> {
     fn tap(&self, i: usize, t: usize) -> &'a [u8] {
         match *self {
             Rows::Dense { a, lda } => &a[i * lda..(i + 1) * lda],
-            Rows::Taps {
+            Rows::Runs {
                 x,
-                zeros,
+                pad,
                 offsets,
-                taps,
-                c,
-            } => match offsets[i * taps + t] {
-                OUTSIDE => &zeros[..c],
-                at => &x[at..at + c],
-            },
+                count,
+                len,
+            } => {
+                let at = offsets[i * count + t];
+                if at & IN_PAD == 0 {
+                    &x[at..at + len]
+                } else {
+                    &pad[at & !IN_PAD..(at & !IN_PAD) + len]
+                }
+            }
         }
     }
 

@@ -148,6 +148,74 @@ fn epilogues_match_the_definition_exactly() {
     }
 }
 
+/// Convolutions read in place (and through im2col where channels are not a multiple of 4)
+/// against the definition, on every implementation: 3x3 and 1x1, images one or two pixels
+/// wide or high (every tap at an edge), a chunk starting mid-image, padding with a zero point
+/// other than the kernel's shift.
+#[test]
+fn convolutions_match_the_definition_exactly() {
+    for ((n, h, w), c, k, c_out, pixels) in [
+        ((2, 5, 6), 8, 3, 20, 7..53),
+        ((3, 1, 1), 4, 3, 16, 0..3),
+        ((2, 2, 7), 12, 3, 33, 0..28),
+        ((1, 9, 2), 4, 3, 5, 3..18),
+        ((2, 4, 3), 3, 3, 17, 1..24),
+        ((2, 4, 5), 8, 1, 40, 5..40),
+        ((1, 3, 3), 5, 1, 7, 0..9),
+    ] {
+        let x = bytes(n * h * w * c, 21);
+        let weights: Vec<i8> = bytes(k * k * c * c_out, 22)
+            .into_iter()
+            .map(|b| b as i8)
+            .collect();
+        let packed = PackedWeights::new(&weights, k * k * c, c_out);
+        let zero_point = 37u8;
+        let pad = (k / 2) as isize;
+        let want: Vec<i32> = pixels
+            .clone()
+            .flat_map(|p| (0..c_out).map(move |j| (p, j)))
+            .map(|(p, j)| {
+                let (image, y, xx) = (p / (h * w), (p / w) % h, p % w);
+                let mut sum = 0;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let iy = y as isize + ky as isize - pad;
+                        let ix = xx as isize + kx as isize - pad;
+                        let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                        for ch in 0..c {
+                            let code = if inside {
+                                x[((image * h + iy as usize) * w + ix as usize) * c + ch]
+                            } else {
+                                zero_point
+                            };
+                            let weight = weights[((ky * k + kx) * c + ch) * c_out + j];
+                            sum += (i32::from(code) - 128) * i32::from(weight);
+                        }
+                    }
+                }
+                sum
+            })
+            .collect();
+        for kernel in Kernel::available() {
+            let mut sums = vec![i32::MIN; pixels.len() * c_out + 1];
+            let mut out = Output::Sums(&mut sums);
+            kernel.convolve(
+                &x,
+                (h, w),
+                c,
+                k,
+                pixels.clone(),
+                zero_point,
+                &packed,
+                &mut out,
+            );
+            let shape = format!("{kernel:?} {n}x{h}x{w}x{c} k{k}");
+            assert_eq!(&sums[..want.len()], &want[..], "{shape}");
+            assert_eq!(sums[want.len()], i32::MIN, "{shape}: tail written");
+        }
+    }
+}
+
 #[test]
 fn quantisation_by_hand() {
     let mut out = [0u8; 7];
