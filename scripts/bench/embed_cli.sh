@@ -5,7 +5,9 @@
 # after `cargo build --release`.
 #   scripts/bench/embed_cli.sh MODEL [MODEL...]
 #   DATA=../shared/data/omniglot (default) or ../shared/data/miniimagenet; BATCH=16 (default);
-#   N=800 (default)
+#   N=800 (default); TORCH=F32_MODEL also runs scripts/bench/embed_torch.py (PyTorch eager f32
+#   and its FX int8 of that model, same images and batch) in each round, printing its whole
+#   time and the part after import and model setup (needs the bench venv).
 set -euo pipefail
 data=${DATA:-../shared/data/omniglot}
 batch=${BATCH:-16}
@@ -27,4 +29,14 @@ for round in 1 2 3; do
     end=$(date +%s.%N)
     python3 -c "import sys; s = float(sys.argv[2]) - float(sys.argv[1]); print(f'round $round  $model  {s:.2f} s  {int(sys.argv[3]) / s:.0f} images/s')" "$start" "$end" "${#files[@]}"
   done
+  if [ -n "${TORCH:-}" ]; then
+    for int8 in "" --int8; do
+      start=$(date +%s.%N)
+      result=$(${PYTHON:-scripts/bench/.venv/bin/python} scripts/bench/embed_torch.py --model "$TORCH" $int8 \
+        --batch "$batch" --out "$out/torch.safetensors" "${files[@]}")
+      end=$(date +%s.%N)
+      wall=$(python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.2f}")' "$start" "$end")
+      echo "round $round  PyTorch ${int8:-f32}  $wall s  $result"
+    done
+  fi
 done
