@@ -11,17 +11,19 @@
 //!   chunk of scratch), then `max(y, slope * y)`. `offset` undoes the kernel's shift for the
 //!   input's zero point; `multiplier = input scale * weight scale`.
 //! - Only codes pass between layers: each convolution quantises its outputs as the next
-//!   convolution reads them, and max-pooling works on codes (quantisation is monotone, so
-//!   these are the codes of the pooled values). The last block gives f32 values for the
-//!   global average pool.
+//!   convolution reads them. A block's 2x2 max-pool happens in its last convolution's store:
+//!   the pixels are computed window by window and each window stores the max of its 4
+//!   outputs (a last odd row or column, which the pool drops, is never computed). The last
+//!   block gives f32 values for the global average pool.
 //! - Integer products and a fixed order of f32 operations: the features do not depend on the
 //!   thread count or the kernel (AVX-512 VNNI, AVX-VNNI, aarch64 `sdot`, portable) that runs.
 
+use mgecl_kernels::conv::ConvRows;
 use mgecl_kernels::int8::{
-    self, quantize_activations, quantize_weights, Epilogue, Kernel, PackedWeights,
+    self, quantize_activations, quantize_weights, ConvInput, Epilogue, Kernel, PackedWeights,
 };
 use mgecl_kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
-use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2, max_pool_2x2_codes};
+use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2};
 use mgecl_kernels::scratch::{give_buffer, take_buffer, with_scratch};
 use rayon::prelude::*;
 
@@ -145,7 +147,8 @@ impl QuantWeights {
     }
 
     /// The product of the codes of `input` (NHWC, `(h, w)` images, padded with the code
-    /// `zero_point`) at output pixels `pixels`, written as `out` says. The kernel sums
+    /// `zero_point`) at the output pixels `rows` (max-pooled by window with `pooled`),
+    /// written as `out` says. The kernel sums
     /// `(code - ZERO_POINT) * w`; [`Dequantize`]'s offsets make them sums of
     /// `code - zero_point`.
     fn product(
@@ -153,12 +156,18 @@ impl QuantWeights {
         input: &[u8],
         hw: (usize, usize),
         zero_point: u8,
-        pixels: std::ops::Range<usize>,
+        (rows, pooled): (&ConvRows, bool),
         kernel: Kernel,
         out: &mut int8::Output,
     ) {
-        let (c, k) = (self.c_in, self.k);
-        kernel.convolve(input, hw, c, k, pixels, zero_point, &self.packed, out);
+        let input = ConvInput {
+            codes: input,
+            hw,
+            channels: self.c_in,
+            kernel: self.k,
+            zero_point,
+        };
+        kernel.convolve(&input, rows, pooled, &self.packed, out);
     }
 
     /// How this product over the codes of `input` becomes values.
@@ -265,62 +274,98 @@ enum Output<'a> {
 
 /// Convolves `codes` (NHWC, `conv`'s input quantisation) into `out` (NHWC), with the
 /// shortcut of `block_codes` (the block input's codes and zero point) added before the
-/// activation.
+/// activation; with `pool`, `out` is the 2x2 max-pool of the outputs (computed window by
+/// window: a last odd row or column of outputs, which the pool drops, is never computed).
 fn convolve(
     conv: &QuantConv,
     codes: &[u8],
     shape: Shape,
     shortcut: Option<(&QuantShortcut, &[u8], u8)>,
+    pool: bool,
     out: Output<'_>,
 ) {
+    let layer = Layer {
+        conv,
+        codes,
+        shape,
+        shortcut,
+        pool,
+    };
     match out {
-        Output::Floats(out) => convolve_into(conv, codes, shape, shortcut, out, |out, epilogue| {
+        Output::Floats(out) => convolve_into(layer, out, |out, epilogue| {
             int8::Output::Floats(out, epilogue)
         }),
         Output::Codes(out, next) => {
-            convolve_into(conv, codes, shape, shortcut, out, |codes, epilogue| {
-                int8::Output::Codes {
-                    codes,
-                    epilogue,
-                    scale: next.scale,
-                    zero_point: next.zero_point,
-                }
+            convolve_into(layer, out, |codes, epilogue| int8::Output::Codes {
+                codes,
+                epilogue,
+                scale: next.scale,
+                zero_point: next.zero_point,
             })
         }
     }
 }
 
-/// [`convolve`] in chunks of output pixels, each written by the kernel as `output` makes of
-/// the chunk of `out` and the epilogue: the shortcut's values first (into a scratch chunk),
-/// then the convolution's sums finished with the bias, the shortcut and the activation.
-fn convolve_into<T: Send>(
-    conv: &QuantConv,
-    codes: &[u8],
+/// What [`convolve`] computes.
+#[derive(Clone, Copy)]
+struct Layer<'a> {
+    conv: &'a QuantConv,
+    codes: &'a [u8],
     shape: Shape,
-    shortcut: Option<(&QuantShortcut, &[u8], u8)>,
+    shortcut: Option<(&'a QuantShortcut, &'a [u8], u8)>,
+    pool: bool,
+}
+
+/// [`convolve`] in chunks of output rows (pixels, or pooling windows), each written by the
+/// kernel as `output` makes of the chunk of `out` and the epilogue: the shortcut's values
+/// first (into a scratch chunk, the pixels in the same order), then the convolution's sums
+/// finished with the bias, the shortcut and the activation (and the pool).
+fn convolve_into<T: Send>(
+    layer: Layer,
     out: &mut [T],
     output: impl for<'a> Fn(&'a mut [T], Epilogue<'a>) -> int8::Output<'a> + Sync,
 ) {
+    let Layer {
+        conv,
+        codes,
+        shape,
+        shortcut,
+        pool,
+    } = layer;
     let c_out = conv.weights.c_out;
     let pixels = shape.n * shape.h * shape.w;
     assert_eq!(codes.len(), pixels * conv.weights.c_in);
-    assert_eq!(out.len(), pixels * c_out);
+    // Output rows: pixels, or windows of 4 pixels.
+    let (rows, per_row) = if pool {
+        (shape.n * (shape.h / 2) * (shape.w / 2), 4)
+    } else {
+        (pixels, 1)
+    };
+    assert_eq!(out.len(), rows * c_out);
     let kernel = Kernel::detect();
     let hw = (shape.h, shape.w);
-    let chunk_rows = chunk_rows(pixels, rayon::current_num_threads());
+    let chunk_rows = chunk_rows(rows * per_row, rayon::current_num_threads()).div_ceil(per_row);
     out.par_chunks_mut(chunk_rows * c_out)
         .enumerate()
         .for_each(|(chunk, dst)| {
-            let rows = dst.len() / c_out;
-            let pixels = chunk * chunk_rows..chunk * chunk_rows + rows;
-            let residual_len = if shortcut.is_some() { rows * c_out } else { 0 };
+            let first = chunk * chunk_rows;
+            let range = first..first + dst.len() / c_out;
+            let rows = if pool {
+                ConvRows::Windows(range)
+            } else {
+                ConvRows::Pixels(range)
+            };
+            let residual_len = if shortcut.is_some() {
+                rows.len() * c_out
+            } else {
+                0
+            };
             with_scratch(residual_len, |residual| {
                 if let Some((s, block_codes, zero)) = shortcut {
                     let epilogue = s.dequantize.epilogue(None, None, None);
                     let mut out = int8::Output::Floats(residual, epilogue);
-                    let range = pixels.clone();
                     s.weights
-                        .product(block_codes, hw, zero, range, kernel, &mut out);
+                        .product(block_codes, hw, zero, (&rows, false), kernel, &mut out);
                 }
                 let addend = shortcut.map(|_| &residual[..]);
                 let epilogue = conv
@@ -329,7 +374,7 @@ fn convolve_into<T: Send>(
                 let zero = conv.input.zero_point;
                 let mut out = output(dst, epilogue);
                 conv.weights
-                    .product(codes, hw, zero, pixels, kernel, &mut out);
+                    .product(codes, hw, zero, (&rows, pool), kernel, &mut out);
             });
         });
 }
@@ -340,7 +385,7 @@ fn convolve_into<T: Send>(
 /// pixel's outputs do not depend on the split.
 fn chunk_rows(pixels: usize, threads: usize) -> usize {
     let chunks = pixels.div_ceil(CHUNK_ROWS).div_ceil(threads.max(1)) * threads.max(1);
-    pixels.div_ceil(chunks).max(1)
+    pixels.div_ceil(chunks.max(1)).max(1)
 }
 
 /// One block of the int8 encoder.
@@ -372,17 +417,12 @@ impl QuantBlock {
         let mut cur: Option<Vec<u8>> = None;
         for (i, conv) in self.convs.iter().enumerate().take(last) {
             // Codes quantised as the next convolution reads them.
-            let mut out = take_buffer(pixels * conv.weights.c_out);
+            let mut out_codes = take_buffer(pixels * conv.weights.c_out);
             let input = cur.as_deref().unwrap_or(block_codes);
             let next_input = self.convs[i + 1].input;
-            convolve(
-                conv,
-                input,
-                shape,
-                None,
-                Output::Codes(&mut out, next_input),
-            );
-            if let Some(used) = cur.replace(out) {
+            let out = Output::Codes(&mut out_codes, next_input);
+            convolve(conv, input, shape, None, false, out);
+            if let Some(used) = cur.replace(out_codes) {
                 give_buffer(used);
             }
         }
@@ -392,27 +432,40 @@ impl QuantBlock {
             .shortcut
             .as_ref()
             .map(|s| (s, block_codes, block_input.zero_point));
-        let len = pixels * conv.weights.c_out;
+        // The block's pool happens in the last convolution's store (window by window).
+        let out_shape = if self.pool {
+            Shape {
+                n: shape.n,
+                h: shape.h / 2,
+                w: shape.w / 2,
+            }
+        } else {
+            shape
+        };
+        let len = out_shape.n * out_shape.h * out_shape.w * conv.weights.c_out;
+        let pool = self.pool;
         let y = match next {
             Some(next) => {
                 let mut out = take_buffer(len);
-                convolve(conv, input, shape, shortcut, Output::Codes(&mut out, next));
+                let codes = Output::Codes(&mut out, next);
+                convolve(conv, input, shape, shortcut, pool, codes);
                 Activations::Codes(out)
             }
             None => {
                 let mut out = take_buffer(len);
-                convolve(conv, input, shape, shortcut, Output::Floats(&mut out));
+                convolve(conv, input, shape, shortcut, pool, Output::Floats(&mut out));
                 Activations::Floats(out)
             }
         };
         if let Some(used) = cur {
             give_buffer(used);
         }
-        self.pool_output(y, shape)
+        (y, out_shape)
     }
 
-    /// The block's output `y` (NHWC), max-pooled when the block pools.
-    fn pool_output(&self, y: Activations, shape: Shape) -> (Activations, Shape) {
+    /// Calibration's f32 block output `y` (NHWC), max-pooled when the block pools (what
+    /// [`QuantBlock::forward`] does in the last convolution's store).
+    fn pool_values(&self, y: Vec<f32>, shape: Shape) -> (Vec<f32>, Shape) {
         if !self.pool {
             return (y, shape);
         }
@@ -422,25 +475,9 @@ impl QuantBlock {
             h: shape.h / 2,
             w: shape.w / 2,
         };
-        let (len, dims) = (
-            pooled.n * pooled.h * pooled.w * c,
-            (shape.n, shape.h, shape.w),
-        );
-        let out = match y {
-            Activations::Codes(y) => {
-                let mut x = take_buffer(len);
-                max_pool_2x2_codes(&y, dims, c, &mut x);
-                give_buffer(y);
-                Activations::Codes(x)
-            }
-            Activations::Floats(y) => {
-                let mut x = take_buffer(len);
-                max_pool_2x2(&y, dims, c, &mut x);
-                give_buffer(y);
-                Activations::Floats(x)
-            }
-        };
-        (out, pooled)
+        let mut x = vec![0.0; pooled.n * pooled.h * pooled.w * c];
+        max_pool_2x2(&y, (shape.n, shape.h, shape.w), c, &mut x);
+        (x, pooled)
     }
 }
 
@@ -498,16 +535,13 @@ impl QuantNet {
                     .map(|s| (s, &block_codes[..], block_input.zero_point));
                 let mut out = vec![0.0; pixels * conv.c_out];
                 let codes = codes.as_deref().unwrap_or(&block_codes);
-                convolve(&quantized, codes, shape, shortcut, Output::Floats(&mut out));
+                let values = Output::Floats(&mut out);
+                convolve(&quantized, codes, shape, shortcut, false, values);
                 cur = Some(out);
                 block.convs.push(quantized);
             }
             let y = cur.expect("a block has at least one convolution");
-            let (next, next_shape) = block.pool_output(Activations::Floats(y), shape);
-            if let Activations::Floats(next) = next {
-                x = next;
-            }
-            shape = next_shape;
+            (x, shape) = block.pool_values(y, shape);
             blocks.push(block);
         }
         QuantNet {

@@ -13,8 +13,8 @@
 
 use std::time::Instant;
 
-use mgecl_kernels::conv::im2col_codes;
-use mgecl_kernels::int8::{gemm_u8s8, Epilogue, Kernel, Output, PackedWeights};
+use mgecl_kernels::conv::{im2col_codes, ConvRows};
+use mgecl_kernels::int8::{gemm_u8s8, ConvInput, Epilogue, Kernel, Output, PackedWeights};
 use mgecl_kernels::{gemm, Mat, Parallelism};
 use rayon::prelude::*;
 
@@ -69,13 +69,13 @@ fn main() {
         let x: Vec<u8> = (0..m * c).map(|i| (i % 253) as u8).collect();
         let mut cols = vec![0u8; m * packed.row_stride()];
         for (p, rows) in cols.chunks_mut(CHUNK * packed.row_stride()).enumerate() {
-            let pixels = p * CHUNK..(p * CHUNK + CHUNK).min(m);
+            let pixels = ConvRows::Pixels(p * CHUNK..(p * CHUNK + CHUNK).min(m));
             im2col_codes(
                 &x,
                 (side, side),
                 c,
                 k,
-                pixels,
+                &pixels,
                 packed.row_stride(),
                 128,
                 rows,
@@ -111,15 +111,21 @@ fn main() {
                 .par_chunks_mut(CHUNK * n)
                 .enumerate()
                 .for_each(|(p, codes)| {
-                    let pixels = p * CHUNK..p * CHUNK + codes.len() / n;
+                    let pixels = ConvRows::Pixels(p * CHUNK..p * CHUNK + codes.len() / n);
                     let mut out = Output::Codes {
                         codes,
                         epilogue,
                         scale: 0.05,
                         zero_point: 0,
                     };
-                    let hw = (side, side);
-                    kernel.convolve(&x, hw, c, k, pixels, 128, &packed, &mut out);
+                    let input = ConvInput {
+                        codes: &x,
+                        hw: (side, side),
+                        channels: c,
+                        kernel: k,
+                        zero_point: 128,
+                    };
+                    kernel.convolve(&input, &pixels, false, &packed, &mut out);
                 });
             best[2] = best[2].min(t.elapsed().as_secs_f64());
         }

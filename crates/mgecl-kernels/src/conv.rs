@@ -19,12 +19,14 @@ pub fn im2col(
     depth: usize,
     cols: &mut [f32],
 ) {
-    im2col_padded(x, (h, w), c, k, pixels, depth, 0.0, cols);
+    assert!(depth >= k * k * c && cols.len() >= pixels.len() * depth);
+    let pixels = ConvRows::Pixels(pixels);
+    im2col_pixels(x, (h, w), c, k, pixels.pixels((h, w)), depth, 0.0, cols);
 }
 
 /// [`im2col`] of int8 activation codes ([`crate::int8::quantize_activations`]), padded with
-/// `zero_point` (the code of 0.0); `depth` is the row stride the int8 product reads
-/// ([`crate::int8::PackedWeights::row_stride`]).
+/// `zero_point` (the code of 0.0), for the output pixels `rows` in their order; `depth` is the
+/// row stride the int8 product reads ([`crate::int8::PackedWeights::row_stride`]).
 ///
 /// # Panics
 /// As [`im2col`].
@@ -34,12 +36,125 @@ pub fn im2col_codes(
     (h, w): (usize, usize),
     c: usize,
     k: usize,
-    pixels: Range<usize>,
+    rows: &ConvRows,
     depth: usize,
     zero_point: u8,
     cols: &mut [u8],
 ) {
-    im2col_padded(x, (h, w), c, k, pixels, depth, zero_point, cols);
+    assert!(depth >= k * k * c && cols.len() >= rows.len() * depth);
+    let pixels = rows.pixels((h, w));
+    im2col_pixels(x, (h, w), c, k, pixels, depth, zero_point, cols);
+}
+
+/// Which output pixels of a stride-1 convolution over NHWC `(h, w)` images are computed, in
+/// which order: one row of the product each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConvRows {
+    /// Pixels `range` of the batch (image-major, then rows, then columns), in that order.
+    Pixels(Range<usize>),
+    /// The 2x2 max-pooling windows `range` of the batch (`h / 2` by `w / 2` per image,
+    /// image-major; a last odd row or column of pixels is in none), each as its 4 pixels:
+    /// top left, top right, bottom left, bottom right.
+    Windows(Range<usize>),
+}
+
+impl ConvRows {
+    /// Rows of the product.
+    pub fn len(&self) -> usize {
+        match self {
+            ConvRows::Pixels(range) => range.len(),
+            ConvRows::Windows(range) => 4 * range.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `(image, y, x)` of each row, in order.
+    pub fn pixels(&self, (h, w): (usize, usize)) -> RowPixels {
+        match self {
+            ConvRows::Pixels(range) => {
+                let p = range.start;
+                let (h1, w1) = (h.max(1), w.max(1));
+                RowPixels(Walk::InOrder {
+                    at: (p / (h1 * w1), (p / w1) % h1, p % w1),
+                    left: range.len(),
+                    hw: (h, w),
+                })
+            }
+            ConvRows::Windows(range) => RowPixels(Walk::ByWindow {
+                windows: range.clone(),
+                corner: 0,
+                hw: (h, w),
+            }),
+        }
+    }
+}
+
+/// The iterator of [`ConvRows::pixels`].
+#[derive(Debug, Clone)]
+pub struct RowPixels(Walk);
+
+#[derive(Debug, Clone)]
+enum Walk {
+    /// Pixels in order: the next one's coordinates, advanced one step at a time (no
+    /// divisions per pixel).
+    InOrder {
+        at: (usize, usize, usize),
+        left: usize,
+        hw: (usize, usize),
+    },
+    /// Windows: the next window and which of its 4 pixels is next.
+    ByWindow {
+        windows: Range<usize>,
+        corner: usize,
+        hw: (usize, usize),
+    },
+}
+
+impl Iterator for RowPixels {
+    type Item = (usize, usize, usize);
+
+    #[inline]
+    fn next(&mut self) -> Option<(usize, usize, usize)> {
+        match &mut self.0 {
+            Walk::InOrder { at, left, hw } => {
+                if *left == 0 {
+                    return None;
+                }
+                *left -= 1;
+                let here = *at;
+                at.2 += 1;
+                if at.2 == hw.1 {
+                    *at = (at.0, at.1 + 1, 0);
+                    if at.1 == hw.0 {
+                        *at = (at.0 + 1, 0, 0);
+                    }
+                }
+                Some(here)
+            }
+            Walk::ByWindow {
+                windows,
+                corner,
+                hw: (h, w),
+            } => {
+                if windows.start >= windows.end {
+                    return None;
+                }
+                let (h2, w2, q) = (*h / 2, *w / 2, windows.start);
+                let (image, y, x) = (q / (h2 * w2), 2 * ((q / w2) % h2), 2 * (q % w2));
+                let here = (image, y + *corner / 2, x + *corner % 2);
+                *corner += 1;
+                if *corner == 4 {
+                    *corner = 0;
+                    windows.start += 1;
+                }
+                Some(here)
+            }
+        }
+    }
 }
 
 /// The rows of a stride-1 `k x k` convolution (padding `k / 2`) of NHWC codes, read in place:
@@ -61,8 +176,8 @@ pub struct TapRuns {
 /// Marks an offset of [`TapRuns::offsets`] as one into [`TapRuns::pad`].
 pub const IN_PAD: usize = 1 << (usize::BITS - 1);
 
-/// [`TapRuns`] of `pixels` of the NHWC batch `x` (`(h, w)` images of `c` channels, padded
-/// with `zero_point`).
+/// [`TapRuns`] of the output pixels `rows` of the NHWC batch `x` (`(h, w)` images of `c`
+/// channels, padded with `zero_point`).
 ///
 /// # Panics
 /// When `x` is too short for the pixels' images.
@@ -71,21 +186,15 @@ pub fn tap_runs(
     (h, w): (usize, usize),
     c: usize,
     k: usize,
-    pixels: Range<usize>,
+    rows: &ConvRows,
     zero_point: u8,
 ) -> TapRuns {
     let (pad, run) = (k / 2, k * c);
     let mut runs = TapRuns {
-        offsets: Vec::with_capacity(pixels.len() * k),
+        offsets: Vec::with_capacity(rows.len() * k),
         pad: vec![zero_point; run],
     };
-    // The pixel's coordinates, advanced one step per pixel (no divisions in the loop).
-    let (mut image, mut y, mut xx) = (
-        pixels.start / (h * w),
-        (pixels.start / w) % h,
-        pixels.start % w,
-    );
-    for _ in pixels {
+    for (image, y, xx) in rows.pixels((h, w)) {
         let inside_x = xx >= pad && xx + pad < w;
         for ky in 0..k {
             let iy = (y + ky).wrapping_sub(pad);
@@ -108,32 +217,24 @@ pub fn tap_runs(
             };
             runs.offsets.push(offset);
         }
-        xx += 1;
-        if xx == w {
-            (xx, y) = (0, y + 1);
-            if y == h {
-                (y, image) = (0, image + 1);
-            }
-        }
     }
     runs
 }
 
+/// The im2col rows of the output pixels `(image, y, x)`, one per `depth` values of `cols`.
 #[allow(clippy::too_many_arguments)]
-fn im2col_padded<T: Copy>(
+fn im2col_pixels<T: Copy>(
     x: &[T],
     (h, w): (usize, usize),
     c: usize,
     k: usize,
-    pixels: Range<usize>,
+    pixels: impl Iterator<Item = (usize, usize, usize)>,
     depth: usize,
     zero: T,
     cols: &mut [T],
 ) {
-    assert!(depth >= k * k * c && cols.len() >= pixels.len() * depth);
     let pad = k / 2;
-    for (p, row) in pixels.zip(cols.chunks_exact_mut(depth)) {
-        let (image, y, xx) = (p / (h * w), (p / w) % h, p % w);
+    for ((image, y, xx), row) in pixels.zip(cols.chunks_exact_mut(depth)) {
         for (ky, tap_row) in row[..k * k * c].chunks_exact_mut(k * c).enumerate() {
             let iy = (y + ky).wrapping_sub(pad);
             if iy >= h {
@@ -206,7 +307,7 @@ mod tests {
                 (h, w),
                 c,
                 k,
-                pixels.clone(),
+                &ConvRows::Pixels(pixels.clone()),
                 depth,
                 0,
                 &mut code_cols,

@@ -11,15 +11,6 @@ pub fn max_pool_2x2(input: &[f32], shape: (usize, usize, usize), c: usize, out: 
     pool_2x2(input, shape, c, out, f32::max);
 }
 
-/// [`max_pool_2x2`] of int8 activation codes: quantisation is monotone, so pooling the codes
-/// gives the codes of the pooled values.
-///
-/// # Panics
-/// As [`max_pool_2x2`].
-pub fn max_pool_2x2_codes(input: &[u8], shape: (usize, usize, usize), c: usize, out: &mut [u8]) {
-    pool_2x2(input, shape, c, out, u8::max);
-}
-
 fn pool_2x2<T: Copy + Send + Sync>(
     input: &[T],
     (n, h, w): (usize, usize, usize),

@@ -42,6 +42,8 @@ static LAST_USE_MS: AtomicU64 = AtomicU64::new(0);
 /// to release nothing, again and again).
 static USED_SINCE_RELEASE: AtomicBool = AtomicBool::new(false);
 static IDLE_THREAD: Once = Once::new();
+/// The idle-release thread, to wake when the idle time changes.
+static IDLE_THREAD_HANDLE: OnceLock<std::thread::Thread> = OnceLock::new();
 
 thread_local! {
     /// This thread's im2col / Winograd scratch (at most one chunk's worth).
@@ -106,10 +108,14 @@ pub fn idle_release() -> Option<Duration> {
     }
 }
 
-/// Sets [`idle_release`] (`None`, or zero: never). Process-wide.
+/// Sets [`idle_release`] (`None`, or zero: never). Process-wide; takes effect at once (the
+/// release thread, asleep for the old time, is woken).
 pub fn set_idle_release(after: Option<Duration>) {
     let ms = after.map_or(0, |d| d.as_millis().clamp(1, u64::MAX as u128) as u64);
     IDLE_RELEASE_MS.store(ms, Ordering::Relaxed);
+    if let Some(thread) = IDLE_THREAD_HANDLE.get() {
+        thread.unpark();
+    }
 }
 
 /// Notes a use of the buffers, for the idle release; starts its thread on the first use.
@@ -118,18 +124,21 @@ fn note_use() {
     USED_SINCE_RELEASE.store(true, Ordering::Relaxed);
     IDLE_THREAD.call_once(|| {
         // Without the thread nothing is released by itself; release_all still works.
-        let _ = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("mgecl-idle-release".into())
             .spawn(release_when_idle);
+        if let Ok(handle) = spawned {
+            let _ = IDLE_THREAD_HANDLE.set(handle.thread().clone());
+        }
     });
 }
 
-/// The idle-release thread: wakes when the buffers could have become idle, releases them if
-/// they have; sleeps a second at a time while the release is off.
+/// The idle-release thread: wakes when the buffers could have become idle (or the idle time
+/// changes), releases them if they have; sleeps while the release is off.
 fn release_when_idle() {
     loop {
         let Some(idle) = idle_release() else {
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::park_timeout(Duration::from_secs(1));
             continue;
         };
         let idle_ms = idle.as_millis() as u64;
@@ -142,7 +151,7 @@ fn release_when_idle() {
         } else {
             idle_ms - since
         };
-        std::thread::sleep(Duration::from_millis(wait.max(1)));
+        std::thread::park_timeout(Duration::from_millis(wait.max(1)));
     }
 }
 

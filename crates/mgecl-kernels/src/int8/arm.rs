@@ -9,7 +9,7 @@ use std::arch::asm;
 use super::store::{Output, MAX_WIDTH};
 use super::{PackedWeights, Rows, LANES};
 
-/// Rows per block: 4 rows of 16 columns (four registers each) keep 16 accumulators, 4 rows'
+/// Rows per block (a pooling window): 4 rows of 16 columns (four registers each) keep 16 accumulators, 4 rows'
 /// codes and 4 weight registers in the 32 NEON registers.
 const MR: usize = 4;
 
@@ -40,9 +40,11 @@ unsafe fn sdot<const LANE: i32>(acc: int32x4_t, b: int8x16_t, a: int8x16_t) -> i
 /// The CPU has NEON and the dot-product extension; `rows` holds `m` rows of `w`'s depth;
 /// `out` holds `(m, w.n)` values ([`Output::check`]).
 #[target_feature(enable = "neon,dotprod")]
-pub(super) unsafe fn gemm(rows: Rows, m: usize, w: &PackedWeights, out: &mut Output) {
+pub(super) unsafe fn gemm(rows: Rows, m: usize, w: &PackedWeights, out: &mut Output, pooled: bool) {
     let n16 = w.n16;
     let (tap_count, groups) = (rows.tap_count(), rows.tap_len() / 4);
+    // Each block's sums on their way to the store (one array: no memset per block).
+    let mut sums = [[0i32; MAX_WIDTH]; MR];
     let mut i = 0;
     while i < m {
         let count = MR.min(m - i);
@@ -107,7 +109,6 @@ pub(super) unsafe fn gemm(rows: Rows, m: usize, w: &PackedWeights, out: &mut Out
                 }
             }
             let cols = j..(j + LANES).min(w.n);
-            let mut sums = [[0i32; MAX_WIDTH]; MR];
             for (sums, acc) in sums.iter_mut().zip(&acc).take(count) {
                 for (v, acc) in acc.iter().enumerate() {
                     // SAFETY: 4 values into the row's array.
@@ -118,7 +119,7 @@ pub(super) unsafe fn gemm(rows: Rows, m: usize, w: &PackedWeights, out: &mut Out
                     *sum = sum.wrapping_add(*shift);
                 }
             }
-            out.store(sums.as_flattened(), MAX_WIDTH, (i, count), cols, w);
+            out.store(sums.as_flattened(), MAX_WIDTH, (i, count), cols, w, pooled);
         }
         i += count;
     }

@@ -9,11 +9,9 @@
 //! finish them with the same epilogue (`store.rs`), so results do not depend on the machine
 //! or the number of threads.
 
-use std::ops::Range;
-
 use rayon::prelude::*;
 
-use crate::conv::{im2col_codes, tap_runs, IN_PAD};
+use crate::conv::{im2col_codes, tap_runs, ConvRows, IN_PAD};
 use crate::scratch::with_code_scratch;
 
 #[cfg(target_arch = "aarch64")]
@@ -256,44 +254,57 @@ impl Kernel {
     /// When `a` holds fewer than `m` rows, `out` (or its epilogue) fewer than `(m, n)`
     /// values, or this CPU lacks the implementation's instructions.
     pub fn run(self, a: &[u8], m: usize, w: &PackedWeights, out: &mut Output) {
-        self.run_rows(Rows::Dense { a, lda: w.k4 }, m, w, out);
+        self.run_rows(Rows::Dense { a, lda: w.k4 }, m, w, out, false);
     }
 
-    /// A stride-1 `k x k` convolution (padding `k / 2` with `zero_point`) of the NHWC codes
-    /// `x` (`(h, w)` images of `c` channels) at output pixels `pixels`, weights rows
-    /// `[ky][kx][c]`, on this thread, written as `out` says (one row per pixel). Where `c`
-    /// is a multiple of 4 the kernel reads `x` in place, each pixel as one run per kernel row
-    /// ([`crate::conv::tap_runs`]: only the edge pixels' runs are copied); else through
-    /// im2col rows in this thread's scratch.
+    /// A stride-1 convolution of `input` (weights rows `[ky][kx][c]`) at the output pixels
+    /// `rows`, on this thread, written as `out` says: one row per pixel, or with `pooled`
+    /// (`rows` must be windows) one row per 2x2 window, the max of its 4 pixels' outputs
+    /// (the 2x2 max-pool of the outputs: of the codes, the values or the sums). Where the
+    /// channels are a multiple of 4 the kernel reads the input in place, each pixel as one
+    /// run per kernel row ([`crate::conv::tap_runs`]: only the edge pixels' runs are
+    /// copied); else through im2col rows in this thread's scratch.
     ///
     /// # Panics
-    /// When `weights` are not `k * k * c` deep, `k` exceeds 3, `x` is too short for the
-    /// pixels' images, `out` holds fewer than `(pixels.len(), n)` values, or this CPU lacks
-    /// the implementation's instructions.
-    #[allow(clippy::too_many_arguments)]
+    /// When `weights` are not `k * k * c` deep, `k` exceeds 3, the input is too short for
+    /// the pixels' images, `pooled` is asked of pixels, `out` holds fewer than (rows,
+    /// columns) values, or this CPU lacks the implementation's instructions.
     pub fn convolve(
         self,
-        x: &[u8],
-        (h, w): (usize, usize),
-        c: usize,
-        k: usize,
-        pixels: Range<usize>,
-        zero_point: u8,
+        input: &ConvInput,
+        rows: &ConvRows,
+        pooled: bool,
         weights: &PackedWeights,
         out: &mut Output,
     ) {
+        let &ConvInput {
+            codes: x,
+            hw,
+            channels: c,
+            kernel: k,
+            zero_point,
+        } = input;
         assert!(weights.k == k * k * c && k <= MAX_TAPS);
-        let m = pixels.len();
+        assert!(
+            !pooled || matches!(rows, ConvRows::Windows(_)),
+            "only windows can be pooled"
+        );
+        let m = rows.len();
         if !c.is_multiple_of(4) {
             return with_code_scratch(m * weights.k4, |cols| {
-                im2col_codes(x, (h, w), c, k, pixels, weights.k4, zero_point, cols);
-                self.run(cols, m, weights, out);
+                im2col_codes(x, hw, c, k, rows, weights.k4, zero_point, cols);
+                let rows = Rows::Dense {
+                    a: cols,
+                    lda: weights.k4,
+                };
+                self.run_rows(rows, m, weights, out, pooled);
             });
         }
-        if k == 1 {
-            return self.run(&x[pixels.start * c..pixels.end * c], m, weights, out);
+        if let (1, ConvRows::Pixels(pixels)) = (k, rows) {
+            let a = &x[pixels.start * c..pixels.end * c];
+            return self.run_rows(Rows::Dense { a, lda: c }, m, weights, out, false);
         }
-        let runs = tap_runs(x, (h, w), c, k, pixels, zero_point);
+        let runs = tap_runs(x, hw, c, k, rows, zero_point);
         let rows = Rows::Runs {
             x,
             pad: &runs.pad,
@@ -301,25 +312,42 @@ impl Kernel {
             count: k,
             len: k * c,
         };
-        self.run_rows(rows, m, weights, out);
+        self.run_rows(rows, m, weights, out, pooled);
     }
 
-    fn run_rows(self, rows: Rows, m: usize, w: &PackedWeights, out: &mut Output) {
+    fn run_rows(self, rows: Rows, m: usize, w: &PackedWeights, out: &mut Output, pooled: bool) {
         rows.check(m, w);
-        out.check(m, w.n);
+        assert!(!pooled || m.is_multiple_of(4));
+        out.check(m, if pooled { m / 4 } else { m }, w.n);
         assert!(self.supported(), "this CPU lacks {self:?}'s instructions");
         match self {
             // SAFETY (all three): the CPU has the features (asserted above); the operands are
             // as long as the kernel reads and writes (checked above).
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => unsafe { x86::avx512::gemm(rows, m, w, out) },
+            Kernel::Avx512Vnni => unsafe { x86::avx512::gemm(rows, m, w, out, pooled) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::AvxVnni => unsafe { x86::avx256::gemm(rows, m, w, out) },
+            Kernel::AvxVnni => unsafe { x86::avx256::gemm(rows, m, w, out, pooled) },
             #[cfg(target_arch = "aarch64")]
-            Kernel::Dotprod => unsafe { arm::gemm(rows, m, w, out) },
-            Kernel::Portable => portable(rows, m, w, out),
+            Kernel::Dotprod => unsafe { arm::gemm(rows, m, w, out, pooled) },
+            Kernel::Portable => portable(rows, m, w, out, pooled),
         }
     }
+}
+
+/// The input of a stride-1 `kernel x kernel` convolution (padding `kernel / 2`): NHWC
+/// codes of `hw` images with `channels` channels, padded with `zero_point` (the code of 0.0).
+#[derive(Debug, Clone, Copy)]
+pub struct ConvInput<'a> {
+    /// The batch's codes.
+    pub codes: &'a [u8],
+    /// Image height and width.
+    pub hw: (usize, usize),
+    /// Channels per pixel.
+    pub channels: usize,
+    /// The kernel's side (1 or 3).
+    pub kernel: usize,
+    /// The code of 0.0, what padding reads.
+    pub zero_point: u8,
 }
 
 /// Most runs one row of a product is read in (a 3x3 convolution reads 3).
@@ -409,28 +437,33 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// One row at a time, all columns' sums in a buffer, stored [`MAX_WIDTH`] columns at a time.
-fn portable(rows: Rows, m: usize, w: &PackedWeights, out: &mut Output) {
+/// Rows in blocks of 4 (a pooling window), all columns' sums in a buffer, stored
+/// [`MAX_WIDTH`] columns at a time.
+fn portable(rows: Rows, m: usize, w: &PackedWeights, out: &mut Output, pooled: bool) {
+    const MR: usize = 4;
     let (n16, groups) = (w.n16, rows.tap_len() / 4);
-    let mut row = vec![0i32; n16];
-    for i in 0..m {
-        row.fill(0);
-        for t in 0..rows.tap_count() {
-            for (g, a4) in rows.tap(i, t).chunks_exact(4).enumerate() {
-                let group = t * groups + g;
-                let block = &w.data[group * n16 * 4..(group + 1) * n16 * 4];
-                for (acc, w4) in row.iter_mut().zip(block.chunks_exact(4)) {
-                    *acc += a4
-                        .iter()
-                        .zip(w4)
-                        .map(|(&x, &y)| i32::from(x) * i32::from(y))
-                        .sum::<i32>();
+    let mut block = vec![0i32; MR * n16];
+    for i in (0..m).step_by(MR) {
+        let count = MR.min(m - i);
+        block.fill(0);
+        for (r, sums) in block.chunks_exact_mut(n16).enumerate().take(count) {
+            for t in 0..rows.tap_count() {
+                for (g, a4) in rows.tap(i + r, t).chunks_exact(4).enumerate() {
+                    let group = t * groups + g;
+                    let weights = &w.data[group * n16 * 4..(group + 1) * n16 * 4];
+                    for (acc, w4) in sums.iter_mut().zip(weights.chunks_exact(4)) {
+                        *acc += a4
+                            .iter()
+                            .zip(w4)
+                            .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                            .sum::<i32>();
+                    }
                 }
             }
         }
         for j in (0..w.n).step_by(MAX_WIDTH) {
             let cols = j..(j + MAX_WIDTH).min(w.n);
-            out.store(&row[j..], 0, (i, 1), cols, w);
+            out.store(&block[j..], n16, (i, count), cols, w, pooled);
         }
     }
 }

@@ -53,20 +53,21 @@ pub enum Output<'a> {
 }
 
 impl Output<'_> {
-    /// Checks that the output and the epilogue hold `(m, n)` values.
+    /// Checks that the output holds `(outputs, n)` values and the epilogue `n` columns and
+    /// (its addend) the product's `(rows, n)`.
     ///
     /// # Panics
     /// When one is too short, or a scale is not finite and positive.
-    pub(super) fn check(&self, m: usize, n: usize) {
+    pub(super) fn check(&self, rows: usize, outputs: usize, n: usize) {
         let check_epilogue = |e: &Epilogue| {
             assert!(e.offsets.len() >= n && e.multipliers.len() >= n);
             assert!(e.bias.is_none_or(|b| b.len() >= n));
-            assert!(e.addend.is_none_or(|a| a.len() >= m * n));
+            assert!(e.addend.is_none_or(|a| a.len() >= rows * n));
         };
         match self {
-            Output::Sums(dst) => assert!(dst.len() >= m * n),
+            Output::Sums(dst) => assert!(dst.len() >= outputs * n),
             Output::Floats(dst, e) => {
-                assert!(dst.len() >= m * n);
+                assert!(dst.len() >= outputs * n);
                 check_epilogue(e);
             }
             Output::Codes {
@@ -75,7 +76,7 @@ impl Output<'_> {
                 scale,
                 ..
             } => {
-                assert!(codes.len() >= m * n && scale.is_finite() && *scale > 0.0);
+                assert!(codes.len() >= outputs * n && scale.is_finite() && *scale > 0.0);
                 check_epilogue(epilogue);
             }
         }
@@ -83,7 +84,9 @@ impl Output<'_> {
 
     /// Stores rows `i..i + rows`, columns `cols` (at most [`MAX_WIDTH`]) of the product
     /// from the kernel's raw sums `raw[r * stride + c]` (`c` counting from `cols.start`),
-    /// which still include the `128 * sum_l w[l][j]` shift.
+    /// which still include the `128 * sum_l w[l][j]` shift. With `pooled`, `i` and `rows`
+    /// are multiples of 4 and each 4 rows (a pooling window) store their max as output row
+    /// `(i + r) / 4`.
     #[inline(always)]
     pub(super) fn store(
         &mut self,
@@ -92,22 +95,39 @@ impl Output<'_> {
         (i, rows): (usize, usize),
         cols: Range<usize>,
         w: &PackedWeights,
+        pooled: bool,
     ) {
         let (n, width) = (w.n, cols.len());
         debug_assert!(width <= MAX_WIDTH);
         let shift = &w.shift[cols.clone()];
-        for r in 0..rows {
-            let raw = &raw[r * stride..r * stride + width];
-            let at = (i + r) * n + cols.start;
+        let group = if pooled { 4 } else { 1 };
+        for r in (0..rows).step_by(group) {
+            // Row r + q of the block: its raw sums, and its first value's index in (m, n)
+            // (where its addend is).
+            let raw_of = |q: usize| &raw[(r + q) * stride..(r + q) * stride + width];
+            let addend_at = |q: usize| (i + r + q) * n + cols.start;
+            let at = (i + r) / group * n + cols.start;
             match self {
                 Output::Sums(dst) => {
-                    for ((d, &s), &shift) in dst[at..at + width].iter_mut().zip(raw).zip(shift) {
-                        *d = s - shift;
+                    let dst = &mut dst[at..at + width];
+                    for q in 0..group {
+                        for (d, (&s, &shift)) in dst.iter_mut().zip(raw_of(q).iter().zip(shift)) {
+                            *d = if q == 0 {
+                                s - shift
+                            } else {
+                                (*d).max(s - shift)
+                            };
+                        }
                     }
                 }
                 Output::Floats(dst, e) => {
-                    let y = values(e, raw, shift, cols.clone(), at);
-                    dst[at..at + width].copy_from_slice(&y[..width]);
+                    let dst = &mut dst[at..at + width];
+                    for q in 0..group {
+                        let y = values(e, raw_of(q), shift, cols.clone(), addend_at(q));
+                        for (d, &y) in dst.iter_mut().zip(&y[..width]) {
+                            *d = if q == 0 { y } else { d.max(y) };
+                        }
+                    }
                 }
                 Output::Codes {
                     codes,
@@ -115,10 +135,14 @@ impl Output<'_> {
                     scale,
                     zero_point,
                 } => {
-                    let y = values(epilogue, raw, shift, cols.clone(), at);
                     let (inverse, zero) = (1.0 / *scale, f32::from(*zero_point));
-                    for (code, &y) in codes[at..at + width].iter_mut().zip(&y[..width]) {
-                        *code = code_of(y, inverse, zero);
+                    let codes = &mut codes[at..at + width];
+                    for q in 0..group {
+                        let y = values(epilogue, raw_of(q), shift, cols.clone(), addend_at(q));
+                        for (code, &y) in codes.iter_mut().zip(&y[..width]) {
+                            let new = code_of(y, inverse, zero);
+                            *code = if q == 0 { new } else { (*code).max(new) };
+                        }
                     }
                 }
             }
@@ -127,7 +151,7 @@ impl Output<'_> {
 }
 
 /// The epilogue of one row's columns `cols`: `raw` are the kernel's sums, `at` the index of
-/// the row's first value in the `(m, n)` output (for the addend).
+/// the row's first value in the product's `(m, n)` (for the addend).
 #[inline(always)]
 fn values(
     e: &Epilogue,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::conv::ConvRows;
 
 /// A reproducible sequence covering the whole range of each type.
 fn bytes(len: usize, seed: u32) -> Vec<u8> {
@@ -150,18 +151,21 @@ fn epilogues_match_the_definition_exactly() {
 
 /// Convolutions read in place (and through im2col where channels are not a multiple of 4)
 /// against the definition, on every implementation: 3x3 and 1x1, images one or two pixels
-/// wide or high (every tap at an edge), a chunk starting mid-image, padding with a zero point
-/// other than the kernel's shift.
+/// wide or high (every tap at an edge), chunks starting mid-image, padding with a zero point
+/// other than the kernel's shift; pixels in order and by 2x2 window (odd sides: the last
+/// row and column in no window), unpooled and max-pooled, as sums, values (with and without
+/// a residual: with one, the epilogue cannot be pooled through the sums) and codes.
 #[test]
 fn convolutions_match_the_definition_exactly() {
-    for ((n, h, w), c, k, c_out, pixels) in [
-        ((2, 5, 6), 8, 3, 20, 7..53),
-        ((3, 1, 1), 4, 3, 16, 0..3),
-        ((2, 2, 7), 12, 3, 33, 0..28),
-        ((1, 9, 2), 4, 3, 5, 3..18),
-        ((2, 4, 3), 3, 3, 17, 1..24),
-        ((2, 4, 5), 8, 1, 40, 5..40),
-        ((1, 3, 3), 5, 1, 7, 0..9),
+    for ((n, h, w), c, k, c_out, pixels, windows) in [
+        ((2, 5, 6), 8, 3, 20, 7..53, 1..11),
+        ((3, 1, 1), 4, 3, 16, 0..3, 0..0),
+        ((2, 2, 7), 12, 3, 33, 0..28, 0..6),
+        ((1, 9, 2), 4, 3, 5, 3..18, 0..4),
+        ((2, 4, 3), 3, 3, 17, 1..24, 1..4),
+        ((2, 4, 5), 8, 1, 40, 5..40, 0..8),
+        ((1, 3, 3), 5, 1, 7, 0..9, 0..1),
+        ((2, 7, 7), 4, 3, 32, 0..98, 0..18),
     ] {
         let x = bytes(n * h * w * c, 21);
         let weights: Vec<i8> = bytes(k * k * c * c_out, 22)
@@ -169,49 +173,125 @@ fn convolutions_match_the_definition_exactly() {
             .map(|b| b as i8)
             .collect();
         let packed = PackedWeights::new(&weights, k * k * c, c_out);
-        let zero_point = 37u8;
+        let input = ConvInput {
+            codes: &x,
+            hw: (h, w),
+            channels: c,
+            kernel: k,
+            zero_point: 37,
+        };
         let pad = (k / 2) as isize;
-        let want: Vec<i32> = pixels
-            .clone()
-            .flat_map(|p| (0..c_out).map(move |j| (p, j)))
-            .map(|(p, j)| {
-                let (image, y, xx) = (p / (h * w), (p / w) % h, p % w);
-                let mut sum = 0;
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let iy = y as isize + ky as isize - pad;
-                        let ix = xx as isize + kx as isize - pad;
-                        let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
-                        for ch in 0..c {
-                            let code = if inside {
-                                x[((image * h + iy as usize) * w + ix as usize) * c + ch]
-                            } else {
-                                zero_point
-                            };
-                            let weight = weights[((ky * k + kx) * c + ch) * c_out + j];
-                            sum += (i32::from(code) - 128) * i32::from(weight);
-                        }
+        // The definition: sum over the taps inside the image of (code - 128) * weight, the
+        // padding reading the zero point.
+        let sum_at = |(image, y, xx): (usize, usize, usize), j: usize| {
+            let mut sum = 0;
+            for ky in 0..k {
+                for kx in 0..k {
+                    let iy = y as isize + ky as isize - pad;
+                    let ix = xx as isize + kx as isize - pad;
+                    let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                    for ch in 0..c {
+                        let code = if inside {
+                            x[((image * h + iy as usize) * w + ix as usize) * c + ch]
+                        } else {
+                            input.zero_point
+                        };
+                        let weight = weights[((ky * k + kx) * c + ch) * c_out + j];
+                        sum += (i32::from(code) - 128) * i32::from(weight);
                     }
                 }
-                sum
-            })
-            .collect();
-        for kernel in Kernel::available() {
-            let mut sums = vec![i32::MIN; pixels.len() * c_out + 1];
-            let mut out = Output::Sums(&mut sums);
-            kernel.convolve(
-                &x,
-                (h, w),
-                c,
-                k,
-                pixels.clone(),
-                zero_point,
-                &packed,
-                &mut out,
-            );
-            let shape = format!("{kernel:?} {n}x{h}x{w}x{c} k{k}");
-            assert_eq!(&sums[..want.len()], &want[..], "{shape}");
-            assert_eq!(sums[want.len()], i32::MIN, "{shape}: tail written");
+            }
+            sum
+        };
+        let at = |p: usize| (p / (h * w), (p / w) % h, p % w);
+        let by_window = |q: usize| {
+            let (h2, w2) = (h / 2, w / 2);
+            let (image, y, xx) = (q / (h2 * w2), 2 * ((q / w2) % h2), 2 * (q % w2));
+            [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| (image, y + dy, xx + dx))
+        };
+        let in_order: Vec<_> = pixels.clone().map(at).collect();
+        let windowed: Vec<_> = windows.clone().flat_map(by_window).collect();
+        for (rows, coordinates) in [
+            (ConvRows::Pixels(pixels.clone()), &in_order),
+            (ConvRows::Windows(windows.clone()), &windowed),
+        ] {
+            let m = coordinates.len();
+            let want: Vec<i32> = coordinates
+                .iter()
+                .flat_map(|&p| (0..c_out).map(move |j| (p, j)))
+                .map(|(p, j)| sum_at(p, j))
+                .collect();
+            // The epilogue of the outputs, by the definition, each row's addend its own.
+            let unit = 1.0 / (5476.0 * ((k * k * c) as f32).sqrt());
+            let offsets: Vec<i32> = (0..c_out as i32).map(|j| (j % 7 - 3) * 911).collect();
+            let multipliers: Vec<f32> = (0..c_out).map(|j| unit * (1.0 + j as f32 / 9.0)).collect();
+            let bias: Vec<f32> = (0..c_out).map(|j| (j % 5) as f32 * 0.1 - 0.2).collect();
+            let addend: Vec<f32> = (0..m * c_out)
+                .map(|i| (i % 11) as f32 * 0.05 - 0.25)
+                .collect();
+            let (scale, zero_point) = (0.02, 90u8);
+            for kernel in Kernel::available() {
+                let shape = format!("{kernel:?} {n}x{h}x{w}x{c} k{k} {rows:?}");
+                let mut sums = vec![i32::MIN; m * c_out + 1];
+                kernel.convolve(&input, &rows, false, &packed, &mut Output::Sums(&mut sums));
+                assert_eq!(&sums[..m * c_out], &want[..], "{shape}");
+                assert_eq!(sums[m * c_out], i32::MIN, "{shape}: tail written");
+                if !matches!(rows, ConvRows::Windows(_)) {
+                    continue;
+                }
+                let pool = |values: &[f32]| -> Vec<f32> {
+                    (0..m / 4 * c_out)
+                        .map(|o| {
+                            let (q, j) = (o / c_out, o % c_out);
+                            (0..4).fold(f32::NEG_INFINITY, |a, r| {
+                                a.max(values[(4 * q + r) * c_out + j])
+                            })
+                        })
+                        .collect()
+                };
+                let mut pooled_sums = vec![0; m / 4 * c_out];
+                let mut out = Output::Sums(&mut pooled_sums);
+                kernel.convolve(&input, &rows, true, &packed, &mut out);
+                let want_f: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+                let pooled_want: Vec<i32> = pool(&want_f).iter().map(|&v| v as i32).collect();
+                assert_eq!(pooled_sums, pooled_want, "{shape} pooled sums");
+                for with_addend in [false, true] {
+                    let epilogue = Epilogue {
+                        offsets: &offsets,
+                        multipliers: &multipliers,
+                        bias: Some(&bias),
+                        addend: with_addend.then_some(&addend[..]),
+                        slope: Some(0.1),
+                    };
+                    let values: Vec<f32> = want
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &s)| {
+                            let j = i % c_out;
+                            let mut y = (s + offsets[j]) as f32 * multipliers[j] + bias[j];
+                            if with_addend {
+                                y += addend[i];
+                            }
+                            y.max(0.1 * y)
+                        })
+                        .collect();
+                    let mut floats = vec![0.0; m / 4 * c_out];
+                    let mut out = Output::Floats(&mut floats, epilogue);
+                    kernel.convolve(&input, &rows, true, &packed, &mut out);
+                    assert_eq!(floats, pool(&values), "{shape} pooled values");
+                    let mut codes = vec![0u8; m / 4 * c_out];
+                    let mut out = Output::Codes {
+                        codes: &mut codes,
+                        epilogue,
+                        scale,
+                        zero_point,
+                    };
+                    kernel.convolve(&input, &rows, true, &packed, &mut out);
+                    let mut want_codes = vec![0u8; m / 4 * c_out];
+                    quantize_activations(&pool(&values), scale, zero_point, &mut want_codes);
+                    assert_eq!(codes, want_codes, "{shape} pooled codes");
+                }
+            }
         }
     }
 }
