@@ -20,8 +20,9 @@ pub fn im2col(
     cols: &mut [f32],
 ) {
     assert!(depth >= k * k * c && cols.len() >= pixels.len() * depth);
-    let pixels = ConvRows::Pixels(pixels);
-    im2col_pixels(x, (h, w), c, k, pixels.pixels((h, w)), depth, 0.0, cols);
+    let pixels = ConvRows::Pixels(pixels).pixels((h, w));
+    let copy = |dst: &mut [f32], src: &[f32]| dst.copy_from_slice(src);
+    im2col_pixels(x, (h, w), c, k, pixels, depth, 0.0, cols, copy);
 }
 
 /// [`im2col`] of int8 activation codes ([`crate::int8::quantize_activations`]), padded with
@@ -43,7 +44,21 @@ pub fn im2col_codes(
 ) {
     assert!(depth >= k * k * c && cols.len() >= rows.len() * depth);
     let pixels = rows.pixels((h, w));
-    im2col_pixels(x, (h, w), c, k, pixels, depth, zero_point, cols);
+    // The input layers' tap rows are a few bytes (3 for one channel, 9 for RGB): copied as
+    // fixed-size arrays, not through a call to memcpy each.
+    fn fixed<const RUN: usize>(dst: &mut [u8], src: &[u8]) {
+        let run: [u8; RUN] = src.try_into().expect("a run of RUN codes");
+        dst.copy_from_slice(&run);
+    }
+    let hw = (h, w);
+    match k * c {
+        3 => im2col_pixels(x, hw, c, k, pixels, depth, zero_point, cols, fixed::<3>),
+        9 => im2col_pixels(x, hw, c, k, pixels, depth, zero_point, cols, fixed::<9>),
+        _ => {
+            let copy = |dst: &mut [u8], src: &[u8]| dst.copy_from_slice(src);
+            im2col_pixels(x, hw, c, k, pixels, depth, zero_point, cols, copy)
+        }
+    }
 }
 
 /// Which output pixels of a stride-1 convolution over NHWC `(h, w)` images are computed, in
@@ -232,6 +247,7 @@ fn im2col_pixels<T: Copy>(
     depth: usize,
     zero: T,
     cols: &mut [T],
+    copy_run: impl Fn(&mut [T], &[T]),
 ) {
     let pad = k / 2;
     for ((image, y, xx), row) in pixels.zip(cols.chunks_exact_mut(depth)) {
@@ -244,7 +260,7 @@ fn im2col_pixels<T: Copy>(
             let line = &x[(image * h + iy) * w * c..(image * h + iy + 1) * w * c];
             if xx >= pad && xx + k - pad <= w {
                 // The whole tap row is inside the image: one copy.
-                tap_row.copy_from_slice(&line[(xx - pad) * c..(xx - pad + k) * c]);
+                copy_run(tap_row, &line[(xx - pad) * c..(xx - pad + k) * c]);
             } else {
                 for (kx, tap) in tap_row.chunks_exact_mut(c).enumerate() {
                     let ix = (xx + kx).wrapping_sub(pad);
