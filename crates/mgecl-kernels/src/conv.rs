@@ -204,36 +204,44 @@ pub fn tap_runs(
     rows: &ConvRows,
     zero_point: u8,
 ) -> TapRuns {
-    let (pad, run) = (k / 2, k * c);
-    let mut runs = TapRuns {
-        offsets: Vec::with_capacity(rows.len() * k),
-        pad: vec![zero_point; run],
-    };
-    for (image, y, xx) in rows.pixels((h, w)) {
-        let inside_x = xx >= pad && xx + pad < w;
-        for ky in 0..k {
-            let iy = (y + ky).wrapping_sub(pad);
-            let offset = if iy >= h {
-                IN_PAD
-            } else if inside_x {
-                ((image * h + iy) * w + xx - pad) * c
-            } else {
-                // An edge pixel: its run written out, the zero point outside the image.
-                let line = &x[(image * h + iy) * w * c..(image * h + iy + 1) * w * c];
-                let at = runs.pad.len();
-                for kx in 0..k {
-                    let ix = (xx + kx).wrapping_sub(pad);
-                    match line.get(ix * c..(ix + 1) * c).filter(|_| ix < w) {
-                        Some(codes) => runs.pad.extend_from_slice(codes),
-                        None => runs.pad.resize(runs.pad.len() + c, zero_point),
-                    }
+    let (pad, run, line) = (k / 2, k * c, w * c);
+    let mut offsets = vec![IN_PAD; rows.len() * k];
+    let mut pad_runs = vec![zero_point; run];
+    for ((image, y, xx), offsets) in rows.pixels((h, w)).zip(offsets.chunks_exact_mut(k)) {
+        let top = image * h;
+        if xx >= pad && xx + pad < w {
+            // Inside the image's width: each kernel row's run is in the batch (or, above or
+            // below the image, the run of zero points).
+            let start = (xx - pad) * c;
+            for (ky, offset) in offsets.iter_mut().enumerate() {
+                let iy = (y + ky).wrapping_sub(pad);
+                if iy < h {
+                    *offset = (top + iy) * line + start;
                 }
-                IN_PAD | at
-            };
-            runs.offsets.push(offset);
+            }
+            continue;
+        }
+        // An edge pixel: its runs written out, the zero point outside the image.
+        for (ky, offset) in offsets.iter_mut().enumerate() {
+            let iy = (y + ky).wrapping_sub(pad);
+            if iy >= h {
+                continue;
+            }
+            let codes = &x[(top + iy) * line..(top + iy + 1) * line];
+            *offset = IN_PAD | pad_runs.len();
+            for kx in 0..k {
+                let ix = (xx + kx).wrapping_sub(pad);
+                match codes.get(ix * c..(ix + 1) * c).filter(|_| ix < w) {
+                    Some(pixel) => pad_runs.extend_from_slice(pixel),
+                    None => pad_runs.resize(pad_runs.len() + c, zero_point),
+                }
+            }
         }
     }
-    runs
+    TapRuns {
+        offsets,
+        pad: pad_runs,
+    }
 }
 
 /// The im2col rows of the output pixels `(image, y, x)`, one per `depth` values of `cols`.
