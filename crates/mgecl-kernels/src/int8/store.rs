@@ -1,7 +1,8 @@
 //! What a product does with its sums while they are in registers or L1: keep them, or turn
-//! them into a convolution's outputs (dequantise, bias, residual, activation) and store
-//! those as f32 or as the codes the next layer reads. One generic body: each kernel inlines
-//! it into its own instruction set, so all of them compute the same bits.
+//! them into a convolution's outputs (dequantise, bias, residual, activation, optionally the
+//! max of each pooling window of 4 rows) and store those as f32 or as the codes the next
+//! layer reads. One generic body, the definition: the portable, AVX-VNNI and `sdot` kernels
+//! inline it; the AVX-512 kernel repeats it in intrinsics (`x86.rs`, tested bit for bit).
 
 use std::ops::Range;
 
@@ -30,7 +31,8 @@ pub struct Epilogue<'a> {
     pub slope: Option<f32>,
 }
 
-/// Where a product writes, row-major `(m, n)`.
+/// Where a product writes, row-major `(m, n)` (`(m / 4, n)` when
+/// [`Kernel::convolve`](super::Kernel::convolve) pools windows of 4 rows).
 #[derive(Debug)]
 pub enum Output<'a> {
     /// The exact sums `sum_l (a[i][l] - 128) * w[l][j]`.
