@@ -77,6 +77,32 @@ def load_torch_model(torch, model_path):
     return model.eval(), meta
 
 
+def quantize_fx(torch, model, calibration):
+    """PyTorch's own int8 of `model`: `torch.ao.quantization`'s FX graph mode with the x86
+    backend's default qconfig mapping (per-channel int8 weights, uint8 activations), its
+    observers run on the batches `calibration`."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    torch.backends.quantized.engine = "x86"
+
+    class Features(torch.nn.Module):
+        """forward(x) alone, so that FX traces `is_feat` as the constant False."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    prepared = prepare_fx(Features(model).eval(), get_default_qconfig_mapping("x86"),
+                          example_inputs=(calibration[0],))
+    with torch.inference_mode():
+        for batch in calibration:
+            prepared(batch)
+    return convert_fx(prepared)
+
+
 def time_forward(torch, model, x, repeats):
     """Best and median of `repeats` forwards of batch `x` after one warm-up, and images/s."""
     times = []

@@ -77,26 +77,7 @@ def main():
 
     batches = [args.images[i:i + args.batch] for i in range(0, len(args.images), args.batch)]
     if args.int8:
-        from torch.ao.quantization import get_default_qconfig_mapping
-        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-        torch.backends.quantized.engine = "x86"
-
-        class Features(torch.nn.Module):
-            """forward(x) alone, so that FX traces `is_feat` as the constant False."""
-
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, x):
-                return self.inner(x)
-
-        example = preprocess(batches[0])
-        prepared = prepare_fx(Features(model).eval(), get_default_qconfig_mapping("x86"),
-                              example_inputs=(example,))
-        with torch.inference_mode():
-            prepared(example)
-        model = convert_fx(prepared)
+        model = compare.quantize_fx(torch, model, [preprocess(batches[0])])
     else:
         model = model.to(memory_format=torch.channels_last)
     loaded = time.perf_counter()

@@ -30,40 +30,21 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import compare  # noqa: E402  (run_measured, torch_setup, load_torch_model, mgecl_time, time_forward)
+import compare  # noqa: E402  (run_measured, torch_setup, load_torch_model, quantize_fx, mgecl_time, time_forward)
 
 
 def torch_int8_time(args):
     """Worker: PyTorch's int8 (FX graph mode, x86 backend) of the reference model."""
     torch = compare.torch_setup(args.reference, args.threads)
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-    torch.backends.quantized.engine = "x86"
     model, meta = compare.load_torch_model(torch, args.model)
-
-    class Features(torch.nn.Module):
-        """forward(x) alone, so that FX traces `is_feat` as the constant False."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            return self.inner(x)
-
-    model = Features(model).eval()
     size = json.loads(meta["image_size"]) if meta["image_size"].startswith("[") else int(meta["image_size"])
     h, w = (size, size) if isinstance(size, int) else size
     c = int(meta["in_channels"])
     gen = torch.Generator().manual_seed(0)
-    example = torch.randn(1, c, h, w, generator=gen)
-    prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), example_inputs=(example,))
-    with torch.inference_mode():
-        for _ in range(4):
-            prepared(torch.randn(8, c, h, w, generator=gen))
-    quantized = convert_fx(prepared)
+    quantized = compare.quantize_fx(torch, model, [torch.randn(8, c, h, w, generator=gen) for _ in range(4)])
     x = torch.randn(args.batch, c, h, w, generator=gen)
     print(json.dumps(compare.time_forward(torch, quantized, x, args.repeats)))
+
 
 def child(args, worker, model, batch, repeats, layout="channels_last"):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--model", model,
