@@ -182,7 +182,7 @@ pub fn take_buffer<T: Pooled>(len: usize) -> Vec<T> {
 }
 
 /// Returns a buffer to the pool: freed instead when the pool would pass [`pool_limit`]; the
-/// smallest is freed past [`POOL_BUFFERS`] buffers.
+/// smallest is freed past 32 buffers (`POOL_BUFFERS`).
 pub fn give_buffer<T: Pooled>(buffer: Vec<T>) {
     let size = bytes(&buffer);
     let mut kept = T::pool();
