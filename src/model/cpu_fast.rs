@@ -29,7 +29,7 @@
 //! against (`tests/encoder_parity.rs`).
 
 use mgecl_kernels::conv::im2col;
-use mgecl_kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
+use mgecl_kernels::layout::nhwc_to_nchw;
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2};
 use mgecl_kernels::scratch::{give_buffer, take_buffer, with_scratch};
 use mgecl_kernels::winograd::{
@@ -39,7 +39,7 @@ use mgecl_kernels::winograd::{
 use mgecl_kernels::{gemm, Mat, Parallelism};
 use rayon::prelude::*;
 
-use super::folded::{FoldedConv, FoldedNet, FoldedShortcut};
+use super::folded::{nhwc_input, FoldedConv, FoldedNet, FoldedShortcut, Shape};
 
 /// `dst (m, n) = lhs (m, k) * rhs (k, n)`, all row-major and contiguous.
 fn matmul(
@@ -125,7 +125,7 @@ impl FusedConv {
     /// Convolves the NHWC batch `input` `(n, h, w, c_in)` into `out` `(n, h, w, c_out)`;
     /// `shortcut` `(n, h, w, shortcut_c_in)` feeds the fused 1x1 shortcut.
     fn forward(&self, input: &[f32], shape: Shape, shortcut: Option<&[f32]>, out: &mut [f32]) {
-        let pixels = shape.n * shape.h * shape.w;
+        let pixels = shape.pixels();
         assert_eq!(input.len(), pixels * self.c_in);
         assert_eq!(out.len(), pixels * self.c_out);
         match shortcut {
@@ -203,7 +203,7 @@ impl FusedConv {
         } else {
             Parallelism::None
         };
-        let pixels = shape.n * shape.h * shape.w;
+        let pixels = shape.pixels();
         if let Some(s) = shortcut {
             let sc = self.shortcut_c_in;
             assert_eq!(self.weight.len(), sc * c_out);
@@ -313,14 +313,6 @@ fn winograd_planes(folded: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
     planes
 }
 
-/// An NHWC batch shape (channels are implied by the layer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Shape {
-    n: usize,
-    h: usize,
-    w: usize,
-}
-
 /// One block: convolutions in sequence (a fused shortcut reads the block input), then an
 /// optional 2x2 max-pool.
 struct Block {
@@ -383,14 +375,11 @@ impl FastNet {
         keep_blocks: bool,
     ) -> FastOutput {
         let c = self.in_channels;
-        assert_eq!(nchw.len(), n * c * h * w);
-        let mut x = take_buffer(nchw.len());
-        nchw_to_nhwc(nchw, (n, c, h * w), &mut x);
-        let mut shape = Shape { n, h, w };
+        let (mut x, mut shape) = nhwc_input(nchw, (n, c, h, w));
         let mut c_x = c;
         let mut blocks = Vec::new();
         for block in &self.blocks {
-            let pixels = shape.n * shape.h * shape.w;
+            let pixels = shape.pixels();
             let mut cur: Option<Vec<f32>> = None;
             for conv in &block.convs {
                 let mut out = take_buffer(pixels * conv.c_out);
@@ -405,12 +394,8 @@ impl FastNet {
             let c_y = block.convs.last().map_or(c_x, |conv| conv.c_out);
             give_buffer(std::mem::take(&mut x));
             if block.pool {
-                let pooled = Shape {
-                    n: shape.n,
-                    h: shape.h / 2,
-                    w: shape.w / 2,
-                };
-                x = take_buffer(pooled.n * pooled.h * pooled.w * c_y);
+                let pooled = shape.pooled();
+                x = take_buffer(pooled.pixels() * c_y);
                 max_pool_2x2(&y, (shape.n, shape.h, shape.w), c_y, &mut x);
                 give_buffer(y);
                 shape = pooled;

@@ -22,13 +22,13 @@ use mgecl_kernels::conv::ConvRows;
 use mgecl_kernels::int8::{
     self, quantize_activations, quantize_weights, ConvInput, Epilogue, Kernel, PackedWeights,
 };
-use mgecl_kernels::layout::{nchw_to_nhwc, nhwc_to_nchw};
+use mgecl_kernels::layout::nhwc_to_nchw;
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2};
 use mgecl_kernels::scratch::{give_buffer, take_buffer, with_scratch};
 use rayon::prelude::*;
 
 use super::cpu_fast::FastOutput;
-use super::folded::{FoldedConv, FoldedNet};
+use super::folded::{nhwc_input, FoldedConv, FoldedNet, Shape};
 
 /// Most output pixels one task computes (its shortcut scratch: 256 rows of f32 outputs).
 const CHUNK_ROWS: usize = 256;
@@ -257,14 +257,6 @@ impl QuantShortcut {
     }
 }
 
-/// An NHWC batch shape (channels are implied by the layer).
-#[derive(Debug, Clone, Copy)]
-struct Shape {
-    n: usize,
-    h: usize,
-    w: usize,
-}
-
 /// Where a convolution writes: its f32 outputs, or their codes for the layer that reads
 /// them (the same values quantised: `quantize_activations` of each output).
 enum Output<'a> {
@@ -333,11 +325,11 @@ fn convolve_into<T: Send>(
         pool,
     } = layer;
     let c_out = conv.weights.c_out;
-    let pixels = shape.n * shape.h * shape.w;
+    let pixels = shape.pixels();
     assert_eq!(codes.len(), pixels * conv.weights.c_in);
     // Output rows: pixels, or windows of 4 pixels.
     let (rows, per_row) = if pool {
-        (shape.n * (shape.h / 2) * (shape.w / 2), 4)
+        (shape.pooled().pixels(), 4)
     } else {
         (pixels, 1)
     };
@@ -411,7 +403,7 @@ impl QuantBlock {
         shape: Shape,
         next: Option<ActivationQuant>,
     ) -> (Activations, Shape) {
-        let pixels = shape.n * shape.h * shape.w;
+        let pixels = shape.pixels();
         let block_input = self.convs[0].input;
         let last = self.convs.len() - 1;
         let mut cur: Option<Vec<u8>> = None;
@@ -433,16 +425,8 @@ impl QuantBlock {
             .as_ref()
             .map(|s| (s, block_codes, block_input.zero_point));
         // The block's pool happens in the last convolution's store (window by window).
-        let out_shape = if self.pool {
-            Shape {
-                n: shape.n,
-                h: shape.h / 2,
-                w: shape.w / 2,
-            }
-        } else {
-            shape
-        };
-        let len = out_shape.n * out_shape.h * out_shape.w * conv.weights.c_out;
+        let out_shape = if self.pool { shape.pooled() } else { shape };
+        let len = out_shape.pixels() * conv.weights.c_out;
         let pool = self.pool;
         let y = match next {
             Some(next) => {
@@ -470,12 +454,8 @@ impl QuantBlock {
             return (y, shape);
         }
         let c = self.convs.last().map_or(0, |conv| conv.weights.c_out);
-        let pooled = Shape {
-            n: shape.n,
-            h: shape.h / 2,
-            w: shape.w / 2,
-        };
-        let mut x = vec![0.0; pooled.n * pooled.h * pooled.w * c];
+        let pooled = shape.pooled();
+        let mut x = vec![0.0; pooled.pixels() * c];
         max_pool_2x2(&y, (shape.n, shape.h, shape.w), c, &mut x);
         (x, pooled)
     }
@@ -500,10 +480,7 @@ impl QuantNet {
         w: usize,
     ) -> Self {
         let c = folded.in_channels;
-        assert_eq!(images.len(), n * c * h * w);
-        let mut x = vec![0.0; images.len()];
-        nchw_to_nhwc(images, (n, c, h * w), &mut x);
-        let mut shape = Shape { n, h, w };
+        let (mut x, mut shape) = nhwc_input(images, (n, c, h, w));
         let mut blocks = Vec::new();
         for folded_block in &folded.blocks {
             let block_input = ActivationQuant::calibrate(&x);
@@ -519,7 +496,7 @@ impl QuantNet {
             // Each convolution is quantised once its input, through the ones before, is
             // known (as `QuantBlock::forward` runs them).
             let block_codes = block_input.quantize(&x);
-            let pixels = shape.n * shape.h * shape.w;
+            let pixels = shape.pixels();
             let last = folded_block.convs.len() - 1;
             let mut cur: Option<Vec<f32>> = None;
             for (i, conv) in folded_block.convs.iter().enumerate() {
@@ -562,13 +539,9 @@ impl QuantNet {
         w: usize,
         keep_blocks: bool,
     ) -> FastOutput {
-        let c = self.in_channels;
-        assert_eq!(nchw.len(), n * c * h * w);
-        let mut x = take_buffer(nchw.len());
-        nchw_to_nhwc(nchw, (n, c, h * w), &mut x);
+        let (x, mut shape) = nhwc_input(nchw, (n, self.in_channels, h, w));
         let mut codes = self.blocks[0].convs[0].input.quantize(&x);
         give_buffer(x);
-        let mut shape = Shape { n, h, w };
         let mut blocks = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
             let next = self.blocks.get(i + 1).map(|b| b.convs[0].input);

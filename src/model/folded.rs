@@ -5,6 +5,9 @@
 //! per-channel bias, in f64, rounded once to f32. Weights are stored as the rows of an im2col
 //! product: `(k * k * c_in, c_out)`, rows ordered `[ky][kx][c_in]`.
 
+use mgecl_kernels::layout::nchw_to_nhwc;
+use mgecl_kernels::scratch::take_buffer;
+
 use super::conv4::Conv4Params;
 use super::resnet12::ResNet12Params;
 
@@ -38,6 +41,42 @@ pub(crate) struct FoldedBlock {
     pub(crate) convs: Vec<FoldedConv>,
     pub(crate) shortcut: Option<FoldedShortcut>,
     pub(crate) pool: bool,
+}
+
+/// An NHWC batch shape (channels are implied by the layer), as both CPU engines walk it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub(crate) n: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+}
+
+impl Shape {
+    /// Pixels in the batch.
+    pub(crate) fn pixels(self) -> usize {
+        self.n * self.h * self.w
+    }
+
+    /// After a 2x2 max-pool (floor: an odd last row or column is dropped).
+    pub(crate) fn pooled(self) -> Shape {
+        Shape {
+            n: self.n,
+            h: self.h / 2,
+            w: self.w / 2,
+        }
+    }
+}
+
+/// The engines' input: a normalised NCHW batch `(n, c, h, w)` as NHWC in a pooled buffer
+/// (give it back with `give_buffer`), and its shape.
+pub(crate) fn nhwc_input(
+    nchw: &[f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+) -> (Vec<f32>, Shape) {
+    assert_eq!(nchw.len(), n * c * h * w);
+    let mut x = take_buffer(nchw.len());
+    nchw_to_nhwc(nchw, (n, c, h * w), &mut x);
+    (x, Shape { n, h, w })
 }
 
 /// A folded encoder: blocks, then a global average pool.
