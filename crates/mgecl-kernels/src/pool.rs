@@ -7,17 +7,7 @@ use rayon::prelude::*;
 ///
 /// # Panics
 /// When `input` is not `n * h * w * c` values or `out` not `n * (h / 2) * (w / 2) * c`.
-pub fn max_pool_2x2(input: &[f32], shape: (usize, usize, usize), c: usize, out: &mut [f32]) {
-    pool_2x2(input, shape, c, out, f32::max);
-}
-
-fn pool_2x2<T: Copy + Send + Sync>(
-    input: &[T],
-    (n, h, w): (usize, usize, usize),
-    c: usize,
-    out: &mut [T],
-    max: impl Fn(T, T) -> T + Sync,
-) {
+pub fn max_pool_2x2(input: &[f32], (n, h, w): (usize, usize, usize), c: usize, out: &mut [f32]) {
     let (oh, ow) = (h / 2, w / 2);
     assert_eq!(input.len(), n * h * w * c);
     assert_eq!(out.len(), n * oh * ow * c);
@@ -35,7 +25,7 @@ fn pool_2x2<T: Copy + Send + Sync>(
             let ((a0, a1), (b0, b1)) = (a.split_at(c), b.split_at(c));
             let columns = a0.iter().zip(a1).zip(b0.iter().zip(b1));
             for (v, ((&p, &q), (&r, &s))) in d.iter_mut().zip(columns) {
-                *v = max(max(max(p, q), r), s);
+                *v = p.max(q).max(r).max(s);
             }
         }
     });

@@ -194,6 +194,17 @@ pub fn gemm_u8s8(dst: &mut [i32], a: &[u8], m: usize, w: &PackedWeights) {
         .for_each(|(dst, a)| kernel.run(a, dst.len() / n, w, &mut Output::Sums(dst)));
 }
 
+/// Every implementation compiled for this architecture, best first.
+const ALL: &[Kernel] = &[
+    #[cfg(target_arch = "x86_64")]
+    Kernel::Avx512Vnni,
+    #[cfg(target_arch = "x86_64")]
+    Kernel::AvxVnni,
+    #[cfg(target_arch = "aarch64")]
+    Kernel::Dotprod,
+    Kernel::Portable,
+];
+
 /// The implementations, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -213,7 +224,10 @@ pub enum Kernel {
 impl Kernel {
     /// The best implementation this CPU runs.
     pub fn detect() -> Self {
-        Kernel::available()[0]
+        ALL.iter()
+            .copied()
+            .find(|k| k.supported())
+            .unwrap_or(Kernel::Portable)
     }
 
     /// Whether this CPU has the implementation's instructions.
@@ -235,16 +249,7 @@ impl Kernel {
 
     /// Every implementation this CPU runs, best first (for tests and benchmarks).
     pub fn available() -> Vec<Self> {
-        let all = [
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni,
-            #[cfg(target_arch = "x86_64")]
-            Kernel::AvxVnni,
-            #[cfg(target_arch = "aarch64")]
-            Kernel::Dotprod,
-            Kernel::Portable,
-        ];
-        all.into_iter().filter(|k| k.supported()).collect()
+        ALL.iter().copied().filter(|k| k.supported()).collect()
     }
 
     /// The product of `m` rows of `a` (`w.row_stride()` bytes apart) and `w`, on this
