@@ -84,6 +84,23 @@ pub struct TaskConfig {
     /// [`Task::label_paths`]: crate::Task::label_paths
     #[serde(default)]
     pub augment_queries: bool,
+    /// Transductive answers (default false): a batch of queries classified together
+    /// ([`Task::classify`], [`Task::classify_features`], [`Task::label_paths`], ...) refines
+    /// the class prototypes with the batch itself before answering
+    /// ([`transductive`](crate::classifier::transductive)): the unlabelled images of a folder
+    /// say where its classes lie (+7 points at one shot on the photo model's val classes). The
+    /// answers then come from the refined prototypes, as the prototype classifier's do (and
+    /// are calibrated as its are), whatever [`TaskConfig::classifier`] says;
+    /// [`Prediction::known_probability`](crate::Prediction::known_probability) stays the
+    /// inductive one. An image's answer depends on the other images of its batch. Batches of
+    /// fewer than [`MIN_QUERIES_PER_CLASS`](crate::classifier::transductive::MIN_QUERIES_PER_CLASS)
+    /// images per class, and one-class tasks, get the inductive answer.
+    ///
+    /// [`Task::classify`]: crate::Task::classify
+    /// [`Task::classify_features`]: crate::Task::classify_features
+    /// [`Task::label_paths`]: crate::Task::label_paths
+    #[serde(default)]
+    pub transductive: bool,
     /// Open-set rejection: an answer whose [`Prediction::known_probability`] is below this
     /// becomes "unknown" (`label: None`). With a calibrated model that is the probability that
     /// the image belongs to one of the task's classes at all, so 0.5 rejects what is more
@@ -142,6 +159,7 @@ impl Default for TaskConfig {
             augmented_copies: 0,
             augmentation: Augmentation::default(),
             augment_queries: false,
+            transductive: false,
             threshold: None,
             calibrated: true,
             max_classes: DEFAULT_MAX_CLASSES,
@@ -151,7 +169,7 @@ impl Default for TaskConfig {
 }
 
 /// Model metadata key of the task settings a model recommends (a JSON object with any of
-/// `classifier`, `augmented_copies`, `augmentation`, `augment_queries`), e.g.
+/// `classifier`, `augmented_copies`, `augmentation`, `augment_queries`, `transductive`), e.g.
 /// `{"augmented_copies":2,"augment_queries":true}` for a model measured best with test-time
 /// augmentation. [`Model::task_defaults`](crate::Model::task_defaults) reads it.
 pub const TASK_DEFAULTS_KEY: &str = "task_defaults";
@@ -165,6 +183,7 @@ struct ModelTaskDefaults {
     augmented_copies: Option<usize>,
     augmentation: Option<Augmentation>,
     augment_queries: Option<bool>,
+    transductive: Option<bool>,
 }
 
 impl TaskConfig {
@@ -188,6 +207,7 @@ impl TaskConfig {
             augmented_copies: d.augmented_copies.unwrap_or(base.augmented_copies),
             augmentation: d.augmentation.unwrap_or(base.augmentation),
             augment_queries: d.augment_queries.unwrap_or(base.augment_queries),
+            transductive: d.transductive.unwrap_or(base.transductive),
             ..base
         };
         if config.augment_queries && config.augmented_copies == 0 {

@@ -3,3 +3,4 @@
 pub mod calibration;
 pub mod logistic;
 pub mod prototype;
+pub mod transductive;

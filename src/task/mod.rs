@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classifier::logistic::LogisticModel;
 use crate::classifier::prototype::{unit_class_means, PrototypeModel};
+use crate::classifier::transductive;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::preprocess::ImageSource;
@@ -79,6 +80,10 @@ struct Fitted {
     /// Classes, and support examples per class on average: the shape calibration depends on.
     ways: f64,
     shots: f64,
+    /// The normalised support rows and their class indices: what a transductive answer
+    /// refines the prototypes from.
+    support: Array2<f64>,
+    labels: Vec<usize>,
 }
 
 /// A few-shot task bound to a model. Use from one thread at a time (`&mut` for changes);
@@ -494,17 +499,20 @@ impl Task {
             }
         };
         let examples: usize = self.classes.iter().map(|c| c.examples.len()).sum();
+        let rows = labels.len();
         self.fitted = Some(Fitted {
             classifier,
             prototypes: unit_class_means(x.view(), &labels, n_classes),
             ways: n_classes as f64,
             shots: examples as f64 / n_classes as f64,
+            support: x,
+            labels,
         });
         Ok(FitReport {
             classifier: self.config.classifier,
             converged,
             gradient_max_abs,
-            rows: labels.len(),
+            rows,
             classes: n_classes,
         })
     }
@@ -521,7 +529,8 @@ impl Task {
     /// The fitted classifier's uncalibrated scores for feature rows (`N x feature_dim`):
     /// logistic regression's decision function or the prototype classifier's cosine
     /// similarities (`N x classes`; a one-class task: the cosine to its class mean), and each
-    /// row's best cosine similarity to a class mean. What calibration is fitted on.
+    /// row's best cosine similarity to a class mean. What calibration is fitted on. Always the
+    /// inductive scores (each row on its own), also with [`TaskConfig::transductive`].
     ///
     /// # Errors
     /// As [`Task::predict_proba`].
@@ -529,7 +538,8 @@ impl Task {
         Ok(self.scores_and_fit(features)?.0)
     }
 
-    fn scores_and_fit(&self, features: ArrayView2<f32>) -> Result<(Scores, &Fitted)> {
+    /// The scores of `features`, the fitted state, and the L2-normalised rows.
+    fn scores_and_fit(&self, features: ArrayView2<f32>) -> Result<(Scores, &Fitted, Array2<f64>)> {
         let fitted = self.fitted.as_ref().ok_or(Error::NotFitted)?;
         let dim = self.model.feature_dim();
         if features.ncols() != dim || features.nrows() == 0 {
@@ -557,12 +567,13 @@ impl Task {
                 best_cosine,
             },
             fitted,
+            x,
         ))
     }
 
     /// Probabilities and known-probabilities of feature rows.
     fn answer(&self, features: ArrayView2<f32>) -> Result<(Array2<f64>, Vec<f64>)> {
-        let (scores, fitted) = self.scores_and_fit(features)?;
+        let (scores, fitted, x) = self.scores_and_fit(features)?;
         let (ways, shots) = (fitted.ways, fitted.shots);
         let calibration = self
             .model
@@ -577,6 +588,25 @@ impl Task {
             })
             .collect();
         let scale = calibration.filter(|_| self.config.calibrated);
+        let transductive = self.config.transductive
+            && !matches!(fitted.classifier, Classifier::Single)
+            && transductive::applies(x.nrows(), fitted.prototypes.nrows());
+        if transductive {
+            // The prototype classifier's answer, from the prototypes the batch refined.
+            let refined = transductive::refine_prototypes(
+                fitted.support.view(),
+                &fitted.labels,
+                fitted.prototypes.nrows(),
+                x.view(),
+                &known,
+            )?;
+            let cosines = x.dot(&refined.prototypes.t());
+            let factor = match scale {
+                Some(c) => c.prototype.scale(ways, shots),
+                None => 1.0 / self.config.temperature,
+            };
+            return Ok((softmax_scaled(cosines, factor), known));
+        }
         let z = scores.classifier;
         let proba = match (&fitted.classifier, scale) {
             (Classifier::Single, _) => Array2::from_shape_vec((known.len(), 1), known.clone())
