@@ -163,6 +163,12 @@ pub struct TaskArgs {
     /// calibrated ones.
     #[arg(long)]
     pub raw_probabilities: bool,
+    /// Classify the images of a run together: the class prototypes are refined with the
+    /// unlabelled images themselves before answering (class proportions estimated, images of
+    /// no support class kept out), so an image's answer depends on the others. Needs at
+    /// least 2 images per class, else the answers are the usual ones.
+    #[arg(long)]
+    pub transductive: bool,
     #[command(flatten)]
     pub tta: TtaArgs,
 }
@@ -218,6 +224,7 @@ impl TaskArgs {
             augmented_copies: copies,
             augmentation: self.tta.augmentation.map_or(base.augmentation, Into::into),
             augment_queries,
+            transductive: self.transductive || base.transductive,
             ..base
         })
     }

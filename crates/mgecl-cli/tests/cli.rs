@@ -302,6 +302,101 @@ fn evaluate_with_a_list_of_shots_equals_one_run_per_value() {
     );
 }
 
+/// `mgecl evaluate --also-transductive` prints, per setting, the inductive result and the
+/// transductive one, each the result of a run with that mode alone (same episodes); with
+/// `--query-dirichlet` too, whose episodes keep the balanced runs' supports and
+/// `ways x queries` queries but not their equal class sizes.
+#[test]
+fn evaluate_pairs_transductive_with_inductive_on_the_same_episodes() {
+    for dirichlet in [&[][..], &["--query-dirichlet", "2"][..]] {
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = extra.iter().chain(dirichlet).copied().collect();
+            evaluate_mini(&args)
+        };
+        let both = with(&["--also-transductive", "--shots", "1"]);
+        let lines: Vec<&str> = both.lines().collect();
+        assert_eq!(lines.len(), 2, "{both}");
+        assert_eq!(lines[0], with(&["--shots", "1"]).trim_end());
+        assert_eq!(
+            lines[1],
+            with(&["--transductive", "--shots", "1"]).trim_end()
+        );
+        let inductive: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        let transductive: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(inductive["transductive"], false);
+        assert_eq!(transductive["transductive"], true);
+        assert_ne!(
+            inductive["episode_accuracies"], transductive["episode_accuracies"],
+            "transduction changed no answer"
+        );
+        if !dirichlet.is_empty() {
+            assert_eq!(inductive["query_dirichlet"], 2.0);
+            let balanced: serde_json::Value =
+                serde_json::from_str(evaluate_mini(&["--shots", "1"]).trim_end()).unwrap();
+            assert_ne!(
+                balanced["episode_accuracies"],
+                inductive["episode_accuracies"]
+            );
+        }
+    }
+    let out = mgecl()
+        .args(["evaluate", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .arg("--data")
+        .arg(data("omniglot_mini"))
+        .args(["--ways", "3", "--query-dirichlet", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Dirichlet"));
+}
+
+/// `mgecl classify --transductive` classifies its images as one batch: one image alone gets
+/// the inductive answer, several get answers that differ from the inductive ones.
+#[test]
+fn classify_transductive_answers_depend_on_the_batch() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
+    for i in 0..2 {
+        std::fs::create_dir_all(dir.join(format!("class{i}"))).unwrap();
+        std::fs::copy(
+            data(&format!("conv4_gray_inputs/{i}.png")),
+            dir.join(format!("class{i}/a.png")),
+        )
+        .unwrap();
+    }
+    let images: Vec<_> = (0..8)
+        .map(|i| data(&format!("conv4_gray_inputs/{i}.png")))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(images.len() >= 4, "the fixture has {} images", images.len());
+    let classify = |extra: &[&str], images: &[std::path::PathBuf]| {
+        let out = mgecl()
+            .args(["classify", "--json", "--model"])
+            .arg(data("conv4_gray.safetensors"))
+            .arg("--support")
+            .arg(&dir)
+            .args(extra)
+            .args(images)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        classify(&["--transductive"], &images[..1]),
+        classify(&[], &images[..1])
+    );
+    assert_ne!(
+        classify(&["--transductive"], &images),
+        classify(&[], &images)
+    );
+}
+
 /// A model's recommended task settings (metadata `task_defaults`) are the commands' defaults;
 /// flags override them, and `--augmented-copies 0` also ends the recommended query
 /// augmentation.

@@ -494,6 +494,22 @@ fn damaged_files_get_error_rows_and_the_rest_is_labelled_as_without_them() {
 /// byte-identical to the uninterrupted run's, and the progress file is gone at the end.
 #[test]
 fn a_killed_run_resumes_to_the_same_csv() {
+    killed_runs_resume_to_the_same_csv(&[], 12, 5);
+}
+
+/// The same with `--transductive` (4 times): the answers come from all the images' features
+/// at the end, the journal holds the features, so a resumed run writes the same bytes; and
+/// they are not the inductive run's.
+#[test]
+fn a_killed_transductive_run_resumes_to_the_same_csv() {
+    let transductive = killed_runs_resume_to_the_same_csv(&["--transductive"], 4, 1);
+    let inductive = killed_runs_resume_to_the_same_csv(&[], 0, 0);
+    assert_ne!(transductive, inductive);
+}
+
+/// Runs [`a_killed_run_resumes_to_the_same_csv`]'s check with `flags` for `trials` trials,
+/// of which at least `midway` must resume midway; returns the uninterrupted run's CSV.
+fn killed_runs_resume_to_the_same_csv(flags: &[&str], trials: usize, midway: usize) -> Vec<u8> {
     // Enough for dozens of journal records (one every 16 images) to be killed between.
     const IMAGES: usize = 600;
     let scratch = tempfile::tempdir().unwrap();
@@ -511,7 +527,12 @@ fn a_killed_run_resumes_to_the_same_csv() {
     }
     // Without the model's test-time copies (5x fewer embeddings): resuming does not depend on
     // them, and each of the runs below is then a few seconds.
-    let plain = ["--augmented-copies", "0"];
+    let plain: Vec<&str> = ["--augmented-copies", "0"]
+        .iter()
+        .chain(flags)
+        .copied()
+        .collect();
+    let resume: Vec<&str> = plain.iter().copied().chain(["--resume"]).collect();
     let reference = scratch.path().join("reference.csv");
     let started = std::time::Instant::now();
     succeed(&mut label_command(
@@ -532,16 +553,12 @@ fn a_killed_run_resumes_to_the_same_csv() {
         (state >> 11) as f64 / (1u64 << 53) as f64
     };
     let mut resumed_midway = 0;
-    for trial in 0..12 {
+    for trial in 0..trials {
         let out = scratch.path().join(format!("trial{trial}.csv"));
         let progress = scratch.path().join(format!("trial{trial}.csv.progress"));
         let kills = 1 + trial % 2;
         for kill in 0..kills {
-            let extra: &[&str] = if kill == 0 {
-                &plain
-            } else {
-                &["--augmented-copies", "0", "--resume"]
-            };
+            let extra: &[&str] = if kill == 0 { &plain } else { &resume };
             let mut child = label_command(scratch.path(), &images, &out, extra)
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -559,14 +576,9 @@ fn a_killed_run_resumes_to_the_same_csv() {
                 assert_eq!(std::fs::read(&out).unwrap(), expected, "trial {trial}");
             }
         }
-        let run = label_command(
-            scratch.path(),
-            &images,
-            &out,
-            &["--augmented-copies", "0", "--resume"],
-        )
-        .output()
-        .unwrap();
+        let run = label_command(scratch.path(), &images, &out, &resume)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(run.status.success(), "trial {trial}: {stderr}");
         if let Some(done) = stderr
@@ -585,7 +597,8 @@ fn a_killed_run_resumes_to_the_same_csv() {
     }
     // Else the kills all fell before the first or after the last image: nothing was tested.
     assert!(
-        resumed_midway >= 5,
+        resumed_midway >= midway,
         "only {resumed_midway} runs resumed midway"
     );
+    expected
 }

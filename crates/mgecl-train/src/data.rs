@@ -481,6 +481,79 @@ pub fn add_unknown_queries(
     Ok(())
 }
 
+/// Redraws the known-class queries of each episode with unequal class sizes, as Veilleux et
+/// al. (NeurIPS 2021, "Realistic evaluation of transductive few-shot learning") do: class
+/// proportions from a symmetric Dirichlet(`alpha`), `ways x queries` queries in all, at least
+/// one per class. A class never gets more queries than it has images outside the support;
+/// the draws that would pass that go to the other classes. Supports and unknown queries
+/// stay as they are, so the episodes pair with the balanced ones of the same seed.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for `alpha` not finite and > 0, or an episode whose classes
+/// hold fewer than `ways x queries` images outside its support.
+pub fn dirichlet_queries(
+    dataset: &Dataset,
+    episodes: &mut [Episode],
+    queries: usize,
+    alpha: f64,
+    rng: &mut Rng,
+) -> Result<()> {
+    if !(alpha.is_finite() && alpha > 0.0) {
+        return Err(Error::InvalidArgument(format!(
+            "the Dirichlet concentration must be > 0, got {alpha}"
+        )));
+    }
+    for ep in episodes {
+        let ways = ep.classes.len();
+        let total = ways * queries;
+        let outside_support: Vec<Vec<usize>> = ep
+            .classes
+            .iter()
+            .map(|&c| {
+                dataset.by_class[c]
+                    .iter()
+                    .copied()
+                    .filter(|i| !ep.support.contains(i))
+                    .collect()
+            })
+            .collect();
+        let available: usize = outside_support.iter().map(Vec::len).sum();
+        if available < total || outside_support.iter().any(Vec::is_empty) {
+            return Err(Error::InvalidArgument(format!(
+                "{total} queries of {ways} classes need that many images outside the support, \
+                 the classes have {available}"
+            )));
+        }
+        let proportions = rng.dirichlet(alpha, ways);
+        let mut counts = vec![1usize; ways];
+        for _ in ways..total {
+            let open: Vec<f64> = proportions
+                .iter()
+                .zip(&counts)
+                .zip(&outside_support)
+                .map(|((&p, &n), imgs)| if n < imgs.len() { p } else { 0.0 })
+                .collect();
+            // All remaining mass on full classes: spread evenly over the open ones.
+            let open = if open.iter().sum::<f64>() > 0.0 {
+                open
+            } else {
+                counts
+                    .iter()
+                    .zip(&outside_support)
+                    .map(|(&n, imgs)| f64::from(u8::from(n < imgs.len())))
+                    .collect()
+            };
+            counts[rng.categorical(&open)] += 1;
+        }
+        ep.query.clear();
+        for (imgs, &n) in outside_support.iter().zip(&counts) {
+            ep.query
+                .extend(rng.choose(imgs.len(), n).into_iter().map(|j| imgs[j]));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,6 +580,44 @@ mod tests {
             }
         }
         d
+    }
+
+    /// Unequal query counts: `ways x queries` in all, at least one per class, never a support
+    /// image, never more than a class holds (20 images, 1 shot: at most 19, so the draws of
+    /// a concentrated Dirichlet(0.1) overflow into other classes); the supports unchanged.
+    #[test]
+    fn dirichlet_queries_keep_the_totals_and_the_supports() {
+        let d = dataset(&["a", "b", "c", "d", "e", "f"], 20);
+        let mut rng = Rng::new(5, 1);
+        let mut episodes = sample_episodes(&d, EpisodeClasses::Any, (5, 1, 15), 200, &mut rng);
+        let supports: Vec<Vec<usize>> = episodes.iter().map(|e| e.support.clone()).collect();
+        dirichlet_queries(&d, &mut episodes, 15, 0.1, &mut Rng::new(5, 2)).unwrap();
+        let mut unequal = 0;
+        for (ep, support) in episodes.iter().zip(&supports) {
+            assert_eq!(&ep.support, support);
+            assert_eq!(ep.query.len(), 75);
+            let counts: Vec<usize> = ep
+                .classes
+                .iter()
+                .map(|&c| ep.query.iter().filter(|&&i| d.labels[i] == c).count())
+                .collect();
+            assert_eq!(
+                counts.iter().sum::<usize>(),
+                75,
+                "only the episode's classes"
+            );
+            assert!(counts.iter().all(|&n| (1..=19).contains(&n)), "{counts:?}");
+            assert!(ep.query.iter().all(|i| !ep.support.contains(i)));
+            let mut distinct = ep.query.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 75);
+            unequal += usize::from(counts.iter().max() != counts.iter().min());
+        }
+        assert_eq!(unequal, 200);
+        let mut small = sample_episodes(&d, EpisodeClasses::Any, (5, 1, 15), 1, &mut rng);
+        assert!(dirichlet_queries(&d, &mut small, 20, 2.0, &mut rng).is_err());
+        assert!(dirichlet_queries(&d, &mut small, 2, 0.0, &mut rng).is_err());
     }
 
     #[test]

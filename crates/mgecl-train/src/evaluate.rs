@@ -33,6 +33,9 @@ pub struct EvalResult {
     pub queries: usize,
     /// The classifier used.
     pub classifier: String,
+    /// Whether each episode's queries were classified transductively
+    /// ([`TaskConfig::transductive`]).
+    pub transductive: bool,
     /// Episodes whose logistic fit did not reach the tolerance.
     pub unconverged_fits: usize,
     /// Mean top probability of the answers to known-class queries.
@@ -107,10 +110,13 @@ pub fn evaluate_episodes(
         if !task.fit()?.converged {
             unconverged += 1;
         }
-        let query = query_features(&ep.query)?;
-        let predictions = task.classify_features(query.view())?;
+        // Known and unknown queries in one batch, as a folder holds them: with
+        // `config.transductive` each answer depends on the whole batch.
+        let batch: Vec<usize> = ep.query.iter().chain(&ep.unknown).copied().collect();
+        let predictions = task.classify_features(query_features(&batch)?.view())?;
+        let (known, unknown) = predictions.split_at(ep.query.len());
         let mut correct = 0;
-        for (p, &i) in predictions.iter().zip(&ep.query) {
+        for (p, &i) in known.iter().zip(&ep.query) {
             let right = p.label.as_deref() == names.get(&labels[i]).map(String::as_str);
             correct += usize::from(right);
             answers.push((p.probability, right));
@@ -118,12 +124,9 @@ pub fn evaluate_episodes(
             known_top.push(p.probability);
         }
         accuracies.push(correct as f64 / ep.query.len().max(1) as f64);
-        if !ep.unknown.is_empty() {
-            let outside = query_features(&ep.unknown)?;
-            for p in task.classify_features(outside.view())? {
-                unknown_scores.push(p.known_probability);
-                unknown_top.push(p.probability);
-            }
+        for p in unknown {
+            unknown_scores.push(p.known_probability);
+            unknown_top.push(p.probability);
         }
     }
     let (confidence, right): (Vec<f64>, Vec<bool>) = answers.iter().copied().unzip();
@@ -140,6 +143,7 @@ pub fn evaluate_episodes(
         shots: first.support.len() / ways.max(1),
         queries: first.query.len() / ways.max(1),
         classifier: config.classifier.to_string(),
+        transductive: config.transductive,
         unconverged_fits: unconverged,
         mean_confidence: confidence.iter().sum::<f64>() / confidence.len().max(1) as f64,
         ece: expected_calibration_error(&confidence, &right, 15),

@@ -64,6 +64,54 @@ impl Rng {
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
+    /// Gamma(shape, 1), shape > 0 (Marsaglia and Tsang 2000; below 1 through
+    /// Gamma(shape + 1) x U^(1/shape)).
+    pub fn gamma(&mut self, shape: f64) -> f64 {
+        if shape < 1.0 {
+            let u = 1.0 - self.uniform();
+            return self.gamma(shape + 1.0) * u.powf(1.0 / shape);
+        }
+        let d = shape - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u = 1.0 - self.uniform();
+            if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+                return d * v;
+            }
+        }
+    }
+
+    /// Proportions of `k` categories from a symmetric Dirichlet(alpha), alpha > 0.
+    pub fn dirichlet(&mut self, alpha: f64, k: usize) -> Vec<f64> {
+        let draws: Vec<f64> = (0..k).map(|_| self.gamma(alpha)).collect();
+        let sum: f64 = draws.iter().sum();
+        if sum > 0.0 {
+            draws.iter().map(|g| g / sum).collect()
+        } else {
+            vec![1.0 / k as f64; k]
+        }
+    }
+
+    /// An index drawn with probability proportional to `weights` (not all zero, none
+    /// negative).
+    pub fn categorical(&mut self, weights: &[f64]) -> usize {
+        let total: f64 = weights.iter().sum();
+        let mut left = self.uniform() * total;
+        for (i, &w) in weights.iter().enumerate() {
+            if left < w {
+                return i;
+            }
+            left -= w;
+        }
+        // Rounding: the last category with weight.
+        weights.iter().rposition(|&w| w > 0.0).unwrap_or(0)
+    }
+
     /// Fisher-Yates shuffle.
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
@@ -115,5 +163,48 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 4);
+    }
+
+    /// The moments of Gamma(k, 1) (mean k, variance k) and of a symmetric Dirichlet(alpha)
+    /// over K categories (mean 1/K, variance (K - 1) / (K^2 (K alpha + 1))), for shapes below
+    /// and above 1.
+    #[test]
+    fn gamma_and_dirichlet_moments() {
+        let mut r = Rng::new(3, 9);
+        let n = 200_000;
+        for shape in [0.5, 2.0, 7.5] {
+            let draws: Vec<f64> = (0..n).map(|_| r.gamma(shape)).collect();
+            let m = draws.iter().sum::<f64>() / n as f64;
+            let v = draws.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64;
+            assert!((m - shape).abs() < 0.02 * shape, "shape {shape}: mean {m}");
+            assert!(
+                (v - shape).abs() < 0.05 * shape,
+                "shape {shape}: variance {v}"
+            );
+        }
+        let (k, alpha) = (5usize, 2.0);
+        let draws: Vec<Vec<f64>> = (0..n / 4).map(|_| r.dirichlet(alpha, k)).collect();
+        let first: Vec<f64> = draws.iter().map(|p| p[0]).collect();
+        let m = first.iter().sum::<f64>() / first.len() as f64;
+        let v = first.iter().map(|x| (x - m).powi(2)).sum::<f64>() / first.len() as f64;
+        let kf = k as f64;
+        let expected_v = (kf - 1.0) / (kf * kf * (kf * alpha + 1.0));
+        assert!((m - 0.2).abs() < 0.003, "mean {m}");
+        assert!(
+            (v - expected_v).abs() < 0.05 * expected_v,
+            "variance {v} vs {expected_v}"
+        );
+        assert!(draws
+            .iter()
+            .all(|p| (p.iter().sum::<f64>() - 1.0).abs() < 1e-12));
+        let mut counts = [0usize; 3];
+        for _ in 0..30_000 {
+            counts[r.categorical(&[0.2, 0.0, 0.8])] += 1;
+        }
+        assert_eq!(counts[1], 0);
+        assert!(
+            (counts[0] as f64 / 30_000.0 - 0.2).abs() < 0.01,
+            "{counts:?}"
+        );
     }
 }

@@ -10,7 +10,8 @@ use crate::support;
 use crate::terminal::progress;
 
 /// Classify images against a support folder holding one sub-folder of example images per
-/// class (the folder name is the label). One line per image: path, label, probability.
+/// class (the folder name is the label). One line per image: path, label, probability. The
+/// images are classified together (with --transductive, as one batch).
 #[derive(Args)]
 pub struct ClassifyArgs {
     #[command(flatten)]
@@ -45,12 +46,17 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<()> {
     );
     let (task, _) = support::fitted_task(model, config, &args.support, &bar)?;
     let labels: Vec<String> = task.classes().into_iter().map(|c| c.label).collect();
-    let mut answers = Vec::with_capacity(args.images.len());
+    // Embedded 16 at a time, classified together: with --transductive the answers depend on
+    // the whole batch.
+    let mut features = Vec::with_capacity(args.images.len() * task.model().feature_dim());
     for chunk in args.images.chunks(16) {
-        answers.extend(task.classify_paths(chunk)?);
+        features.extend(task.embed_query_paths(chunk)?);
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
+    let features =
+        ndarray::Array2::from_shape_vec((args.images.len(), task.model().feature_dim()), features)?;
+    let answers = task.classify_features(features.view())?;
     for (path, answer) in args.images.iter().zip(answers) {
         let label = answer.label.unwrap_or_else(|| "unknown".to_string());
         if args.json {

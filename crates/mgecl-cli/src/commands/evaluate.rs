@@ -7,7 +7,8 @@ use anyhow::bail;
 use clap::Args;
 use mgecl::TaskConfig;
 use mgecl_train::data::{
-    add_unknown_queries, check_episodes, read_list, sample_episodes, scan_classes, Dataset,
+    add_unknown_queries, check_episodes, dirichlet_queries, read_list, sample_episodes,
+    scan_classes, Dataset,
 };
 use mgecl_train::evaluate::{embed_dataset, evaluate_episodes, EpisodesFile};
 use mgecl_train::rng::Rng;
@@ -47,6 +48,10 @@ pub struct EvaluateArgs {
     /// images: one result per classifier and shot count, on the same episodes.
     #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "classifier")]
     classifiers: Vec<ClassifierArg>,
+    /// Evaluate every setting twice on one embedding and the same episodes: as given
+    /// inductively and transductively (a pair of results each).
+    #[arg(long, conflicts_with = "transductive")]
+    also_transductive: bool,
     /// Draw each episode's classes from one parent folder (one alphabet: Lake et al.'s
     /// within-alphabet one-shot protocol).
     #[arg(long, conflicts_with = "episodes_file")]
@@ -55,6 +60,12 @@ pub struct EvaluateArgs {
     /// report open_set_auroc (known-probability) and open_set_auroc_top_probability.
     #[arg(long, default_value_t = 0, conflicts_with = "episodes_file")]
     unknown_ways: usize,
+    /// Unequal classes: each episode's ways x queries known-class queries split by class
+    /// proportions drawn from a symmetric Dirichlet(ALPHA), at least one per class (Veilleux
+    /// et al. 2021; 2 is their setting). The supports are those of the balanced episodes of
+    /// the same seed.
+    #[arg(long, value_name = "ALPHA", conflicts_with = "episodes_file")]
+    query_dirichlet: Option<f64>,
     /// Draw the reliability diagram (accuracy against confidence, 15 bins) as a PNG here.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -71,8 +82,11 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
     if a.shots.is_empty() || a.shots.contains(&0) {
         bail!("--shots must be one or more values >= 1");
     }
-    if (a.shots.len() > 1 || a.classifiers.len() > 1) && a.plot.is_some() {
-        bail!("--plot draws one result: give one --shots value and one classifier");
+    if (a.shots.len() > 1 || a.classifiers.len() > 1 || a.also_transductive) && a.plot.is_some() {
+        bail!(
+            "--plot draws one result: give one --shots value and one classifier, without \
+             --also-transductive"
+        );
     }
     if a.shots.len() > 1 && a.episodes_file.is_some() {
         bail!("a list of --shots needs --data (not --episodes-file)");
@@ -91,6 +105,20 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
                 ..config.clone()
             })
             .collect()
+    };
+    let configs: Vec<TaskConfig> = if a.also_transductive {
+        configs
+            .into_iter()
+            .flat_map(|c| {
+                let transductive = TaskConfig {
+                    transductive: true,
+                    ..c.clone()
+                };
+                [c, transductive]
+            })
+            .collect()
+    } else {
+        configs
     };
     let mut results = Vec::new();
     match (&a.data, &a.episodes_file) {
@@ -123,6 +151,10 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
                     let mut rng = Rng::new(a.seed, 0xe7a1);
                     let mut episodes =
                         sample_episodes(&dataset, classes, shape, a.episodes, &mut rng);
+                    if let Some(alpha) = a.query_dirichlet {
+                        let mut rng = Rng::new(a.seed, 0xd1e1);
+                        dirichlet_queries(&dataset, &mut episodes, a.queries, alpha, &mut rng)?;
+                    }
                     if a.unknown_ways > 0 {
                         let mut rng = Rng::new(a.seed, 0x0de7);
                         add_unknown_queries(
@@ -173,6 +205,9 @@ fn report(
         v["augmented_copies"] = config.augmented_copies.into();
         v["augmentation"] = config.augmentation.to_string().into();
         v["augment_queries"] = config.augment_queries.into();
+        if let Some(alpha) = a.query_dirichlet {
+            v["query_dirichlet"] = alpha.into();
+        }
         if a.per_episode {
             // Six decimals: exact enough to pair, a third of the full digits.
             let rounded: Vec<f64> = result
@@ -186,7 +221,7 @@ fn report(
         return Ok(());
     }
     outln!(
-        "{}-way {}-shot{}, {} episodes, {}: accuracy {:.2}% +- {:.2}% (95% CI), ECE {:.3}",
+        "{}-way {}-shot{}{}, {} episodes, {}{}: accuracy {:.2}% +- {:.2}% (95% CI), ECE {:.3}",
         result.ways,
         result.shots,
         if a.within_alphabet {
@@ -194,8 +229,16 @@ fn report(
         } else {
             ""
         },
+        a.query_dirichlet
+            .map(|alpha| format!(", queries Dirichlet({alpha})"))
+            .unwrap_or_default(),
         result.episodes,
         result.classifier,
+        if result.transductive {
+            " transductive"
+        } else {
+            ""
+        },
         100.0 * result.accuracy,
         100.0 * result.ci95,
         result.ece
