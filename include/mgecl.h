@@ -450,6 +450,28 @@ typedef struct mgecl_task_options {
    * directly are classified as they are.
    */
   bool augment_queries;
+  /**
+   * Transductive answers: 1 on, 0 off (the default; other values are
+   * `MGECL_STATUS_INVALID_ARGUMENT`). A `uint64_t` rather than a `bool` so that it starts
+   * past the 0.4.0 struct's end (a `bool` would start inside its padding after
+   * `augment_queries`; see "Structs that grow").
+   *
+   * On, the images or feature rows classified together in one call refine the class
+   * prototypes before they are answered: the unlabelled images of a folder say where its
+   * classes lie. The answers are then the prototype classifier's, from the refined
+   * prototypes, whatever `classifier` says, calibrated as the prototype classifier's are
+   * (with `raw_probabilities` or a model without a calibration: the softmax at
+   * `temperature`); `known_probability` stays what it is without the option. An image's
+   * answer therefore depends on the other images of its call. A call with fewer than 2
+   * images per class (and a one-class task) gets the usual (inductive) answers.
+   *
+   * Calls it affects, those that answer several images or rows at once:
+   * `mgecl_task_classify_batch`, `mgecl_task_label_csv`, `mgecl_task_label_paths_csv`
+   * (the rows that could be embedded) and `mgecl_task_label_next`. One image
+   * (`mgecl_task_classify`, `_classify_top_k`, `_classify_feature`) is always answered
+   * alone. The fit is the same either way.
+   */
+  uint64_t transductive;
 } mgecl_task_options;
 
 /**
@@ -860,7 +882,8 @@ enum mgecl_status mgecl_task_classify(const struct mgecl_task *task,
 
 /**
  * Embeds and classifies `count` images in one batch: one prediction per image, in input
- * order, written to the caller's `out_predictions` array of `out_len` elements.
+ * order, written to the caller's `out_predictions` array of `out_len` elements. With
+ * `options.transductive`, the batch refines the prototypes first (see there).
  *
  * Errors: as `mgecl_task_classify`; `INVALID_ARGUMENT` for count 0; `BUFFER_TOO_SMALL` when
  * `out_len < count`. One thread at a time per task.
@@ -929,7 +952,8 @@ enum mgecl_status mgecl_task_classify_feature(const struct mgecl_task *task,
  * diversity discount), each of `out_len` elements; `*out_count` receives how many were
  * written (`min(count, rows)`). Uncertainty is one minus the margin between the two most
  * probable classes, density the mean cosine similarity to the 10 nearest rows; after each
- * pick, rows like it are discounted so that near-duplicates are not all suggested.
+ * pick, rows like it are discounted so that near-duplicates are not all suggested. With
+ * `options.transductive`, the uncertainty is that of the rows' transductive answers.
  *
  * Errors: `NULL_ARGUMENT`, `NOT_FITTED`, `INVALID_ARGUMENT` (rows 0, `dim` not the model's
  * feature_dim, NaN/infinite values), `BUFFER_TOO_SMALL` (`out_len < min(count, rows)`).
@@ -953,6 +977,7 @@ enum mgecl_status mgecl_task_label_next(const struct mgecl_task *task,
  * with `paths[i]` (`rows` NUL-terminated UTF-8 strings) as its path and an empty `error`.
  * An image needs review when its probability or known-probability is below `review_below`;
  * the `label_next` best rows to label next get their rank (see `mgecl_task_label_next`).
+ * With `options.transductive`, the rows are answered together (see there).
  *
  * `needed` (may be NULL) receives the bytes required including the NUL, on success and on
  * `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size
@@ -979,7 +1004,8 @@ enum mgecl_status mgecl_task_label_csv(const struct mgecl_task *task,
  * label`'s CSV for them, NUL-terminated, into `buffer` as `mgecl_task_label_csv` does, with
  * `paths[i]` as each row's path. A file that cannot be read or decoded, or breaks the image
  * limits, does not fail the call: its row has empty fields but `path` and `error`, which says
- * why (naming the file), and it is not among the images to label next.
+ * why (naming the file), and it is not among the images to label next. With
+ * `options.transductive`, the images that could be embedded are answered together.
  *
  * `needed` (may be NULL) receives the bytes required including the NUL, on success and on
  * `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size

@@ -2,8 +2,9 @@
  * The C API from C: every error path of the conventions (NULL pointers, invalid UTF-8,
  * too-small buffers, outputs untouched on failure, use after a failed call, _free(NULL)),
  * the whole model and task API on the Conv-4 fixture, and one model shared by many threads
- * with results identical to a single thread, and the structs that grow read at an older
- * header's size and refused at a newer one's. Built with -DMGECL_TEST_HOOKS against a library
+ * with results identical to a single thread, transductive batches (printed for c_api.rs to
+ * compare with the Rust API), and the structs that grow read at an older header's size and
+ * refused at a newer one's. Built with -DMGECL_TEST_HOOKS against a library
  * built with the test-hooks feature, it also forces a Rust panic inside a call.
  *
  * usage: capi_test MODEL IMAGE_DIR TMP_DIR
@@ -285,7 +286,7 @@ static mgecl_task *test_task(const mgecl_model *model, const float *features, an
     CHECK(options.classifier == MGECL_CLASSIFIER_PROTOTYPE);
     CHECK(options.alpha == 1.0 && options.max_iterations == 1000 && !options.use_threshold);
     CHECK(options.augmented_copies == 0 && options.augmentation == MGECL_AUGMENTATION_ROTATE &&
-          !options.augment_queries);
+          !options.augment_queries && options.transductive == 0);
 
     EXPECT(mgecl_task_new(NULL, NULL, &task), MGECL_STATUS_NULL_ARGUMENT);
     EXPECT(mgecl_task_new(model, NULL, NULL), MGECL_STATUS_NULL_ARGUMENT);
@@ -670,6 +671,81 @@ static void test_embed_queries(const mgecl_model *model, const float *features) 
     mgecl_task_free(augmented);
 }
 
+/* Transductive answers: on a one-shot task (0 -> zero, 2 -> two), the batch of all four
+ * images refines the prototypes before it is answered. Prints the answers ("transductive:
+ * INDEX CLASS PROBABILITY KNOWN"), the CSV of mgecl_task_label_csv ("transductive csv:
+ * LINE") and the rows to label next ("transductive next: ROW SCORE") for c_api.rs to compare
+ * with the Rust API's; checks here that some probability differs from the inductive answer,
+ * that one image or a batch of fewer than 2 images per class gets the inductive answer, and
+ * that the label calls agree with each other. */
+static void test_transductive(const mgecl_model *model, const float *features) {
+    mgecl_task *tasks[2] = {NULL, NULL};
+    for (int t = 0; t < 2; t++) {
+        mgecl_task_options options = default_options();
+        options.transductive = (uint64_t)t;
+        OK(mgecl_task_new(model, &options, &tasks[t]));
+        mgecl_task_options back = {.struct_size = sizeof back};
+        OK(mgecl_task_get_options(tasks[t], &back));
+        CHECK(back.transductive == (uint64_t)t);
+        OK(mgecl_task_add_class(tasks[t], "zero"));
+        OK(mgecl_task_add_class(tasks[t], "two"));
+        OK(mgecl_task_add_example_feature(tasks[t], "zero", features, DIM, NULL));
+        OK(mgecl_task_add_example_feature(tasks[t], "two", features + 2 * DIM, DIM, NULL));
+        OK(mgecl_task_fit(tasks[t], NULL));
+    }
+    mgecl_task *inductive = tasks[0], *transductive = tasks[1];
+    mgecl_image images[N_IMAGES];
+    for (int i = 0; i < N_IMAGES; i++) images[i] = mgecl_image_file(image_paths[i]);
+    mgecl_prediction alone[N_IMAGES], together[N_IMAGES];
+    OK(mgecl_task_classify_batch(inductive, images, N_IMAGES, alone, N_IMAGES));
+    OK(mgecl_task_classify_batch(transductive, images, N_IMAGES, together, N_IMAGES));
+    int differing = 0;
+    for (int i = 0; i < N_IMAGES; i++) {
+        printf("transductive: %d %zu %.17g %.17g\n", i, together[i].class_index,
+               together[i].probability, together[i].known_probability);
+        differing += together[i].probability != alone[i].probability;
+        CHECK(together[i].known_probability == alone[i].known_probability);
+        /* One image is answered alone. */
+        mgecl_prediction one;
+        OK(mgecl_task_classify_feature(transductive, features + i * DIM, DIM, &one));
+        CHECK(one.class_index == alone[i].class_index && one.probability == alone[i].probability);
+    }
+    CHECK(differing > 0);
+    /* Three images of two classes: fewer than 2 per class, the inductive answers. */
+    mgecl_prediction three[3];
+    OK(mgecl_task_classify_batch(transductive, images, 3, three, 3));
+    for (int i = 0; i < 3; i++)
+        CHECK(three[i].class_index == alone[i].class_index &&
+              three[i].probability == alone[i].probability);
+
+    /* The CSV of the rows: the same as of the files, and not the inductive one. */
+    const char *names[N_IMAGES] = {"0.png", "1.png", "2.png", "3.png"};
+    const char *files[N_IMAGES];
+    for (int i = 0; i < N_IMAGES; i++) files[i] = image_paths[i];
+    static char csv[8192], of_files[8192], of_paths[8192], inductive_csv[8192];
+    OK(mgecl_task_label_csv(transductive, features, N_IMAGES, DIM, names, 0.8, 2, csv,
+                            sizeof csv, NULL));
+    OK(mgecl_task_label_csv(transductive, features, N_IMAGES, DIM, files, 0.8, 2, of_files,
+                            sizeof of_files, NULL));
+    OK(mgecl_task_label_paths_csv(transductive, files, N_IMAGES, 0.8, 2, of_paths,
+                                  sizeof of_paths, NULL));
+    CHECK(strcmp(of_files, of_paths) == 0);
+    OK(mgecl_task_label_csv(inductive, features, N_IMAGES, DIM, names, 0.8, 2, inductive_csv,
+                            sizeof inductive_csv, NULL));
+    CHECK(strcmp(csv, inductive_csv) != 0);
+    for (char *line = strtok(csv, "\n"); line; line = strtok(NULL, "\n"))
+        printf("transductive csv: %s\n", line);
+    size_t rows[N_IMAGES], count = 0;
+    double scores[N_IMAGES];
+    OK(mgecl_task_label_next(transductive, features, N_IMAGES, DIM, N_IMAGES, rows, scores,
+                             N_IMAGES, &count));
+    CHECK(count == N_IMAGES);
+    for (size_t k = 0; k < count; k++)
+        printf("transductive next: %zu %.17g\n", rows[k], scores[k]);
+    mgecl_task_free(inductive);
+    mgecl_task_free(transductive);
+}
+
 static void test_model_mismatch(const char *model_path, const char *task_path) {
     mgecl_metadata_entry entry = {"invert", "true"};
     mgecl_load_options options = {.struct_size = sizeof(mgecl_load_options),
@@ -787,6 +863,25 @@ typedef struct {
     uint32_t augmentation;
 } older_task_options;
 
+/* mgecl_task_options as the 0.4.0 header declared it: up to augment_queries, without
+ * transductive (appended later). */
+typedef struct {
+    size_t struct_size;
+    uint32_t classifier;
+    double alpha;
+    uint64_t max_iterations;
+    double gradient_tolerance;
+    double temperature;
+    size_t augmented_copies;
+    bool use_threshold;
+    double threshold;
+    size_t max_classes;
+    size_t max_rows;
+    bool raw_probabilities;
+    uint32_t augmentation;
+    bool augment_queries;
+} task_options_0_4;
+
 /* The same structs as a newer header would declare them: one field more. */
 typedef struct {
     mgecl_load_options current;
@@ -855,6 +950,31 @@ static void test_struct_versions(const char *model_path) {
     OK(mgecl_task_get_options(task, &current));
     CHECK(current.augmented_copies == 1 && !current.augment_queries);
     free(older);
+
+    /* The 0.4.0 layout: transductive, which it lacks, is off, also when it replaces the
+     * options of a task that had it on; its struct is written only as far as it reaches. */
+    CHECK(sizeof(task_options_0_4) == offsetof(mgecl_task_options, transductive));
+    task_options_0_4 *v04 = malloc(sizeof *v04);
+    OK(mgecl_task_options_init((mgecl_task_options *)v04, sizeof *v04));
+    CHECK(v04->struct_size == sizeof *v04 && !v04->augment_queries);
+    mgecl_task *v04_task = NULL;
+    OK(mgecl_task_new(model, (const mgecl_task_options *)v04, &v04_task));
+    OK(mgecl_task_get_options(v04_task, &current));
+    CHECK(current.transductive == 0);
+    current.transductive = 1;
+    OK(mgecl_task_set_options(v04_task, &current));
+    memset(v04, 0xAB, sizeof *v04);
+    v04->struct_size = sizeof *v04;
+    OK(mgecl_task_get_options(v04_task, (mgecl_task_options *)v04));
+    CHECK(v04->max_rows == 10000 && !v04->augment_queries);
+    OK(mgecl_task_set_options(v04_task, (const mgecl_task_options *)v04));
+    OK(mgecl_task_get_options(v04_task, &current));
+    CHECK(current.transductive == 0);
+    current.transductive = 2; /* neither 0 nor 1 */
+    EXPECT(mgecl_task_set_options(v04_task, &current), MGECL_STATUS_INVALID_ARGUMENT);
+    CHECK(error_says("transductive"));
+    mgecl_task_free(v04_task);
+    free(v04);
 
     newer_task_options newer;
     EXPECT(mgecl_task_options_init(&newer.current, sizeof newer), MGECL_STATUS_HEADER_TOO_NEW);
@@ -1002,6 +1122,7 @@ int main(int argc, char **argv) {
     mgecl_task *task = test_task(model, features, &expected, task_path);
     test_model_mismatch(argv[1], task_path);
     test_embed_queries(model, features);
+    test_transductive(model, features);
     test_model_task_options(argv[1], model);
     /* The task keeps the model alive: free the model handle first. */
     mgecl_model *second = NULL;

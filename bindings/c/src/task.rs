@@ -428,7 +428,8 @@ pub unsafe extern "C" fn mgecl_task_classify(
 }
 
 /// Embeds and classifies `count` images in one batch: one prediction per image, in input
-/// order, written to the caller's `out_predictions` array of `out_len` elements.
+/// order, written to the caller's `out_predictions` array of `out_len` elements. With
+/// `options.transductive`, the batch refines the prototypes first (see there).
 ///
 /// Errors: as `mgecl_task_classify`; `INVALID_ARGUMENT` for count 0; `BUFFER_TOO_SMALL` when
 /// `out_len < count`. One thread at a time per task.
@@ -570,7 +571,8 @@ pub unsafe extern "C" fn mgecl_task_classify_feature(
 /// diversity discount), each of `out_len` elements; `*out_count` receives how many were
 /// written (`min(count, rows)`). Uncertainty is one minus the margin between the two most
 /// probable classes, density the mean cosine similarity to the 10 nearest rows; after each
-/// pick, rows like it are discounted so that near-duplicates are not all suggested.
+/// pick, rows like it are discounted so that near-duplicates are not all suggested. With
+/// `options.transductive`, the uncertainty is that of the rows' transductive answers.
 ///
 /// Errors: `NULL_ARGUMENT`, `NOT_FITTED`, `INVALID_ARGUMENT` (rows 0, `dim` not the model's
 /// feature_dim, NaN/infinite values), `BUFFER_TOO_SMALL` (`out_len < min(count, rows)`).
@@ -635,6 +637,7 @@ pub unsafe extern "C" fn mgecl_task_label_next(
 /// with `paths[i]` (`rows` NUL-terminated UTF-8 strings) as its path and an empty `error`.
 /// An image needs review when its probability or known-probability is below `review_below`;
 /// the `label_next` best rows to label next get their rank (see `mgecl_task_label_next`).
+/// With `options.transductive`, the rows are answered together (see there).
 ///
 /// `needed` (may be NULL) receives the bytes required including the NUL, on success and on
 /// `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size
@@ -680,7 +683,8 @@ pub unsafe extern "C" fn mgecl_task_label_csv(
 /// label`'s CSV for them, NUL-terminated, into `buffer` as `mgecl_task_label_csv` does, with
 /// `paths[i]` as each row's path. A file that cannot be read or decoded, or breaks the image
 /// limits, does not fail the call: its row has empty fields but `path` and `error`, which says
-/// why (naming the file), and it is not among the images to label next.
+/// why (naming the file), and it is not among the images to label next. With
+/// `options.transductive`, the images that could be embedded are answered together.
 ///
 /// `needed` (may be NULL) receives the bytes required including the NUL, on success and on
 /// `BUFFER_TOO_SMALL`; call with `buffer_len` 0 (buffer may then be NULL) to ask the size

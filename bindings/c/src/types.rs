@@ -191,6 +191,26 @@ pub struct mgecl_task_options {
     /// (default false; costs 1 + `augmented_copies` embeddings per image). Features given
     /// directly are classified as they are.
     pub augment_queries: bool,
+    /// Transductive answers: 1 on, 0 off (the default; other values are
+    /// `MGECL_STATUS_INVALID_ARGUMENT`). A `uint64_t` rather than a `bool` so that it starts
+    /// past the 0.4.0 struct's end (a `bool` would start inside its padding after
+    /// `augment_queries`; see "Structs that grow").
+    ///
+    /// On, the images or feature rows classified together in one call refine the class
+    /// prototypes before they are answered: the unlabelled images of a folder say where its
+    /// classes lie. The answers are then the prototype classifier's, from the refined
+    /// prototypes, whatever `classifier` says, calibrated as the prototype classifier's are
+    /// (with `raw_probabilities` or a model without a calibration: the softmax at
+    /// `temperature`); `known_probability` stays what it is without the option. An image's
+    /// answer therefore depends on the other images of its call. A call with fewer than 2
+    /// images per class (and a one-class task) gets the usual (inductive) answers.
+    ///
+    /// Calls it affects, those that answer several images or rows at once:
+    /// `mgecl_task_classify_batch`, `mgecl_task_label_csv`, `mgecl_task_label_paths_csv`
+    /// (the rows that could be embedded) and `mgecl_task_label_next`. One image
+    /// (`mgecl_task_classify`, `_classify_top_k`, `_classify_feature`) is always answered
+    /// alone. The fit is the same either way.
+    pub transductive: u64,
 }
 
 /// What `mgecl_task_fit` did. A struct that may grow: set `struct_size` before the call
@@ -282,6 +302,15 @@ pub(crate) fn options_to_config(options: &mgecl_task_options) -> Res<TaskConfig>
         augmented_copies: options.augmented_copies,
         augmentation,
         augment_queries: options.augment_queries,
+        transductive: match options.transductive {
+            0 => false,
+            1 => true,
+            other => {
+                return Err(Failure::Argument(format!(
+                    "transductive is {other} (expected 0 or 1)"
+                )))
+            }
+        },
         threshold: options.use_threshold.then_some(options.threshold),
         calibrated: !options.raw_probabilities,
         max_classes: options.max_classes,
@@ -308,6 +337,7 @@ pub(crate) fn config_to_options(config: &TaskConfig) -> mgecl_task_options {
             Augmentation::FlipShift => mgecl_augmentation::FlipShift as u32,
         },
         augment_queries: config.augment_queries,
+        transductive: u64::from(config.transductive),
     }
 }
 
@@ -359,6 +389,7 @@ versioned!(mgecl_task_options {
     raw_probabilities,
     augmentation,
     augment_queries,
+    transductive,
 });
 
 versioned!(mgecl_fit_report {
@@ -382,7 +413,63 @@ mod tests {
         // 0.4.0: the first layouts with struct_size.
         check_released_layouts::<mgecl_load_options>(&["max_embed_bytes"]);
         check_released_layouts::<mgecl_model_info>(&["invert"]);
-        check_released_layouts::<mgecl_task_options>(&["augment_queries"]);
         check_released_layouts::<mgecl_fit_report>(&["classes"]);
+        // 0.4.0 ended at augment_queries; transductive was appended after it.
+        check_released_layouts::<mgecl_task_options>(&["augment_queries", "transductive"]);
+    }
+
+    #[test]
+    fn transductive_converts_both_ways() {
+        for on in [false, true] {
+            let config = TaskConfig {
+                transductive: on,
+                ..TaskConfig::default()
+            };
+            let options = config_to_options(&config);
+            assert_eq!(options.transductive, u64::from(on));
+            assert_eq!(options_to_config(&options).ok(), Some(config));
+        }
+        let mut options = config_to_options(&TaskConfig::default());
+        options.transductive = 2;
+        assert!(matches!(
+            options_to_config(&options),
+            Err(Failure::Argument(m)) if m.contains("transductive")
+        ));
+    }
+
+    /// A struct of the 0.4.0 header (it ended at `augment_queries`) reads transductive off,
+    /// whatever lies past its end.
+    #[test]
+    fn a_0_4_0_task_options_struct_reads_transductive_off() {
+        let fields = <mgecl_task_options as crate::versioned::Versioned>::fields();
+        let last = fields
+            .iter()
+            .position(|f| f.name == "augment_queries")
+            .unwrap();
+        let size = crate::versioned::prefix_size(&fields, last);
+        // The 0.4.0 header's sizeof(mgecl_task_options) (tests/c/capi_test.c's
+        // task_options_0_4 checks the same against the C compiler).
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(size, 104);
+        let on = TaskConfig {
+            transductive: true,
+            ..TaskConfig::default()
+        };
+        let caller = mgecl_task_options {
+            struct_size: size,
+            ..config_to_options(&on)
+        };
+        let defaults = config_to_options(&TaskConfig::default());
+        let read = unsafe { crate::versioned::read(&caller, defaults, "options") }
+            .ok()
+            .unwrap();
+        assert_eq!(read.transductive, 0);
+        assert!(!options_to_config(&read).ok().unwrap().transductive);
+        // The whole struct reads it on.
+        let whole = config_to_options(&on);
+        let read = unsafe { crate::versioned::read(&whole, defaults, "options") }
+            .ok()
+            .unwrap();
+        assert!(options_to_config(&read).ok().unwrap().transductive);
     }
 }

@@ -188,6 +188,117 @@ fn check_capi_test_output(stdout: &str) {
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
+    check_transductive_output(stdout);
+}
+
+/// What the Rust API answers for capi_test's transductive batch.
+struct RustTransductive {
+    /// Per image: class index, probability, known-probability.
+    answers: Vec<(usize, f64, f64)>,
+    /// The same with `transductive: false`.
+    inductive: Vec<(usize, f64, f64)>,
+    /// `label_features` as CSV (review below 0.8, 2 to label next, paths `i.png`).
+    csv: String,
+    /// `label_next` of all four rows: row, score.
+    next: Vec<(usize, f64)>,
+}
+
+/// capi_test's transductive task in Rust: default options with `transductive`, image 0 ->
+/// "zero", image 2 -> "two", and the four images' features (embedded together, as capi_test
+/// embeds them) classified as one batch.
+fn rust_transductive() -> &'static RustTransductive {
+    use sdk::{LabelOptions, LoadOptions, Model, Prediction, Task, TaskConfig};
+    static ANSWERS: OnceLock<RustTransductive> = OnceLock::new();
+    ANSWERS.get_or_init(|| {
+        let model = Model::load(data("conv4_gray.safetensors"), &LoadOptions::default()).unwrap();
+        let images: Vec<PathBuf> = (0..4)
+            .map(|i| data(&format!("conv4_gray_inputs/{i}.png")))
+            .collect();
+        let features = model.embed_paths(&images).unwrap();
+        let model = std::sync::Arc::new(model);
+        let task = |transductive: bool| {
+            let config = TaskConfig {
+                transductive,
+                ..TaskConfig::default()
+            };
+            let mut task = Task::new(model.clone(), config).unwrap();
+            for (label, i) in [("zero", 0), ("two", 2)] {
+                task.add_class(label).unwrap();
+                task.add_example_feature(label, features.row(i).as_slice().unwrap())
+                    .unwrap();
+            }
+            task.fit().unwrap();
+            task
+        };
+        let answers = |predictions: Vec<Prediction>| {
+            predictions
+                .iter()
+                .map(|p| (p.class_index, p.probability, p.known_probability))
+                .collect()
+        };
+        let transductive = task(true);
+        let names = ["0.png", "1.png", "2.png", "3.png"];
+        RustTransductive {
+            answers: answers(transductive.classify_features(features.view()).unwrap()),
+            inductive: answers(task(false).classify_features(features.view()).unwrap()),
+            csv: transductive
+                .label_features(features.view(), &LabelOptions::new(0.8, 2))
+                .unwrap()
+                .csv(&names)
+                .unwrap(),
+            next: transductive
+                .label_next(features.view(), 4)
+                .unwrap()
+                .iter()
+                .map(|s| (s.index, s.score))
+                .collect(),
+        }
+    })
+}
+
+/// capi_test's transductive batch through the C ABI answers exactly what the Rust API answers
+/// with `TaskConfig::transductive` (printed with 17 digits: each f64 read back exactly), and
+/// not what it answers without.
+fn check_transductive_output(stdout: &str) {
+    let fields = |prefix: &str| -> Vec<Vec<String>> {
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(|l| l.split(' ').map(str::to_string).collect())
+            .collect()
+    };
+    let answers: Vec<(usize, f64, f64)> = fields("transductive: ")
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            assert_eq!(f[0], i.to_string(), "{stdout}");
+            (
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    let expected = rust_transductive();
+    assert_eq!(answers, expected.answers, "{stdout}");
+    assert!(
+        answers
+            .iter()
+            .zip(&expected.inductive)
+            .any(|(t, i)| t.1 != i.1),
+        "the transductive answers are the inductive ones: {answers:?}"
+    );
+    let csv: String = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("transductive csv: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(csv, expected.csv, "{stdout}");
+    let next: Vec<(usize, f64)> = fields("transductive next: ")
+        .iter()
+        .map(|f| (f[0].parse().unwrap(), f[1].parse().unwrap()))
+        .collect();
+    assert_eq!(next, expected.next, "{stdout}");
 }
 
 #[test]
