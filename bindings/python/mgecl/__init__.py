@@ -119,7 +119,7 @@ class _TaskOptions(_Growing):
                 ("augmented_copies", c_size_t), ("use_threshold", c_bool),
                 ("threshold", c_double), ("max_classes", c_size_t), ("max_rows", c_size_t),
                 ("raw_probabilities", c_bool), ("augmentation", c_uint32),
-                ("augment_queries", c_bool)]
+                ("augment_queries", c_bool), ("transductive", c_uint64)]
 
 
 class _FitReport(_Growing):
@@ -492,8 +492,8 @@ def _prediction(p):
 
 
 _OPTION_NAMES = ("classifier", "alpha", "max_iterations", "gradient_tolerance", "temperature",
-                 "augmented_copies", "augmentation", "augment_queries", "threshold",
-                 "max_classes", "max_rows", "raw_probabilities")
+                 "augmented_copies", "augmentation", "augment_queries", "transductive",
+                 "threshold", "max_classes", "max_rows", "raw_probabilities")
 
 
 def _options_to_c(options, base=None):
@@ -513,6 +513,8 @@ def _options_to_c(options, base=None):
             if value not in AUGMENTATIONS:
                 raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}")
             c.augmentation = AUGMENTATIONS[value]
+        elif key == "transductive":
+            c.transductive = 1 if value else 0  # a uint64_t in the C struct
         elif key == "threshold":
             c.use_threshold = value is not None
             c.threshold = 0.0 if value is None else float(value)
@@ -528,7 +530,7 @@ def _options_from_c(c):
             "max_iterations": c.max_iterations, "gradient_tolerance": c.gradient_tolerance,
             "temperature": c.temperature, "augmented_copies": c.augmented_copies,
             "augmentation": augmentations.get(c.augmentation, c.augmentation),
-            "augment_queries": c.augment_queries,
+            "augment_queries": c.augment_queries, "transductive": bool(c.transductive),
             "threshold": c.threshold if c.use_threshold else None,
             "max_classes": c.max_classes, "max_rows": c.max_rows,
             "raw_probabilities": c.raw_probabilities}
@@ -540,7 +542,13 @@ class Task(_Handle):
     Options (keywords): classifier ("prototype", the default, or "logistic"), alpha,
     max_iterations, gradient_tolerance, temperature, augmented_copies (0..8 copies embedded
     with each example), augmentation ("rotate", the default, or "flip-shift": which copies),
-    augment_queries (True: classify() also averages each image over its copies), threshold
+    augment_queries (True: classify() also averages each image over its copies), transductive
+    (True: the images of one classify_batch, label_csv, label_paths or label_next call refine
+    the class prototypes before they are answered, so an image's answer depends on the others
+    of its call; the answers are the prototype classifier's from the refined prototypes,
+    calibrated as its are, whatever the classifier; known_probability is unchanged; calls with
+    fewer than 2 images per class, and classify, classify_feature and top_k, which answer one
+    image, get the usual answers), threshold
     (None or 0..1: answers whose known_probability is below it get label None), raw_probabilities (False: the model's
     calibrated probabilities; True: the classifier's raw ones, scikit-learn's for logistic),
     max_classes, max_rows (limits: one more class or row raises Error STATUS_LIMIT_EXCEEDED).
@@ -664,7 +672,8 @@ class Task(_Handle):
         return _prediction(p)
 
     def classify_batch(self, images):
-        """Predictions for a list of images, embedded in one batch."""
+        """Predictions for a list of images, embedded in one batch (and, with the
+        transductive option, answered together)."""
         array, n, _keep = _images(images)
         out = (_Prediction * max(n, 1))()
         _check(_lib.mgecl_task_classify_batch(self._ptr(), array, n, out, n))

@@ -44,6 +44,7 @@ class _TaskOptionsDict(TypedDict):
     augmented_copies: int
     augmentation: str  # "rotate" or "flip-shift"
     augment_queries: bool
+    transductive: bool
     threshold: Optional[float]
     max_classes: int
     max_rows: int
@@ -59,6 +60,7 @@ class _TaskOptionsInputDict(TypedDict, total=False):
     augmented_copies: int
     augmentation: _Augmentation
     augment_queries: bool
+    transductive: bool
     threshold: Optional[float]
     max_classes: int
     max_rows: int

@@ -4,6 +4,8 @@ bindings/python/tests). MGECL_PY_NO_NUMPY=1 runs them without numpy."""
 import concurrent.futures
 import os
 import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +22,8 @@ DATA = os.path.join(ROOT, "tests", "data")
 MODEL = os.path.join(DATA, "conv4_gray.safetensors")
 IMAGES = [os.path.join(DATA, "conv4_gray_inputs", f"{i}.png") for i in range(4)]
 LABELS = ["zero", "zero", "two", "two"]
+# The command-line tool, whose answers are the Rust API's.
+CLI = os.environ.get("MGECL_CLI", os.path.join(ROOT, "target", "release", "mgecl"))
 
 import mgecl  # noqa: E402
 
@@ -195,6 +199,82 @@ class TaskTest(unittest.TestCase):
             self.assertTrue(row.startswith(path + ",,,,,,,,"), row)
             self.assertIn(path, row[len(path) + 8:])
         self.assertEqual(len(csv), 1 + len(paths))
+
+    def test_transductive_option(self):
+        self.assertFalse(self.model.task_options["transductive"])
+        self.assertFalse(mgecl.Task(self.model).options["transductive"])
+        task = mgecl.Task(self.model, transductive=True, classifier="logistic")
+        self.assertTrue(task.options["transductive"])
+        task.options = {**task.options, "transductive": False}
+        self.assertEqual((task.options["transductive"], task.options["classifier"]),
+                         (False, "logistic"))
+        task.options = {"transductive": True}  # the others back to the model's
+        self.assertEqual((task.options["transductive"], task.options["classifier"]),
+                         (True, "prototype"))
+        model = mgecl.Model(MODEL, metadata={"task_defaults": '{"transductive": true}'})
+        self.assertTrue(model.task_options["transductive"])
+        self.assertTrue(mgecl.Task(model).options["transductive"])
+        self.assertFalse(mgecl.Task(model, transductive=False).options["transductive"])
+        # Saved and loaded with the task.
+        with tempfile.TemporaryDirectory() as scratch:
+            mgecl.Task(self.model, transductive=True).save(os.path.join(scratch, "t.mgecl"))
+            loaded = mgecl.Task.load(os.path.join(scratch, "t.mgecl"), self.model)
+        self.assertTrue(loaded.options["transductive"])
+
+    def one_shot_tasks(self):
+        """An inductive and a transductive task, one example each: 2.png -> two, 0.png -> zero
+        (the classes in `mgecl label`'s order, by folder name)."""
+        tasks = []
+        for transductive in (False, True):
+            task = mgecl.Task(self.model, transductive=transductive)
+            for label, path in (("two", IMAGES[2]), ("zero", IMAGES[0])):
+                task.add_class(label)
+                task.add_example(label, path)
+            task.fit()
+            tasks.append(task)
+        return tasks
+
+    def test_transductive_batches_are_answered_together(self):
+        inductive, transductive = self.one_shot_tasks()
+        alone, together = inductive.classify_batch(IMAGES), transductive.classify_batch(IMAGES)
+        # The batch moved the answers; the known-probabilities are the inductive ones.
+        self.assertTrue(any(a.probability != t.probability for a, t in zip(alone, together)))
+        self.assertEqual([a.known_probability for a in alone],
+                         [t.known_probability for t in together])
+        # One image, or fewer than 2 per class, is answered alone.
+        self.assertEqual(transductive.classify(IMAGES[1]), alone[1])
+        self.assertEqual(transductive.classify_batch(IMAGES[:3]), alone[:3])
+        # The label calls answer the batch as classify_batch does.
+        features = transductive.embed_queries(IMAGES)
+        csv = transductive.label_csv(features, IMAGES, 0.8, 2)
+        self.assertEqual(transductive.label_paths(IMAGES, 0.8, 2), csv)
+        self.assertNotEqual(inductive.label_csv(features, IMAGES, 0.8, 2), csv)
+        for row, t in zip(csv.splitlines()[1:], together):
+            fields = row.split(",")
+            self.assertEqual((fields[1], fields[2]), (t.label, f"{t.probability:.6f}"))
+
+    @unittest.skipUnless(os.path.exists(CLI), "needs the mgecl command (MGECL_CLI)")
+    def test_transductive_csv_is_mgecl_labels(self):
+        """The CSV of the transductive task is `mgecl label --transductive`'s (the Rust API's
+        answer) on the same support and images, byte for byte."""
+        _, transductive = self.one_shot_tasks()
+        names = [os.path.basename(p) for p in IMAGES]
+        with tempfile.TemporaryDirectory() as scratch:
+            for label, path in (("two", IMAGES[2]), ("zero", IMAGES[0])):
+                os.makedirs(os.path.join(scratch, "support", label))
+                shutil.copy(path, os.path.join(scratch, "support", label))
+            os.makedirs(os.path.join(scratch, "images"))
+            for path in IMAGES:
+                shutil.copy(path, os.path.join(scratch, "images"))
+            out = os.path.join(scratch, "labels.csv")
+            subprocess.run([CLI, "label", "--model", MODEL, "--support",
+                            os.path.join(scratch, "support"), "--images",
+                            os.path.join(scratch, "images"), "--out", out, "--label-next", "2",
+                            "--transductive"], check=True, stderr=subprocess.DEVNULL)
+            with open(out, newline="") as f:
+                expected = f.read()
+        got = transductive.label_csv(transductive.embed_queries(IMAGES), names, 0.8, 2)
+        self.assertEqual(got, expected)
 
     def test_errors_and_use_after_them(self):
         task, ids = self.make_task()
