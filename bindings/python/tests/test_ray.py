@@ -203,10 +203,6 @@ class RayLabelTest(unittest.TestCase):
         self.assertEqual(job.wait(timeout=300), 0)
         self.assert_same_as_cli(out)
 
-
-if __name__ == "__main__":
-    unittest.main()
-
     def test_a_killed_driver_resumes(self):
         out = os.path.join(self.scratch, "ray-resumed.csv")
         progress = out + ".ray-progress"
@@ -269,3 +265,7 @@ if __name__ == "__main__":
         self.assertNotEqual(strict.returncode, 0)
         self.assertFalse(os.path.exists(strict_out))
         self.assertFalse(os.path.exists(strict_out + ".ray-progress"))
+
+
+if __name__ == "__main__":
+    unittest.main()
