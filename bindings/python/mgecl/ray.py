@@ -3,8 +3,8 @@
     python -m mgecl.ray label --address ADDR --model M --support DIR --images DIR \\
         --out labels.csv [--report report.html] [--review-below 0.8] [--label-next 20] \\
         [--classifier prototype] [--raw-probabilities] [--augmented-copies N] \\
-        [--augmentation rotate] [--[no-]augment-queries] [--batch-size 64] [--workers N] \\
-        [--threads 1] [--strict] [--resume]
+        [--augmentation rotate] [--[no-]augment-queries] [--transductive] [--batch-size 64] \\
+        [--workers N] [--threads 1] [--strict] [--resume]
 
 Task settings not given are the model's recommended ones (Model.task_options), as for
 `mgecl label`.
@@ -15,7 +15,11 @@ them once (a Ray Data actor per worker, not per batch). Ray Data hands the actor
 files in batches; each batch is read, embedded as the task embeds queries (with their augmented
 copies under --augment-queries) and labelled with the task (its CSV rows), and
 its features come back to the driver, which ranks the images to label next over all of them
-(as `mgecl label` does) and writes the CSV atomically. Rows are ordered by path, whatever the
+(as `mgecl label` does) and writes the CSV atomically. With --transductive (or a model that
+recommends it) the images are answered together, as `mgecl label --transductive` answers them:
+the workers only embed, and the driver labels all the images that could be embedded in one
+call (Task.label_csv over all their features, which refines the class prototypes with them
+once), the failed images' rows put back in their places. Rows are ordered by path, whatever the
 number of workers; a failed worker's batches are retried by Ray (actors restarted, tasks
 retried) and each image's row is kept once.
 
@@ -125,6 +129,8 @@ def task_options(model, args):
         options["augment_queries"] = False
     if options["augment_queries"] and options["augmented_copies"] == 0:
         raise SystemExit("error: --augment-queries needs --augmented-copies 1 or more")
+    if args.transductive:
+        options["transductive"] = True
     return options
 
 
@@ -145,13 +151,16 @@ def fit_support(model, support, options):
 
 
 class Labeller:
-    """A Ray Data actor: the model and the task loaded once, then batch after batch."""
+    """A Ray Data actor: the model and the task loaded once, then batch after batch. A
+    transductive task's batches are only embedded (their images' rows are empty): the driver
+    answers all the images together."""
 
     def __init__(self, model_bytes, task_bytes, review_below, strict):
         self.model = mgecl.Model.from_bytes(ray.get(model_bytes))
         self.task = mgecl.Task.from_bytes(ray.get(task_bytes), self.model)
         self.review_below = review_below
         self.strict = strict
+        self.label_rows = not self.task.options["transductive"]
 
     def __call__(self, batch):
         paths = [str(p) for p in batch["path"]]
@@ -163,11 +172,15 @@ class Labeller:
         matrix = np.zeros((len(paths), self.model.feature_dim), dtype=np.float32)
         if good:
             matrix[good] = np.asarray([features[i] for i in good], dtype=np.float32)
+        if good and self.label_rows:
             # The batch's CSV rows (header dropped; no ranking: that needs every image).
             csv = self.task.label_csv(matrix[good], [paths[i] for i in good],
                                       self.review_below, 0)
             for i, row in zip(good, csv.split("\n")[1:-1]):
                 rows[i] = row
+        elif good:
+            for i in good:
+                rows[i] = ""  # labelled by the driver, with all the other images
         return {"index": batch["index"], "row": np.array(rows, dtype=object),
                 "failed": np.array([error is not None for error in errors]),
                 "features": matrix}
@@ -348,24 +361,30 @@ def label(args):
     if missing:
         raise SystemExit(f"error: {len(missing)} images came back unlabelled, e.g. {missing[0]}")
 
-    # The ranking is over the images that were labelled, as in mgecl label.
     good = [i for i in range(len(paths)) if not failed[i]]
-    ranks = {}
-    if good:
-        ranks = {good[row]: rank + 1 for rank, (row, _) in
-                 enumerate(task.label_next(features[good], args.label_next))}
-    # The header as the library writes it (the CSV of one row, without its row).
-    first = good[:1] or [0]
-    header = task.label_csv(features[first], paths[:1], args.review_below, 0).split("\n")[0]
-    lines = [header]
-    for i, row in enumerate(rows):
-        if failed[i]:
-            lines.append(row)
-        else:
+    if options["transductive"] and good:
+        # One call over every image that was embedded, as mgecl label makes it: the batch
+        # refines the prototypes once, and ranks the images to label next.
+        csv = task.label_csv(features[good], [paths[i] for i in good], args.review_below,
+                             args.label_next).split("\n")
+        header = csv[0]
+        for i, row in zip(good, csv[1:-1]):
+            rows[i] = row
+    else:
+        # The ranking is over the images that were labelled, as in mgecl label.
+        ranks = {}
+        if good:
+            ranks = {good[row]: rank + 1 for rank, (row, _) in
+                     enumerate(task.label_next(features[good], args.label_next))}
+        # The header as the library writes it (the CSV of one row, without its row).
+        first = good[:1] or [0]
+        header = task.label_csv(features[first], paths[:1], args.review_below,
+                                0).split("\n")[0]
+        for i in good:
             # The batch rows end with empty label_next and error fields: the rank goes before
             # the last comma.
-            lines.append(row[:-1] + (str(ranks[i]) if i in ranks else "") + ",")
-    text = "\n".join(lines) + "\n"
+            rows[i] = rows[i][:-1] + (str(ranks[i]) if i in ranks else "") + ","
+    text = "\n".join([header] + rows) + "\n"
     out = os.path.abspath(args.out)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), prefix=".mgecl-label-")
     try:
@@ -414,6 +433,10 @@ def main(argv=None):
                    help="also classify each image by the mean of it and its copies")
     p.add_argument("--no-augment-queries", dest="augment_queries", action="store_const",
                    const=False, help="classify each image alone, whatever the model recommends")
+    p.add_argument("--transductive", action="store_true",
+                   help="answer all the images together, as mgecl label --transductive: the "
+                   "class prototypes are refined with them before they are labelled (at least 2 "
+                   "images per class, else the usual answers)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None,
                    help="labelling actors (default: the cluster's CPUs / --threads)")

@@ -3,7 +3,9 @@ node on the loopback address, `ray start`, stopped at the end), 2,100 images: th
 `mgecl label`'s (same rows, labels, review flags and ranking; probabilities within 1e-5), with
 two labelling workers, and again after one worker process is killed in the middle of the job,
 after the driver itself is killed and the job restarted with --resume, and on a folder with
-damaged files (their rows, with the error, as `mgecl label` writes them).
+damaged files (their rows, with the error, as `mgecl label` writes them). With --transductive
+on both sides (all the images answered together, at the driver) the CSV must be `mgecl label
+--transductive`'s byte for byte, also after a killed driver and --resume.
 
 Runs when Ray is installed (`pip install "./bindings/python[ray]"`) and the `mgecl` command is
 found (MGECL_CLI, else the source checkout's target/release/mgecl); MGECL_TEST_RAY=1 makes
@@ -203,10 +205,47 @@ class RayLabelTest(unittest.TestCase):
         self.assertEqual(job.wait(timeout=300), 0)
         self.assert_same_as_cli(out)
 
+    def transductive_cli_csv(self):
+        """`mgecl label --transductive`'s CSV of the images (written once)."""
+        expected = os.path.join(self.scratch, "expected-transductive.csv")
+        if not os.path.exists(expected):
+            subprocess.run([CLI, "label", "--model", MODEL, "--support", self.support,
+                            "--images", self.images, "--out", expected, "--transductive"],
+                           check=True, stderr=subprocess.DEVNULL)
+        return expected
+
+    def assert_same_bytes(self, out, expected):
+        with open(out, "rb") as got, open(expected, "rb") as want:
+            self.assertEqual(got.read(), want.read())
+
+    def test_transductive_as_mgecl_label(self):
+        # 10 classes, ~210 images each: the transductive step applies (>= 2 per class).
+        expected = self.transductive_cli_csv()
+        out = os.path.join(self.scratch, "ray-transductive.csv")
+        subprocess.run(self.command(out, "--workers", "2", "--batch-size", "64",
+                                    "--transductive"), check=True, stderr=subprocess.DEVNULL)
+        # One step over all the images at the driver: the CSV of mgecl label --transductive,
+        # byte for byte.
+        self.assert_same_bytes(out, expected)
+        # The flag changed answers (else this would test nothing).
+        self.assertNotEqual([r["probability"] for r in read_csv(expected)],
+                            [r["probability"] for r in read_csv(self.expected)])
+
+    def test_a_killed_transductive_driver_resumes(self):
+        # The progress file holds the features: the resumed job's one step covers them all.
+        self.kill_driver_then_resume(os.path.join(self.scratch, "ray-resumed-transductive.csv"),
+                                     self.transductive_cli_csv(), "--transductive")
+
     def test_a_killed_driver_resumes(self):
-        out = os.path.join(self.scratch, "ray-resumed.csv")
+        self.kill_driver_then_resume(os.path.join(self.scratch, "ray-resumed.csv"))
+
+    def kill_driver_then_resume(self, out, expected=None, *flags):
+        """Kills the driver (SIGKILL) after 20 batches of 16 are in OUT.ray-progress,
+        restarts it with --resume and checks the CSV against `expected` (default:
+        `mgecl label`'s)."""
         progress = out + ".ray-progress"
-        job = subprocess.Popen(self.command(out, "--workers", "2", "--batch-size", "16"),
+        job = subprocess.Popen(self.command(out, "--workers", "2", "--batch-size", "16",
+                                            *flags),
                                stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 180
         batches = 0
@@ -221,13 +260,16 @@ class RayLabelTest(unittest.TestCase):
         job.kill()  # SIGKILL: no clean-up of its own
         job.wait()
         self.assertFalse(os.path.exists(out))
-        resumed = subprocess.run(self.command(out, "--workers", "2", "--resume"),
+        resumed = subprocess.run(self.command(out, "--workers", "2", "--resume", *flags),
                                  stderr=subprocess.PIPE, text=True)
         self.assertEqual(resumed.returncode, 0, resumed.stderr)
         done = int(resumed.stderr.split("resuming: ")[1].split()[0])
         self.assertGreaterEqual(done, 16 * 20, resumed.stderr)
         self.assertLess(done, len(read_csv(self.expected)))
-        self.assert_same_as_cli(out)
+        if flags:
+            self.assert_same_bytes(out, expected)
+        else:
+            self.assert_same_as_cli(out, expected)
         self.assertFalse(os.path.exists(progress))
 
     def test_damaged_files_as_mgecl_label(self):
