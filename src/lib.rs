@@ -38,5 +38,5 @@ pub use preprocess::{
 };
 pub use task::{
     Augmentation, ClassSummary, ClassifierKind, FitReport, LabelOptions, LabelRow, Labelling,
-    Prediction, Proposal, Scores, Suggestion, Task, TaskConfig,
+    Prediction, Proposal, Scores, Suggestion, SupportClass, Task, TaskConfig,
 };

@@ -650,3 +650,116 @@ fn released_or_unpooled_buffers_give_the_same_features() {
     mgecl::set_buffer_pool_limit(256 << 20);
     assert_eq!(unpooled, before);
 }
+
+/// A support folder (`Task::from_folder`, `support_classes`): one class per sub-folder, named by
+/// it and sorted, its image files directly inside (other files, deeper folders, hidden folders
+/// and files at the top ignored) give the task built by hand from the same files; a folder that
+/// cannot be used names every damaged image and leaves the task as it was.
+#[test]
+fn a_support_folder_is_the_task_built_by_hand() {
+    let scratch = tempfile::tempdir().unwrap();
+    let support = scratch.path().join("support");
+    let copy = |i: usize, to: &str| {
+        let to = support.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(image(i), to).unwrap();
+    };
+    copy(0, "zero/b.png");
+    copy(1, "zero/a.PNG");
+    copy(2, "two/x.png");
+    copy(3, "two/deeper/y.png");
+    copy(3, ".hidden/z.png");
+    copy(3, "top.png");
+    std::fs::write(support.join("zero/notes.txt"), "not an image").unwrap();
+
+    let classes = mgecl::task::support_classes(&support).unwrap();
+    let listed: Vec<(&str, Vec<&str>)> = classes
+        .iter()
+        .map(|c| {
+            let names = c
+                .images
+                .iter()
+                .map(|p| p.file_name().unwrap().to_str().unwrap());
+            (c.label.as_str(), names.collect())
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("two", vec!["x.png"]), ("zero", vec!["a.PNG", "b.png"])]
+    );
+
+    let model = conv4_model();
+    let from_folder = Task::from_folder(model.clone(), TaskConfig::default(), &support).unwrap();
+    let mut by_hand = Task::new(model.clone(), TaskConfig::default()).unwrap();
+    for (label, files) in [("two", &["x.png"][..]), ("zero", &["a.PNG", "b.png"])] {
+        by_hand.add_class(label).unwrap();
+        for file in files {
+            by_hand
+                .add_example_path(label, support.join(label).join(file))
+                .unwrap();
+        }
+    }
+    by_hand.fit().unwrap();
+    let queries: Vec<_> = (0..4).map(image).collect();
+    let a = from_folder.classify_paths(&queries).unwrap();
+    let b = by_hand.classify_paths(&queries).unwrap();
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!((&a.label, a.probability), (&b.label, b.probability));
+    }
+
+    // Damaged images: every one named (up to 20, then counted); the task keeps its classes.
+    let damaged = scratch.path().join("damaged");
+    for i in 0..23 {
+        let class = damaged.join(format!("class{}", i % 2));
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::write(
+            class.join(format!("broken{i:02}.png")),
+            b"\x89PNG\r\n\x1a\n cut",
+        )
+        .unwrap();
+    }
+    let mut task = Task::new(model.clone(), TaskConfig::default()).unwrap();
+    task.add_class("kept").unwrap();
+    let err = task.add_folder(&damaged).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Error::InvalidImage(_)), "{err}");
+    assert!(
+        message.contains("23 images") && message.contains("and 3 more"),
+        "{message}"
+    );
+    assert_eq!(message.matches("broken").count(), 20, "{message}");
+    let labels: Vec<String> = task.classes().into_iter().map(|c| c.label).collect();
+    assert_eq!(labels, ["kept"]);
+    // One damaged image: its own error; a class the task has: refused before reading.
+    std::fs::write(support.join("zero/c.png"), b"not a png").unwrap();
+    let Err(err) = Task::from_folder(model.clone(), TaskConfig::default(), &support) else {
+        panic!("a damaged image was accepted");
+    };
+    assert!(
+        matches!(&err, Error::InvalidImage(m) if m.contains("c.png")),
+        "{err}"
+    );
+    std::fs::remove_file(support.join("zero/c.png")).unwrap();
+    let mut task = Task::new(model.clone(), TaskConfig::default()).unwrap();
+    task.add_class("zero").unwrap();
+    assert!(matches!(
+        task.add_folder(&support),
+        Err(Error::DuplicateLabel(l)) if l == "zero"
+    ));
+    // No class folder; an empty class folder; no folder.
+    std::fs::create_dir_all(support.join("empty")).unwrap();
+    for (folder, says) in [
+        (support.join("zero"), "no class folders"),
+        (support.clone(), "empty"),
+    ] {
+        let err = mgecl::task::support_classes(&folder).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains(says)),
+            "{err}"
+        );
+    }
+    assert!(matches!(
+        mgecl::task::support_classes(scratch.path().join("missing")),
+        Err(Error::Io { .. })
+    ));
+}

@@ -33,6 +33,7 @@ use crate::preprocess::ImageSource;
 
 mod answers;
 mod file;
+mod folder;
 mod label;
 
 pub use crate::augment::{
@@ -43,6 +44,7 @@ pub use crate::config::{
 };
 pub use answers::{ClassSummary, FitReport, Prediction, Scores};
 pub use file::MAX_TASK_FILE_BYTES;
+pub use folder::{support_classes, SupportClass};
 pub use label::{
     failed_rows, rank_to_label, review_order, LabelCsv, LabelOptions, LabelRow, Labelling,
     Proposal, Suggestion, CSV_HEADER, LABEL_CHUNK, MAX_CANDIDATES,
