@@ -1,5 +1,6 @@
 //! Support folders (one sub-folder of example images per class, named by its label) and the
-//! tasks fitted on them.
+//! tasks fitted on them. The folder rules are the core's ([`mgecl::task::support_classes`]),
+//! which the C ABI and Python share.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,22 +13,10 @@ pub type SupportClasses = Vec<(String, Vec<PathBuf>)>;
 
 /// Support images per class folder of `support` (sorted by folder name).
 pub fn classes(support: &Path) -> Result<SupportClasses, Error> {
-    let mut class_dirs: Vec<PathBuf> = std::fs::read_dir(support)
-        .map_err(|e| Error::io(support, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    class_dirs.sort();
-    class_dirs
+    Ok(mgecl::task::support_classes(support)?
         .into_iter()
-        .map(|dir| {
-            let label = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            Ok((label, images_in(&dir)?))
-        })
-        .collect()
+        .map(|class| (class.label, class.images))
+        .collect())
 }
 
 /// How many example images `support` holds.
@@ -43,14 +32,7 @@ pub fn fitted_task(
     bar: &ProgressBar,
 ) -> Result<(Task, SupportClasses), Error> {
     let mut task = Task::new(Arc::new(model), config)?;
-    let classes = classes(support)?;
-    for (label, images) in &classes {
-        task.add_class(label)?;
-        for image in images {
-            task.add_example_path(label, image)?;
-            bar.inc(1);
-        }
-    }
+    let classes = task.add_folder_with(support, |_| bar.inc(1))?;
     let report = task.fit()?;
     if !report.converged {
         eprintln!(
@@ -58,18 +40,9 @@ pub fn fitted_task(
             report.gradient_max_abs
         );
     }
+    let classes = classes
+        .into_iter()
+        .map(|class| (class.label, class.images))
+        .collect();
     Ok((task, classes))
-}
-
-/// Image files directly inside `dir`, sorted by name.
-fn images_in(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        if path.is_file() && mgecl::preprocess::is_image_file(&path) {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
 }
