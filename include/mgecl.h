@@ -809,6 +809,28 @@ enum mgecl_status mgecl_task_add_example_feature(struct mgecl_task *task,
                                                  uint64_t *out_id);
 
 /**
+ * Adds the classes of the support folder `folder`, each with its images as examples (as the
+ * `mgecl` command reads `--support`): one class per sub-folder, labelled by the
+ * sub-folder's name, sorted by name (names starting with a dot are skipped); each class's
+ * examples are the image files directly inside its sub-folder (.png, .jpg, ...: other files
+ * and deeper folders are ignored). Fit the task afterwards with `mgecl_task_fit`. The
+ * number of examples added is written to `*out_examples` (may be NULL). Label pointers
+ * handed out before become invalid. Every image is tried before the call fails, so the
+ * error message names all that cannot be used; on error the task is left without the
+ * folder's classes (and unfitted).
+ *
+ * Errors: `NULL_ARGUMENT` (task, folder), `INVALID_ARGUMENT` (bad UTF-8; no class
+ * sub-folder, a class sub-folder without images, a sub-folder name that is no label),
+ * `DUPLICATE_LABEL` (a class the task already has), `IO` (a folder or image cannot be
+ * read), `INVALID_IMAGE` (damaged or unsupported images; several unusable images of any
+ * kind), `LIMIT_EXCEEDED` (an image over the model's image limits; `max_classes`,
+ * `max_rows` reached), `BACKEND`, `PANIC`. One thread at a time per task.
+ */
+enum mgecl_status mgecl_task_add_folder(struct mgecl_task *task,
+                                        const char *folder,
+                                        size_t *out_examples);
+
+/**
  * Removes one example by id; the task must be fitted again.
  *
  * Errors: `NULL_ARGUMENT`, `UNKNOWN_EXAMPLE`. One thread at a time per task.

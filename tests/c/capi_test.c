@@ -4,7 +4,8 @@
  * the whole model and task API on the Conv-4 fixture, and one model shared by many threads
  * with results identical to a single thread, transductive batches (printed for c_api.rs to
  * compare with the Rust API), and the structs that grow read at an older header's size and
- * refused at a newer one's. Built with -DMGECL_TEST_HOOKS against a library
+ * refused at a newer one's, and a task built from a support folder (mgecl_task_add_folder)
+ * against the same task built image by image. Built with -DMGECL_TEST_HOOKS against a library
  * built with the test-hooks feature, it also forces a Rust panic inside a call.
  *
  * usage: capi_test MODEL IMAGE_DIR TMP_DIR
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mgecl.h"
 #include "read_file.h"
@@ -628,6 +630,125 @@ static void test_model_task_options(const char *model_path, const mgecl_model *p
 
 /* Query embedding the task's way: without augmentation it is mgecl_model_embed's; with
  * augmented queries it differs, and classifying its rows answers what classify_batch answers. */
+/* Writes `len` bytes to `path`; returns whether it worked. */
+static int write_file(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    size_t written = fwrite(data, 1, len, f);
+    return fclose(f) == 0 && written == len;
+}
+
+/* `dir/name` in `out` (checked: not cut short). */
+static void join(char *out, size_t size, const char *dir, const char *name) {
+    int n = snprintf(out, size, "%s/%s", dir, name);
+    CHECK(n > 0 && (size_t)n < size);
+}
+
+/* Copies image `i` of the fixture to `dir/name`. */
+static void copy_image(int i, const char *dir, const char *name) {
+    size_t len = 0;
+    unsigned char *data = read_file(image_paths[i], &len);
+    char path[4096];
+    join(path, sizeof path, dir, name);
+    CHECK(data != NULL && write_file(path, data, len));
+    free(data);
+}
+
+/* `base/name` made as a folder (already there is fine), its path in `out`. */
+static void make_dir(char *out, size_t size, const char *base, const char *name) {
+    join(out, size, base, name);
+    mkdir(out, 0755);
+}
+
+/* mgecl_task_add_folder: a support folder (zero/: images 0, 1 and a text file; two/: 2, 3;
+ * .hidden/: skipped) gives the task built by hand with the same classes (sorted by name) and
+ * the same files, class by class in name order: the same answers, bit for bit. Damaged
+ * images are all named in one error, and a failed call leaves the task without the
+ * folder's classes. */
+static void test_add_folder(const mgecl_model *model, const char *tmp_dir) {
+    char support[4096], zero[4096], two[4096], hidden[4096], path[4096];
+    make_dir(support, sizeof support, tmp_dir, "support");
+    make_dir(zero, sizeof zero, support, "zero");
+    make_dir(two, sizeof two, support, "two");
+    make_dir(hidden, sizeof hidden, support, ".hidden");
+    copy_image(0, zero, "a.png");
+    copy_image(1, zero, "b.png");
+    copy_image(2, two, "a.png");
+    copy_image(3, two, "b.png");
+    copy_image(3, hidden, "a.png");
+    join(path, sizeof path, zero, "notes.txt");
+    CHECK(write_file(path, "not an image", 12));
+
+    mgecl_task *folder_task = NULL, *by_hand = NULL;
+    OK(mgecl_task_new(model, NULL, &folder_task));
+    size_t examples = 99;
+    EXPECT(mgecl_task_add_folder(NULL, support, &examples), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_add_folder(folder_task, NULL, &examples), MGECL_STATUS_NULL_ARGUMENT);
+    EXPECT(mgecl_task_add_folder(folder_task, bad_utf8, &examples),
+           MGECL_STATUS_INVALID_ARGUMENT);
+    EXPECT(mgecl_task_add_folder(folder_task, "/nonexistent/support", &examples),
+           MGECL_STATUS_IO);
+    EXPECT(mgecl_task_add_folder(folder_task, zero, &examples), MGECL_STATUS_INVALID_ARGUMENT);
+    CHECK(error_says("no class folders"));
+    CHECK(examples == 99);
+    OK(mgecl_task_add_folder(folder_task, support, &examples));
+    CHECK(examples == 4);
+    EXPECT(mgecl_task_add_folder(folder_task, support, NULL), MGECL_STATUS_DUPLICATE_LABEL);
+    size_t count = 0;
+    OK(mgecl_task_class_count(folder_task, &count));
+    CHECK(count == 2);
+    const char *label = NULL;
+    OK(mgecl_task_class_label(folder_task, 0, &label));
+    CHECK(label != NULL && strcmp(label, "two") == 0);
+    OK(mgecl_task_class_label(folder_task, 1, &label));
+    CHECK(label != NULL && strcmp(label, "zero") == 0);
+    OK(mgecl_task_fit(folder_task, NULL));
+
+    OK(mgecl_task_new(model, NULL, &by_hand));
+    const char *classes[2] = {"two", "zero"};
+    const char *dirs[2] = {two, zero};
+    for (int c = 0; c < 2; c++) {
+        OK(mgecl_task_add_class(by_hand, classes[c]));
+        for (int k = 0; k < 2; k++) {
+            join(path, sizeof path, dirs[c], k == 0 ? "a.png" : "b.png");
+            mgecl_image image = mgecl_image_file(path);
+            OK(mgecl_task_add_example(by_hand, classes[c], &image, NULL));
+        }
+    }
+    OK(mgecl_task_fit(by_hand, NULL));
+    for (int i = 0; i < N_IMAGES; i++) {
+        mgecl_image image = mgecl_image_file(image_paths[i]);
+        mgecl_prediction from_folder, from_hand;
+        OK(mgecl_task_classify(folder_task, &image, &from_folder));
+        OK(mgecl_task_classify(by_hand, &image, &from_hand));
+        CHECK(from_folder.class_index == from_hand.class_index &&
+              from_folder.probability == from_hand.probability &&
+              from_folder.known_probability == from_hand.known_probability);
+        CHECK(from_folder.label != NULL && strcmp(from_folder.label, labels[i]) == 0);
+    }
+
+    /* Damaged images: both named, and the task keeps none of the folder's classes. */
+    char damaged[4096], good[4096], bad[4096];
+    make_dir(damaged, sizeof damaged, tmp_dir, "damaged_support");
+    make_dir(good, sizeof good, damaged, "good");
+    make_dir(bad, sizeof bad, damaged, "bad");
+    copy_image(0, good, "a.png");
+    join(path, sizeof path, good, "broken1.png");
+    CHECK(write_file(path, "\x89PNG truncated", 14));
+    join(path, sizeof path, bad, "broken2.jpg");
+    CHECK(write_file(path, "not a jpeg", 10));
+    mgecl_task *damaged_task = NULL;
+    OK(mgecl_task_new(model, NULL, &damaged_task));
+    EXPECT(mgecl_task_add_folder(damaged_task, damaged, NULL), MGECL_STATUS_INVALID_IMAGE);
+    CHECK(error_says("broken1.png") && error_says("broken2.jpg"));
+    OK(mgecl_task_class_count(damaged_task, &count));
+    CHECK(count == 0);
+
+    mgecl_task_free(damaged_task);
+    mgecl_task_free(by_hand);
+    mgecl_task_free(folder_task);
+}
+
 static void test_embed_queries(const mgecl_model *model, const float *features) {
     mgecl_image images[N_IMAGES];
     for (int i = 0; i < N_IMAGES; i++) images[i] = mgecl_image_file(image_paths[i]);
@@ -1122,6 +1243,7 @@ int main(int argc, char **argv) {
     mgecl_task *task = test_task(model, features, &expected, task_path);
     test_model_mismatch(argv[1], task_path);
     test_embed_queries(model, features);
+    test_add_folder(model, argv[3]);
     test_transductive(model, features);
     test_model_task_options(argv[1], model);
     /* The task keeps the model alive: free the model handle first. */
