@@ -207,6 +207,7 @@ _declare("mgecl_task_remove_class", _status, c_void_p, c_char_p)
 _declare("mgecl_task_add_example", _status, c_void_p, c_char_p, _P(_Image), _P(c_uint64))
 _declare("mgecl_task_add_example_feature", _status, c_void_p, c_char_p, _P(c_float), c_size_t,
          _P(c_uint64))
+_declare("mgecl_task_add_folder", _status, c_void_p, c_char_p, _P(c_size_t))
 _declare("mgecl_task_remove_example", _status, c_void_p, c_uint64)
 _declare("mgecl_task_class_count", _status, c_void_p, _P(c_size_t))
 _declare("mgecl_task_class_label", _status, c_void_p, c_size_t, _P(c_char_p))
@@ -575,6 +576,23 @@ class Task(_Handle):
         self._handle = _handle
 
     @classmethod
+    def from_folder(cls, model, path, **options):
+        """A task on `model` fitted on the support folder `path`, as `mgecl classify --support`
+        reads it: one sub-folder of example images per class, the sub-folder's name its label
+        (classes sorted by name; names starting with a dot skipped), the image files directly
+        inside it its examples (other files ignored). Options as for `Task`. Raises Error
+        naming every image that cannot be used (STATUS_INVALID_IMAGE, or the one image's
+        status)."""
+        task = cls(model, **options)
+        try:
+            task.add_folder(path)
+            task.fit()
+        except BaseException:
+            task.close()
+            raise
+        return task
+
+    @classmethod
     def load(cls, path, model):
         """Loads a task saved with save() against `model`."""
         handle = c_void_p()
@@ -615,6 +633,14 @@ class Task(_Handle):
         _check(_lib.mgecl_task_add_example(self._ptr(), _text(label, "label"), byref(c_image),
                                            byref(example_id)))
         return example_id.value
+
+    def add_folder(self, path):
+        """Adds the classes of the support folder `path` (see `from_folder`) with their
+        images as examples; returns how many examples it added. Fit afterwards. On error the
+        task is left without the folder's classes."""
+        examples = c_size_t()
+        _check(_lib.mgecl_task_add_folder(self._ptr(), os.fsencode(path), byref(examples)))
+        return examples.value
 
     def add_example_feature(self, label, feature):
         pointer, n, _keep = _floats(feature)

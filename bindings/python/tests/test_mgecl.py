@@ -2,6 +2,7 @@
 bindings/python/tests). MGECL_PY_NO_NUMPY=1 runs them without numpy."""
 
 import concurrent.futures
+import json
 import os
 import re
 import shutil
@@ -458,6 +459,115 @@ class TaskTest(unittest.TestCase):
 
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 self.assertTrue(all(pool.map(work, range(8))))
+
+
+class FromFolderTest(unittest.TestCase):
+    """Task.from_folder reads a support folder as `mgecl classify --support` does (one
+    sub-folder per class, named by its label): the same classes, labels and probabilities as
+    the command on the same folder and images."""
+
+    SHIPPED = os.path.join(ROOT, "models", "omniglot-conv4.safetensors")
+    EXAMPLES = os.path.join(ROOT, "examples", "data", "omniglot")
+
+    def support_folder(self, scratch):
+        """A hand-made support folder: per character of examples/data/omniglot, its first
+        four drawings (the fifth is a query), a text file and a hidden folder, which are not
+        examples. Returns the folder, the class names and the queries."""
+        support = os.path.join(scratch, "support")
+        classes = sorted(d for d in os.listdir(self.EXAMPLES)
+                         if os.path.isdir(os.path.join(self.EXAMPLES, d)))
+        queries = []
+        for name in classes:
+            files = sorted(os.listdir(os.path.join(self.EXAMPLES, name)))
+            os.makedirs(os.path.join(support, name))
+            for file in files[:4]:
+                shutil.copy(os.path.join(self.EXAMPLES, name, file),
+                            os.path.join(support, name))
+            queries.append(os.path.join(self.EXAMPLES, name, files[4]))
+            with open(os.path.join(support, name, "notes.txt"), "w") as f:
+                f.write("not an image")
+        os.makedirs(os.path.join(support, ".ipynb_checkpoints"))
+        shutil.copy(queries[0], os.path.join(support, ".ipynb_checkpoints"))
+        return support, classes, queries
+
+    @unittest.skipUnless(os.path.exists(CLI), "needs the mgecl command (MGECL_CLI)")
+    def test_answers_are_mgecl_classify(self):
+        model = mgecl.Model(self.SHIPPED)
+        with tempfile.TemporaryDirectory() as scratch:
+            support, classes, queries = self.support_folder(scratch)
+            for options, flags in (({}, []),
+                                   ({"classifier": "logistic"}, ["--classifier", "logistic"])):
+                out = subprocess.run([CLI, "classify", "--json", "--model", self.SHIPPED,
+                                      "--support", support, *flags, *queries], check=True,
+                                     capture_output=True, text=True).stdout
+                expected = [json.loads(line) for line in out.splitlines()]
+                task = mgecl.Task.from_folder(model, support, **options)
+                self.assertTrue(task.is_fitted)
+                self.assertEqual(task.classes, classes)
+                self.assertEqual([len(task.class_examples(i)) for i in range(len(classes))],
+                                 [4] * len(classes))
+                answers = task.classify_batch(queries)
+                self.assertEqual(len(answers), len(expected))
+                for query, answer, line in zip(queries, answers, expected):
+                    self.assertEqual(line["path"], query)
+                    self.assertEqual(answer.label, line["label"])
+                    self.assertEqual(answer.probability, line["probability"])
+                    self.assertEqual(answer.known_probability, line["known_probability"])
+                    # Every class's probability (top_k embeds the image alone: not bit for
+                    # bit the batch's).
+                    top = dict(task.top_k(query, len(classes)))
+                    self.assertEqual(sorted(top), sorted(line["probabilities"]))
+                    for label, p in line["probabilities"].items():
+                        self.assertAlmostEqual(top[label], p, places=9)
+                # The drawings of a character are recognised as that character.
+                self.assertEqual([a.label for a in answers], classes)
+
+    @unittest.skipUnless(os.path.exists(CLI), "needs the mgecl command (MGECL_CLI)")
+    def test_damaged_images_are_all_named(self):
+        model = mgecl.Model(self.SHIPPED)
+        with tempfile.TemporaryDirectory() as scratch:
+            support, classes, queries = self.support_folder(scratch)
+            damaged = [os.path.join(support, classes[0], "broken.png"),
+                       os.path.join(support, classes[2], "cut.jpg")]
+            for path in damaged:
+                with open(path, "wb") as f:
+                    f.write(b"\x89PNG\r\n\x1a\n not really")
+            with self.assertRaises(mgecl.Error) as e:
+                mgecl.Task.from_folder(model, support)
+            self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_IMAGE)
+            for path in damaged:
+                self.assertIn(path, e.exception.message)
+            cli = subprocess.run([CLI, "classify", "--model", self.SHIPPED, "--support",
+                                  support, queries[0]], capture_output=True, text=True)
+            self.assertNotEqual(cli.returncode, 0)
+            for path in damaged:
+                self.assertIn(path, cli.stderr)
+            # A task keeps none of a folder that failed, and takes a good one afterwards.
+            task = mgecl.Task(model)
+            with self.assertRaises(mgecl.Error):
+                task.add_folder(support)
+            self.assertEqual(task.classes, [])
+            for path in damaged:
+                os.remove(path)
+            self.assertEqual(task.add_folder(support), 4 * len(classes))
+            task.fit()
+            self.assertEqual(task.classify(queries[1]).label, classes[1])
+
+    def test_folder_errors(self):
+        model = mgecl.Model(MODEL)
+        with tempfile.TemporaryDirectory() as scratch:
+            with self.assertRaises(mgecl.Error) as e:
+                mgecl.Task.from_folder(model, os.path.join(scratch, "missing"))
+            self.assertEqual(e.exception.status, mgecl.STATUS_IO)
+            with self.assertRaises(mgecl.Error) as e:
+                mgecl.Task.from_folder(model, scratch)  # no class folders
+            self.assertEqual(e.exception.status, mgecl.STATUS_INVALID_ARGUMENT)
+            os.makedirs(os.path.join(scratch, "empty"))
+            with self.assertRaises(mgecl.Error) as e:
+                mgecl.Task.from_folder(model, scratch)  # a class without images
+            self.assertIn("empty", e.exception.message)
+            with self.assertRaises(TypeError):
+                mgecl.Task.from_folder(model, scratch, no_such_option=1)
 
 
 if __name__ == "__main__":
