@@ -101,13 +101,13 @@ pub struct TaskConfig {
     /// [`Task::label_paths`]: crate::Task::label_paths
     #[serde(default)]
     pub transductive: bool,
-    /// Open-set rejection: an answer whose [`Prediction::known_probability`] is below this
+    /// Open-set rejection: an answer whose [`Prediction::known_probability`](crate::Prediction::known_probability) is below this
     /// becomes "unknown" (`label: None`). With a calibrated model that is the probability that
     /// the image belongs to one of the task's classes at all, so 0.5 rejects what is more
     /// likely unknown than known. `None` (default) always answers.
     pub threshold: Option<f64>,
     /// Calibrated probabilities (default true): the model's calibration
-    /// ([`Model::calibration`]) rescales the classifier's scores for the task's number of
+    /// ([`Model::calibration`](crate::Model::calibration)) rescales the classifier's scores for the task's number of
     /// classes and shots and for its augmentation
     /// ([`Calibration::for_copies`](crate::classifier::calibration::Calibration::for_copies)),
     /// so that a probability of 0.9 is right 9 times in 10; which class wins never changes.

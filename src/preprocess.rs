@@ -161,7 +161,7 @@ impl<'a> ImageSource<'a> {
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"];
 
 /// Extensions of photo formats that cannot be decoded (no pure-Rust decoder): listed as images
-/// by `mgecl label`, so that they are reported as failed with [`unsupported_format_advice`]
+/// by `mgecl label`, so that they are reported as failed with advice on converting them
 /// instead of being left out silently.
 pub const UNSUPPORTED_IMAGE_EXTENSIONS: &[&str] = &["heic", "heif", "avif"];
 

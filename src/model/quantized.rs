@@ -287,7 +287,7 @@ pub(crate) fn serialize(
 /// refit it on the quantised features where they moved (`mgecl quantize` does).
 ///
 /// The calibration holds one layer's activations of all images at once: within
-/// [`LoadOptions::max_embed_bytes`] per [`EMBED_CHUNK`](super::EMBED_CHUNK) images.
+/// [`LoadOptions::max_embed_bytes`] per 32 images (the engine's embedding chunk).
 ///
 /// # Errors
 /// As [`Model::from_bytes`]; [`Error::InvalidArgument`] when `bytes` is already quantised or
