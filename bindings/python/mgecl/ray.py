@@ -3,7 +3,7 @@
     python -m mgecl.ray label --address ADDR --model M --support DIR --images DIR \\
         --out labels.csv [--report report.html] [--review-below 0.8] [--label-next 20] \\
         [--classifier prototype] [--raw-probabilities] [--augmented-copies N] \\
-        [--augmentation rotate] [--[no-]augment-queries] [--transductive] [--batch-size 64] \\
+        [--augmentation rotate] [--[no-]augment-queries] [--inductive] [--batch-size 64] \\
         [--workers N] [--threads 1] [--strict] [--resume]
 
 Task settings not given are the model's recommended ones (Model.task_options), as for
@@ -15,9 +15,8 @@ them once (a Ray Data actor per worker, not per batch). Ray Data hands the actor
 files in batches; each batch is read, embedded as the task embeds queries (with their augmented
 copies under --augment-queries) and labelled with the task (its CSV rows), and
 its features come back to the driver, which ranks the images to label next over all of them
-(as `mgecl label` does) and writes the CSV atomically. With --transductive (or a model that
-recommends it) the images are answered together, as `mgecl label --transductive` answers them:
-the workers only embed, and the driver labels all the images that could be embedded in one
+(as `mgecl label` does) and writes the CSV atomically. As in `mgecl label`, the images are
+answered together (transductively) unless --inductive: the workers only embed, and the driver labels all the images that could be embedded in one
 call (Task.label_csv over all their features, which refines the class prototypes with them
 once), the failed images' rows put back in their places. Rows are ordered by path, whatever the
 number of workers; a failed worker's batches are retried by Ray (actors restarted, tasks
@@ -129,8 +128,8 @@ def task_options(model, args):
         options["augment_queries"] = False
     if options["augment_queries"] and options["augmented_copies"] == 0:
         raise SystemExit("error: --augment-queries needs --augmented-copies 1 or more")
-    if args.transductive:
-        options["transductive"] = True
+    # Transductive by default, as mgecl label.
+    options["transductive"] = not args.inductive
     return options
 
 
@@ -433,10 +432,13 @@ def main(argv=None):
                    help="also classify each image by the mean of it and its copies")
     p.add_argument("--no-augment-queries", dest="augment_queries", action="store_const",
                    const=False, help="classify each image alone, whatever the model recommends")
-    p.add_argument("--transductive", action="store_true",
-                   help="answer all the images together, as mgecl label --transductive: the "
-                   "class prototypes are refined with them before they are labelled (at least 2 "
-                   "images per class, else the usual answers)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--transductive", action="store_true",
+                      help="answer all the images together (the default, as mgecl label): the "
+                      "class prototypes are refined with them before they are labelled (at "
+                      "least 2 images per class, else the usual answers)")
+    mode.add_argument("--inductive", action="store_true",
+                      help="answer each image on its own, as mgecl label --inductive")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None,
                    help="labelling actors (default: the cluster's CPUs / --threads)")

@@ -3,9 +3,10 @@ node on the loopback address, `ray start`, stopped at the end), 2,100 images: th
 `mgecl label`'s (same rows, labels, review flags and ranking; probabilities within 1e-5), with
 two labelling workers, and again after one worker process is killed in the middle of the job,
 after the driver itself is killed and the job restarted with --resume, and on a folder with
-damaged files (their rows, with the error, as `mgecl label` writes them). With --transductive
-on both sides (all the images answered together, at the driver) the CSV must be `mgecl label
---transductive`'s byte for byte, also after a killed driver and --resume.
+damaged files (their rows, with the error, as `mgecl label` writes them). Both answer the
+images together by default (transductively; Ray at the driver): with --transductive given on
+both sides the CSV must be `mgecl label --transductive`'s byte for byte, also after a killed
+driver and --resume; with --inductive the workers label their own batches.
 
 Runs when Ray is installed (`pip install "./bindings/python[ray]"`) and the `mgecl` command is
 found (MGECL_CLI, else the source checkout's target/release/mgecl); MGECL_TEST_RAY=1 makes
@@ -169,8 +170,8 @@ class RayLabelTest(unittest.TestCase):
 
     def test_augmentation_flags_as_mgecl_label(self):
         # The shipped model recommends augmented queries (the default runs use them); here the
-        # flags turn them off on both sides.
-        off = ["--augmented-copies", "0"]
+        # flags turn them off on both sides, inductively (the workers label their batches).
+        off = ["--augmented-copies", "0", "--inductive"]
         expected = os.path.join(self.scratch, "expected-plain.csv")
         subprocess.run([CLI, "label", "--model", MODEL, "--support", self.support,
                         "--images", self.images, "--out", expected, *off], check=True,
@@ -181,7 +182,7 @@ class RayLabelTest(unittest.TestCase):
         self.assert_same_as_cli(out, expected)
         # The copies change the answers' probabilities (else this would test nothing).
         self.assertNotEqual([r["probability"] for r in read_csv(expected)],
-                            [r["probability"] for r in read_csv(self.expected)])
+                            [r["probability"] for r in read_csv(self.inductive_cli_csv())])
 
     def test_a_killed_worker_loses_nothing(self):
         out = os.path.join(self.scratch, "ray-killed.csv")
@@ -214,6 +215,15 @@ class RayLabelTest(unittest.TestCase):
                            check=True, stderr=subprocess.DEVNULL)
         return expected
 
+    def inductive_cli_csv(self):
+        """`mgecl label --inductive`'s CSV of the images (written once)."""
+        expected = os.path.join(self.scratch, "expected-inductive.csv")
+        if not os.path.exists(expected):
+            subprocess.run([CLI, "label", "--model", MODEL, "--support", self.support,
+                            "--images", self.images, "--out", expected, "--inductive"],
+                           check=True, stderr=subprocess.DEVNULL)
+        return expected
+
     def assert_same_bytes(self, out, expected):
         with open(out, "rb") as got, open(expected, "rb") as want:
             self.assertEqual(got.read(), want.read())
@@ -227,9 +237,10 @@ class RayLabelTest(unittest.TestCase):
         # One step over all the images at the driver: the CSV of mgecl label --transductive,
         # byte for byte.
         self.assert_same_bytes(out, expected)
-        # The flag changed answers (else this would test nothing).
+        # Transduction changed answers (else this would test nothing), and it is the default.
+        self.assert_same_bytes(self.expected, expected)
         self.assertNotEqual([r["probability"] for r in read_csv(expected)],
-                            [r["probability"] for r in read_csv(self.expected)])
+                            [r["probability"] for r in read_csv(self.inductive_cli_csv())])
 
     def test_a_killed_transductive_driver_resumes(self):
         # The progress file holds the features: the resumed job's one step covers them all.

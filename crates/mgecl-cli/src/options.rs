@@ -166,7 +166,7 @@ pub struct TaskArgs {
     /// Classify the images of a run together: the class prototypes are refined with the
     /// unlabelled images themselves before answering (class proportions estimated, images of
     /// no support class kept out), so an image's answer depends on the others. Needs at
-    /// least 2 images per class, else the answers are the usual ones.
+    /// least 2 images per class, else the answers are the usual ones. (label's default.)
     #[arg(long)]
     pub transductive: bool,
     #[command(flatten)]

@@ -235,8 +235,8 @@ fn render(page: &Path, dir: &Path) -> Option<PathBuf> {
     }
 }
 
-/// With test-time augmentation of the queries, `mgecl label` proposes what `mgecl classify`
-/// answers with the same flags (labels and probabilities), and the copies change the answers
+/// With test-time augmentation of the queries, `mgecl label` proposes what `mgecl classify
+/// --transductive` answers for the same images with the same flags (labels and probabilities), and the copies change the answers
 /// (queries embedded without their copies gave other probabilities).
 #[test]
 fn label_augments_queries_as_classify_does() {
@@ -279,6 +279,8 @@ fn label_augments_queries_as_classify_does() {
             .arg("--support")
             .arg(&support)
             .arg("--json")
+            // label answers its images together by default; classify does with the flag.
+            .arg("--transductive")
             .args(tta)
             .args(&files),
     )
@@ -489,22 +491,24 @@ fn damaged_files_get_error_rows_and_the_rest_is_labelled_as_without_them() {
     assert!(!scratch.path().join("strict.csv.progress").exists());
 }
 
-/// `mgecl label` killed (SIGKILL) at random points of a 600-image run and resumed with
-/// `--resume`, 12 times (every other time killed again while resuming): each CSV is
+/// `mgecl label --inductive` killed (SIGKILL) at random points of a 600-image run and resumed
+/// with `--resume`, 12 times (every other time killed again while resuming): each CSV is
 /// byte-identical to the uninterrupted run's, and the progress file is gone at the end.
 #[test]
 fn a_killed_run_resumes_to_the_same_csv() {
-    killed_runs_resume_to_the_same_csv(&[], 12, 5);
+    killed_runs_resume_to_the_same_csv(&["--inductive"], 12, 5);
 }
 
-/// The same with `--transductive` (4 times): the answers come from all the images' features
-/// at the end, the journal holds the features, so a resumed run writes the same bytes; and
-/// they are not the inductive run's.
+/// The same transductively (label's default; 4 times): the answers come from all the images'
+/// features at the end, the journal holds the features, so a resumed run writes the same
+/// bytes; and they are not the inductive run's.
 #[test]
 fn a_killed_transductive_run_resumes_to_the_same_csv() {
     let transductive = killed_runs_resume_to_the_same_csv(&["--transductive"], 4, 1);
-    let inductive = killed_runs_resume_to_the_same_csv(&[], 0, 0);
+    let inductive = killed_runs_resume_to_the_same_csv(&["--inductive"], 0, 0);
     assert_ne!(transductive, inductive);
+    // Transductive is label's default.
+    assert_eq!(killed_runs_resume_to_the_same_csv(&[], 0, 0), transductive);
 }
 
 /// Runs [`a_killed_run_resumes_to_the_same_csv`]'s check with `flags` for `trials` trials,

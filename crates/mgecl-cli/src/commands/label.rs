@@ -14,7 +14,7 @@ use crate::terminal::progress;
 /// class folders; write them as CSV (path relative to --images, label, probability,
 /// needs_review, runner_up, runner_up_probability, known_probability, label_next, error), and
 /// optionally an HTML report: the images to review, the ones to label next, every image
-/// grouped by label.
+/// grouped by label. The images are answered together (transductively) unless --inductive.
 #[derive(Args)]
 pub struct LabelArgs {
     #[command(flatten)]
@@ -54,13 +54,22 @@ pub struct LabelArgs {
     /// --resume a run starts over.
     #[arg(long)]
     resume: bool,
+    /// Answer each image on its own. By default the images of a run are answered together
+    /// (--transductive: the class means are refined with the unlabelled images first), which
+    /// labels real folders better (README "Transductive labelling") but makes an image's label
+    /// depend on the rest of the folder.
+    #[arg(long, conflicts_with = "transductive")]
+    inductive: bool,
     #[command(flatten)]
     task: TaskArgs,
 }
 
 pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     let model = args.model.load()?;
-    let config = args.task.config(&model)?;
+    let config = mgecl::TaskConfig {
+        transductive: !args.inductive,
+        ..args.task.config(&model)?
+    };
     let bar = progress(support::count(&args.support)?, "examples");
     let (task, examples) = support::fitted_task(model, config, &args.support, &bar)?;
     bar.finish_and_clear();
