@@ -1,5 +1,5 @@
 //! Image bytes or pixels -> the normalised NCHW f32 input the encoder saw in training
-//! (the model-file contract of README "Model files"): decode -> convert to the model's channel count -> optional invert
+//! (the model-file contract of docs/models.md, "Model files"): decode -> convert to the model's channel count -> optional invert
 //! -> resize to the input size -> `u8 / 255` -> `(x - mean) / std` per channel.
 //!
 //! Grey images are replicated to RGB for 3-channel models; colour images become luma

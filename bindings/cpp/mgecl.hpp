@@ -12,7 +12,7 @@
 //   task.fit();
 //   mgecl::Prediction p = task.classify(mgecl::Image::file("query.png"));
 //
-// Link as for C: -lmgecl (see README "C / C++ / Python").
+// Link as for C: -lmgecl (see docs/c-abi.md).
 #ifndef MGECL_HPP
 #define MGECL_HPP
 

@@ -3,7 +3,7 @@
  *
  *   classify MODEL LABEL=IMAGE [LABEL=IMAGE ...] -- QUERY [QUERY ...]
  *
- * Build (see README "C / C++ / Python"):
+ * Build (see docs/c-abi.md):
  *   cc -std=c11 -Iinclude examples/c/classify.c -Ltarget/release -lmgecl \
  *      -Wl,-rpath,$PWD/target/release -o classify
  */

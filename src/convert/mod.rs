@@ -33,7 +33,7 @@ const REQUIRED_METADATA: [&str; 3] = ["image_size", "mean", "std"];
 #[non_exhaustive]
 pub struct ConvertOptions {
     /// `__metadata__` of the output: at least `image_size`, `mean` and `std` (model file
-    /// format of the README; `arch` is inferred when absent).
+    /// format of docs/models.md; `arch` is inferred when absent).
     pub metadata: BTreeMap<String, String>,
     /// Dotted key path of the state dict inside the checkpoint (`model`, `state_dict`,
     /// `checkpoint.model`), for checkpoints holding several encoders. Found by itself when

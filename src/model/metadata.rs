@@ -1,7 +1,7 @@
 //! What a model file says about itself beyond its weights: the `__metadata__` map of a
 //! safetensors file (all values are strings, lists are JSON), merged with caller overrides.
 //!
-//! Keys read here (README "Model files"): `arch` (`resnet12` | `conv4`),
+//! Keys read here (docs/models.md, "Model files"): `arch` (`resnet12` | `conv4`),
 //! `image_size` (`"84"` or `"[84, 84]"` as height, width), `mean`, `std` (JSON lists, one
 //! value per input channel), `in_channels` (checked against the weights), `bn_eps`
 //! (default 1e-5), `leaky_relu_slope` (ResNet-12, default 0.1), `invert` (`"true"` maps each
