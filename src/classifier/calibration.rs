@@ -16,7 +16,7 @@
 //! ([`Calibration::for_copies`]).
 //!
 //! Also the two measures they are judged by: the expected calibration error and the open-set
-//! AUROC (README "Confidence", `models/README.md`).
+//! AUROC (`docs/cli.md`, "Confidence"; `models/README.md`).
 
 use serde::{Deserialize, Serialize};
 

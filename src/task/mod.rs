@@ -624,7 +624,9 @@ impl Task {
         Ok((proba, known))
     }
 
-    /// Classifies feature rows (see [`Task::predict_proba`]).
+    /// Classifies feature rows (see [`Task::predict_proba`]). With
+    /// [`TaskConfig::transductive`] the rows are answered together, each answer depending on
+    /// the whole batch (the [`crate::classifier::transductive`] refinement).
     ///
     /// # Errors
     /// As [`Task::predict_proba`].
@@ -654,7 +656,7 @@ impl Task {
             .collect())
     }
 
-    /// Embeds and classifies images.
+    /// Embeds and classifies images (as one batch: see [`Task::classify_features`]).
     ///
     /// # Errors
     /// [`Error::NotFitted`] (checked before any embedding); any error of [`Model::embed`].

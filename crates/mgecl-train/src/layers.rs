@@ -35,7 +35,7 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
 /// Written as im2col and one matrix product, not with candle's `conv2d`: candle computes
 /// conv2d's input gradient with a naive `conv_transpose2d` (slow on the CPU), while the
 /// backward of this form is two GEMMs and a col2im. On CPU im2col is a kernel of
-/// [`cpu_ops`](super::cpu_ops); elsewhere nine shifted views of the padded input.
+/// `cpu_ops`; elsewhere nine shifted views of the padded input.
 pub fn conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     conv_impl(x, weight, bias, x.device().is_cpu())
 }
@@ -99,7 +99,7 @@ pub struct BatchNormOutput {
 }
 
 /// Training-mode BatchNorm over (N, H, W): normalises with the batch mean and the biased
-/// batch variance, as PyTorch does. On CPU a fused kernel of [`cpu_ops`](super::cpu_ops).
+/// batch variance, as PyTorch does. On CPU a fused kernel of `cpu_ops`.
 pub fn batch_norm_train(
     x: &Tensor,
     gamma: &Tensor,

@@ -1,5 +1,5 @@
 //! A network with its optimiser, stepping on either engine: mgecl's explicit CPU backward
-//! ([`cpu_net`](super::cpu_net), the default on the CPU) or candle's autograd (the reference,
+//! (`cpu_net`, the default on the CPU) or candle's autograd (the reference,
 //! and the path for CUDA and Metal). Both stages train through this type only, so they get
 //! the same engine choice, the same checkpoints and the same step semantics.
 

@@ -56,7 +56,7 @@ pub struct LabelArgs {
     resume: bool,
     /// Answer each image on its own. By default the images of a run are answered together
     /// (--transductive: the class means are refined with the unlabelled images first), which
-    /// labels real folders better (README "Transductive labelling") but makes an image's label
+    /// labels real folders better (docs/transductive.md) but makes an image's label
     /// depend on the rest of the folder.
     #[arg(long, conflicts_with = "transductive")]
     inductive: bool,
