@@ -16,12 +16,8 @@ pub fn unit_class_means(
     labels: &[usize],
     n_classes: usize,
 ) -> Array2<f64> {
-    let mut means = Array2::zeros((n_classes, features.ncols()));
-    for (row, &y) in features.rows().into_iter().zip(labels) {
-        let mut m = means.row_mut(y);
-        m += &row;
-    }
     // Scaling by 1/count is unnecessary: re-normalising removes it.
+    let mut means = class_sums(features, labels, n_classes);
     for mut m in means.rows_mut() {
         let norm = m.dot(&m).sqrt();
         if norm > 0.0 {
@@ -29,6 +25,20 @@ pub fn unit_class_means(
         }
     }
     means
+}
+
+/// The sum of each class's rows (`n_classes x d`; labels must be `< n_classes`).
+pub(crate) fn class_sums(
+    features: ArrayView2<f64>,
+    labels: &[usize],
+    n_classes: usize,
+) -> Array2<f64> {
+    let mut sums = Array2::zeros((n_classes, features.ncols()));
+    for (row, &y) in features.rows().into_iter().zip(labels) {
+        let mut s = sums.row_mut(y);
+        s += &row;
+    }
+    sums
 }
 
 /// A fitted prototype classifier: one unit-norm prototype per class.

@@ -30,6 +30,7 @@
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 use super::logistic::softmax_rows_inplace;
+use super::prototype::class_sums;
 use crate::error::{Error, Result};
 
 /// Scale on the centred cosines in the E-step (the inverse of a softmax temperature).
@@ -68,16 +69,6 @@ fn normalize_rows(mut x: Array2<f64>) -> Array2<f64> {
         }
     }
     x
-}
-
-/// Sums of the rows of `x` per class (`classes x d`).
-fn class_sums(x: ArrayView2<f64>, labels: &[usize], classes: usize) -> Array2<f64> {
-    let mut sums = Array2::zeros((classes, x.ncols()));
-    for (row, &y) in x.rows().into_iter().zip(labels) {
-        let mut s = sums.row_mut(y);
-        s += &row;
-    }
-    sums
 }
 
 /// Refines the class means of `support` (unit rows, `labels[i] < classes`, every class

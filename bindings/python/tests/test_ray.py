@@ -182,7 +182,7 @@ class RayLabelTest(unittest.TestCase):
         self.assert_same_as_cli(out, expected)
         # The copies change the answers' probabilities (else this would test nothing).
         self.assertNotEqual([r["probability"] for r in read_csv(expected)],
-                            [r["probability"] for r in read_csv(self.inductive_cli_csv())])
+                            [r["probability"] for r in read_csv(self.cli_csv("inductive"))])
 
     def test_a_killed_worker_loses_nothing(self):
         out = os.path.join(self.scratch, "ray-killed.csv")
@@ -206,21 +206,13 @@ class RayLabelTest(unittest.TestCase):
         self.assertEqual(job.wait(timeout=300), 0)
         self.assert_same_as_cli(out)
 
-    def transductive_cli_csv(self):
-        """`mgecl label --transductive`'s CSV of the images (written once)."""
-        expected = os.path.join(self.scratch, "expected-transductive.csv")
+    def cli_csv(self, mode):
+        """`mgecl label --MODE`'s CSV of the images (mode transductive or inductive; written
+        once)."""
+        expected = os.path.join(self.scratch, f"expected-{mode}.csv")
         if not os.path.exists(expected):
             subprocess.run([CLI, "label", "--model", MODEL, "--support", self.support,
-                            "--images", self.images, "--out", expected, "--transductive"],
-                           check=True, stderr=subprocess.DEVNULL)
-        return expected
-
-    def inductive_cli_csv(self):
-        """`mgecl label --inductive`'s CSV of the images (written once)."""
-        expected = os.path.join(self.scratch, "expected-inductive.csv")
-        if not os.path.exists(expected):
-            subprocess.run([CLI, "label", "--model", MODEL, "--support", self.support,
-                            "--images", self.images, "--out", expected, "--inductive"],
+                            "--images", self.images, "--out", expected, f"--{mode}"],
                            check=True, stderr=subprocess.DEVNULL)
         return expected
 
@@ -230,7 +222,7 @@ class RayLabelTest(unittest.TestCase):
 
     def test_transductive_as_mgecl_label(self):
         # 10 classes, ~210 images each: the transductive step applies (>= 2 per class).
-        expected = self.transductive_cli_csv()
+        expected = self.cli_csv("transductive")
         out = os.path.join(self.scratch, "ray-transductive.csv")
         subprocess.run(self.command(out, "--workers", "2", "--batch-size", "64",
                                     "--transductive"), check=True, stderr=subprocess.DEVNULL)
@@ -240,12 +232,12 @@ class RayLabelTest(unittest.TestCase):
         # Transduction changed answers (else this would test nothing), and it is the default.
         self.assert_same_bytes(self.expected, expected)
         self.assertNotEqual([r["probability"] for r in read_csv(expected)],
-                            [r["probability"] for r in read_csv(self.inductive_cli_csv())])
+                            [r["probability"] for r in read_csv(self.cli_csv("inductive"))])
 
     def test_a_killed_transductive_driver_resumes(self):
         # The progress file holds the features: the resumed job's one step covers them all.
         self.kill_driver_then_resume(os.path.join(self.scratch, "ray-resumed-transductive.csv"),
-                                     self.transductive_cli_csv(), "--transductive")
+                                     self.cli_csv("transductive"), "--transductive")
 
     def test_a_killed_driver_resumes(self):
         self.kill_driver_then_resume(os.path.join(self.scratch, "ray-resumed.csv"))

@@ -128,18 +128,24 @@ fn errors_exit_nonzero_with_a_message_and_write_nothing() {
     }
 }
 
-#[test]
-fn classify_names_each_image_by_its_support_folder() {
-    let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path().to_path_buf();
-    for i in 0..3 {
-        std::fs::create_dir_all(dir.join(format!("class{i}"))).unwrap();
+/// A support folder under `root` of `classes` classes `class0`, `class1`, ..., each holding one
+/// fixture image (`conv4_gray_inputs/{i}.png` as `a.png`).
+fn support_folder(root: &std::path::Path, classes: usize) -> std::path::PathBuf {
+    for i in 0..classes {
+        std::fs::create_dir_all(root.join(format!("class{i}"))).unwrap();
         std::fs::copy(
             data(&format!("conv4_gray_inputs/{i}.png")),
-            dir.join(format!("class{i}/a.png")),
+            root.join(format!("class{i}/a.png")),
         )
         .unwrap();
     }
+    root.to_path_buf()
+}
+
+#[test]
+fn classify_names_each_image_by_its_support_folder() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = support_folder(scratch.path(), 3);
     let out = mgecl()
         .args(["classify", "--json", "--model"])
         .arg(data("conv4_gray.safetensors"))
@@ -356,15 +362,7 @@ fn evaluate_pairs_transductive_with_inductive_on_the_same_episodes() {
 #[test]
 fn classify_transductive_answers_depend_on_the_batch() {
     let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path().to_path_buf();
-    for i in 0..2 {
-        std::fs::create_dir_all(dir.join(format!("class{i}"))).unwrap();
-        std::fs::copy(
-            data(&format!("conv4_gray_inputs/{i}.png")),
-            dir.join(format!("class{i}/a.png")),
-        )
-        .unwrap();
-    }
+    let dir = support_folder(scratch.path(), 2);
     let images: Vec<_> = (0..8)
         .map(|i| data(&format!("conv4_gray_inputs/{i}.png")))
         .filter(|p| p.exists())
