@@ -156,6 +156,37 @@ pub fn augment(
     }
 }
 
+/// A square HWC image of side `h == w` with `c` channels turned clockwise by 90 degrees
+/// `quarter` times (0 to 3; any other count modulo 4).
+///
+/// # Panics
+/// When the image is not square or `src` is not `h * w * c` values.
+pub fn rotate_clockwise<T: Copy + Default>(
+    src: &[T],
+    (h, w, c): (usize, usize, usize),
+    quarter: usize,
+) -> Vec<T> {
+    assert!(
+        h == w && src.len() == h * w * c,
+        "rotate_clockwise: a square HWC image"
+    );
+    let mut out = vec![T::default(); src.len()];
+    // (y, x) <- source pixel.
+    for y in 0..h {
+        for x in 0..w {
+            let (sy, sx) = match quarter % 4 {
+                0 => (y, x),
+                1 => (w - 1 - x, y),
+                2 => (h - 1 - y, w - 1 - x),
+                _ => (x, h - 1 - y),
+            };
+            let (d, s) = ((y * w + x) * c, (sy * w + sx) * c);
+            out[d..d + c].copy_from_slice(&src[s..s + c]);
+        }
+    }
+    out
+}
+
 fn luma(px: &[u8]) -> f32 {
     0.299 * f32::from(px[0]) + 0.587 * f32::from(px[1]) + 0.114 * f32::from(px[2])
 }
@@ -231,6 +262,20 @@ fn affine(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quarter_turns_go_clockwise() {
+        // 2x2, two channels: a b / c d  ->  c a / d b  (clockwise), each pixel (v, v + 10).
+        let px = |v: u8| [v, v + 10];
+        let img: Vec<u8> = [1, 2, 3, 4].into_iter().flat_map(px).collect();
+        let turned = |q| rotate_clockwise(&img, (2, 2, 2), q);
+        let want = |order: [u8; 4]| -> Vec<u8> { order.into_iter().flat_map(px).collect() };
+        assert_eq!(turned(0), img);
+        assert_eq!(turned(1), want([3, 1, 4, 2]));
+        assert_eq!(turned(2), want([4, 3, 2, 1]));
+        assert_eq!(turned(3), want([2, 4, 1, 3]));
+        assert_eq!(rotate_clockwise(&turned(1), (2, 2, 2), 3), img);
+    }
 
     #[test]
     fn identity_settings_change_nothing() {

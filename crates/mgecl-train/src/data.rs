@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::augment::rotate_clockwise;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use mgecl::preprocess::{ImageSource, Preprocessor};
@@ -256,20 +257,7 @@ impl Dataset {
                 self.class_names.push(tagged);
                 let mut members = Vec::with_capacity(self.by_class[k].len());
                 for i in self.by_class[k].clone() {
-                    let src = &self.pixels[i];
-                    let mut out = vec![0u8; src.len()];
-                    // Clockwise by 90 degrees `quarter` times: (y, x) <- source pixel.
-                    for y in 0..h {
-                        for x in 0..w {
-                            let (sy, sx) = match quarter {
-                                1 => (w - 1 - x, y),
-                                2 => (h - 1 - y, w - 1 - x),
-                                _ => (x, h - 1 - y),
-                            };
-                            let (d, s) = ((y * w + x) * c, (sy * w + sx) * c);
-                            out[d..d + c].copy_from_slice(&src[s..s + c]);
-                        }
-                    }
+                    let out = rotate_clockwise(&self.pixels[i], (h, w, c), quarter);
                     members.push(self.pixels.len());
                     self.pixels.push(out);
                     self.labels.push(label);

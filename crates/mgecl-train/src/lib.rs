@@ -468,6 +468,8 @@ pub struct Batch {
     pub n: usize,
     /// Per image: a label (class, or instance group for views).
     pub labels: Vec<usize>,
+    /// Per image: the quarter turns it was given, for the rotation head (empty: none).
+    pub rotations: Vec<usize>,
 }
 
 /// Runs `produce(i)` for `i in 0..count` on a background thread, two batches ahead, and

@@ -240,6 +240,7 @@ pub fn metatrain(
             input,
             n,
             labels: vec![views],
+            rotations: Vec::new(),
         })
     };
     pipelined(end - start, produce, |i, batch| {

@@ -24,6 +24,13 @@ pub const LEAKY_SLOPE: f64 = 0.1;
 pub const HEAD_WEIGHT: &str = "classifier.weight";
 /// See [`HEAD_WEIGHT`].
 pub const HEAD_BIAS: &str = "classifier.bias";
+/// The rotation head's tensors: a second linear head that names which of the four quarter
+/// turns an image was given (self-supervision beside the class head, as SKD and EASY).
+pub const ROTATION_HEAD_WEIGHT: &str = "rotation.weight";
+/// See [`ROTATION_HEAD_WEIGHT`].
+pub const ROTATION_HEAD_BIAS: &str = "rotation.bias";
+/// Quarter turns the rotation head tells apart: 0, 90, 180 and 270 degrees.
+pub const ROTATIONS: usize = 4;
 
 /// What a named tensor is, for the optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +155,10 @@ impl TrainNet {
             true => file.shape(HEAD_WEIGHT).map_or(0, |s| s[0]),
             false => 0,
         };
-        let net = TrainNet::new(spec, num_classes, 0, device)?;
+        let mut net = TrainNet::new(spec, num_classes, 0, device)?;
+        if keep_head && file.shape(ROTATION_HEAD_WEIGHT).is_ok() {
+            net.add_rotation_head(0)?;
+        }
         for (name, (var, _)) in &net.vars {
             let values = file.read(name, var.dims())?;
             var.set(&Tensor::from_vec(values, var.dims(), device)?)?;
@@ -205,6 +215,33 @@ impl TrainNet {
                 .insert(HEAD_BIAS.into(), (Var::from_tensor(&b)?, ParamKind::Weight));
         }
         Ok(())
+    }
+
+    /// Adds a fresh rotation head ([`ROTATION_HEAD_WEIGHT`], PyTorch's `nn.Linear`
+    /// initialisation), replacing any.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] on allocation failure.
+    pub fn add_rotation_head(&mut self, seed: u64) -> Result<()> {
+        let d = self.feature_dim();
+        let mut rng = Rng::new(seed, 0x4074);
+        let bound = 1.0 / (d as f64).sqrt();
+        let w = uniform(&mut rng, ROTATIONS * d, bound);
+        let b = uniform(&mut rng, ROTATIONS, bound);
+        for (name, shape, v) in [
+            (ROTATION_HEAD_WEIGHT, vec![ROTATIONS, d], w),
+            (ROTATION_HEAD_BIAS, vec![ROTATIONS], b),
+        ] {
+            let t = Tensor::from_vec(v, shape, &self.device)?;
+            self.vars
+                .insert(name.into(), (Var::from_tensor(&t)?, ParamKind::Weight));
+        }
+        Ok(())
+    }
+
+    /// Whether the network has a rotation head.
+    pub fn has_rotation_head(&self) -> bool {
+        self.vars.contains_key(ROTATION_HEAD_WEIGHT)
     }
 
     fn t(&self, name: &str) -> Result<&Tensor> {
@@ -287,6 +324,18 @@ impl TrainNet {
     /// [`Error::Internal`] when the network has no head.
     pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
         linear(features, self.t(HEAD_WEIGHT)?, self.t(HEAD_BIAS)?)
+    }
+
+    /// Rotation logits (B, 4) of features (B, D).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the network has no rotation head.
+    pub fn rotation_logits(&self, features: &Tensor) -> Result<Tensor> {
+        linear(
+            features,
+            self.t(ROTATION_HEAD_WEIGHT)?,
+            self.t(ROTATION_HEAD_BIAS)?,
+        )
     }
 
     /// Every variable as (name, f32 values, shape), for checkpoints.

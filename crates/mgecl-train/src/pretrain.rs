@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::augment::augment;
+use crate::augment::{augment, rotate_clockwise};
 use crate::data::{read_list, scan_classes, Dataset};
 use crate::error::{Error, Result};
 use crate::memory;
-use crate::net::{EncoderSpec, TrainNet};
+use crate::net::{EncoderSpec, TrainNet, ROTATIONS};
 use crate::optim::OptimConfig;
 use crate::rng::Rng;
 use crate::trainer::Trainer;
@@ -47,6 +47,13 @@ pub struct PretrainConfig {
     pub optim: OptimConfig,
     /// Label smoothing.
     pub label_smoothing: f64,
+    /// Weight of the rotation self-supervision loss (0: none). When above 0, every fourth
+    /// image of a batch from the second on is turned by 90 degrees, then 180, then 270 (after
+    /// augmentation); the class head still names its class and a second linear head
+    /// ([`crate::net::ROTATION_HEAD_WEIGHT`]) names the turn, its cross-entropy added to the
+    /// loss times this weight (EASY's recipe: no extra images, so no extra cost).
+    #[serde(default)]
+    pub rotation_weight: f64,
 }
 
 impl PretrainConfig {
@@ -61,6 +68,9 @@ impl PretrainConfig {
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing must be in [0, 1)");
+        }
+        if !(self.rotation_weight >= 0.0 && self.rotation_weight.is_finite()) {
+            return bad("rotation_weight must be finite and >= 0");
         }
         if self.image_size < 8 || self.image_size > 1024 {
             return bad("image_size must be in 8..=1024");
@@ -167,6 +177,7 @@ pub fn pretrain(
         if saved.run.seed != config.run.seed
             || saved.net != config.net
             || saved.epochs != config.epochs
+            || saved.rotation_weight != config.rotation_weight
         {
             return Err(Error::InvalidArgument(
                 "--resume: the checkpoint was made with other settings".into(),
@@ -179,12 +190,15 @@ pub fn pretrain(
         let best = training["best_val_accuracy"].as_f64();
         (net, sgd, epoch, best)
     } else {
-        let net = TrainNet::new(
+        let mut net = TrainNet::new(
             config.net.clone(),
             train.num_classes(),
             config.run.seed,
             &device,
         )?;
+        if config.rotation_weight > 0.0 {
+            net.add_rotation_head(config.run.seed)?;
+        }
         (net, config.optim.sgd(), 0, None)
     };
     let mut trainer = Trainer::new(net, sgd, config.run.engine)?;
@@ -214,9 +228,15 @@ pub fn pretrain(
                 &order[step * config.batch_size..((step + 1) * config.batch_size).min(order.len())];
             let mut rng = Rng::new(config.run.seed, ((epoch as u64) << 32) | step as u64);
             let mut input = Vec::with_capacity(idx.len() * c * h * w);
-            for &i in idx {
+            let rotate = config.rotation_weight > 0.0;
+            // Quarters of the batch, as EASY: the first unturned, then 90, 180, 270 degrees.
+            let turn = |j: usize| (j * ROTATIONS / idx.len()).min(ROTATIONS - 1);
+            for (j, &i) in idx.iter().enumerate() {
                 let mut img = train.pixels[i].clone();
                 augment(&mut img, (h, w, c), &config.run.augment, &mut rng);
+                if rotate {
+                    img = rotate_clockwise(&img, (h, w, c), turn(j));
+                }
                 normalize_hwc(
                     &img,
                     (h, w, c),
@@ -229,10 +249,19 @@ pub fn pretrain(
                 input,
                 n: idx.len(),
                 labels: idx.iter().map(|&i| train.labels[i]).collect(),
+                rotations: match rotate {
+                    true => (0..idx.len()).map(turn).collect(),
+                    false => Vec::new(),
+                },
             })
         };
         pipelined(steps, produce, |_, batch| {
-            let stats = trainer.step_cross_entropy(&batch, (c, h, w), config.label_smoothing)?;
+            let stats = trainer.step_cross_entropy(
+                &batch,
+                (c, h, w),
+                config.label_smoothing,
+                config.rotation_weight,
+            )?;
             if !stats.loss.is_finite() {
                 return Err(Error::Failed(format!(
                     "training diverged (loss {}) at epoch {}",

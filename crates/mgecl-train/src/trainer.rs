@@ -9,7 +9,7 @@ use crate::cpu_net::CpuNet;
 use crate::error::{Error, Result};
 use crate::layers::correct_predictions;
 use crate::loss::cross_entropy;
-use crate::net::{EncoderSpec, NamedValues, TrainNet};
+use crate::net::{EncoderSpec, NamedValues, TrainNet, ROTATIONS};
 use crate::optim::{Sgd, SgdSettings};
 use crate::Batch;
 use mgecl::model::Engine;
@@ -85,24 +85,31 @@ impl Trainer {
     }
 
     /// One SGD step of cross-entropy (label smoothing `smoothing`) of the head's logits on a
-    /// batch of normalised `(c, h, w)` images with class labels.
+    /// batch of normalised `(c, h, w)` images with class labels. When the batch carries
+    /// quarter turns (`batch.rotations`), the rotation head's cross-entropy times
+    /// `rotation_weight` joins the loss.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a batch that does not fit the network or its head;
-    /// [`Error::Internal`] for a failed tensor operation.
+    /// [`Error::InvalidArgument`] for a batch that does not fit the network or its heads;
+    /// [`Error::Internal`] for a failed tensor operation or a batch with quarter turns for
+    /// a network without a rotation head.
     pub fn step_cross_entropy(
         &mut self,
         batch: &Batch,
         (c, h, w): (usize, usize, usize),
         smoothing: f64,
+        rotation_weight: f64,
     ) -> Result<StepStats> {
         check_batch(&self.spec, batch, (c, h, w))?;
+        let rotation =
+            (!batch.rotations.is_empty()).then_some((&batch.rotations[..], rotation_weight));
         match &mut self.inner {
             Inner::Cpu(net) => {
                 let s = net.step_cross_entropy(
                     &batch.input,
                     (batch.n, h, w),
                     &batch.labels,
+                    rotation,
                     smoothing,
                     self.settings,
                 )?;
@@ -113,8 +120,13 @@ impl Trainer {
             }
             Inner::Candle { net, sgd } => {
                 let x = Tensor::from_slice(&batch.input, (batch.n, c, h, w), net.device())?;
-                let logits = net.logits(&net.features(&x, true)?)?;
-                let loss = cross_entropy(&logits, &batch.labels, smoothing)?;
+                let features = net.features(&x, true)?;
+                let logits = net.logits(&features)?;
+                let mut loss = cross_entropy(&logits, &batch.labels, smoothing)?;
+                if let Some((turns, weight)) = rotation {
+                    let rotation_logits = net.rotation_logits(&features)?;
+                    loss = (loss + (cross_entropy(&rotation_logits, turns, 0.0)? * weight)?)?;
+                }
                 let grads = loss.backward()?;
                 sgd.step(net, &grads)?;
                 Ok(StepStats {
@@ -193,6 +205,15 @@ fn check_batch(spec: &EncoderSpec, batch: &Batch, (c, h, w): (usize, usize, usiz
             spec.in_channels
         )));
     }
+    if !batch.rotations.is_empty()
+        && (batch.rotations.len() != batch.n || batch.rotations.iter().any(|&t| t >= ROTATIONS))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "training batch: {} quarter turns for {} images",
+            batch.rotations.len(),
+            batch.n
+        )));
+    }
     if batch.n == 0 || batch.input.len() != batch.n * c * h * w {
         return Err(Error::InvalidArgument(format!(
             "training batch: {} values for {} images of ({c}, {h}, {w})",
@@ -232,6 +253,15 @@ pub fn run_step_fixture(bytes: &[u8], engine: Engine) -> Result<Vec<NamedValues>
     }
     let steps = number("steps")? as usize;
     let smoothing = number("label_smoothing")?;
+    // Optional rotation head: `rotation.*` tensors, quarter turns `r` (N,) i64, its weight.
+    let rotation_weight = meta
+        .get("rotation_weight")
+        .map(|v| {
+            v.parse::<f64>()
+                .map_err(|_| bad("bad rotation_weight".into()))
+        })
+        .transpose()?
+        .unwrap_or(0.0);
     let f32s = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
         let t = st
             .tensor(name)
@@ -249,7 +279,7 @@ pub fn run_step_fixture(bytes: &[u8], engine: Engine) -> Result<Vec<NamedValues>
     // The network's tensors, head renamed to the checkpoint names.
     let mut tensors = Vec::new();
     for name in st.names() {
-        if name == "x" || name == "y" {
+        if name == "x" || name == "y" || name == "r" {
             continue;
         }
         let (shape, v) = f32s(name)?;
@@ -264,29 +294,38 @@ pub fn run_step_fixture(bytes: &[u8], engine: Engine) -> Result<Vec<NamedValues>
     let sgd = Sgd::new(number("lr")?, number("momentum")?, number("weight_decay")?);
     let mut trainer = Trainer::new(net, sgd, engine)?;
     let (x_shape, input) = f32s("x")?;
-    let y = st
-        .tensor("y")
-        .map_err(|_| bad("tensor \"y\" missing".into()))?;
-    if y.dtype() != safetensors::Dtype::I64 || x_shape.len() != 4 {
-        return Err(bad("x must be (N, C, H, W) f32 and y (N,) i64".into()));
+    if x_shape.len() != 4 {
+        return Err(bad("x must be (N, C, H, W) f32".into()));
     }
-    let labels = y
-        .data()
-        .chunks_exact(8)
-        .map(|b| {
-            let v = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-            usize::try_from(v).map_err(|_| bad(format!("label {v}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let indices = |name: &str| -> Result<Vec<usize>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| bad(format!("tensor {name:?} missing")))?;
+        if t.dtype() != safetensors::Dtype::I64 {
+            return Err(bad(format!("{name} must be (N,) i64")));
+        }
+        t.data()
+            .chunks_exact(8)
+            .map(|b| {
+                let v = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                usize::try_from(v).map_err(|_| bad(format!("{name}: value {v}")))
+            })
+            .collect()
+    };
     let batch = Batch {
         input,
         n: x_shape[0],
-        labels,
+        labels: indices("y")?,
+        rotations: match st.tensor("r").is_ok() {
+            true => indices("r")?,
+            false => Vec::new(),
+        },
     };
     let dims = (x_shape[1], x_shape[2], x_shape[3]);
     let mut losses = Vec::with_capacity(steps);
     for _ in 0..steps {
-        losses.push(trainer.step_cross_entropy(&batch, dims, smoothing)?.loss as f32);
+        let stats = trainer.step_cross_entropy(&batch, dims, smoothing, rotation_weight)?;
+        losses.push(stats.loss as f32);
     }
     let mut out: Vec<NamedValues> = trainer
         .tensors()?

@@ -67,6 +67,7 @@ fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
             weight_decay: 5e-4,
         },
         label_smoothing: 0.0,
+        rotation_weight: 0.0,
     }
 }
 
@@ -271,4 +272,65 @@ fn bad_configurations_fail_before_any_work() {
         ),
     }
     assert!(!out.join("over-the-limit").exists(), "nothing was written");
+}
+
+/// Pretraining with the rotation head: its checkpoints carry the 4-way head beside the class
+/// head, a run stopped after one epoch and resumed ends on the same tensors as one that ran
+/// straight through (the head and its momentum travel through the resume point), and the
+/// head trained.
+#[test]
+fn rotation_pretraining_resumes_to_the_same_tensors() {
+    let read = |dir: &std::path::Path| -> Vec<(String, Vec<usize>, Vec<u8>)> {
+        let bytes = std::fs::read(dir.join("last.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut tensors: Vec<_> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| (name, t.shape().to_vec(), t.data().to_vec()))
+            .collect();
+        tensors.sort();
+        tensors
+    };
+    let rotation_config = |out: PathBuf| PretrainConfig {
+        rotation_weight: 0.5,
+        ..config(out, 2)
+    };
+    let (straight, split) = (scratch(), scratch());
+    pretrain(
+        &rotation_config(straight.path().to_path_buf()),
+        DeviceChoice::Cpu,
+        false,
+        &mut Silent,
+    )
+    .unwrap();
+    let mut first = rotation_config(split.path().to_path_buf());
+    first.run.stop_after = Some(1);
+    pretrain(&first, DeviceChoice::Cpu, false, &mut Silent).unwrap();
+    let after_one = read(split.path());
+    pretrain(
+        &rotation_config(split.path().to_path_buf()),
+        DeviceChoice::Cpu,
+        true,
+        &mut Silent,
+    )
+    .unwrap();
+    let (a, b) = (read(straight.path()), read(split.path()));
+    assert_eq!(a, b, "the resumed run differs from the straight one");
+    let names: Vec<&str> = a.iter().map(|(n, _, _)| n.as_str()).collect();
+    let shape = |name: &str| a.iter().find(|(n, _, _)| n == name).unwrap().1.clone();
+    assert_eq!(shape("rotation.weight"), vec![4, 32]);
+    assert_eq!(shape("rotation.bias"), vec![4]);
+    assert!(names.contains(&"optimizer.momentum.rotation.weight"));
+    let head = |t: &[(String, Vec<usize>, Vec<u8>)]| {
+        t.iter()
+            .find(|(n, _, _)| n == "rotation.weight")
+            .unwrap()
+            .2
+            .clone()
+    };
+    assert_ne!(head(&after_one), head(&a), "the rotation head did not train");
+    // A resume with another rotation weight is refused.
+    let mut other = rotation_config(split.path().to_path_buf());
+    other.rotation_weight = 1.0;
+    assert!(pretrain(&other, DeviceChoice::Cpu, true, &mut Silent).is_err());
 }

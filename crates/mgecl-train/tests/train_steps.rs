@@ -160,6 +160,7 @@ fn feature_loss_steps_agree_across_engines() {
                 .collect(),
             n,
             labels: Vec::new(),
+            rotations: Vec::new(),
         };
         let run = |engine: Engine| {
             let net = TrainNet::new(spec.clone(), 0, 11, &Device::Cpu).unwrap();

@@ -48,6 +48,10 @@ pub struct PretrainArgs {
     sgd: SgdArgs,
     #[arg(long, default_value_t = 0.0)]
     label_smoothing: f64,
+    /// Weight of the rotation self-supervision loss (0: off): the batch's quarters turned by
+    /// 0, 90, 180 and 270 degrees and a 4-way rotation head trained beside the class head.
+    #[arg(long, default_value_t = 0.0)]
+    rotation_weight: f64,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -72,6 +76,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         batch_size: a.batch_size,
         optim: a.sgd.config(a.lr, a.lr_milestones),
         label_smoothing: a.label_smoothing,
+        rotation_weight: a.rotation_weight,
     };
     let summary = pretrain(
         &config,

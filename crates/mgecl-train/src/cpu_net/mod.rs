@@ -35,7 +35,10 @@ use unit::Unit;
 
 use crate::error::{Error, Result};
 use crate::loss::cross_entropy_backward;
-use crate::net::{EncoderSpec, NamedValues, ParamKind, HEAD_BIAS, HEAD_WEIGHT};
+use crate::net::{
+    EncoderSpec, NamedValues, ParamKind, HEAD_BIAS, HEAD_WEIGHT, ROTATIONS, ROTATION_HEAD_BIAS,
+    ROTATION_HEAD_WEIGHT,
+};
 use crate::optim::{sgd_update, SgdSettings};
 use mgecl::model::ConvBn;
 use mgecl_kernels::layout::nchw_to_nhwc;
@@ -162,6 +165,8 @@ pub(crate) struct CpuNet {
     blocks: Vec<Block>,
     /// `classifier.weight`, `classifier.bias` (None: no head).
     head: Option<(usize, usize)>,
+    /// `rotation.weight`, `rotation.bias` (None: no rotation head).
+    rotation: Option<(usize, usize)>,
     /// Network input (NHWC) and each block's output (pooled where the block pools).
     input: Vec<f32>,
     outputs: Vec<Vec<f32>>,
@@ -276,22 +281,26 @@ impl CpuNet {
                 _ => return Err(Error::Internal("a block this network cannot run".into())),
             });
         }
-        let head = match (find(HEAD_WEIGHT), find(HEAD_BIAS)) {
+        let linear_head = |weight: &str, bias: &str| match (find(weight), find(bias)) {
             (Ok(w), Ok(b)) => {
                 let d = spec.widths[3];
-                if params[w].shape.len() != 2 || params[w].shape[1] != d {
-                    return Err(Error::Internal(format!("{HEAD_WEIGHT}: bad shape")));
+                let k = params[w].shape.first().copied().unwrap_or(0);
+                if params[w].shape != [k, d] || params[b].shape != [k] {
+                    return Err(Error::Internal(format!("{weight}: bad shape")));
                 }
-                Some((w, b))
+                Ok(Some((w, b)))
             }
-            _ => None,
+            _ => Ok(None),
         };
+        let head = linear_head(HEAD_WEIGHT, HEAD_BIAS)?;
+        let rotation = linear_head(ROTATION_HEAD_WEIGHT, ROTATION_HEAD_BIAS)?;
         Ok(CpuNet {
             spec: spec.clone(),
             params,
             outputs: (0..blocks.len()).map(|_| Vec::new()).collect(),
             blocks,
             head,
+            rotation,
             input: Vec::new(),
             features: Vec::new(),
             geom: None,
@@ -436,29 +445,81 @@ impl CpuNet {
     }
 
     /// One cross-entropy step on the head: forward, loss (label smoothing as PyTorch),
-    /// backward, SGD update. Returns the loss (before the update) and the correct count.
+    /// backward, SGD. With `rotation` = (each image's quarter turn, weight) the rotation
+    /// head's cross-entropy (no smoothing), times the weight, joins the loss. The loss returned
+    /// is the total; `correct` counts class predictions only.
     pub(crate) fn step_cross_entropy(
         &mut self,
         input: &[f32],
         (n, h, w): (usize, usize, usize),
         labels: &[usize],
+        rotation: Option<(&[usize], f64)>,
         smoothing: f64,
         sgd: SgdSettings,
     ) -> Result<CeStats> {
-        let Some((wi, bi)) = self.head else {
+        let Some(head) = self.head else {
             return Err(Error::Internal(
                 "cross-entropy step: the network has no head".into(),
             ));
         };
-        let k = self.params[wi].shape[0];
+        let k = self.params[head.0].shape[0];
         if labels.len() != n || labels.iter().any(|&l| l >= k) {
             return Err(Error::InvalidArgument(format!(
                 "training batch: {} labels for {n} images, classes 0..{k}",
                 labels.len()
             )));
         }
+        let rotation = match (rotation, self.rotation) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Error::Internal(
+                    "rotation step: the network has no rotation head".into(),
+                ))
+            }
+            (Some((turns, weight)), Some(rot_head)) => {
+                if turns.len() != n || turns.iter().any(|&t| t >= ROTATIONS) {
+                    return Err(Error::InvalidArgument(format!(
+                        "training batch: {} quarter turns for {n} images",
+                        turns.len()
+                    )));
+                }
+                Some((rot_head, turns, weight))
+            }
+        };
         self.forward(input, n, h, w)?;
-        let d = self.feature_dim();
+        self.work.d_features.clear();
+        self.work.d_features.resize(n * self.feature_dim(), 0.0);
+        let (mut loss, correct) = self.head_backward(head, labels, smoothing, 1.0);
+        match (rotation, self.rotation) {
+            (Some((rot_head, turns, weight)), _) => {
+                loss += weight * self.head_backward(rot_head, turns, 0.0, weight).0;
+            }
+            // An unused rotation head must not step on an old gradient.
+            (None, Some((wi, bi))) => {
+                self.params[wi].grad.fill(0.0);
+                self.params[bi].grad.fill(0.0);
+            }
+            (None, None) => {}
+        }
+        let d_features = std::mem::take(&mut self.work.d_features);
+        let result = self.backward(&d_features);
+        self.work.d_features = d_features;
+        result?;
+        self.sgd_step(sgd);
+        Ok(CeStats { loss, correct })
+    }
+
+    /// A linear head's cross-entropy on the current features, its gradient scaled by
+    /// `weight`: sets the head's parameter gradients and adds the features' gradient to
+    /// `work.d_features`. Returns the unscaled mean loss and the correct predictions.
+    fn head_backward(
+        &mut self,
+        (wi, bi): (usize, usize),
+        labels: &[usize],
+        smoothing: f64,
+        weight: f64,
+    ) -> (f64, usize) {
+        let (n, k, d) = (labels.len(), self.params[wi].shape[0], self.feature_dim());
         let features = &self.features;
         let work = &mut self.work;
         work.logits.resize(n * k, 0.0);
@@ -478,12 +539,15 @@ impl CpuNet {
             }
         }
         let (loss, correct) = cross_entropy_backward(&mut work.logits, labels, k, smoothing);
-        // dW = dlogits^T F, db = column sums, dF = dlogits W.
-        work.d_features.resize(n * d, 0.0);
+        if weight != 1.0 {
+            let weight = weight as f32;
+            work.logits.iter_mut().for_each(|v| *v *= weight);
+        }
+        // dW = dlogits^T F, db = column sums, dF += dlogits W.
         gemm(
             &mut work.d_features,
             (n, d),
-            false,
+            true,
             Mat::rows(&work.logits, n, k),
             Mat::rows(wv, k, d),
             Parallelism::None,
@@ -500,17 +564,12 @@ impl CpuNet {
         self.params[wi].grad = dw;
         let db = &mut self.params[bi].grad;
         db.fill(0.0);
-        for row in work.logits.chunks_exact(k) {
+        for row in self.work.logits.chunks_exact(k) {
             for (g, v) in db.iter_mut().zip(row) {
                 *g += v;
             }
         }
-        let d_features = std::mem::take(&mut self.work.d_features);
-        let result = self.backward(&d_features);
-        self.work.d_features = d_features;
-        result?;
-        self.sgd_step(sgd);
-        Ok(CeStats { loss, correct })
+        (loss, correct)
     }
 
     /// SGD with momentum and weight decay over every trained tensor ([`sgd_update`]).
