@@ -292,6 +292,60 @@ fn one_model_serves_many_threads_at_once() {
     }
 }
 
+/// `feature_mean` (metadata): the features are PyTorch's reference features less the
+/// vector, on every engine, after `feature_power` when both are set; a vector of the wrong
+/// length or with a non-number is refused when the model loads.
+#[test]
+fn feature_mean_is_subtracted_from_the_reference_features() {
+    let (expected, shape) = read_tensor("conv4_gray_expected.safetensors", "features_f64");
+    let d = shape[1];
+    let centre: Vec<f64> = (0..d).map(|j| 0.05 * j as f64 - 0.3).collect();
+    let centre_json = serde_json::to_string(&centre).unwrap();
+    let paths = inputs("conv4_gray_inputs");
+    for engine in [Engine::Auto, Engine::Candle] {
+        for power in [None, Some(0.5)] {
+            let mut options = LoadOptions::default()
+                .with_engine(engine)
+                .with_metadata("feature_mean", &centre_json);
+            if let Some(p) = power {
+                options = options.with_metadata("feature_power", p.to_string());
+            }
+            let model = Model::load(data("conv4_gray.safetensors"), &options).unwrap();
+            let features = model.embed_paths(&paths).unwrap();
+            let want = expected.iter().enumerate().map(|(i, &v)| {
+                let v = match power {
+                    Some(p) => v.signum() * v.abs().powf(p),
+                    None => v,
+                };
+                v - centre[i % d]
+            });
+            let err = max_abs_diff(features.iter().map(|&v| f64::from(v)), want);
+            let bound = match power {
+                Some(_) => FEATURE_BOUND.sqrt(),
+                None => FEATURE_BOUND,
+            };
+            assert!(err <= bound, "{engine:?} {power:?}: differs by {err}");
+        }
+    }
+    let short = serde_json::to_string(&centre[1..]).unwrap();
+    for bad in [short.as_str(), "[1, \"a\"]", "[]", "0.5"] {
+        let options = LoadOptions::default().with_metadata("feature_mean", bad);
+        let err = Model::load(data("conv4_gray.safetensors"), &options)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(
+                err,
+                mgecl::Error::InvalidModel {
+                    problem: mgecl::ModelProblem::BadMetadata,
+                    ..
+                }
+            ),
+            "{bad}: {err}"
+        );
+    }
+}
+
 /// `feature_power` (metadata): the features are the reference features raised elementwise
 /// to it (sign kept), on both engines; it changes the fingerprint, since tasks built on the
 /// plain features would not match.

@@ -6,7 +6,8 @@
 //! value per input channel), `in_channels` (checked against the weights), `bn_eps`
 //! (default 1e-5), `leaky_relu_slope` (ResNet-12, default 0.1), `invert` (`"true"` maps each
 //! u8 pixel v to 255 - v), `feature_power` (optional: the features are the encoder's outputs
-//! raised to it). Every other key is kept verbatim in [`Metadata::raw`]; `calibration` and
+//! raised to it), `feature_mean` (optional: a JSON list, one value per feature, subtracted
+//! from the features after `feature_power`). Every other key is kept verbatim in [`Metadata::raw`]; `calibration` and
 //! `task_defaults` are read from there by the model (classifier calibration, task settings).
 
 use std::collections::BTreeMap;
@@ -34,6 +35,12 @@ pub struct Metadata {
     /// normalisation (Hu et al. 2021, "Leveraging the Feature Distribution in Transfer-based
     /// Few-Shot Learning").
     pub feature_power: Option<f64>,
+    /// A vector subtracted from every feature vector (after [`Metadata::feature_power`]):
+    /// the mean feature of the model's training classes, so that a task's L2-normalised
+    /// features are directions from the centre of the training data rather than from the
+    /// origin, which ReLU features all lie far from (`feature_mean`, one finite value per
+    /// feature; its length is checked against the weights when the model loads).
+    pub feature_mean: Option<Vec<f32>>,
     /// The merged key/value map (file metadata with overrides applied), kept verbatim.
     pub raw: BTreeMap<String, String>,
 }
@@ -162,6 +169,10 @@ impl Metadata {
                 .map(Some)
                 .ok_or_else(|| bad("metadata \"feature_power\" must be positive".into()))?,
         };
+        let feature_mean = match raw.contains_key("feature_mean") {
+            true => Some(parse_list(&raw, "feature_mean")?),
+            false => None,
+        };
         Ok(Metadata {
             arch,
             input: InputSpec {
@@ -174,6 +185,7 @@ impl Metadata {
             bn_eps,
             leaky_relu_slope,
             feature_power,
+            feature_mean,
             raw,
         })
     }

@@ -30,7 +30,7 @@ pub use weights::WeightFile;
 use crate::classifier::calibration::{self, Calibration};
 use crate::config::{TaskConfig, TASK_DEFAULTS_KEY};
 use crate::device::{device_name, DeviceChoice};
-use crate::error::{Error, Result};
+use crate::error::{Error, ModelProblem, Result};
 use crate::preprocess::{ImageLimits, ImageSource, InputSpec, Preprocessor};
 use conv4::{Conv4, Conv4Params};
 use cpu_fast::{FastNet, FastOutput};
@@ -313,6 +313,7 @@ pub struct Model {
     calibration: Option<Calibration>,
     task_defaults: TaskConfig,
     feature_power: Option<f32>,
+    feature_mean: Option<Vec<f32>>,
     /// What a forward pass holds, within [`LoadOptions::max_embed_bytes`].
     pass: PassMemory,
 }
@@ -433,9 +434,21 @@ impl Model {
             Some(text) => TaskConfig::from_model_defaults(text)?,
             None => TaskConfig::default(),
         };
+        let feature_dim = *widths.last().unwrap_or(&0);
+        if let Some(centre) = &metadata.feature_mean {
+            if centre.len() != feature_dim {
+                return Err(Error::model(
+                    ModelProblem::BadMetadata,
+                    format!(
+                        "metadata \"feature_mean\" has {} values but the model's features have {feature_dim}",
+                        centre.len()
+                    ),
+                ));
+            }
+        }
         let info = ModelInfo {
             arch,
-            feature_dim: *widths.last().unwrap_or(&0),
+            feature_dim,
             widths,
             input: metadata.input.clone(),
             device: device_name(&device),
@@ -449,6 +462,7 @@ impl Model {
         };
         Ok(Model {
             feature_power: metadata.feature_power.map(|p| p as f32),
+            feature_mean: metadata.feature_mean.clone(),
             network,
             info,
             preprocessor,
@@ -497,6 +511,12 @@ impl Model {
         &self.preprocessor
     }
 
+    /// The centre subtracted from every feature vector ([`Metadata::feature_mean`]), if the
+    /// model has one.
+    pub fn feature_mean(&self) -> Option<&[f32]> {
+        self.feature_mean.as_deref()
+    }
+
     /// Length of a feature vector.
     pub fn feature_dim(&self) -> usize {
         self.info.feature_dim
@@ -504,7 +524,8 @@ impl Model {
 
     /// Embeds images: one row of `feature_dim` f32 values per image, in input order. The
     /// features are the encoder's output (not L2-normalised), raised elementwise to the
-    /// model's `feature_power` when its metadata sets one ([`Metadata::feature_power`]).
+    /// model's `feature_power` when its metadata sets one ([`Metadata::feature_power`]), less
+    /// its `feature_mean` when it sets one ([`Metadata::feature_mean`]).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty list; any preprocessing error of
@@ -600,6 +621,13 @@ impl Model {
         if let Some(p) = self.feature_power {
             for v in &mut out[first..] {
                 *v = v.signum() * v.abs().powf(p);
+            }
+        }
+        if let Some(centre) = &self.feature_mean {
+            for row in out[first..].chunks_exact_mut(centre.len()) {
+                for (v, m) in row.iter_mut().zip(centre) {
+                    *v -= m;
+                }
             }
         }
         Ok(())

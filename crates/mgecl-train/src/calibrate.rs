@@ -298,7 +298,9 @@ fn with_metadata(
 /// Fits a calibration for the model file `model_path`, loaded with `metadata_overrides`, on
 /// the classes under `data` (optionally only the top-level folders `include`) and writes the
 /// model with it to `out` (atomically; `out` may be `model_path`), the overrides written into
-/// its metadata: the calibration holds for the model as loaded. Returns the calibration.
+/// its metadata: the calibration holds for the model as loaded. With `centre` the model's
+/// [`feature_centre`] on that data is written too (as [`FEATURE_MEAN_KEY`]) and the
+/// calibration fitted on the centred features. Returns the calibration.
 ///
 /// # Errors
 /// As [`Model::load`], [`fit_calibration`] and the data loading; [`mgecl::Error::Io`] when `out`
@@ -310,11 +312,59 @@ pub fn calibrate_file(
     include: Option<&[String]>,
     out: &Path,
     config: &CalibrateConfig,
+    centre: bool,
 ) -> Result<Calibration> {
-    let (bytes, model) = load_model(model_path, metadata_overrides)?;
+    let (mut bytes, mut model) = load_model(model_path, metadata_overrides)?;
     let classes = super::data::scan_classes(data, include)?;
     let dataset = Dataset::load(&classes, model.preprocessor())?;
+    if centre {
+        let mut overrides = metadata_overrides.clone();
+        let centre = serde_json::to_string(&feature_centre(&model, &dataset)?)
+            .map_err(|e| Error::Internal(format!("feature centre: {e}")))?;
+        overrides.insert(FEATURE_MEAN_KEY.to_string(), centre);
+        (bytes, model) = load_model(model_path, &overrides)?;
+    }
     write_calibrated(&bytes, &model, &dataset, out, config)
+}
+
+/// Metadata key of the centre a model subtracts from its features
+/// ([`mgecl::model::Metadata::feature_mean`]).
+pub const FEATURE_MEAN_KEY: &str = "feature_mean";
+
+/// The centre [`FEATURE_MEAN_KEY`] should hold for `model` on `data` (its training
+/// classes): the mean over classes of each class's mean feature, so that every class weighs
+/// the same however many images it has. A centre the model already subtracts is added back:
+/// the result is the centre of the features before any.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for data without images; any embedding error.
+pub fn feature_centre(model: &Model, data: &Dataset) -> Result<Vec<f32>> {
+    let classes: Vec<&Vec<usize>> = data.by_class.iter().filter(|c| !c.is_empty()).collect();
+    if classes.is_empty() {
+        return Err(Error::InvalidArgument(
+            "a feature centre needs images".into(),
+        ));
+    }
+    let plain = TaskConfig {
+        augmented_copies: 0,
+        ..TaskConfig::default()
+    };
+    let features = embed_dataset(model, data, &plain)?;
+    let d = model.feature_dim();
+    let mut centre = vec![0f64; d];
+    for members in &classes {
+        for &i in members.iter() {
+            for (c, &v) in centre.iter_mut().zip(features.row(i)) {
+                *c += f64::from(v) / (members.len() * classes.len()) as f64;
+            }
+        }
+    }
+    if let Some(applied) = model.feature_mean() {
+        for (c, &m) in centre.iter_mut().zip(applied) {
+            *c += f64::from(m);
+        }
+    }
+    Ok(centre.into_iter().map(|v| v as f32).collect())
 }
 
 /// Calibrates a training run's `best.safetensors` in place on the training data (what both

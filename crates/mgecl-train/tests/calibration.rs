@@ -281,6 +281,7 @@ fn calibrate_file_fits_on_images_and_writes_a_loadable_model() {
         None,
         &out,
         &config,
+        false,
     )
     .unwrap();
     let model = Model::load(&out, &LoadOptions::default()).unwrap();
@@ -318,6 +319,7 @@ fn calibration_follows_the_models_recommended_augmentation() {
             None,
             &scratch.path().join(name),
             &config,
+            false,
         )
         .unwrap()
     };
@@ -339,4 +341,85 @@ fn calibration_follows_the_models_recommended_augmentation() {
     // of the same episodes: what the model without the recommendation is calibrated with.
     assert_eq!(plain.unaugmented, None);
     assert_eq!(augmented.unaugmented.as_deref(), Some(&plain));
+}
+
+/// `centre`: the file gains the mean of the class means of the model's features on the data,
+/// computed here by hand from `Model::embed_paths` per class folder; the centred model's
+/// class means then average to zero, and centring it again finds the same centre (the one
+/// it applies is added back).
+#[test]
+fn calibrate_file_centres_the_features_on_the_class_means() {
+    let scratch = tempfile::tempdir().unwrap();
+    let config = CalibrateConfig {
+        episodes_per_shape: 2,
+        queries: 3,
+        unknown_ways: 2,
+        seed: 1,
+    };
+    let data = common::data("omniglot_mini");
+    let centre_with = |model: &std::path::Path, out: &str| {
+        let out = scratch.path().join(out);
+        calibrate_file(model, &Default::default(), &data, None, &out, &config, true).unwrap();
+        let loaded = Model::load(&out, &LoadOptions::default()).unwrap();
+        let centre: Vec<f64> =
+            serde_json::from_str(&loaded.info().metadata["feature_mean"]).unwrap();
+        (out, loaded, centre)
+    };
+    // The mean of the class means, by hand.
+    let class_means = |model: &Model| -> Vec<Vec<f64>> {
+        let scan = mgecl_train::data::scan_classes(&data, None).unwrap();
+        assert!(scan.len() >= 5);
+        scan.iter()
+            .map(|class| {
+                let features = model.embed_paths(&class.files).unwrap();
+                let n = features.nrows() as f64;
+                (0..features.ncols())
+                    .map(|j| {
+                        features
+                            .column(j)
+                            .iter()
+                            .map(|&v| f64::from(v))
+                            .sum::<f64>()
+                            / n
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let mean_of = |means: &[Vec<f64>]| -> Vec<f64> {
+        (0..means[0].len())
+            .map(|j| means.iter().map(|m| m[j]).sum::<f64>() / means.len() as f64)
+            .collect()
+    };
+    let plain = Model::load(
+        common::data("conv4_gray.safetensors"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let want = mean_of(&class_means(&plain));
+    let (out, centred, centre) = centre_with(&common::data("conv4_gray.safetensors"), "c1");
+    let worst = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    assert_eq!(centre.len(), plain.feature_dim());
+    assert!(
+        worst(&centre, &want) <= 1e-5,
+        "centre off by {}",
+        worst(&centre, &want)
+    );
+    assert!(
+        want.iter().any(|v| v.abs() > 0.1),
+        "a trivial centre checks nothing"
+    );
+    let zeros = vec![0.0; centre.len()];
+    let after = mean_of(&class_means(&centred));
+    assert!(
+        worst(&after, &zeros) <= 1e-5,
+        "centred class means average to {after:?}"
+    );
+    let (_, _, again) = centre_with(&out, "c2");
+    assert!(worst(&again, &centre) <= 1e-5);
 }

@@ -17,6 +17,10 @@ pub struct CalibrateArgs {
     episodes_per_shape: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also write the features' centre on this data (metadata `feature_mean`: the mean of the
+    /// class means, subtracted from every feature before the classifier), calibrating for it.
+    #[arg(long)]
+    centre: bool,
 }
 
 pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
         include.as_deref(),
         &io.out,
         &config,
+        args.centre,
     )?;
     outln!("{}: {}", io.out.display(), calibration.to_metadata());
     Ok(())
