@@ -52,10 +52,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n: batch,
         labels: (0..batch).map(|i| i % 790).collect(),
         rotations: Vec::new(),
+        teacher_logits: Vec::new(),
     };
     for step in 0..4 {
         let t = Instant::now();
-        trainer.step_cross_entropy(&data, (channels, size, size), 0.0, 0.0)?;
+        trainer.step_cross_entropy(&data, (channels, size, size), &Default::default())?;
         let s = t.elapsed().as_secs_f64();
         println!(
             "{arch} {size}x{size} batch {batch} step {step}: {s:.3} s, {:.1} img/s",

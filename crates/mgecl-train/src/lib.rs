@@ -470,6 +470,8 @@ pub struct Batch {
     pub labels: Vec<usize>,
     /// Per image: the quarter turns it was given, for the rotation head (empty: none).
     pub rotations: Vec<usize>,
+    /// Per image: a teacher's class logits, `n * K` values, for distillation (empty: none).
+    pub teacher_logits: Vec<f32>,
 }
 
 /// Runs `produce(i)` for `i in 0..count` on a background thread, two batches ahead, and

@@ -50,6 +50,52 @@ pub(crate) fn cross_entropy_backward(
     (loss / n as f64, correct)
 }
 
+/// Knowledge distillation (Hinton et al. 2015, as RFS's `DistillKL`): the mean over rows of
+/// `T^2 KL(softmax(teacher / T) || softmax(logits / T))`, for (N, K) student `logits` and
+/// fixed `teacher` logits of the same shape. The `T^2` keeps the gradient's scale as `T`
+/// changes.
+pub fn distillation(logits: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
+    let (n, _) = logits.dims2()?;
+    let log_student = log_softmax(&(logits / temperature)?)?;
+    let log_teacher = log_softmax(&(teacher.detach() / temperature)?)?;
+    let kl = (log_teacher.exp()? * (log_teacher - log_student)?)?.sum_all()?;
+    Ok((kl * (temperature * temperature / n as f64))?)
+}
+
+/// [`distillation`] and its gradient on host rows, for the CPU engine: `logits` (N, K)
+/// row-major become `d loss / d logits` = `T (softmax(logits / T) - softmax(teacher / T)) / N`;
+/// returns the loss.
+pub(crate) fn distillation_backward(
+    logits: &mut [f32],
+    teacher: &[f32],
+    k: usize,
+    temperature: f64,
+) -> f64 {
+    let n = logits.len() / k;
+    let t = temperature;
+    let log_softmax = |row: &[f32]| -> Vec<f64> {
+        let max = row
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v) / t));
+        let lse = max
+            + row
+                .iter()
+                .map(|&v| (f64::from(v) / t - max).exp())
+                .sum::<f64>()
+                .ln();
+        row.iter().map(|&v| f64::from(v) / t - lse).collect()
+    };
+    let mut loss = 0.0;
+    for (row, teacher_row) in logits.chunks_exact_mut(k).zip(teacher.chunks_exact(k)) {
+        let (log_s, log_t) = (log_softmax(row), log_softmax(teacher_row));
+        for ((v, ls), lt) in row.iter_mut().zip(log_s).zip(log_t) {
+            loss += lt.exp() * (lt - ls);
+            *v = (t * (ls.exp() - lt.exp()) / n as f64) as f32;
+        }
+    }
+    loss * t * t / n as f64
+}
+
 /// Class-granularity loss. `support` (N*K, D) class-major features of `ways` classes,
 /// `query` (M, D) with labels in 0..ways. Features and prototypes (class means of the
 /// normalised support features) are L2-normalised; for every query and every other class:

@@ -241,6 +241,7 @@ pub fn metatrain(
             n,
             labels: vec![views],
             rotations: Vec::new(),
+            teacher_logits: Vec::new(),
         })
     };
     pipelined(end - start, produce, |i, batch| {

@@ -11,15 +11,16 @@ use crate::augment::{augment, rotate_clockwise};
 use crate::data::{read_list, scan_classes, Dataset};
 use crate::error::{Error, Result};
 use crate::memory;
-use crate::net::{EncoderSpec, TrainNet, ROTATIONS};
+use crate::net::{EncoderSpec, TrainNet, HEAD_BIAS, HEAD_WEIGHT, ROTATIONS};
 use crate::optim::OptimConfig;
 use crate::rng::Rng;
-use crate::trainer::Trainer;
+use crate::trainer::{Distillation, HeadLoss, Trainer};
 use crate::{
     calibrate_best, check_validation, checkpoint_metadata, momentum_from_checkpoint, pipelined,
     save_progress, Batch, InputSpec, Progress, RunConfig, RunFiles, Snapshot,
 };
 use mgecl::device::DeviceChoice;
+use mgecl::model::Model;
 use mgecl::preprocess::normalize_hwc;
 use mgecl::preprocess::Preprocessor;
 
@@ -54,6 +55,100 @@ pub struct PretrainConfig {
     /// loss times this weight (EASY's recipe: no extra images, so no extra cost).
     #[serde(default)]
     pub rotation_weight: f64,
+    /// Distillation from a teacher (born-again networks, RFS-distill): None trains on the
+    /// labels alone.
+    #[serde(default)]
+    pub teacher: Option<Teacher>,
+}
+
+/// A trained network whose softened class logits the student is also fitted to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Teacher {
+    /// A checkpoint of a pretraining run on the same classes (its class head included), e.g.
+    /// the previous generation's `best.safetensors`.
+    pub checkpoint: PathBuf,
+    /// Temperature and share of the distillation loss.
+    pub distillation: Distillation,
+}
+
+/// A loaded teacher: its encoder as the SDK runs it (evaluation mode) and its class head.
+struct TeacherNet {
+    model: Model,
+    /// `(K, D)` row-major and `(K,)`.
+    head: (Vec<f32>, Vec<f32>),
+}
+
+impl TeacherNet {
+    /// Loads `teacher` and checks it fits the run: its head names `classes` classes, and it
+    /// normalises its input as the student does (it is given the student's batches).
+    fn load(teacher: &Teacher, classes: usize, input: &InputSpec) -> Result<Self> {
+        let path = &teacher.checkpoint;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let model = Model::from_bytes(&bytes, &mgecl::LoadOptions::default())?;
+        let bad = |m: String| {
+            Err(Error::InvalidArgument(format!(
+                "teacher {}: {m}",
+                path.display()
+            )))
+        };
+        let info = model.info();
+        if model.feature_mean().is_some() || info.metadata.contains_key("feature_power") {
+            return bad("its head was trained on plain features: give a training checkpoint, not a model with feature_power or feature_mean".into());
+        }
+        if info.input.mean != input.mean
+            || info.input.std != input.std
+            || info.input.image_size != input.image_size
+            || info.input.in_channels != input.in_channels
+        {
+            return bad("its input normalisation or size differs from this run's".into());
+        }
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::InvalidArgument(format!("teacher {}: {e}", path.display())))?;
+        let d = model.feature_dim();
+        let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let t = st.tensor(name).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "teacher {}: no {name} (class head)",
+                    path.display()
+                ))
+            })?;
+            if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape {
+                return Err(Error::InvalidArgument(format!(
+                    "teacher {}: {name} has shape {:?}, this run needs {shape:?}",
+                    path.display(),
+                    t.shape()
+                )));
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
+        };
+        let head = (
+            read(HEAD_WEIGHT, &[classes, d])?,
+            read(HEAD_BIAS, &[classes])?,
+        );
+        Ok(TeacherNet { model, head })
+    }
+
+    /// The class logits `(n, K)` row-major of a batch of normalised NCHW images.
+    fn logits(&self, input: &[f32]) -> Result<Vec<f32>> {
+        let features = self.model.embed_preprocessed(input)?;
+        let (w, b) = &self.head;
+        let (k, d) = (b.len(), self.model.feature_dim());
+        let mut logits = Vec::with_capacity(features.nrows() * k);
+        for row in features.rows() {
+            for (j, bias) in b.iter().enumerate() {
+                let dot: f32 = row
+                    .iter()
+                    .zip(&w[j * d..(j + 1) * d])
+                    .map(|(x, y)| x * y)
+                    .sum();
+                logits.push(dot + bias);
+            }
+        }
+        Ok(logits)
+    }
 }
 
 impl PretrainConfig {
@@ -71,6 +166,15 @@ impl PretrainConfig {
         }
         if !(self.rotation_weight >= 0.0 && self.rotation_weight.is_finite()) {
             return bad("rotation_weight must be finite and >= 0");
+        }
+        if let Some(teacher) = &self.teacher {
+            let d = teacher.distillation;
+            if !(d.temperature > 0.0 && d.temperature.is_finite()) {
+                return bad("the distillation temperature must be finite and > 0");
+            }
+            if !(0.0..=1.0).contains(&d.weight) {
+                return bad("the distillation weight must be in [0, 1]");
+            }
         }
         if self.image_size < 8 || self.image_size > 1024 {
             return bad("image_size must be in 8..=1024");
@@ -161,6 +265,11 @@ pub fn pretrain(
         std,
         invert: config.invert,
     };
+    let teacher = config
+        .teacher
+        .as_ref()
+        .map(|t| TeacherNet::load(t, train.num_classes(), &input_spec))
+        .transpose()?;
     let device = mgecl::candle_interop::open_device(device)?;
     let files = RunFiles::create(&config.run.out_dir)?;
 
@@ -178,6 +287,8 @@ pub fn pretrain(
             || saved.net != config.net
             || saved.epochs != config.epochs
             || saved.rotation_weight != config.rotation_weight
+            || saved.teacher.map(|t| t.distillation)
+                != config.teacher.as_ref().map(|t| t.distillation)
         {
             return Err(Error::InvalidArgument(
                 "--resume: the checkpoint was made with other settings".into(),
@@ -209,6 +320,11 @@ pub fn pretrain(
         .run
         .stop_after
         .map_or(config.epochs, |n| (start_epoch + n).min(config.epochs));
+    let head_loss = HeadLoss {
+        label_smoothing: config.label_smoothing,
+        rotation_weight: config.rotation_weight,
+        distillation: config.teacher.as_ref().map(|t| t.distillation),
+    };
     let started = Instant::now();
     let mut images_seen = 0usize;
     for epoch in start_epoch..end_epoch {
@@ -246,22 +362,22 @@ pub fn pretrain(
                 );
             }
             Ok(Batch {
-                input,
                 n: idx.len(),
                 labels: idx.iter().map(|&i| train.labels[i]).collect(),
                 rotations: match rotate {
                     true => (0..idx.len()).map(turn).collect(),
                     false => Vec::new(),
                 },
+                // On the loader's thread: the teacher's forward pass overlaps the step.
+                teacher_logits: match &teacher {
+                    Some(t) => t.logits(&input)?,
+                    None => Vec::new(),
+                },
+                input,
             })
         };
         pipelined(steps, produce, |_, batch| {
-            let stats = trainer.step_cross_entropy(
-                &batch,
-                (c, h, w),
-                config.label_smoothing,
-                config.rotation_weight,
-            )?;
+            let stats = trainer.step_cross_entropy(&batch, (c, h, w), &head_loss)?;
             if !stats.loss.is_finite() {
                 return Err(Error::Failed(format!(
                     "training diverged (loss {}) at epoch {}",
@@ -320,4 +436,77 @@ pub fn pretrain(
         best_val_accuracy: best,
         images_per_second: images_seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{checkpoint_bytes, model_metadata};
+    use candle_core::{Device, Tensor};
+
+    /// The teacher's logits come from the SDK's inference engine (BatchNorm folded, running
+    /// statistics) and the checkpoint's head: they must be the training network's own
+    /// evaluation-mode logits (candle's graph), for a network whose running statistics moved.
+    #[test]
+    fn teacher_logits_are_the_training_networks_eval_logits() {
+        let spec = EncoderSpec {
+            arch: mgecl::Architecture::ResNet12,
+            widths: vec![8, 12, 16, 20],
+            in_channels: 3,
+        };
+        let net = TrainNet::new(spec.clone(), 5, 3, &Device::Cpu).unwrap();
+        let mut rng = Rng::new(9, 0);
+        let values: Vec<f32> = (0..6 * 3 * 20 * 20).map(|_| rng.normal() as f32).collect();
+        let x = Tensor::from_slice(&values, (6, 3, 20, 20), &Device::Cpu).unwrap();
+        for _ in 0..3 {
+            net.features(&x, true).unwrap(); // moves the running statistics
+        }
+        let input = InputSpec {
+            image_size: (20, 20),
+            in_channels: 3,
+            mean: vec![0.5, 0.4, 0.3],
+            std: vec![0.25, 0.2, 0.3],
+            invert: false,
+        };
+        let metadata = model_metadata(&spec, &input, &serde_json::json!({}));
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = dir.path().join("teacher.safetensors");
+        std::fs::write(
+            &checkpoint,
+            checkpoint_bytes(&net, None, &metadata).unwrap(),
+        )
+        .unwrap();
+        let teacher = Teacher {
+            checkpoint,
+            distillation: Distillation {
+                temperature: 4.0,
+                weight: 0.5,
+            },
+        };
+        let got = TeacherNet::load(&teacher, 5, &input)
+            .unwrap()
+            .logits(&values)
+            .unwrap();
+        let want: Vec<f32> = net
+            .logits(&net.features(&x, false).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert_eq!(got.len(), 6 * 5);
+        assert!(err <= 1e-5 * scale.max(1.0), "teacher logits off by {err}");
+        // A teacher of other classes, or fed differently normalised images, is refused.
+        assert!(TeacherNet::load(&teacher, 4, &input).is_err());
+        let other = InputSpec {
+            mean: vec![0.0; 3],
+            ..input
+        };
+        assert!(TeacherNet::load(&teacher, 5, &other).is_err());
+    }
 }

@@ -4,11 +4,13 @@
 //! the same engine choice, the same checkpoints and the same step semantics.
 
 use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
 
+use crate::cpu_net::ClassTargets;
 use crate::cpu_net::CpuNet;
 use crate::error::{Error, Result};
 use crate::layers::correct_predictions;
-use crate::loss::cross_entropy;
+use crate::loss::{cross_entropy, distillation};
 use crate::net::{EncoderSpec, NamedValues, TrainNet, ROTATIONS};
 use crate::optim::{Sgd, SgdSettings};
 use crate::Batch;
@@ -24,6 +26,27 @@ pub struct Trainer {
     spec: EncoderSpec,
     inner: Inner,
     settings: SgdSettings,
+}
+
+/// What a cross-entropy step's loss is made of besides the class labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HeadLoss {
+    /// Label smoothing of the class cross-entropy.
+    pub label_smoothing: f64,
+    /// Weight of the rotation head's cross-entropy, for batches with quarter turns.
+    pub rotation_weight: f64,
+    /// Distillation from the teacher logits the batch carries.
+    pub distillation: Option<Distillation>,
+}
+
+/// Knowledge distillation's settings (RFS-distill and born-again networks: a second
+/// generation fitted to the first's softened outputs plus the labels).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Distillation {
+    /// Softmax temperature of both teacher and student (RFS: 4).
+    pub temperature: f64,
+    /// The distillation's share `w` of the class loss `(1 - w) CE + w T^2 KL` (RFS: 0.5).
+    pub weight: f64,
 }
 
 /// What one cross-entropy step measured (before its update).
@@ -84,33 +107,46 @@ impl Trainer {
         }
     }
 
-    /// One SGD step of cross-entropy (label smoothing `smoothing`) of the head's logits on a
-    /// batch of normalised `(c, h, w)` images with class labels. When the batch carries
-    /// quarter turns (`batch.rotations`), the rotation head's cross-entropy times
-    /// `rotation_weight` joins the loss.
+    /// One SGD step of cross-entropy of the head's logits on a batch of normalised
+    /// `(c, h, w)` images with class labels, the loss made as `loss` says: label smoothing;
+    /// with `loss.distillation` and the batch's `teacher_logits`, `(1 - w) CE + w T^2 KL`
+    /// ([`crate::loss::distillation`]); and when the batch carries quarter turns
+    /// (`batch.rotations`), the rotation head's cross-entropy times `loss.rotation_weight`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a batch that does not fit the network or its heads;
-    /// [`Error::Internal`] for a failed tensor operation or a batch with quarter turns for
-    /// a network without a rotation head.
+    /// [`Error::InvalidArgument`] for a batch that does not fit the network or its heads, or
+    /// distillation without teacher logits; [`Error::Internal`] for a failed tensor operation
+    /// or a batch with quarter turns for a network without a rotation head.
     pub fn step_cross_entropy(
         &mut self,
         batch: &Batch,
         (c, h, w): (usize, usize, usize),
-        smoothing: f64,
-        rotation_weight: f64,
+        loss: &HeadLoss,
     ) -> Result<StepStats> {
         check_batch(&self.spec, batch, (c, h, w))?;
         let rotation =
-            (!batch.rotations.is_empty()).then_some((&batch.rotations[..], rotation_weight));
+            (!batch.rotations.is_empty()).then_some((&batch.rotations[..], loss.rotation_weight));
+        let teacher = match loss.distillation {
+            None => None,
+            Some(_) if batch.teacher_logits.is_empty() => {
+                return Err(Error::InvalidArgument(
+                    "distillation step: the batch has no teacher logits".into(),
+                ))
+            }
+            Some(d) => Some((&batch.teacher_logits[..], d.temperature, d.weight)),
+        };
         match &mut self.inner {
             Inner::Cpu(net) => {
+                let class = ClassTargets {
+                    labels: &batch.labels,
+                    smoothing: loss.label_smoothing,
+                    teacher,
+                };
                 let s = net.step_cross_entropy(
                     &batch.input,
                     (batch.n, h, w),
-                    &batch.labels,
+                    class,
                     rotation,
-                    smoothing,
                     self.settings,
                 )?;
                 Ok(StepStats {
@@ -122,15 +158,20 @@ impl Trainer {
                 let x = Tensor::from_slice(&batch.input, (batch.n, c, h, w), net.device())?;
                 let features = net.features(&x, true)?;
                 let logits = net.logits(&features)?;
-                let mut loss = cross_entropy(&logits, &batch.labels, smoothing)?;
+                let mut total = cross_entropy(&logits, &batch.labels, loss.label_smoothing)?;
+                if let Some((teacher, temperature, share)) = teacher {
+                    let teacher = Tensor::from_slice(teacher, logits.dims(), net.device())?;
+                    let kd = distillation(&logits, &teacher, temperature)?;
+                    total = ((total * (1.0 - share))? + (kd * share)?)?;
+                }
                 if let Some((turns, weight)) = rotation {
                     let rotation_logits = net.rotation_logits(&features)?;
-                    loss = (loss + (cross_entropy(&rotation_logits, turns, 0.0)? * weight)?)?;
+                    total = (total + (cross_entropy(&rotation_logits, turns, 0.0)? * weight)?)?;
                 }
-                let grads = loss.backward()?;
+                let grads = total.backward()?;
                 sgd.step(net, &grads)?;
                 Ok(StepStats {
-                    loss: f64::from(loss.to_scalar::<f32>()?),
+                    loss: f64::from(total.to_scalar::<f32>()?),
                     correct: correct_predictions(&logits, &batch.labels)?,
                 })
             }
@@ -252,16 +293,24 @@ pub fn run_step_fixture(bytes: &[u8], engine: Engine) -> Result<Vec<NamedValues>
         return Err(bad("only bn_momentum 0.1 is supported".into()));
     }
     let steps = number("steps")? as usize;
-    let smoothing = number("label_smoothing")?;
-    // Optional rotation head: `rotation.*` tensors, quarter turns `r` (N,) i64, its weight.
-    let rotation_weight = meta
-        .get("rotation_weight")
-        .map(|v| {
-            v.parse::<f64>()
-                .map_err(|_| bad("bad rotation_weight".into()))
-        })
-        .transpose()?
-        .unwrap_or(0.0);
+    let optional = |key: &str| -> Result<Option<f64>> {
+        meta.get(key)
+            .map(|v| v.parse::<f64>().map_err(|_| bad(format!("bad {key}"))))
+            .transpose()
+    };
+    // Optional: a rotation head (`rotation.*` tensors, quarter turns `r` (N,) i64, its
+    // weight) and distillation (`teacher_logits` (N, K) f32 and its settings).
+    let loss = HeadLoss {
+        label_smoothing: number("label_smoothing")?,
+        rotation_weight: optional("rotation_weight")?.unwrap_or(0.0),
+        distillation: match optional("distill_weight")? {
+            Some(weight) => Some(Distillation {
+                weight,
+                temperature: number("distill_temperature")?,
+            }),
+            None => None,
+        },
+    };
     let f32s = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
         let t = st
             .tensor(name)
@@ -279,7 +328,7 @@ pub fn run_step_fixture(bytes: &[u8], engine: Engine) -> Result<Vec<NamedValues>
     // The network's tensors, head renamed to the checkpoint names.
     let mut tensors = Vec::new();
     for name in st.names() {
-        if name == "x" || name == "y" || name == "r" {
+        if ["x", "y", "r", "teacher_logits"].contains(&name) {
             continue;
         }
         let (shape, v) = f32s(name)?;
@@ -320,11 +369,15 @@ pub fn run_step_fixture(bytes: &[u8], engine: Engine) -> Result<Vec<NamedValues>
             true => indices("r")?,
             false => Vec::new(),
         },
+        teacher_logits: match st.tensor("teacher_logits").is_ok() {
+            true => f32s("teacher_logits")?.1,
+            false => Vec::new(),
+        },
     };
     let dims = (x_shape[1], x_shape[2], x_shape[3]);
     let mut losses = Vec::with_capacity(steps);
     for _ in 0..steps {
-        let stats = trainer.step_cross_entropy(&batch, dims, smoothing, rotation_weight)?;
+        let stats = trainer.step_cross_entropy(&batch, dims, &loss)?;
         losses.push(stats.loss as f32);
     }
     let mut out: Vec<NamedValues> = trainer

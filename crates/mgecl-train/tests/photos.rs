@@ -112,6 +112,7 @@ fn photos_train_end_to_end_and_classify_with_flip_shift_copies() {
         },
         label_smoothing: 0.0,
         rotation_weight: 0.0,
+        teacher: None,
     };
     pretrain(&config, DeviceChoice::Cpu, false, &mut Silent).unwrap();
     let log = training_log(&stage1);

@@ -68,6 +68,7 @@ fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
         },
         label_smoothing: 0.0,
         rotation_weight: 0.0,
+        teacher: None,
     }
 }
 
@@ -328,9 +329,57 @@ fn rotation_pretraining_resumes_to_the_same_tensors() {
             .2
             .clone()
     };
-    assert_ne!(head(&after_one), head(&a), "the rotation head did not train");
+    assert_ne!(
+        head(&after_one),
+        head(&a),
+        "the rotation head did not train"
+    );
     // A resume with another rotation weight is refused.
     let mut other = rotation_config(split.path().to_path_buf());
     other.rotation_weight = 1.0;
     assert!(pretrain(&other, DeviceChoice::Cpu, true, &mut Silent).is_err());
+}
+
+/// Born-again distillation end to end: a student trains from a teacher run's checkpoint, its
+/// checkpoint records the distillation, and a resume with other distillation settings is
+/// refused. (The teacher's logits and the loss are checked against the training network and
+/// PyTorch in the unit and step-fixture tests.)
+#[test]
+fn distillation_pretraining_runs_from_a_teacher_checkpoint() {
+    use mgecl_train::pretrain::Teacher;
+    use mgecl_train::trainer::Distillation;
+    let (teacher_dir, student_dir) = (scratch(), scratch());
+    pretrain(
+        &config(teacher_dir.path().to_path_buf(), 1),
+        DeviceChoice::Cpu,
+        false,
+        &mut Silent,
+    )
+    .unwrap();
+    let student = |weight: f64| PretrainConfig {
+        teacher: Some(Teacher {
+            checkpoint: teacher_dir.path().join("best.safetensors"),
+            distillation: Distillation {
+                temperature: 4.0,
+                weight,
+            },
+        }),
+        ..config(student_dir.path().to_path_buf(), 2)
+    };
+    let mut first = student(0.5);
+    first.run.stop_after = Some(1);
+    pretrain(&first, DeviceChoice::Cpu, false, &mut Silent).unwrap();
+    let model = Model::load(
+        student_dir.path().join("last.safetensors"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let training: serde_json::Value =
+        serde_json::from_str(&model.info().metadata["training"]).unwrap();
+    assert_eq!(training["config"]["teacher"]["distillation"]["weight"], 0.5);
+    assert!(pretrain(&student(0.7), DeviceChoice::Cpu, true, &mut Silent).is_err());
+    pretrain(&student(0.5), DeviceChoice::Cpu, true, &mut Silent).unwrap();
+    let log = training_log(student_dir.path());
+    assert_eq!(log.len(), 2);
+    assert!(log.iter().all(|e| e["loss"].as_f64().unwrap().is_finite()));
 }

@@ -161,6 +161,7 @@ fn feature_loss_steps_agree_across_engines() {
             n,
             labels: Vec::new(),
             rotations: Vec::new(),
+            teacher_logits: Vec::new(),
         };
         let run = |engine: Engine| {
             let net = TrainNet::new(spec.clone(), 0, 11, &Device::Cpu).unwrap();

@@ -3,7 +3,8 @@
 use anyhow::bail;
 use clap::Args;
 use mgecl_train::net::EncoderSpec;
-use mgecl_train::pretrain::{pretrain, PretrainConfig};
+use mgecl_train::pretrain::{pretrain, PretrainConfig, Teacher};
+use mgecl_train::trainer::Distillation;
 
 use crate::options::{run_config, ArchArg, DataArgs, RunArgs, SgdArgs, ValArgs};
 use crate::terminal::TerminalProgress;
@@ -52,6 +53,16 @@ pub struct PretrainArgs {
     /// 0, 90, 180 and 270 degrees and a 4-way rotation head trained beside the class head.
     #[arg(long, default_value_t = 0.0)]
     rotation_weight: f64,
+    /// Distil from this teacher as well (born-again networks, RFS-distill): a checkpoint of a
+    /// pretraining run on the same classes, class head included (its best.safetensors).
+    #[arg(long, value_name = "CHECKPOINT")]
+    teacher: Option<std::path::PathBuf>,
+    /// Softmax temperature of the distillation (with --teacher).
+    #[arg(long, default_value_t = 4.0, requires = "teacher")]
+    distill_temperature: f64,
+    /// The distillation's share w of the class loss, (1 - w) CE + w T^2 KL (with --teacher).
+    #[arg(long, default_value_t = 0.5, requires = "teacher")]
+    distill_weight: f64,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -77,6 +88,13 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         optim: a.sgd.config(a.lr, a.lr_milestones),
         label_smoothing: a.label_smoothing,
         rotation_weight: a.rotation_weight,
+        teacher: a.teacher.map(|checkpoint| Teacher {
+            checkpoint,
+            distillation: Distillation {
+                temperature: a.distill_temperature,
+                weight: a.distill_weight,
+            },
+        }),
     };
     let summary = pretrain(
         &config,

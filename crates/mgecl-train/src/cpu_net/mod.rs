@@ -34,7 +34,7 @@ use block::{block_backward, block_forward, global_avg_pool_backward, Block};
 use unit::Unit;
 
 use crate::error::{Error, Result};
-use crate::loss::cross_entropy_backward;
+use crate::loss::{cross_entropy_backward, distillation_backward};
 use crate::net::{
     EncoderSpec, NamedValues, ParamKind, HEAD_BIAS, HEAD_WEIGHT, ROTATIONS, ROTATION_HEAD_BIAS,
     ROTATION_HEAD_WEIGHT,
@@ -153,9 +153,22 @@ struct Work {
     d_in: Vec<f32>,
     dz: Vec<f32>,
     d_a: Vec<f32>,
-    /// Head: logits (then their gradient), feature gradient.
+    /// Head: logits (then their gradient), their distillation gradient, feature gradient.
     logits: Vec<f32>,
+    d_distill: Vec<f32>,
     d_features: Vec<f32>,
+}
+
+/// What the class head's logits are fitted to in a cross-entropy step.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClassTargets<'a> {
+    /// Each image's class.
+    pub labels: &'a [usize],
+    /// Label smoothing of the cross-entropy.
+    pub smoothing: f64,
+    /// A teacher's logits (N, K), their temperature and the distillation's weight `w`: the
+    /// head's loss is then `(1 - w) CE + w T^2 KL` ([`crate::loss::distillation`]).
+    pub teacher: Option<(&'a [f32], f64, f64)>,
 }
 
 /// A trainable encoder (and optional linear head) on the CPU.
@@ -444,19 +457,20 @@ impl CpuNet {
         Ok(())
     }
 
-    /// One cross-entropy step on the head: forward, loss (label smoothing as PyTorch),
-    /// backward, SGD. With `rotation` = (each image's quarter turn, weight) the rotation
-    /// head's cross-entropy (no smoothing), times the weight, joins the loss. The loss returned
-    /// is the total; `correct` counts class predictions only.
+    /// One cross-entropy step on the head: forward, loss (label smoothing as PyTorch, and
+    /// distillation when `class` has a teacher), backward, SGD. With `rotation` = (each
+    /// image's quarter turn, weight) the rotation head's cross-entropy (no smoothing), times
+    /// the weight, joins the loss. The loss returned is the total; `correct` counts class
+    /// predictions only.
     pub(crate) fn step_cross_entropy(
         &mut self,
         input: &[f32],
         (n, h, w): (usize, usize, usize),
-        labels: &[usize],
+        class: ClassTargets<'_>,
         rotation: Option<(&[usize], f64)>,
-        smoothing: f64,
         sgd: SgdSettings,
     ) -> Result<CeStats> {
+        let labels = class.labels;
         let Some(head) = self.head else {
             return Err(Error::Internal(
                 "cross-entropy step: the network has no head".into(),
@@ -468,6 +482,14 @@ impl CpuNet {
                 "training batch: {} labels for {n} images, classes 0..{k}",
                 labels.len()
             )));
+        }
+        if let Some((teacher, _, _)) = class.teacher {
+            if teacher.len() != n * k {
+                return Err(Error::InvalidArgument(format!(
+                    "training batch: {} teacher logits for {n} images of {k} classes",
+                    teacher.len()
+                )));
+            }
         }
         let rotation = match (rotation, self.rotation) {
             (None, _) => None,
@@ -489,10 +511,15 @@ impl CpuNet {
         self.forward(input, n, h, w)?;
         self.work.d_features.clear();
         self.work.d_features.resize(n * self.feature_dim(), 0.0);
-        let (mut loss, correct) = self.head_backward(head, labels, smoothing, 1.0);
+        let (mut loss, correct) = self.head_backward(head, class, 1.0);
         match (rotation, self.rotation) {
             (Some((rot_head, turns, weight)), _) => {
-                loss += weight * self.head_backward(rot_head, turns, 0.0, weight).0;
+                let targets = ClassTargets {
+                    labels: turns,
+                    smoothing: 0.0,
+                    teacher: None,
+                };
+                loss += weight * self.head_backward(rot_head, targets, weight).0;
             }
             // An unused rotation head must not step on an old gradient.
             (None, Some((wi, bi))) => {
@@ -509,16 +536,17 @@ impl CpuNet {
         Ok(CeStats { loss, correct })
     }
 
-    /// A linear head's cross-entropy on the current features, its gradient scaled by
-    /// `weight`: sets the head's parameter gradients and adds the features' gradient to
-    /// `work.d_features`. Returns the unscaled mean loss and the correct predictions.
+    /// A linear head's loss on the current features (cross-entropy, and distillation when
+    /// `targets` has a teacher), its gradient scaled by `weight`: sets the head's parameter
+    /// gradients and adds the features' gradient to `work.d_features`. Returns the unscaled
+    /// mean loss and the correct predictions.
     fn head_backward(
         &mut self,
         (wi, bi): (usize, usize),
-        labels: &[usize],
-        smoothing: f64,
+        targets: ClassTargets<'_>,
         weight: f64,
     ) -> (f64, usize) {
+        let labels = targets.labels;
         let (n, k, d) = (labels.len(), self.params[wi].shape[0], self.feature_dim());
         let features = &self.features;
         let work = &mut self.work;
@@ -538,7 +566,22 @@ impl CpuNet {
                 *v += b;
             }
         }
-        let (loss, correct) = cross_entropy_backward(&mut work.logits, labels, k, smoothing);
+        let mut distill_loss = None;
+        if let Some((teacher, temperature, share)) = targets.teacher {
+            work.d_distill.clear();
+            work.d_distill.extend_from_slice(&work.logits);
+            let kd = distillation_backward(&mut work.d_distill, teacher, k, temperature);
+            distill_loss = Some((kd, share));
+        }
+        let (mut loss, correct) =
+            cross_entropy_backward(&mut work.logits, labels, k, targets.smoothing);
+        if let Some((kd, share)) = distill_loss {
+            loss = (1.0 - share) * loss + share * kd;
+            let (ce_share, share) = ((1.0 - share) as f32, share as f32);
+            for (g, kd) in work.logits.iter_mut().zip(&work.d_distill) {
+                *g = ce_share * *g + share * kd;
+            }
+        }
         if weight != 1.0 {
             let weight = weight as f32;
             work.logits.iter_mut().for_each(|v| *v *= weight);
