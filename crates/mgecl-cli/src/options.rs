@@ -348,17 +348,31 @@ pub struct SgdArgs {
     momentum: f64,
     #[arg(long, default_value_t = 5e-4)]
     weight_decay: f64,
+    /// Learning-rate schedule: step decay at the milestones, or cosine annealing over the
+    /// whole run (the milestones then unused).
+    #[arg(long, value_enum, default_value_t = LrSchedule::Step)]
+    lr_schedule: LrSchedule,
+}
+
+/// `--lr-schedule`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LrSchedule {
+    Step,
+    Cosine,
 }
 
 impl SgdArgs {
-    /// The optimiser with the stage's own learning rate and milestones.
-    pub fn config(&self, lr: f64, lr_milestones: Vec<usize>) -> OptimConfig {
+    /// The optimiser with the stage's own learning rate, milestones and length (epochs or
+    /// episodes, what a cosine schedule anneals over).
+    pub fn config(&self, lr: f64, lr_milestones: Vec<usize>, steps: usize) -> OptimConfig {
+        let cosine = self.lr_schedule == LrSchedule::Cosine;
         OptimConfig {
             lr,
-            lr_milestones,
+            lr_milestones: if cosine { Vec::new() } else { lr_milestones },
             lr_decay: self.lr_decay,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
+            cosine_steps: cosine.then_some(steps),
         }
     }
 }

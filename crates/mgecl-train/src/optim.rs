@@ -159,6 +159,10 @@ pub struct OptimConfig {
     pub momentum: f64,
     /// L2 weight decay.
     pub weight_decay: f64,
+    /// Cosine annealing over this many steps instead of the milestones (EASY's schedule):
+    /// `lr (1 + cos(pi step / steps)) / 2`, from `lr` at step 0 towards 0 at `steps`.
+    #[serde(default)]
+    pub cosine_steps: Option<usize>,
 }
 
 impl OptimConfig {
@@ -173,12 +177,15 @@ impl OptimConfig {
             && (0.0..1.0).contains(&self.momentum)
             && self.weight_decay >= 0.0
             && self.lr_decay > 0.0
-            && self.lr_decay <= 1.0;
+            && self.lr_decay <= 1.0
+            && self
+                .cosine_steps
+                .is_none_or(|n| n > 0 && self.lr_milestones.is_empty());
         if ok {
             Ok(())
         } else {
             Err(Error::InvalidArgument(format!(
-                "optimiser settings out of range (lr > 0, momentum in [0, 1), weight_decay >= 0, lr_decay in (0, 1]): {self:?}"
+                "optimiser settings out of range (lr > 0, momentum in [0, 1), weight_decay >= 0, lr_decay in (0, 1], cosine steps > 0 and no milestones with them): {self:?}"
             )))
         }
     }
@@ -190,8 +197,18 @@ impl OptimConfig {
 
     /// The learning rate at `step` (epoch or episode).
     pub fn lr_at(&self, step: usize) -> f64 {
-        step_lr(self.lr, self.lr_decay, &self.lr_milestones, step)
+        match self.cosine_steps {
+            Some(steps) => cosine_lr(self.lr, steps, step),
+            None => step_lr(self.lr, self.lr_decay, &self.lr_milestones, step),
+        }
     }
+}
+
+/// Cosine learning-rate schedule (PyTorch's `CosineAnnealingLR` with `eta_min` 0, stepped
+/// once per `step`): `base (1 + cos(pi step / steps)) / 2`.
+pub fn cosine_lr(base: f64, steps: usize, step: usize) -> f64 {
+    let t = step.min(steps) as f64 / steps.max(1) as f64;
+    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
 /// Step learning-rate schedule: `base * decay^(number of milestones <= epoch)`.
@@ -210,6 +227,30 @@ mod tests {
         assert_eq!(step_lr(0.1, 0.1, &[2, 4], 0), 0.1);
         assert!((step_lr(0.1, 0.1, &[2, 4], 2) - 0.01).abs() < 1e-15);
         assert!((step_lr(0.1, 0.1, &[2, 4], 5) - 0.001).abs() < 1e-15);
+    }
+
+    #[test]
+    fn cosine_schedule_by_hand() {
+        // cos(0) = 1, cos(pi / 2) = 0, cos(pi / 3) = 1/2, cos(pi) = -1.
+        assert_eq!(cosine_lr(0.1, 6, 0), 0.1);
+        assert!((cosine_lr(0.1, 6, 2) - 0.075).abs() < 1e-15);
+        assert!((cosine_lr(0.1, 6, 3) - 0.05).abs() < 1e-15);
+        assert!(cosine_lr(0.1, 6, 6).abs() < 1e-15);
+        let config = OptimConfig {
+            lr: 0.1,
+            lr_milestones: vec![],
+            lr_decay: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            cosine_steps: Some(6),
+        };
+        assert!((config.lr_at(3) - 0.05).abs() < 1e-15);
+        assert!(config.validate().is_ok());
+        let both = OptimConfig {
+            lr_milestones: vec![2],
+            ..config
+        };
+        assert!(both.validate().is_err());
     }
 
     #[test]

@@ -109,6 +109,7 @@ fn photos_train_end_to_end_and_classify_with_flip_shift_copies() {
             lr_decay: 0.1,
             momentum: 0.9,
             weight_decay: 5e-4,
+            cosine_steps: None,
         },
         label_smoothing: 0.0,
         rotation_weight: 0.0,
@@ -164,6 +165,7 @@ fn photos_train_end_to_end_and_classify_with_flip_shift_copies() {
             lr_decay: 0.1,
             momentum: 0.9,
             weight_decay: 5e-4,
+            cosine_steps: None,
         },
     };
     metatrain(&meta, DeviceChoice::Cpu, false, &mut Silent).unwrap();

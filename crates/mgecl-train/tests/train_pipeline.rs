@@ -65,6 +65,7 @@ fn config(out: PathBuf, epochs: usize) -> PretrainConfig {
             lr_decay: 0.1,
             momentum: 0.9,
             weight_decay: 5e-4,
+            cosine_steps: None,
         },
         label_smoothing: 0.0,
         rotation_weight: 0.0,
@@ -174,6 +175,7 @@ fn metatraining_runs_every_loss_combination() {
                 lr_decay: 0.1,
                 momentum: 0.9,
                 weight_decay: 5e-4,
+                cosine_steps: None,
             },
         };
         let summary = metatrain(&meta, DeviceChoice::Cpu, false, &mut Silent).unwrap();

@@ -69,7 +69,7 @@ pub fn run(a: MetatrainArgs) -> anyhow::Result<()> {
         lambda: a.lambda,
         class_loss: !a.no_class_loss,
         instance_loss: !a.no_instance_loss,
-        optim: a.sgd.config(a.lr, a.lr_milestones),
+        optim: a.sgd.config(a.lr, a.lr_milestones, a.episodes),
     };
     let summary = metatrain(
         &config,

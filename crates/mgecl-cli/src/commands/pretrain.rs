@@ -85,7 +85,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         mean_std: a.mean.zip(a.std),
         epochs: a.epochs,
         batch_size: a.batch_size,
-        optim: a.sgd.config(a.lr, a.lr_milestones),
+        optim: a.sgd.config(a.lr, a.lr_milestones, a.epochs),
         label_smoothing: a.label_smoothing,
         rotation_weight: a.rotation_weight,
         teacher: a.teacher.map(|checkpoint| Teacher {
