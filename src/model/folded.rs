@@ -8,8 +8,7 @@
 use mgecl_kernels::layout::nchw_to_nhwc;
 use mgecl_kernels::scratch::take_buffer;
 
-use super::conv4::Conv4Params;
-use super::resnet12::ResNet12Params;
+use super::params::EncoderParams;
 
 /// A 3x3 (pad 1) or 1x1 (pad 0), stride-1 convolution with BatchNorm folded in, followed by
 /// `max(x, slope * x)` (after the block's shortcut, when this is the block's last
@@ -116,78 +115,53 @@ impl FoldedConv {
 }
 
 impl FoldedNet {
-    /// Folds a ResNet-12's BatchNorms. Consumes the parameters block by block, so the file's
-    /// copy and the folded one overlap by at most one block.
-    pub(crate) fn from_resnet12(params: ResNet12Params) -> Self {
-        let slope = params.slope;
+    /// Folds an encoder's BatchNorms (and convolution biases). Consumes the parameters block
+    /// by block, so the file's copy and the folded one overlap by at most one block.
+    pub(crate) fn from_params(params: EncoderParams) -> Self {
         let in_channels = params.in_channels();
         let blocks = params
             .blocks
             .into_iter()
             .map(|b| {
-                let (c, cin) = (b.c_out, b.c_in);
-                // conv3's bias also carries the shortcut BatchNorm's shift.
-                let third_bias: Vec<f64> = b.bns[2]
-                    .shift
+                let last = b.units.len() - 1;
+                let convs = b
+                    .units
                     .iter()
-                    .zip(&b.down_bn.shift)
-                    .map(|(s, d)| s + d)
+                    .enumerate()
+                    .map(|(i, u)| {
+                        // BN(conv(x) + bias) = conv(x) * scale + (bias * scale + shift); the
+                        // last convolution's bias also carries the shortcut BatchNorm's shift.
+                        let bias: Vec<f64> = (0..u.c_out)
+                            .map(|c| {
+                                let conv_bias = u.bias.as_ref().map_or(0.0, |v| f64::from(v[c]));
+                                let shortcut_shift = match (&b.shortcut, i == last) {
+                                    (Some(s), true) => s.bn.shift[c],
+                                    _ => 0.0,
+                                };
+                                conv_bias * u.bn.scale[c] + u.bn.shift[c] + shortcut_shift
+                            })
+                            .collect();
+                        FoldedConv::new(u.c_in, u.kernel, &u.weight, &u.bn.scale, &bias, b.slope)
+                    })
                     .collect();
-                let conv = |i: usize, c_in: usize, bias: &[f64]| {
-                    FoldedConv::new(c_in, 3, &b.convs[i], &b.bns[i].scale, bias, slope)
-                };
-                let convs = vec![
-                    conv(0, cin, &b.bns[0].shift),
-                    conv(1, c, &b.bns[1].shift),
-                    conv(2, c, &third_bias),
-                ];
-                let mut shortcut = Vec::with_capacity(cin * c);
-                push_folded(&mut shortcut, &b.down_conv, &b.down_bn.scale, cin, 1);
+                let shortcut = b.shortcut.map(|s| {
+                    let mut weight = Vec::with_capacity(s.c_in * s.c_out);
+                    push_folded(&mut weight, &s.weight, &s.bn.scale, s.c_in, s.kernel);
+                    FoldedShortcut {
+                        c_in: s.c_in,
+                        weight,
+                    }
+                });
                 FoldedBlock {
                     convs,
-                    shortcut: Some(FoldedShortcut {
-                        c_in: cin,
-                        weight: shortcut,
-                    }),
-                    pool: true,
-                }
-            })
-            .collect();
-        FoldedNet {
-            blocks,
-            in_channels,
-        }
-    }
-
-    /// Folds a Conv-4's BatchNorms and convolution biases.
-    pub(crate) fn from_conv4(params: Conv4Params) -> Self {
-        let blocks = params
-            .blocks
-            .into_iter()
-            .map(|b| {
-                let bias: Vec<f64> = b
-                    .bias
-                    .iter()
-                    .zip(b.bn.scale.iter().zip(&b.bn.shift))
-                    .map(|(&cb, (s, t))| f64::from(cb) * s + t)
-                    .collect();
-                FoldedBlock {
-                    convs: vec![FoldedConv::new(
-                        b.c_in,
-                        3,
-                        &b.weight,
-                        &b.bn.scale,
-                        &bias,
-                        0.0,
-                    )],
-                    shortcut: None,
+                    shortcut,
                     pool: b.pool,
                 }
             })
             .collect();
         FoldedNet {
             blocks,
-            in_channels: params.in_channels,
+            in_channels,
         }
     }
 }

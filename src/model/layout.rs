@@ -192,14 +192,42 @@ impl ConvBn {
     }
 }
 
-/// One block of an encoder, in forward order.
+/// LeakyReLU's negative slope when a model file does not say (`leaky_relu_slope`): RFS's.
+pub const DEFAULT_LEAKY_RELU_SLOPE: f64 = 0.1;
+/// BatchNorm's epsilon when a model file does not say (`bn_eps`): PyTorch's.
+pub const DEFAULT_BN_EPS: f64 = 1e-5;
+
+/// The nonlinearity after a block's units. Exhaustive on purpose: every engine matches on
+/// it, so a new one fails to compile where it is not yet implemented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `max(x, slope * x)`, the slope a model file's `leaky_relu_slope` (RFS: 0.1).
+    LeakyRelu,
+}
+
+impl Activation {
+    /// Its negative slope: every engine applies `max(x, slope * x)`, with `leaky_relu_slope`
+    /// for LeakyReLU and 0 for ReLU.
+    pub fn negative_slope(self, leaky_relu_slope: f64) -> f64 {
+        match self {
+            Activation::Relu => 0.0,
+            Activation::LeakyRelu => leaky_relu_slope,
+        }
+    }
+}
+
+/// One block of an encoder, in forward order: each unit (convolution + BatchNorm) followed
+/// by the activation, except that the last unit's output first has the shortcut's added.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockSpec {
-    /// The main path's units (ResNet-12: three, activation after the first two and after the
-    /// residual add; Conv-4: one, then ReLU).
+    /// The main path's units (ResNet-12: three; Conv-4: one).
     pub units: Vec<ConvBn>,
-    /// ResNet-12's 1x1 shortcut, added before the last activation.
+    /// A 1x1 projection of the block's input, added before the last activation (ResNet-12).
     pub shortcut: Option<ConvBn>,
+    /// The activation after every unit (the last one after the shortcut's add).
+    pub activation: Activation,
     /// Whether a 2x2 max-pool ends the block.
     pub pool: bool,
 }
@@ -222,6 +250,12 @@ impl EncoderSpec {
             ));
         }
         Ok(())
+    }
+
+    /// The smallest input side whose last block still has a pixel: each 2x2 max-pool halves
+    /// the side (rounding down).
+    pub fn min_input_side(&self) -> usize {
+        1 << self.blocks().iter().filter(|b| b.pool).count()
     }
 
     /// Length of the feature vector (the last block's width).
@@ -261,6 +295,7 @@ impl EncoderSpec {
                         1,
                         false,
                     )),
+                    activation: Activation::LeakyRelu,
                     pool: true,
                 },
                 Architecture::Conv4 => BlockSpec {
@@ -272,6 +307,7 @@ impl EncoderSpec {
                         true,
                     )],
                     shortcut: None,
+                    activation: Activation::Relu,
                     pool: i + 1 < BLOCKS,
                 },
             });

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use super::layout::Architecture;
+use super::layout::{Architecture, DEFAULT_BN_EPS, DEFAULT_LEAKY_RELU_SLOPE};
 use crate::error::{Error, ModelProblem, Result};
 use crate::preprocess::InputSpec;
 
@@ -157,11 +157,11 @@ impl Metadata {
                 )))
             }
         };
-        let bn_eps = parse_f64(&raw, "bn_eps", 1e-5)?;
+        let bn_eps = parse_f64(&raw, "bn_eps", DEFAULT_BN_EPS)?;
         if bn_eps <= 0.0 {
             return Err(bad("metadata \"bn_eps\" must be positive".into()));
         }
-        let leaky_relu_slope = parse_f64(&raw, "leaky_relu_slope", 0.1)?;
+        let leaky_relu_slope = parse_f64(&raw, "leaky_relu_slope", DEFAULT_LEAKY_RELU_SLOPE)?;
         let feature_power = match raw.get("feature_power") {
             None => None,
             Some(_) => Some(parse_f64(&raw, "feature_power", 1.0)?)

@@ -1,20 +1,20 @@
 //! The encoder: load a safetensors model onto a device, describe it, embed images.
 //!
-//! Two engines run the forward pass (see [`Engine`]): candle's operations (any device; the
-//! reference) and, on the CPU, the fast path of `cpu_fast` (BatchNorm folded, im2col + gemm
-//! over NHWC, fused epilogues). Both are built from the same checked parameters
-//! (`resnet12::ResNet12Params`, `conv4::Conv4Params`), so loading errors do not depend on the
-//! engine.
+//! Two engines run the forward pass (see [`Engine`]): candle's operations (`candle_net`; any
+//! device; the reference) and, on the CPU, the fast path of `cpu_fast` (BatchNorm folded,
+//! im2col + gemm over NHWC, fused epilogues). Both are built from the same checked parameters
+//! (`params::EncoderParams`, read by walking the layout), so loading errors do not depend on
+//! the engine; a quantised file runs on the int8 engine (`cpu_int8`).
 
-mod conv4;
+mod candle_net;
 pub(crate) mod cpu_fast;
 pub(crate) mod cpu_int8;
 mod folded;
 mod layout;
 mod metadata;
+mod params;
 mod parsed;
 mod quantized;
-mod resnet12;
 mod weights;
 
 use std::collections::BTreeMap;
@@ -23,7 +23,10 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use ndarray::{Array2, ArrayD};
 
-pub use layout::{Architecture, BlockSpec, ConvBn, EncoderSpec, TensorRole, TensorSpec, BLOCKS};
+pub use layout::{
+    Activation, Architecture, BlockSpec, ConvBn, EncoderSpec, TensorRole, TensorSpec, BLOCKS,
+    DEFAULT_BN_EPS, DEFAULT_LEAKY_RELU_SLOPE,
+};
 pub use metadata::Metadata;
 pub use weights::WeightFile;
 
@@ -32,13 +35,13 @@ use crate::config::{TaskConfig, TASK_DEFAULTS_KEY};
 use crate::device::{device_name, DeviceChoice};
 use crate::error::{Error, ModelProblem, Result};
 use crate::preprocess::{ImageLimits, ImageSource, InputSpec, Preprocessor};
-use conv4::{Conv4, Conv4Params};
+use candle_net::CandleNet;
 use cpu_fast::{FastNet, FastOutput};
 use cpu_int8::QuantNet;
 use folded::FoldedNet;
+use params::EncoderParams;
 use parsed::{fingerprint, ParsedFile, PassMemory};
 pub use quantized::{quantize_model, QuantizationInfo, QUANTIZATION_KEY};
-use resnet12::{ResNet12, ResNet12Params};
 
 /// Largest model file accepted (the full-width ResNet-12 is ~50 MB).
 pub const MAX_MODEL_FILE_BYTES: u64 = 2 << 30;
@@ -224,9 +227,9 @@ pub struct ModelInfo {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The engine running the encoder (what it runs is the layout's business).
 enum Network {
-    ResNet12(ResNet12),
-    Conv4(Conv4),
+    Candle(CandleNet),
     Fast(FastNet),
     Int8(QuantNet),
 }
@@ -260,7 +263,7 @@ impl Network {
         match self {
             Network::Fast(net) => net.forward(nchw, n, h, w, keep),
             Network::Int8(net) => net.forward(nchw, n, h, w, keep),
-            Network::ResNet12(_) | Network::Conv4(_) => {
+            Network::Candle(_) => {
                 unreachable!("candle networks have no CPU-kernel forward pass")
             }
         }
@@ -268,8 +271,7 @@ impl Network {
 
     fn forward_blocks(&self, input: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         match self {
-            Network::ResNet12(n) => n.forward_blocks(input),
-            Network::Conv4(n) => n.forward_blocks(input),
+            Network::Candle(n) => n.forward_blocks(input),
             Network::Fast(_) | Network::Int8(_) => {
                 let (b, _, h, w) = input.dims4()?;
                 let out = self.cpu_forward(&cpu_values(input)?, (b, h, w), true);
@@ -314,6 +316,8 @@ pub struct Model {
     task_defaults: TaskConfig,
     feature_power: Option<f32>,
     feature_mean: Option<Vec<f32>>,
+    /// The smallest input side the encoder takes ([`EncoderSpec::min_input_side`]).
+    min_input_side: usize,
     /// What a forward pass holds, within [`LoadOptions::max_embed_bytes`].
     pass: PassMemory,
 }
@@ -396,32 +400,18 @@ impl Model {
         let device = device_choice.open()?;
         let fast = options.engine == Engine::Auto && device.is_cpu();
         let widths = spec.widths.clone();
-        let network = match arch {
-            _ if quantized.is_some() => Network::Int8(quantized::read_quant_net(
+        let network = if quantized.is_some() {
+            Network::Int8(quantized::read_quant_net(
                 &weights,
                 &spec,
                 metadata.leaky_relu_slope,
-            )?),
-            Architecture::ResNet12 => {
-                let params = ResNet12Params::read(
-                    &weights,
-                    &spec,
-                    metadata.bn_eps,
-                    metadata.leaky_relu_slope,
-                )?;
-                if fast {
-                    Network::Fast(FastNet::new(FoldedNet::from_resnet12(params)))
-                } else {
-                    Network::ResNet12(ResNet12::new(&params, &device).map_err(Error::candle)?)
-                }
-            }
-            Architecture::Conv4 => {
-                let params = Conv4Params::read(&weights, &spec, metadata.bn_eps)?;
-                if fast {
-                    Network::Fast(FastNet::new(FoldedNet::from_conv4(params)))
-                } else {
-                    Network::Conv4(Conv4::new(&params, &device).map_err(Error::candle)?)
-                }
+            )?)
+        } else {
+            let params =
+                EncoderParams::read(&weights, &spec, metadata.bn_eps, metadata.leaky_relu_slope)?;
+            match fast {
+                true => Network::Fast(FastNet::new(FoldedNet::from_params(params))),
+                false => Network::Candle(CandleNet::new(&params, &device).map_err(Error::candle)?),
             }
         };
         let preprocessor = Preprocessor::new(&metadata.input)?.with_limits(options.image_limits);
@@ -455,7 +445,7 @@ impl Model {
             engine: match &network {
                 Network::Int8(_) => EngineKind::CpuInt8,
                 Network::Fast(_) => EngineKind::CpuFast,
-                Network::ResNet12(_) | Network::Conv4(_) => EngineKind::Candle,
+                Network::Candle(_) => EngineKind::Candle,
             },
             fingerprint: fingerprint(&weights, &metadata),
             metadata: metadata.raw.clone(),
@@ -463,6 +453,7 @@ impl Model {
         Ok(Model {
             feature_power: metadata.feature_power.map(|p| p as f32),
             feature_mean: metadata.feature_mean.clone(),
+            min_input_side: spec.min_input_side(),
             network,
             info,
             preprocessor,
@@ -692,11 +683,7 @@ impl Model {
 
     /// Checks an NCHW input shape against the model.
     fn check_dims(&self, dims: &[usize]) -> Result<()> {
-        let poolings = match self.info.arch {
-            Architecture::Conv4 => 3,
-            Architecture::ResNet12 => 4,
-        };
-        let min_side = 1usize << poolings;
+        let min_side = self.min_input_side;
         if dims.len() != 4
             || dims[1] != self.info.input.in_channels
             || dims[2] < min_side

@@ -20,14 +20,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::conv4::Conv4Params;
 use super::cpu_int8::{
     ActivationQuant, QuantBlock, QuantConv, QuantNet, QuantShortcut, QuantWeights,
 };
 use super::folded::FoldedNet;
-use super::layout::{Architecture, ConvBn, EncoderSpec};
+use super::layout::{ConvBn, EncoderSpec};
+use super::params::{activation_slope, EncoderParams};
 use super::parsed::{fingerprint, ParsedFile};
-use super::resnet12::ResNet12Params;
 use super::weights::WeightFile;
 use super::{LoadOptions, Model};
 use crate::error::{Error, ModelProblem, Result};
@@ -190,12 +189,9 @@ pub(crate) fn read_quant_net(
     leaky_relu_slope: f64,
 ) -> Result<QuantNet> {
     check_depths(spec)?;
-    let slope = match spec.arch {
-        Architecture::ResNet12 => leaky_relu_slope as f32,
-        Architecture::Conv4 => 0.0,
-    };
     let mut blocks = Vec::new();
     for block in spec.blocks() {
+        let slope = activation_slope(block.activation, leaky_relu_slope)? as f32;
         let mut convs = Vec::new();
         for unit in &block.units {
             let weights = read_weights(file, unit)?;
@@ -331,22 +327,16 @@ pub fn quantize_model(
     }
     let ParsedFile {
         weights,
-        arch,
         spec,
         metadata,
         ..
     } = parsed;
-    let folded = match arch {
-        Architecture::ResNet12 => FoldedNet::from_resnet12(ResNet12Params::read(
-            &weights,
-            &spec,
-            metadata.bn_eps,
-            metadata.leaky_relu_slope,
-        )?),
-        Architecture::Conv4 => {
-            FoldedNet::from_conv4(Conv4Params::read(&weights, &spec, metadata.bn_eps)?)
-        }
-    };
+    let folded = FoldedNet::from_params(EncoderParams::read(
+        &weights,
+        &spec,
+        metadata.bn_eps,
+        metadata.leaky_relu_slope,
+    )?);
     let net = QuantNet::calibrate(&folded, images, n, h, w);
     let info = QuantizationInfo::new(
         fingerprint(&weights, &metadata),
@@ -365,6 +355,7 @@ pub fn quantize_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Architecture;
 
     #[test]
     fn the_depth_bound_keeps_sums_exact() {

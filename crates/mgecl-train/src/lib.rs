@@ -73,7 +73,10 @@ pub fn model_metadata(
     m.insert("format".into(), "pt".into());
     m.insert("layout".into(), "rfs".into());
     m.insert("arch".into(), spec.arch.name().into());
-    m.insert("bn_eps".into(), "1e-05".into());
+    m.insert(
+        "bn_eps".into(),
+        format!("{:e}", mgecl::model::DEFAULT_BN_EPS),
+    );
     m.insert("feature_dim".into(), spec.widths[3].to_string());
     m.insert(
         "channel_order".into(),
@@ -81,7 +84,10 @@ pub fn model_metadata(
     );
     if spec.arch == Architecture::ResNet12 {
         m.insert("widths".into(), to_json(&spec.widths));
-        m.insert("leaky_relu_slope".into(), net::LEAKY_SLOPE.to_string());
+        m.insert(
+            "leaky_relu_slope".into(),
+            mgecl::model::DEFAULT_LEAKY_RELU_SLOPE.to_string(),
+        );
     } else {
         m.insert("width".into(), spec.widths[0].to_string());
         m.insert("activation".into(), "relu".into());

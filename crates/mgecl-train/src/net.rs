@@ -14,12 +14,16 @@ use crate::layers::{
     batch_norm_eval, batch_norm_train, conv, global_avg_pool, leaky_relu, linear, max_pool2x2,
 };
 use crate::rng::Rng;
-use mgecl::model::{Architecture, BlockSpec, ConvBn, TensorRole, WeightFile};
+use mgecl::model::{
+    Activation, Architecture, BlockSpec, ConvBn, TensorRole, WeightFile, DEFAULT_BN_EPS,
+    DEFAULT_LEAKY_RELU_SLOPE,
+};
 
 const BN_MOMENTUM: f64 = 0.1;
-const BN_EPS: f64 = 1e-5;
-/// RFS ResNet-12's LeakyReLU slope.
-pub const LEAKY_SLOPE: f64 = 0.1;
+/// Training's BatchNorm epsilon and LeakyReLU slope: the core's defaults, which its
+/// checkpoints' metadata records.
+const BN_EPS: f64 = DEFAULT_BN_EPS;
+pub(crate) const LEAKY_SLOPE: f64 = DEFAULT_LEAKY_RELU_SLOPE;
 /// The linear head's tensors (training only: model files hold the encoder).
 pub const HEAD_WEIGHT: &str = "classifier.weight";
 /// See [`HEAD_WEIGHT`].
@@ -43,6 +47,14 @@ pub enum ParamKind {
 
 /// The encoder's shape: the core's one description of the architectures.
 pub use mgecl::model::EncoderSpec;
+
+/// The layout's activation, LeakyReLU with training's slope.
+fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
+    match activation {
+        Activation::LeakyRelu => leaky_relu(x, LEAKY_SLOPE),
+        Activation::Relu => Ok(x.relu()?),
+    }
+}
 
 /// A named tensor as host values: (name, shape, values).
 pub type NamedValues = (String, Vec<usize>, Vec<f32>);
@@ -288,12 +300,12 @@ impl TrainNet {
                 out = self.conv_bn(&out, unit, train)?;
                 // With a shortcut, the last activation comes after the residual add.
                 if k < last || block.shortcut.is_none() {
-                    out = self.activate(&out)?;
+                    out = activate(&out, block.activation)?;
                 }
             }
             if let Some(shortcut) = &block.shortcut {
                 let residual = self.conv_bn(&x, shortcut, train)?;
-                out = self.activate(&(out + residual)?)?;
+                out = activate(&(out + residual)?, block.activation)?;
             }
             x = if block.pool { max_pool2x2(&out)? } else { out };
         }
@@ -308,14 +320,6 @@ impl TrainNet {
         };
         let y = conv(x, self.t(&unit.weight())?, bias)?;
         self.bn(&y, &unit.bn, train)
-    }
-
-    /// The architecture's activation: LeakyReLU for ResNet-12, ReLU for Conv-4.
-    fn activate(&self, x: &Tensor) -> Result<Tensor> {
-        match self.spec.arch {
-            Architecture::ResNet12 => leaky_relu(x, LEAKY_SLOPE),
-            _ => Ok(x.relu()?),
-        }
     }
 
     /// Head logits of features (B, D) -> (B, classes).

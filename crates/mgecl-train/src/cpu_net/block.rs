@@ -6,7 +6,6 @@ use rayon::prelude::*;
 
 use super::unit::{GradIn, Unit};
 use super::{Geom, Param, Work, MIN_ROWS_PER_TASK};
-use crate::net::LEAKY_SLOPE;
 use mgecl_kernels::pool::{max_pool_2x2, max_pool_2x2_leaky_backward};
 
 /// A block with the step's saved activations.
@@ -14,12 +13,16 @@ pub(super) enum Block {
     Conv4 {
         unit: Unit,
         pool: bool,
+        /// The activation's negative slope (0: ReLU).
+        slope: f32,
         /// ReLU output, `(pixels, c)`.
         act: Vec<f32>,
     },
     ResNet {
         /// conv1, conv2, conv3, shortcut.
         units: Box<[Unit; 4]>,
+        /// The activation's negative slope (0: ReLU).
+        slope: f32,
         a1: Vec<f32>,
         a2: Vec<f32>,
         /// LeakyReLU of the residual sum, before pooling.
@@ -42,8 +45,7 @@ impl Block {
     }
     pub(super) fn slope(&self) -> f32 {
         match self {
-            Block::Conv4 { .. } => 0.0,
-            Block::ResNet { .. } => LEAKY_SLOPE as f32,
+            Block::Conv4 { slope, .. } | Block::ResNet { slope, .. } => *slope,
         }
     }
 }
@@ -78,7 +80,9 @@ pub(super) fn block_forward(
             act.resize(p * c, 0.0);
             normalize_activate(unit, None, slope, act);
         }
-        Block::ResNet { units, a1, a2, act } => {
+        Block::ResNet {
+            units, a1, a2, act, ..
+        } => {
             let [u1, u2, u3, us] = &mut **units;
             u1.forward(params, work, x, g);
             a1.resize(p * c, 0.0);

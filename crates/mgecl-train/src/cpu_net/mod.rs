@@ -36,8 +36,8 @@ use unit::Unit;
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy_backward, distillation_backward};
 use crate::net::{
-    EncoderSpec, NamedValues, ParamKind, HEAD_BIAS, HEAD_WEIGHT, ROTATIONS, ROTATION_HEAD_BIAS,
-    ROTATION_HEAD_WEIGHT,
+    EncoderSpec, NamedValues, ParamKind, HEAD_BIAS, HEAD_WEIGHT, LEAKY_SLOPE, ROTATIONS,
+    ROTATION_HEAD_BIAS, ROTATION_HEAD_WEIGHT,
 };
 use crate::optim::{sgd_update, SgdSettings};
 use mgecl::model::ConvBn;
@@ -46,7 +46,7 @@ use mgecl_kernels::pool::global_avg_pool;
 use mgecl_kernels::{gemm, Mat, Parallelism};
 
 const BN_MOMENTUM: f64 = 0.1;
-const BN_EPS: f64 = 1e-5;
+const BN_EPS: f64 = mgecl::model::DEFAULT_BN_EPS;
 /// Values of one im2col chunk (4 MiB of f32)...
 const CHUNK_VALUES: usize = 1 << 20;
 /// ...or more, to give each product at least this many rows (wide layers: every chunk
@@ -279,14 +279,17 @@ impl CpuNet {
         };
         let mut blocks = Vec::new();
         for block in spec.blocks() {
+            let slope = block.activation.negative_slope(LEAKY_SLOPE) as f32;
             blocks.push(match (&block.units[..], &block.shortcut) {
                 ([u], None) => Block::Conv4 {
                     unit: unit(u)?,
                     pool: block.pool,
+                    slope,
                     act: Vec::new(),
                 },
                 ([u1, u2, u3], Some(shortcut)) => Block::ResNet {
                     units: Box::new([unit(u1)?, unit(u2)?, unit(u3)?, unit(shortcut)?]),
+                    slope,
                     a1: Vec::new(),
                     a2: Vec::new(),
                     act: Vec::new(),
