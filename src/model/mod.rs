@@ -230,8 +230,23 @@ pub struct ModelInfo {
 /// The engine running the encoder (what it runs is the layout's business).
 enum Network {
     Candle(CandleNet),
+    Cpu(CpuNet),
+}
+
+/// mgecl's own CPU kernels: f32 (BatchNorm folded) or int8 (a quantised file).
+enum CpuNet {
     Fast(FastNet),
     Int8(QuantNet),
+}
+
+impl CpuNet {
+    /// The forward pass over an NCHW batch `(n, c, h, w)`; `keep` keeps every block's output.
+    fn forward(&self, nchw: &[f32], (n, h, w): (usize, usize, usize), keep: bool) -> FastOutput {
+        match self {
+            CpuNet::Fast(net) => net.forward(nchw, n, h, w, keep),
+            CpuNet::Int8(net) => net.forward(nchw, n, h, w, keep),
+        }
+    }
 }
 
 /// An NCHW f32 tensor's values, on the CPU.
@@ -245,36 +260,12 @@ fn cpu_values(input: &Tensor) -> candle_core::Result<Vec<f32>> {
 
 /// The networks speak candle's errors; [`Model`] converts them once, at its API.
 impl Network {
-    /// Whether the network runs on mgecl's own CPU kernels (no candle tensors needed).
-    fn is_cpu_kernels(&self) -> bool {
-        matches!(self, Network::Fast(_) | Network::Int8(_))
-    }
-
-    /// A CPU-kernel network's forward pass over an NCHW batch `(n, c, h, w)`.
-    ///
-    /// # Panics
-    /// On a candle network (callers check [`Network::is_cpu_kernels`]).
-    fn cpu_forward(
-        &self,
-        nchw: &[f32],
-        (n, h, w): (usize, usize, usize),
-        keep: bool,
-    ) -> FastOutput {
-        match self {
-            Network::Fast(net) => net.forward(nchw, n, h, w, keep),
-            Network::Int8(net) => net.forward(nchw, n, h, w, keep),
-            Network::Candle(_) => {
-                unreachable!("candle networks have no CPU-kernel forward pass")
-            }
-        }
-    }
-
     fn forward_blocks(&self, input: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         match self {
             Network::Candle(n) => n.forward_blocks(input),
-            Network::Fast(_) | Network::Int8(_) => {
+            Network::Cpu(net) => {
                 let (b, _, h, w) = input.dims4()?;
-                let out = self.cpu_forward(&cpu_values(input)?, (b, h, w), true);
+                let out = net.forward(&cpu_values(input)?, (b, h, w), true);
                 out.blocks
                     .into_iter()
                     .map(|(values, shape)| Tensor::from_vec(values, &shape, input.device()))
@@ -286,15 +277,13 @@ impl Network {
     /// Features `(N, D)` of a checked NCHW batch.
     fn embed_tensor(&self, input: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Network::Fast(_) | Network::Int8(_) => {
+            Network::Cpu(net) => {
                 let (b, _, h, w) = input.dims4()?;
-                let features = self
-                    .cpu_forward(&cpu_values(input)?, (b, h, w), false)
-                    .features;
+                let features = net.forward(&cpu_values(input)?, (b, h, w), false).features;
                 let dim = features.len() / b.max(1);
                 Tensor::from_vec(features, (b, dim), input.device())
             }
-            _ => {
+            Network::Candle(_) => {
                 let blocks = self.forward_blocks(input)?;
                 let last = blocks
                     .last()
@@ -401,16 +390,16 @@ impl Model {
         let fast = options.engine == Engine::Auto && device.is_cpu();
         let widths = spec.widths.clone();
         let network = if quantized.is_some() {
-            Network::Int8(quantized::read_quant_net(
+            Network::Cpu(CpuNet::Int8(quantized::read_quant_net(
                 &weights,
                 &spec,
                 metadata.leaky_relu_slope,
-            )?)
+            )?))
         } else {
             let params =
                 EncoderParams::read(&weights, &spec, metadata.bn_eps, metadata.leaky_relu_slope)?;
             match fast {
-                true => Network::Fast(FastNet::new(FoldedNet::from_params(params))),
+                true => Network::Cpu(CpuNet::Fast(FastNet::new(FoldedNet::from_params(params)))),
                 false => Network::Candle(CandleNet::new(&params, &device).map_err(Error::candle)?),
             }
         };
@@ -443,8 +432,8 @@ impl Model {
             input: metadata.input.clone(),
             device: device_name(&device),
             engine: match &network {
-                Network::Int8(_) => EngineKind::CpuInt8,
-                Network::Fast(_) => EngineKind::CpuFast,
+                Network::Cpu(CpuNet::Int8(_)) => EngineKind::CpuInt8,
+                Network::Cpu(CpuNet::Fast(_)) => EngineKind::CpuFast,
                 Network::Candle(_) => EngineKind::Candle,
             },
             fingerprint: fingerprint(&weights, &metadata),
@@ -593,9 +582,9 @@ impl Model {
         let first = out.len();
         for chunk in inputs.chunks(self.pass.images * per_image) {
             let batch_len = chunk.len() / per_image;
-            if self.network.is_cpu_kernels() {
+            if let Network::Cpu(net) = &self.network {
                 self.check_dims(&[batch_len, c, h, w])?;
-                let features = self.network.cpu_forward(chunk, (batch_len, h, w), false);
+                let features = net.forward(chunk, (batch_len, h, w), false);
                 out.extend(features.features);
                 continue;
             }
