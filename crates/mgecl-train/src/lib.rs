@@ -77,7 +77,7 @@ pub fn model_metadata(
         "bn_eps".into(),
         format!("{:e}", mgecl::model::DEFAULT_BN_EPS),
     );
-    m.insert("feature_dim".into(), spec.widths[3].to_string());
+    m.insert("feature_dim".into(), spec.feature_dim().to_string());
     m.insert(
         "channel_order".into(),
         if spec.in_channels == 1 { "L" } else { "RGB" }.into(),

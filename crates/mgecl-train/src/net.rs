@@ -119,7 +119,7 @@ impl TrainNet {
             }
         }
         if num_classes > 0 {
-            let d = spec.widths[3];
+            let d = spec.feature_dim();
             let bound = 1.0 / (d as f64).sqrt();
             values.push((
                 HEAD_WEIGHT.into(),
@@ -185,7 +185,7 @@ impl TrainNet {
 
     /// Feature dimension.
     pub fn feature_dim(&self) -> usize {
-        self.spec.widths[3]
+        self.spec.feature_dim()
     }
 
     /// The device the variables live on.

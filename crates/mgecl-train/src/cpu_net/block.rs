@@ -1,6 +1,7 @@
-//! A block of the CPU network (Conv-4: unit, ReLU, pool; ResNet-12: three units and the
-//! shortcut, LeakyReLU, residual add, pool): forward, and backward through pooling,
-//! activation and the residual add into its units.
+//! A block of the CPU network, any the layout describes: a chain of units, each followed by
+//! the activation, a shortcut unit whose output joins the last unit's before its activation,
+//! and an optional 2x2 max-pool. Forward, and backward through pooling, activation and the
+//! residual add into its units.
 
 use rayon::prelude::*;
 
@@ -9,44 +10,38 @@ use super::{Geom, Param, Work, MIN_ROWS_PER_TASK};
 use mgecl_kernels::pool::{max_pool_2x2, max_pool_2x2_leaky_backward};
 
 /// A block with the step's saved activations.
-pub(super) enum Block {
-    Conv4 {
-        unit: Unit,
-        pool: bool,
-        /// The activation's negative slope (0: ReLU).
-        slope: f32,
-        /// ReLU output, `(pixels, c)`.
-        act: Vec<f32>,
-    },
-    ResNet {
-        /// conv1, conv2, conv3, shortcut.
-        units: Box<[Unit; 4]>,
-        /// The activation's negative slope (0: ReLU).
-        slope: f32,
-        a1: Vec<f32>,
-        a2: Vec<f32>,
-        /// LeakyReLU of the residual sum, before pooling.
-        act: Vec<f32>,
-    },
+pub(super) struct Block {
+    /// The main path's units, in order.
+    pub(super) units: Vec<Unit>,
+    /// The shortcut's unit, added before the last activation.
+    pub(super) shortcut: Option<Unit>,
+    /// The activation's negative slope (0: ReLU).
+    pub(super) slope: f32,
+    /// Whether a 2x2 max-pool ends the block.
+    pub(super) pool: bool,
+    /// Each unit's activation output `(pixels, c_out)` (the last one's after the residual
+    /// add, before pooling).
+    pub(super) acts: Vec<Vec<f32>>,
 }
 
 impl Block {
+    pub(super) fn new(units: Vec<Unit>, shortcut: Option<Unit>, slope: f32, pool: bool) -> Self {
+        let acts = units.iter().map(|_| Vec::new()).collect();
+        Block {
+            units,
+            shortcut,
+            slope,
+            pool,
+            acts,
+        }
+    }
+
     pub(super) fn c_out(&self) -> usize {
-        match self {
-            Block::Conv4 { unit, .. } => unit.c_out,
-            Block::ResNet { units, .. } => units[0].c_out,
-        }
+        self.units.last().map_or(0, |u| u.c_out)
     }
+
     pub(super) fn pools(&self) -> bool {
-        match self {
-            Block::Conv4 { pool, .. } => *pool,
-            Block::ResNet { .. } => true,
-        }
-    }
-    pub(super) fn slope(&self) -> f32 {
-        match self {
-            Block::Conv4 { slope, .. } | Block::ResNet { slope, .. } => *slope,
-        }
+        self.pool
     }
 }
 
@@ -71,35 +66,25 @@ pub(super) fn block_forward(
     out: &mut Vec<f32>,
 ) {
     let p = g.pixels();
-    let slope = block.slope();
-    let c = block.c_out();
-    let pools = block.pools();
-    match block {
-        Block::Conv4 { unit, act, .. } => {
-            unit.forward(params, work, x, g);
-            act.resize(p * c, 0.0);
-            normalize_activate(unit, None, slope, act);
-        }
-        Block::ResNet {
-            units, a1, a2, act, ..
-        } => {
-            let [u1, u2, u3, us] = &mut **units;
-            u1.forward(params, work, x, g);
-            a1.resize(p * c, 0.0);
-            normalize_activate(u1, None, slope, a1);
-            u2.forward(params, work, a1, g);
-            a2.resize(p * c, 0.0);
-            normalize_activate(u2, None, slope, a2);
-            u3.forward(params, work, a2, g);
-            us.forward(params, work, x, g);
-            act.resize(p * c, 0.0);
-            normalize_activate(u3, Some(us), slope, act);
-        }
+    let (slope, c, last) = (block.slope, block.c_out(), block.units.len() - 1);
+    for i in 0..=last {
+        let (before, rest) = block.acts.split_at_mut(i);
+        let input = if i == 0 { x } else { &before[i - 1][..] };
+        let unit = &mut block.units[i];
+        unit.forward(params, work, input, g);
+        let residual = match (&mut block.shortcut, i == last) {
+            (Some(shortcut), true) => {
+                shortcut.forward(params, work, x, g);
+                Some(&*shortcut)
+            }
+            _ => None,
+        };
+        let act = &mut rest[0];
+        act.resize(p * unit.c_out, 0.0);
+        normalize_activate(unit, residual, slope, act);
     }
-    let act = match block {
-        Block::Conv4 { act, .. } | Block::ResNet { act, .. } => act,
-    };
-    if pools {
+    let act = &block.acts[last];
+    if block.pool {
         out.resize(g.pooled().pixels() * c, 0.0);
         max_pool_2x2(act, (g.n, g.h, g.w), c, out);
     } else {
@@ -120,54 +105,45 @@ pub(super) fn block_backward(
     d_in: Option<&mut Vec<f32>>,
 ) {
     let p = g.pixels();
-    let slope = block.slope();
-    let c = block.c_out();
-    let pools = block.pools();
+    let (slope, c, last) = (block.slope, block.c_out(), block.units.len() - 1);
     let mut dz = std::mem::take(&mut work.dz);
     dz.resize(p * c, 0.0);
-    let act = match block {
-        Block::Conv4 { act, .. } | Block::ResNet { act, .. } => act,
-    };
-    unpool_activation_backward(act, g, c, pools, slope, d_out, &mut dz);
-    match block {
-        Block::Conv4 { unit, .. } => {
-            unit.bn_backward(params, work, GradIn::Direct(&dz));
-            unit.weight_backward(params, work, x, g);
-            if let Some(d_in) = d_in {
-                d_in.resize(p * unit.c_in, 0.0);
-                unit.input_backward(params, work, g, d_in, false);
-            }
-        }
-        Block::ResNet { units, a1, a2, .. } => {
-            let [u1, u2, u3, us] = &mut **units;
-            u3.bn_backward(params, work, GradIn::Direct(&dz));
-            us.bn_backward(params, work, GradIn::Direct(&dz));
-            u3.weight_backward(params, work, a2, g);
-            us.weight_backward(params, work, x, g);
-            let mut d_a = std::mem::take(&mut work.d_a);
-            d_a.resize(p * c, 0.0);
-            u3.input_backward(params, work, g, &mut d_a, false);
-            let grad = GradIn::Activation {
-                d_a: &d_a,
-                a: a2,
-                slope,
-            };
-            u2.bn_backward(params, work, grad);
-            u2.weight_backward(params, work, a1, g);
-            u2.input_backward(params, work, g, &mut d_a, false);
-            let grad = GradIn::Activation {
-                d_a: &d_a,
-                a: a1,
-                slope,
-            };
-            u1.bn_backward(params, work, grad);
-            u1.weight_backward(params, work, x, g);
-            work.d_a = d_a;
-            if let Some(d_in) = d_in {
-                d_in.resize(p * u1.c_in, 0.0);
-                u1.input_backward(params, work, g, d_in, false);
-                us.input_backward(params, work, g, d_in, true);
-            }
+    unpool_activation_backward(&block.acts[last], g, c, block.pool, slope, d_out, &mut dz);
+    let Block {
+        units,
+        shortcut,
+        acts,
+        ..
+    } = block;
+    // The last unit and the shortcut both receive the residual sum's gradient.
+    units[last].bn_backward(params, work, GradIn::Direct(&dz));
+    if let Some(shortcut) = shortcut.as_mut() {
+        shortcut.bn_backward(params, work, GradIn::Direct(&dz));
+    }
+    let input = |i: usize| if i == 0 { x } else { &acts[i - 1][..] };
+    units[last].weight_backward(params, work, input(last), g);
+    if let Some(shortcut) = shortcut.as_mut() {
+        shortcut.weight_backward(params, work, x, g);
+    }
+    // Down the chain: each unit's input gradient through the activation before it.
+    let mut d_a = std::mem::take(&mut work.d_a);
+    for i in (1..=last).rev() {
+        d_a.resize(p * units[i].c_in, 0.0);
+        units[i].input_backward(params, work, g, &mut d_a, false);
+        let grad = GradIn::Activation {
+            d_a: &d_a,
+            a: &acts[i - 1],
+            slope,
+        };
+        units[i - 1].bn_backward(params, work, grad);
+        units[i - 1].weight_backward(params, work, input(i - 1), g);
+    }
+    work.d_a = d_a;
+    if let Some(d_in) = d_in {
+        d_in.resize(p * units[0].c_in, 0.0);
+        units[0].input_backward(params, work, g, d_in, false);
+        if let Some(shortcut) = shortcut.as_mut() {
+            shortcut.input_backward(params, work, g, d_in, true);
         }
     }
     work.dz = dz;

@@ -280,26 +280,16 @@ impl CpuNet {
         let mut blocks = Vec::new();
         for block in spec.blocks() {
             let slope = block.activation.negative_slope(LEAKY_SLOPE) as f32;
-            blocks.push(match (&block.units[..], &block.shortcut) {
-                ([u], None) => Block::Conv4 {
-                    unit: unit(u)?,
-                    pool: block.pool,
-                    slope,
-                    act: Vec::new(),
-                },
-                ([u1, u2, u3], Some(shortcut)) => Block::ResNet {
-                    units: Box::new([unit(u1)?, unit(u2)?, unit(u3)?, unit(shortcut)?]),
-                    slope,
-                    a1: Vec::new(),
-                    a2: Vec::new(),
-                    act: Vec::new(),
-                },
-                _ => return Err(Error::Internal("a block this network cannot run".into())),
-            });
+            blocks.push(Block::new(
+                block.units.iter().map(unit).collect::<Result<_>>()?,
+                block.shortcut.as_ref().map(unit).transpose()?,
+                slope,
+                block.pool,
+            ));
         }
         let linear_head = |weight: &str, bias: &str| match (find(weight), find(bias)) {
             (Ok(w), Ok(b)) => {
-                let d = spec.widths[3];
+                let d = spec.feature_dim();
                 let k = params[w].shape.first().copied().unwrap_or(0);
                 if params[w].shape != [k, d] || params[b].shape != [k] {
                     return Err(Error::Internal(format!("{weight}: bad shape")));
@@ -358,7 +348,7 @@ impl CpuNet {
 
     /// Feature dimension.
     pub(crate) fn feature_dim(&self) -> usize {
-        self.spec.widths[3]
+        self.spec.feature_dim()
     }
 
     /// Training-mode forward of a normalised NCHW batch `(n, c, h, w)`: batch statistics,
@@ -377,14 +367,14 @@ impl CpuNet {
                 input.len()
             )));
         }
-        // Each pooling block halves the size; the last block needs at least one pixel.
+        // Each pooling block halves the size; the last block's output needs a pixel.
         let mut g = Geom { n, h, w };
-        for b in &self.blocks[..self.blocks.len() - 1] {
+        for b in &self.blocks {
             if b.pools() {
                 g = g.pooled();
             }
         }
-        if g.h == 0 || g.w == 0 || (self.blocks[3].pools() && (g.h < 2 || g.w < 2)) {
+        if g.h == 0 || g.w == 0 {
             return Err(Error::InvalidArgument(format!(
                 "training batch: {h}x{w} images are too small for this network"
             )));
@@ -405,7 +395,8 @@ impl CpuNet {
         }
         let d = self.feature_dim();
         self.features.resize(n * d, 0.0);
-        global_avg_pool(&self.outputs[3], (g.n, g.h * g.w), d, &mut self.features);
+        let last = self.outputs.last().map_or(&[][..], |o| &o[..]);
+        global_avg_pool(last, (g.n, g.h * g.w), d, &mut self.features);
         Ok(&self.features)
     }
 
@@ -419,25 +410,18 @@ impl CpuNet {
         if d_features.len() != g0.n * d {
             return Err(Error::Internal("feature gradient: wrong size".into()));
         }
-        // Geometry at each block's input.
-        let mut geoms = [g0; 4];
-        for i in 1..4 {
-            geoms[i] = if self.blocks[i - 1].pools() {
-                geoms[i - 1].pooled()
-            } else {
-                geoms[i - 1]
-            };
+        // Geometry at each block's input, and at the last one's output.
+        let mut geoms = vec![g0];
+        for block in &self.blocks {
+            let g = geoms[geoms.len() - 1];
+            geoms.push(if block.pools() { g.pooled() } else { g });
         }
-        let g_last = if self.blocks[3].pools() {
-            geoms[3].pooled()
-        } else {
-            geoms[3]
-        };
+        let g_last = geoms[self.blocks.len()];
         let work = &mut self.work;
         let mut d_out = std::mem::take(&mut work.d_out);
         d_out.resize(g_last.pixels() * d, 0.0);
         global_avg_pool_backward(d_features, g_last, d, &mut d_out);
-        for i in (0..4).rev() {
+        for i in (0..self.blocks.len()).rev() {
             let x: &[f32] = if i == 0 {
                 &self.input
             } else {
