@@ -22,13 +22,22 @@ pub enum Augmentation {
     FlipShift,
 }
 
-impl std::fmt::Display for Augmentation {
+impl Augmentation {
+    /// Every augmentation, in the order `--help` lists them.
+    pub const ALL: [Augmentation; 2] = [Augmentation::Rotate, Augmentation::FlipShift];
+
     /// The name [`FromStr`](std::str::FromStr) reads: `rotate` or `flip-shift`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+    pub fn name(self) -> &'static str {
+        match self {
             Augmentation::Rotate => "rotate",
             Augmentation::FlipShift => "flip-shift",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Augmentation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

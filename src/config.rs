@@ -22,13 +22,22 @@ pub enum ClassifierKind {
     Prototype,
 }
 
-impl std::fmt::Display for ClassifierKind {
+impl ClassifierKind {
+    /// Every classifier, in the order `--help` lists them.
+    pub const ALL: [ClassifierKind; 2] = [ClassifierKind::Prototype, ClassifierKind::Logistic];
+
     /// The name [`FromStr`](std::str::FromStr) reads: `logistic` or `prototype`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+    pub fn name(self) -> &'static str {
+        match self {
             ClassifierKind::Logistic => "logistic",
             ClassifierKind::Prototype => "prototype",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for ClassifierKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

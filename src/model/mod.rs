@@ -67,6 +67,9 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// Every engine choice.
+    pub const ALL: [Engine; 2] = [Engine::Auto, Engine::Candle];
+
     /// The name the CLI's `--engine` takes (`auto`, `candle`).
     pub fn name(self) -> &'static str {
         match self {

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
+use std::str::FromStr;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use mgecl::model::Architecture;
 use mgecl::{Augmentation, ClassifierKind, DeviceChoice, Engine, LoadOptions, Model, TaskConfig};
@@ -13,74 +16,54 @@ use mgecl_train::data::EpisodeClasses;
 use mgecl_train::optim::OptimConfig;
 use mgecl_train::{RunConfig, ValidationConfig};
 
-/// `--classifier`: the per-task classifier.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ClassifierArg {
-    /// Cosine similarity to each class's mean feature.
-    Prototype,
-    /// Multinomial logistic regression (scikit-learn's `LogisticRegression(C=1)`).
-    Logistic,
+/// A core enum the CLI takes by name: the core's values and names, listed in `--help`
+/// and parsed by the core's `FromStr`, so the CLI keeps no copy of the type.
+pub trait Named: FromStr<Err = mgecl::Error> + Copy + Send + Sync + 'static {
+    /// Every value.
+    fn all() -> &'static [Self];
+    /// The value's name.
+    fn name(self) -> &'static str;
 }
 
-impl From<ClassifierArg> for ClassifierKind {
-    fn from(arg: ClassifierArg) -> Self {
-        match arg {
-            ClassifierArg::Prototype => ClassifierKind::Prototype,
-            ClassifierArg::Logistic => ClassifierKind::Logistic,
-        }
+impl Named for Architecture {
+    fn all() -> &'static [Self] {
+        &Architecture::ALL
+    }
+    fn name(self) -> &'static str {
+        Architecture::name(self)
     }
 }
 
-/// `--engine`: which implementation runs the network.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum EngineArg {
-    /// mgecl's CPU kernels on the CPU, candle elsewhere.
-    Auto,
-    /// candle everywhere (the reference).
-    Candle,
-}
-
-impl From<EngineArg> for Engine {
-    fn from(arg: EngineArg) -> Self {
-        match arg {
-            EngineArg::Auto => Engine::Auto,
-            EngineArg::Candle => Engine::Candle,
-        }
+impl Named for Engine {
+    fn all() -> &'static [Self] {
+        &Engine::ALL
+    }
+    fn name(self) -> &'static str {
+        Engine::name(self)
     }
 }
 
-/// `--arch`: the encoder to train.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ArchArg {
-    Conv4,
-    Resnet12,
-}
-
-impl From<ArchArg> for Architecture {
-    fn from(arg: ArchArg) -> Self {
-        match arg {
-            ArchArg::Conv4 => Architecture::Conv4,
-            ArchArg::Resnet12 => Architecture::ResNet12,
-        }
+impl Named for ClassifierKind {
+    fn all() -> &'static [Self] {
+        &ClassifierKind::ALL
+    }
+    fn name(self) -> &'static str {
+        ClassifierKind::name(self)
     }
 }
 
-/// `--augmentation`: which augmented copies a task embeds.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum AugmentationArg {
-    /// Small rotations (drawings, text).
-    Rotate,
-    /// Mirror and shifts (photographs).
-    FlipShift,
+impl Named for Augmentation {
+    fn all() -> &'static [Self] {
+        &Augmentation::ALL
+    }
+    fn name(self) -> &'static str {
+        Augmentation::name(self)
+    }
 }
 
-impl From<AugmentationArg> for Augmentation {
-    fn from(arg: AugmentationArg) -> Self {
-        match arg {
-            AugmentationArg::Rotate => Augmentation::Rotate,
-            AugmentationArg::FlipShift => Augmentation::FlipShift,
-        }
-    }
+/// The clap parser of a [`Named`] core enum.
+pub fn named<T: Named>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::all().iter().map(|v| v.name())).try_map(|name| name.parse::<T>())
 }
 
 /// `--augment`: training augmentation preset.
@@ -113,8 +96,8 @@ pub struct ModelArgs {
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
     /// Which implementation runs the encoder.
-    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
-    pub engine: EngineArg,
+    #[arg(long, value_parser = named::<Engine>(), default_value = "auto")]
+    pub engine: Engine,
     /// Override a metadata entry, KEY=VALUE (repeatable), e.g. --meta image_size=28.
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     pub meta: Vec<String>,
@@ -129,7 +112,7 @@ impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<Model> {
         let mut options = LoadOptions::default()
             .with_device(self.device)
-            .with_engine(self.engine.into())
+            .with_engine(self.engine)
             .with_max_embed_bytes(self.max_memory.saturating_mul(1 << 20));
         options.metadata_overrides = parse_meta(&self.meta)?;
         Model::load(&self.model, &options).map_err(|e| match e {
@@ -157,8 +140,8 @@ pub fn parse_meta(entries: &[String]) -> anyhow::Result<BTreeMap<String, String>
 #[derive(Args)]
 pub struct TaskArgs {
     /// The per-task classifier. Default: the model's recommendation, else prototype.
-    #[arg(long, value_enum)]
-    pub classifier: Option<ClassifierArg>,
+    #[arg(long, value_parser = named::<ClassifierKind>())]
+    pub classifier: Option<ClassifierKind>,
     /// The classifier's raw probabilities (logistic: scikit-learn's) instead of the model's
     /// calibrated ones.
     #[arg(long)]
@@ -182,8 +165,8 @@ pub struct TtaArgs {
     #[arg(long)]
     pub augmented_copies: Option<usize>,
     /// Which copies. Default: the model's recommendation, else rotate.
-    #[arg(long, value_enum)]
-    pub augmentation: Option<AugmentationArg>,
+    #[arg(long, value_parser = named::<Augmentation>())]
+    pub augmentation: Option<Augmentation>,
     /// Also embed each image to classify with the copies and classify their mean direction
     /// (1 + copies times the embedding cost). Default: the model's recommendation, else off.
     #[arg(long, conflicts_with = "no_augment_queries")]
@@ -301,8 +284,8 @@ pub struct ValArgs {
     #[arg(long, default_value_t = 15)]
     val_queries: usize,
     /// Validation classifier.
-    #[arg(long, value_enum, default_value_t = ClassifierArg::Logistic)]
-    val_classifier: ClassifierArg,
+    #[arg(long, value_parser = named::<ClassifierKind>(), default_value = "logistic")]
+    val_classifier: ClassifierKind,
     /// Validation episodes draw their classes from one alphabet (parent folder).
     #[arg(long)]
     val_within_alphabet: bool,
@@ -330,8 +313,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
     /// Training implementation (candle: candle's autograd everywhere).
-    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
-    engine: EngineArg,
+    #[arg(long, value_parser = named::<Engine>(), default_value = "auto")]
+    engine: Engine,
     /// Most memory one training step's batch may hold, in MiB (estimated from the input size,
     /// widths and images per step); more is refused before training starts.
     #[arg(long, value_name = "MIB", default_value_t = mgecl_train::memory::DEFAULT_MAX_STEP_BYTES >> 20)]
@@ -405,13 +388,13 @@ pub fn run_config(
             ways: val.val_ways,
             shots: val.val_shots,
             queries: val.val_queries,
-            classifier: val.val_classifier.into(),
+            classifier: val.val_classifier,
             classes: episode_classes(val.val_within_alphabet),
         },
         seed: run.seed,
         out_dir: run.out.clone(),
         stop_after: run.stop_after,
-        engine: run.engine.into(),
+        engine: run.engine,
         max_step_bytes: run.max_memory.saturating_mul(1 << 20),
     })
 }

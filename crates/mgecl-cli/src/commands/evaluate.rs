@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use clap::Args;
-use mgecl::TaskConfig;
+use mgecl::{ClassifierKind, TaskConfig};
 use mgecl_train::data::{
     add_unknown_queries, check_episodes, dirichlet_queries, read_list, sample_episodes,
     scan_classes, Dataset,
@@ -13,7 +13,7 @@ use mgecl_train::data::{
 use mgecl_train::evaluate::{embed_dataset, evaluate_episodes, EpisodesFile};
 use mgecl_train::rng::Rng;
 
-use crate::options::{episode_classes, ClassifierArg, ModelArgs, TaskArgs};
+use crate::options::{episode_classes, named, ModelArgs, TaskArgs};
 use crate::plot;
 
 /// Few-shot evaluation: sampled episodes (--data) or pinned ones (--episodes-file).
@@ -46,8 +46,8 @@ pub struct EvaluateArgs {
     task: TaskArgs,
     /// Evaluate each of these classifiers (`logistic,prototype`) on one embedding of the
     /// images: one result per classifier and shot count, on the same episodes.
-    #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "classifier")]
-    classifiers: Vec<ClassifierArg>,
+    #[arg(long, value_parser = named::<ClassifierKind>(), value_delimiter = ',', conflicts_with = "classifier")]
+    classifiers: Vec<ClassifierKind>,
     /// Evaluate every setting twice on one embedding and the same episodes: as given
     /// inductively and transductively (a pair of results each).
     #[arg(long, conflicts_with = "transductive")]
@@ -101,7 +101,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<()> {
         a.classifiers
             .iter()
             .map(|&kind| TaskConfig {
-                classifier: kind.into(),
+                classifier: kind,
                 ..config.clone()
             })
             .collect()

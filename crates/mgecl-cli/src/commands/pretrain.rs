@@ -6,8 +6,9 @@ use mgecl_train::net::EncoderSpec;
 use mgecl_train::pretrain::{pretrain, PretrainConfig, Teacher};
 use mgecl_train::trainer::Distillation;
 
-use crate::options::{run_config, ArchArg, DataArgs, RunArgs, SgdArgs, ValArgs};
+use crate::options::{named, run_config, DataArgs, RunArgs, SgdArgs, ValArgs};
 use crate::terminal::TerminalProgress;
+use mgecl::model::Architecture;
 
 /// Stage 1: cross-entropy pretraining of an encoder on an image-folder dataset.
 #[derive(Args)]
@@ -16,8 +17,8 @@ pub struct PretrainArgs {
     data: DataArgs,
     #[command(flatten)]
     val: ValArgs,
-    #[arg(long, value_enum, default_value_t = ArchArg::Conv4)]
-    arch: ArchArg,
+    #[arg(long, value_parser = named::<Architecture>(), default_value = "conv4")]
+    arch: Architecture,
     /// Block widths: one value (conv4) or four comma-separated (resnet12).
     #[arg(long, default_value = "64", value_delimiter = ',')]
     widths: Vec<usize>,
@@ -76,7 +77,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let config = PretrainConfig {
         run: run_config(a.data, &a.val, &a.run, 5)?,
         net: EncoderSpec {
-            arch: a.arch.into(),
+            arch: a.arch,
             widths,
             in_channels: a.channels,
         },
