@@ -536,4 +536,46 @@ fn quantize_writes_a_model_the_other_commands_run() {
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
     assert!(!missing.exists());
+    // A calibrated model's int8 version is calibrated too (refitted, and written in one go).
+    let calibrated = scratch.path().join("calibrated.safetensors");
+    let out = mgecl()
+        .args(["calibrate", "--episodes-per-shape", "2", "--model"])
+        .arg(data("conv4_gray.safetensors"))
+        .arg("--data")
+        .arg(data("omniglot_mini"))
+        .arg("--out")
+        .arg(&calibrated)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let int8 = scratch.path().join("calibrated-int8.safetensors");
+    let out = mgecl()
+        .args(["quantize", "--model"])
+        .arg(&calibrated)
+        .arg("--data")
+        .arg(data("omniglot_mini"))
+        .args(["--images", "20", "--out"])
+        .arg(&int8)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata = |path: &std::path::Path| -> serde_json::Value {
+        let out = mgecl()
+            .args(["info", "--json", "--model"])
+            .arg(path)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["metadata"].clone()
+    };
+    let int8_meta = metadata(&int8);
+    assert!(int8_meta["quantization"].is_string());
+    assert!(int8_meta["calibration"].is_string());
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 use mgecl::classifier::calibration::Calibration;
 use mgecl::preprocess::normalize_hwc;
 
-use crate::calibrate::{calibrate_in_place, load_model};
+use std::sync::Arc;
+
+use crate::calibrate::{fit_calibration, load_model, with_calibration, CalibrateConfig};
 use crate::data::{scan_classes, ClassFiles, Dataset};
 use crate::error::Result;
 use crate::rng::Rng;
@@ -85,13 +87,13 @@ pub fn choose_calibration_images(
 }
 
 /// Quantises the model at `model_path` (with `metadata_overrides`) on images of `data`
-/// (optionally only the top-level folders `include`), writes it to `out`, then refits its
-/// confidence calibration on all of that data when the source had one (`mgecl calibrate`'s
-/// fit). `data_description` goes into the output's `quantization` metadata with the count
+/// (optionally only the top-level folders `include`), refits its confidence calibration on
+/// all of that data when the source had one (`mgecl calibrate`'s fit), and writes it to
+/// `out` once. `data_description` goes into the output's `quantization` metadata with the count
 /// and the way the images were chosen.
 ///
 /// # Errors
-/// As [`mgecl::quantize_model`], the data loading and [`calibrate_in_place`];
+/// As [`mgecl::quantize_model`], the data loading and [`fit_calibration`];
 /// [`mgecl::Error::Io`] when `out` cannot be written (nothing is left at `out` then).
 pub fn quantize_file(
     model_path: &Path,
@@ -122,22 +124,20 @@ pub fn quantize_file(
     );
     let mut options = mgecl::LoadOptions::default();
     options.metadata_overrides = metadata_overrides.clone();
-    let quantized = mgecl::quantize_model(&bytes, &options, &images, &description)?;
-    mgecl::files::write_file(out, &quantized)?;
+    let mut quantized = mgecl::quantize_model(&bytes, &options, &images, &description)?;
+    // A calibrated model's int8 version is calibrated anew (its scores differ a little), in
+    // memory: the file is written once, whole, or not at all.
     let calibration = match model.calibration() {
         Some(_) => {
+            let int8 = Arc::new(mgecl::Model::from_bytes(&quantized, &options)?);
             let all = Dataset::load(&classes, model.preprocessor())?;
-            match calibrate_in_place(out, &all) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    // Leave nothing half-done at `out`.
-                    let _ = std::fs::remove_file(out);
-                    return Err(e);
-                }
-            }
+            let calibration = fit_calibration(&int8, &all, &CalibrateConfig::default())?;
+            quantized = with_calibration(&quantized, &calibration)?;
+            Some(calibration)
         }
         None => None,
     };
+    mgecl::files::write_file(out, &quantized)?;
     Ok(QuantizeReport {
         images: calibration_set.len(),
         classes: chosen.len(),
