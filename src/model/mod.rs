@@ -356,7 +356,7 @@ impl Model {
     /// Loads a model from the bytes of a safetensors file.
     ///
     /// # Errors
-    /// [`Error::InvalidModel`] naming the [`ModelProblem`](crate::ModelProblem) (not
+    /// [`Error::InvalidModel`] naming the [`ModelProblem`] (not
     /// safetensors, truncated, inconsistent header, missing tensor, wrong shape or dtype,
     /// non-finite weight or non-positive scale, bad metadata); [`Error::LimitExceeded`] when one
     /// image's forward pass would need more than [`LoadOptions::max_embed_bytes`];

@@ -338,7 +338,7 @@ pub fn run_step_fixture(bytes: &[u8], engine: Engine) -> Result<Vec<NamedValues>
         };
         tensors.push((ours, shape, v));
     }
-    let net_bytes = super::serialize_checkpoint(&tensors, &[], &Default::default())?;
+    let net_bytes = crate::checkpoint::serialize_checkpoint(&tensors, &[], &Default::default())?;
     let net = TrainNet::from_safetensors(&net_bytes, arch, true, &candle_core::Device::Cpu)?;
     let sgd = Sgd::new(number("lr")?, number("momentum")?, number("weight_decay")?);
     let mut trainer = Trainer::new(net, sgd, engine)?;
