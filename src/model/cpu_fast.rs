@@ -33,8 +33,8 @@ use mgecl_kernels::layout::nhwc_to_nchw;
 use mgecl_kernels::pool::{global_avg_pool, max_pool_2x2};
 use mgecl_kernels::scratch::{give_buffer, take_buffer, with_scratch};
 use mgecl_kernels::winograd::{
-    contiguous_planes, input_transform, output_transform, split_by_tile_rows, tile_grid,
-    tile_row_start, transform_kernels,
+    contiguous_planes, convolve_tile_rows, split_by_tile_rows, tile_grid, tile_row_start,
+    tile_rows_scratch_len, transform_kernels,
 };
 use mgecl_kernels::{gemm, Mat, Parallelism};
 use rayon::prelude::*;
@@ -229,58 +229,24 @@ impl FusedConv {
         let residual = shortcut.is_some();
         let gemm_par = if parallel { Parallelism::None } else { par };
         let (hw, slope) = ((shape.h, shape.w), self.slope);
-        let run = |(first_row, count, part): (usize, usize, &mut [f32])| {
-            let (first, count) = (first_row * tw, count * tw);
-            let tile = |t: usize| (t / (th * tw), (t / tw) % th, t % tw);
-            let scratch_values = 16 * count * (c_in + c_out) + 32 * (c_in + c_out);
+        let run = |(first_row, rows, part): (usize, usize, &mut [f32])| {
+            let base = tile_row_start(hw, first_row);
+            // Bias, the residual already in `part`, activation.
+            let epilogue = |p: usize, y: &[f32]| {
+                let dst = &mut part[(p - base) * c_out..(p - base + 1) * c_out];
+                for ((d, &v), b) in dst.iter_mut().zip(y).zip(&self.bias) {
+                    let x = v + b + if residual { *d } else { 0.0 };
+                    *d = x.max(slope * x);
+                }
+            };
+            let planes = |xi: usize| Mat::rows(&u[xi * c_in * c_out..], c_in, c_out);
+            let scratch_values = tile_rows_scratch_len(rows * tw, c_in, c_out);
             with_scratch(scratch_values, |scratch| {
-                let (v, rest) = scratch.split_at_mut(16 * count * c_in);
-                let (m, tile_scratch) = rest.split_at_mut(16 * count * c_out);
-                for t in 0..count {
-                    let at = t * c_in;
-                    input_transform(
-                        input,
-                        hw,
-                        c_in,
-                        tile(first + t),
-                        v,
-                        count * c_in,
-                        at,
-                        tile_scratch,
-                    );
-                }
-                for xi in 0..16 {
-                    gemm(
-                        &mut m[xi * count * c_out..(xi + 1) * count * c_out],
-                        (count, c_out),
-                        false,
-                        Mat::rows(&v[xi * count * c_in..], count, c_in),
-                        Mat::rows(&u[xi * c_in * c_out..], c_in, c_out),
-                        gemm_par,
-                    );
-                }
-                let base = tile_row_start(hw, first_row);
-                for t in 0..count {
-                    // Bias, the residual already in `part`, activation.
-                    let epilogue = |p: usize, y: &[f32]| {
-                        let dst = &mut part[(p - base) * c_out..(p - base + 1) * c_out];
-                        for ((d, &v), b) in dst.iter_mut().zip(y).zip(&self.bias) {
-                            let x = v + b + if residual { *d } else { 0.0 };
-                            *d = x.max(slope * x);
-                        }
-                    };
-                    let (stride, at) = (count * c_out, t * c_out);
-                    output_transform(
-                        m,
-                        stride,
-                        at,
-                        hw,
-                        c_out,
-                        tile(first + t),
-                        tile_scratch,
-                        epilogue,
-                    );
-                }
+                let channels = (c_in, c_out);
+                let tile_rows = (first_row, rows);
+                convolve_tile_rows(
+                    input, hw, channels, tile_rows, planes, gemm_par, scratch, epilogue,
+                );
             });
         };
         if parallel {

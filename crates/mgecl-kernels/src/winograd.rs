@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use crate::Mat;
+use crate::{gemm, Mat, Parallelism};
 
 /// Fewest input and output channels for Winograd: the transforms cost per channel what the
 /// products save per channel pair, so narrow layers (the first, on 1 or 3 channels) stay
@@ -235,6 +235,65 @@ pub fn output_transform(
         if oy < h && ox < w {
             epilogue((image * h + oy) * w + ox, src);
         }
+    }
+}
+
+/// Scratch values [`convolve_tile_rows`] needs for `tiles` tiles of `c_in` input and `c_out`
+/// output channels: their transformed inputs and products, and one tile's transform space.
+pub fn tile_rows_scratch_len(tiles: usize, c_in: usize, c_out: usize) -> usize {
+    16 * tiles * (c_in + c_out) + 32 * (c_in + c_out)
+}
+
+/// One chunk of a Winograd F(2x2, 3x3) convolution, the loop both CPU engines run: the tile
+/// rows `first..first + rows` (counted across the batch) of the NHWC batch `x` (images `hw`,
+/// `c_in` channels) are transformed ([`input_transform`]), multiplied position by position
+/// with the weights (`planes(xi)`: the `(c_in, c_out)` matrix of position `xi`; products on
+/// `par`), and each output pixel of the chunk is handed to `store(pixel, values)`
+/// ([`output_transform`]). `scratch` holds at least [`tile_rows_scratch_len`] values.
+#[allow(clippy::too_many_arguments)]
+pub fn convolve_tile_rows<'w>(
+    x: &[f32],
+    hw: (usize, usize),
+    (c_in, c_out): (usize, usize),
+    (first, rows): (usize, usize),
+    planes: impl Fn(usize) -> Mat<'w>,
+    par: Parallelism,
+    scratch: &mut [f32],
+    mut store: impl FnMut(usize, &[f32]),
+) {
+    let (th, tw) = tile_grid(hw);
+    let count = rows * tw;
+    let tile = |t: usize| {
+        let tr = first + t / tw;
+        (tr / th, tr % th, t % tw)
+    };
+    let (v, rest) = scratch.split_at_mut(16 * count * c_in);
+    let (m, tile_scratch) = rest.split_at_mut(16 * count * c_out);
+    for t in 0..count {
+        input_transform(
+            x,
+            hw,
+            c_in,
+            tile(t),
+            v,
+            count * c_in,
+            t * c_in,
+            tile_scratch,
+        );
+    }
+    for xi in 0..16 {
+        gemm(
+            &mut m[xi * count * c_out..(xi + 1) * count * c_out],
+            (count, c_out),
+            false,
+            Mat::rows(&v[xi * count * c_in..], count, c_in),
+            planes(xi),
+            par,
+        );
+    }
+    for t in 0..count {
+        let (stride, at) = (count * c_out, t * c_out);
+        output_transform(m, stride, at, hw, c_out, tile(t), tile_scratch, &mut store);
     }
 }
 

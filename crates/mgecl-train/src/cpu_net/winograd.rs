@@ -19,8 +19,8 @@ use rayon::prelude::*;
 use super::{thread_ranges, Geom};
 use mgecl_kernels::scratch::with_scratch;
 use mgecl_kernels::winograd::{
-    add_signed, input_transform, output_transform, plane, split_by_tile_rows, tile_grid,
-    tile_row_start, transform_kernels,
+    add_signed, convolve_tile_rows, input_transform, plane, split_by_tile_rows, tile_grid,
+    tile_row_start, tile_rows_scratch_len, transform_kernels,
 };
 use mgecl_kernels::{gemm, Mat, Parallelism};
 
@@ -84,51 +84,29 @@ pub(crate) fn conv(
     let max_tiles = (CHUNK_VALUES / (16 * (c_in + c_out))).max(MIN_CHUNK_TILES);
     let chunks = tile_row_chunks(tile_rows, tw, max_tiles);
     let parts = split_by_tile_rows(out, (g.h, g.w), c_out, &chunks);
-    parts.into_par_iter().for_each(|(first, count, part)| {
-        let n_tiles = count * tw;
-        with_scratch(
-            16 * n_tiles * (c_in + c_out) + 32 * (c_in + c_out),
-            |scratch| {
-                let (v, rest) = scratch.split_at_mut(16 * n_tiles * c_in);
-                let (m, d) = rest.split_at_mut(16 * n_tiles * c_out);
-                for t in 0..n_tiles {
-                    let tr = first + t / tw;
-                    let tile = (tr / th, tr % th, t % tw);
-                    input_transform(x, (g.h, g.w), c_in, tile, v, n_tiles * c_in, t * c_in, d);
+    parts.into_par_iter().for_each(|(first, rows, part)| {
+        let base = tile_row_start((g.h, g.w), first);
+        let store = |p: usize, y: &[f32]| {
+            let dst = &mut part[(p - base) * c_out..(p - base + 1) * c_out];
+            match bias {
+                Some(b) => {
+                    for ((d, v), b) in dst.iter_mut().zip(y).zip(b) {
+                        *d = v + b;
+                    }
                 }
-                for xi in 0..16 {
-                    gemm(
-                        &mut m[xi * n_tiles * c_out..(xi + 1) * n_tiles * c_out],
-                        (n_tiles, c_out),
-                        false,
-                        Mat::rows(&v[xi * n_tiles * c_in..], n_tiles, c_in),
-                        match layout {
-                            PlaneLayout::InOut => plane(u, xi, c_in, c_out),
-                            PlaneLayout::OutIn => plane(u, xi, c_out, c_in).t(),
-                        },
-                        Parallelism::None,
-                    );
-                }
-                let base = tile_row_start((g.h, g.w), first);
-                for t in 0..n_tiles {
-                    let tr = first + t / tw;
-                    let tile = (tr / th, tr % th, t % tw);
-                    let store = |p: usize, y: &[f32]| {
-                        let dst = &mut part[(p - base) * c_out..(p - base + 1) * c_out];
-                        match bias {
-                            Some(b) => {
-                                for ((d, v), b) in dst.iter_mut().zip(y).zip(b) {
-                                    *d = v + b;
-                                }
-                            }
-                            None => dst.copy_from_slice(y),
-                        }
-                    };
-                    let (stride, at) = (n_tiles * c_out, t * c_out);
-                    output_transform(m, stride, at, (g.h, g.w), c_out, tile, d, store);
-                }
-            },
-        );
+                None => dst.copy_from_slice(y),
+            }
+        };
+        let planes = |xi: usize| match layout {
+            PlaneLayout::InOut => plane(u, xi, c_in, c_out),
+            PlaneLayout::OutIn => plane(u, xi, c_out, c_in).t(),
+        };
+        let scratch = tile_rows_scratch_len(rows * tw, c_in, c_out);
+        with_scratch(scratch, |scratch| {
+            let (hw, channels) = ((g.h, g.w), (c_in, c_out));
+            let par = Parallelism::None;
+            convolve_tile_rows(x, hw, channels, (first, rows), planes, par, scratch, store);
+        });
     });
 }
 
