@@ -1,7 +1,10 @@
 //! The workspace's Rust code keeps the shape ARCHITECTURE.md draws: in every crate, the modules
 //! of each folder depend on one another one way only (no import circle: a change to one never
 //! needs the other to be read first), and no file of the core or training crates grows past
-//! `MAX_LINES` without saying at its top why.
+//! `MAX_LINES` without saying at its top why; and the CPU kernels live in `mgecl-kernels`
+//! alone: inference and training call them instead of keeping their own (candle-tensor
+//! layers such as training's differentiable `max_pool2x2`, and the NCHW, f32-or-f64 `im2col`
+//! custom op behind them, are the reference path, not kernels).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -297,5 +300,144 @@ fn long_files_say_why() {
         offences.is_empty(),
         "files over {MAX_LINES} lines without \"{LONG_FILE_REASON} ...\" in their first lines: \
          {offences:#?}"
+    );
+}
+
+/// Code that belongs to `mgecl-kernels` alone, anywhere on a line.
+const KERNEL_ONLY: &[&str] = &[
+    "gemm::gemm(",
+    "fn with_scratch",
+    "fn take_buffer",
+    "BT_PAIRS: [",
+    "AT_TRIPLES: [",
+    "struct Mat",
+    "fn im2col(",
+    "fn transform_kernels",
+    "fn input_transform",
+    "fn output_transform",
+    "fn convolve_tile_rows",
+    "fn winograd_input",
+    "fn winograd_output",
+    "fn winograd_weights",
+    "G: [[",
+    "WINOGRAD_MIN",
+    "WINOGRAD_MAX",
+    "fn gemm_u8s8",
+    "_dpbusd_",
+    "fn quantize_activations",
+    "fn im2col_codes",
+];
+
+/// Functions `mgecl-kernels` provides, when defined again on a line that takes `&[f32]`.
+const SLICE_KERNELS: &[&str] = &[
+    "fn max_pool",
+    "fn nchw_to_nhwc",
+    "fn nhwc_to_nchw",
+    "fn global_avg_pool(",
+    "fn add_signed",
+    "fn add3_signed",
+];
+
+fn workspace_rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if path.is_dir() {
+            if !matches!(name.as_str(), "target" | ".git" | "mgecl-kernels" | "fuzz") {
+                workspace_rust_files(&path, found);
+            }
+        } else if name.ends_with(".rs") {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_other_crate_keeps_its_own_kernels() {
+    let root = repository();
+    let mut files = Vec::new();
+    for dir in ["src", "crates", "bindings", "benches", "examples", "tests"] {
+        workspace_rust_files(&root.join(dir), &mut files);
+    }
+    assert!(
+        files.iter().any(|f| f.ends_with("src/model/cpu_fast.rs")),
+        "the inference kernels' caller was not found under {root:?}"
+    );
+    let mut offences = Vec::new();
+    for file in files.iter().filter(|f| !f.ends_with("tests/layout.rs")) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in text.lines() {
+            let own = KERNEL_ONLY.iter().any(|p| line.contains(p));
+            let again = line.contains("&[f32]") && SLICE_KERNELS.iter().any(|p| line.contains(p));
+            if own || again {
+                offences.push(format!("{}: {}", file.display(), line.trim()));
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "kernels outside mgecl-kernels: {offences:#?}"
+    );
+}
+
+/// Whether `text` calls `mgecl_kernels::{module}::{name}`, by its full path or imported
+/// (alone or in a brace group).
+fn imports_and_calls(text: &str, module: &str, name: &str) -> bool {
+    if text.contains(&format!("mgecl_kernels::{module}::{name}(")) {
+        return true;
+    }
+    let prefix = format!("use mgecl_kernels::{module}::");
+    let imported = text.match_indices(&prefix).any(|(at, _)| {
+        let statement = &text[at + prefix.len()..];
+        let statement = &statement[..statement.find(';').unwrap_or(statement.len())];
+        statement
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|word| word == name)
+    });
+    imported && text.contains(&format!("{name}("))
+}
+
+/// Inference and training run the same im2col and Winograd code: each of their convolution
+/// files imports and calls the shared functions (so neither drifts into a copy of its own).
+#[test]
+fn inference_and_training_call_the_same_kernels() {
+    let root = repository();
+    let uses: &[(&str, &[(&str, &str)])] = &[
+        (
+            "src/model/cpu_fast.rs",
+            &[
+                ("conv", "im2col"),
+                ("winograd", "convolve_tile_rows"),
+                ("winograd", "transform_kernels"),
+                ("winograd", "contiguous_planes"),
+                ("winograd", "applies"),
+            ],
+        ),
+        (
+            "crates/mgecl-train/src/cpu_net/unit.rs",
+            &[("conv", "im2col"), ("winograd", "applies")],
+        ),
+        (
+            "crates/mgecl-train/src/cpu_net/winograd.rs",
+            &[
+                ("winograd", "convolve_tile_rows"),
+                ("winograd", "input_transform"),
+                ("winograd", "transform_kernels"),
+                ("winograd", "plane"),
+            ],
+        ),
+    ];
+    let mut missing = Vec::new();
+    for (file, calls) in uses {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for (module, name) in *calls {
+            if !imports_and_calls(&text, module, name) {
+                missing.push(format!("{file}: mgecl_kernels::{module}::{name}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not called from mgecl-kernels: {missing:#?}"
     );
 }

@@ -11,7 +11,6 @@ use safetensors::tensor::TensorView;
 use crate::error::{Error, Result};
 use crate::net::{EncoderSpec, NamedValues, TrainNet};
 use crate::optim::Sgd;
-use crate::trainer::Trainer;
 use mgecl::{Architecture, InputSpec};
 
 /// Model-file metadata for a network and its inputs (the keys `Model` reads), plus
@@ -125,24 +124,6 @@ pub(crate) fn serialize_checkpoint(
     let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
     safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::Internal(format!("checkpoint: {e}")))
-}
-
-/// The checkpoint of a [`Trainer`]: its network, with its momentum buffers when
-/// `with_momentum` (the resume point), and `metadata`.
-///
-/// # Errors
-/// [`Error::Internal`] if a device copy or serialisation fails.
-pub fn trainer_checkpoint_bytes(
-    trainer: &Trainer,
-    with_momentum: bool,
-    metadata: &BTreeMap<String, String>,
-) -> Result<Vec<u8>> {
-    let momentum = if with_momentum {
-        trainer.momentum()?
-    } else {
-        Vec::new()
-    };
-    serialize_checkpoint(&trainer.tensors()?, &momentum, metadata)
 }
 
 /// Restores momentum buffers saved by [`checkpoint_bytes`].

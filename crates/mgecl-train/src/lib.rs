@@ -30,7 +30,6 @@ pub mod trainer;
 
 pub use checkpoint::{
     checkpoint_bytes, checkpoint_metadata, model_metadata, momentum_from_checkpoint, portable,
-    trainer_checkpoint_bytes,
 };
 pub use error::{Error, Result};
 pub use loader::{pipelined, Batch};

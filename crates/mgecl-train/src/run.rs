@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::checkpoint::{model_metadata, trainer_checkpoint_bytes};
+use crate::checkpoint::model_metadata;
 use crate::data::{check_episodes, sample_episodes, Dataset, EpisodeClasses};
 use crate::error::{Error, Result};
 use crate::evaluate::{embed_dataset, evaluate_episodes, EvalResult};
@@ -200,8 +200,7 @@ pub fn save_progress(
     record: &mut serde_json::Value,
 ) -> Result<()> {
     let model_bytes = |best: Option<f64>| {
-        trainer_checkpoint_bytes(
-            snap.trainer,
+        snap.trainer.checkpoint_bytes(
             false,
             &model_metadata(snap.trainer.spec(), snap.input, &training(best)),
         )
@@ -221,10 +220,7 @@ pub fn save_progress(
         }
     }
     let meta = model_metadata(snap.trainer.spec(), snap.input, &training(*best));
-    mgecl::files::write_file(
-        &files.last,
-        &trainer_checkpoint_bytes(snap.trainer, true, &meta)?,
-    )?;
+    mgecl::files::write_file(&files.last, &snap.trainer.checkpoint_bytes(true, &meta)?)?;
     append_log(&files.log, record)
 }
 

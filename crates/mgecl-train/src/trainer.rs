@@ -216,6 +216,24 @@ impl Trainer {
         }
     }
 
+    /// The trainer's checkpoint: its network, with its momentum buffers when
+    /// `with_momentum` (the resume point), and `metadata`.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if a device copy or serialisation fails.
+    pub fn checkpoint_bytes(
+        &self,
+        with_momentum: bool,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<u8>> {
+        let momentum = if with_momentum {
+            self.momentum()?
+        } else {
+            Vec::new()
+        };
+        crate::checkpoint::serialize_checkpoint(&self.tensors()?, &momentum, metadata)
+    }
+
     /// Every tensor of the network (PyTorch layout and names), for checkpoints.
     ///
     /// # Errors
