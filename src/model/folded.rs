@@ -5,7 +5,7 @@
 //! per-channel bias, in f64, rounded once to f32. Weights are stored as the rows of an im2col
 //! product: `(k * k * c_in, c_out)`, rows ordered `[ky][kx][c_in]`.
 
-use mgecl_kernels::layout::nchw_to_nhwc;
+use mgecl_kernels::layout::{nchw_to_nhwc, oihw_to_hwio};
 use mgecl_kernels::scratch::take_buffer;
 
 use super::params::EncoderParams;
@@ -84,25 +84,18 @@ pub(crate) struct FoldedNet {
     pub(crate) in_channels: usize,
 }
 
-/// Appends `w[co][ci][ky][kx] * scale[co]` (in f64, rounded once) to `rows` in
-/// `[ky][kx][ci]` row order, `c_out` values per row: `(k, k, c_in, c_out)`.
-fn push_folded(rows: &mut Vec<f32>, w: &[f32], scale: &[f64], c_in: usize, k: usize) {
-    for ky in 0..k {
-        for kx in 0..k {
-            for ci in 0..c_in {
-                for (co, s) in scale.iter().enumerate() {
-                    rows.push((f64::from(w[((co * c_in + ci) * k + ky) * k + kx]) * s) as f32);
-                }
-            }
-        }
-    }
+/// `w` (OIHW) times `scale[co]` (in f64, rounded once) as the rows of an im2col product
+/// `(k * k * c_in, c_out)`.
+fn folded_rows(w: &[f32], scale: &[f64], c_in: usize, k: usize) -> Vec<f32> {
+    oihw_to_hwio(w, (scale.len(), c_in, k), |co, v| {
+        (f64::from(v) * scale[co]) as f32
+    })
 }
 
 impl FoldedConv {
     fn new(c_in: usize, k: usize, weight: &[f32], scale: &[f64], bias: &[f64], slope: f64) -> Self {
         let c_out = scale.len();
-        let mut rows = Vec::with_capacity(k * k * c_in * c_out);
-        push_folded(&mut rows, weight, scale, c_in, k);
+        let rows = folded_rows(weight, scale, c_in, k);
         FoldedConv {
             c_in,
             c_out,
@@ -144,13 +137,9 @@ impl FoldedNet {
                         FoldedConv::new(u.c_in, u.kernel, &u.weight, &u.bn.scale, &bias, b.slope)
                     })
                     .collect();
-                let shortcut = b.shortcut.map(|s| {
-                    let mut weight = Vec::with_capacity(s.c_in * s.c_out);
-                    push_folded(&mut weight, &s.weight, &s.bn.scale, s.c_in, s.kernel);
-                    FoldedShortcut {
-                        c_in: s.c_in,
-                        weight,
-                    }
+                let shortcut = b.shortcut.map(|s| FoldedShortcut {
+                    c_in: s.c_in,
+                    weight: folded_rows(&s.weight, &s.bn.scale, s.c_in, s.kernel),
                 });
                 FoldedBlock {
                     convs,

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use mgecl_kernels::layout::{hwio_to_oihw, oihw_to_hwio};
 use serde::{Deserialize, Serialize};
 
 use super::cpu_int8::{
@@ -143,37 +144,11 @@ fn read_scales(file: &WeightFile<'_>, name: &str, len: usize) -> Result<Vec<f32>
     Ok(values)
 }
 
-/// `(c_out, c_in, k, k)` codes as the engine's rows `(k * k * c_in, c_out)`.
-fn rows_from_oihw(oihw: &[i8], c_out: usize, c_in: usize, k: usize) -> Vec<i8> {
-    let mut rows = vec![0i8; oihw.len()];
-    for co in 0..c_out {
-        for ci in 0..c_in {
-            for tap in 0..k * k {
-                rows[(tap * c_in + ci) * c_out + co] = oihw[(co * c_in + ci) * k * k + tap];
-            }
-        }
-    }
-    rows
-}
-
-/// The engine's rows `(k * k * c_in, c_out)` as `(c_out, c_in, k, k)`.
-fn oihw_from_rows(rows: &[i8], c_out: usize, c_in: usize, k: usize) -> Vec<i8> {
-    let mut oihw = vec![0i8; rows.len()];
-    for co in 0..c_out {
-        for ci in 0..c_in {
-            for tap in 0..k * k {
-                oihw[(co * c_in + ci) * k * k + tap] = rows[(tap * c_in + ci) * c_out + co];
-            }
-        }
-    }
-    oihw
-}
-
 fn read_weights(file: &WeightFile<'_>, unit: &ConvBn) -> Result<QuantWeights> {
     let (c_out, c_in, k) = (unit.c_out, unit.c_in, unit.kernel);
     let codes = file.read_i8(&unit.weight(), &[c_out, c_in, k, k])?;
     let scales = read_scales(file, &tensor_name(unit, "weight_scale"), c_out)?;
-    let rows = rows_from_oihw(&codes, c_out, c_in, k);
+    let rows = oihw_to_hwio(&codes, (c_out, c_in, k), |_, v| v);
     Ok(QuantWeights::new(c_in, c_out, k, rows, scales))
 }
 
@@ -230,7 +205,7 @@ fn tensors(net: &QuantNet, spec: &EncoderSpec) -> Vec<TensorData> {
     let mut out = Vec::new();
     let push_weights = |unit: &ConvBn, w: &QuantWeights, out: &mut Vec<TensorData>| {
         let (c_out, c_in, k) = (w.c_out, w.c_in, w.k);
-        let oihw = oihw_from_rows(&w.codes, c_out, c_in, k);
+        let oihw = hwio_to_oihw(&w.codes, (c_out, c_in, k));
         let bytes = oihw.iter().map(|&c| c as u8).collect();
         out.push((unit.weight(), Dtype::I8, vec![c_out, c_in, k, k], bytes));
         let name = tensor_name(unit, "weight_scale");
@@ -372,13 +347,13 @@ mod tests {
     fn weight_layouts_round_trip() {
         let (c_out, c_in, k) = (3, 2, 3);
         let oihw: Vec<i8> = (0..c_out * c_in * k * k).map(|i| i as i8 - 20).collect();
-        let rows = rows_from_oihw(&oihw, c_out, c_in, k);
+        let rows = oihw_to_hwio(&oihw, (c_out, c_in, k), |_, v| v);
         // Row (ky=1, kx=2, ci=1), column co=2: oihw[2][1][1][2].
         assert_eq!(
             rows[((3 + 2) * c_in + 1) * c_out + 2],
             oihw[((2 * c_in + 1) * 3 + 1) * 3 + 2]
         );
-        assert_eq!(oihw_from_rows(&rows, c_out, c_in, k), oihw);
+        assert_eq!(hwio_to_oihw(&rows, (c_out, c_in, k)), oihw);
     }
 
     #[test]

@@ -42,6 +42,7 @@ use crate::net::{
 use crate::optim::{sgd_update, SgdSettings};
 use mgecl::model::ConvBn;
 use mgecl_kernels::layout::nchw_to_nhwc;
+use mgecl_kernels::layout::{ohwi_to_oihw, oihw_to_ohwi};
 use mgecl_kernels::pool::global_avg_pool;
 use mgecl_kernels::{gemm, Mat, Parallelism};
 
@@ -77,32 +78,6 @@ impl Param {
             _ => None,
         }
     }
-}
-
-/// PyTorch `(o, i, k, k)` -> ours `(o, k, k, i)`.
-fn to_ohwi(v: &[f32], (o, i, k): (usize, usize, usize)) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for co in 0..o {
-        for ci in 0..i {
-            for t in 0..k * k {
-                out[(co * k * k + t) * i + ci] = v[(co * i + ci) * k * k + t];
-            }
-        }
-    }
-    out
-}
-
-/// Ours `(o, k, k, i)` -> PyTorch `(o, i, k, k)`.
-fn to_oihw(v: &[f32], (o, i, k): (usize, usize, usize)) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for co in 0..o {
-        for ci in 0..i {
-            for t in 0..k * k {
-                out[(co * i + ci) * k * k + t] = v[(co * k * k + t) * i + ci];
-            }
-        }
-    }
-    out
 }
 
 /// Image batch geometry of an NHWC activation.
@@ -219,7 +194,7 @@ impl CpuNet {
                 momentum: None,
             };
             if let Some(d) = p.conv_dims() {
-                p.value = to_ohwi(&p.value, d);
+                p.value = oihw_to_ohwi(&p.value, d);
             }
             params.push(p);
         }
@@ -234,7 +209,7 @@ impl CpuNet {
                 )));
             }
             p.momentum = Some(match p.conv_dims() {
-                Some(d) => to_ohwi(&values, d),
+                Some(d) => oihw_to_ohwi(&values, d),
                 None => values,
             });
         }
@@ -341,7 +316,7 @@ impl CpuNet {
 
     fn pytorch_layout(&self, p: &Param, v: &[f32]) -> Vec<f32> {
         match p.conv_dims() {
-            Some(d) => to_oihw(v, d),
+            Some(d) => ohwi_to_oihw(v, d),
             None => v.to_vec(),
         }
     }
