@@ -5,6 +5,7 @@
 //! per-channel bias, in f64, rounded once to f32. Weights are stored as the rows of an im2col
 //! product: `(k * k * c_in, c_out)`, rows ordered `[ky][kx][c_in]`.
 
+pub(crate) use mgecl_kernels::layout::Shape;
 use mgecl_kernels::layout::{nchw_to_nhwc, oihw_to_hwio};
 use mgecl_kernels::scratch::take_buffer;
 
@@ -40,30 +41,6 @@ pub(crate) struct FoldedBlock {
     pub(crate) convs: Vec<FoldedConv>,
     pub(crate) shortcut: Option<FoldedShortcut>,
     pub(crate) pool: bool,
-}
-
-/// An NHWC batch shape (channels are implied by the layer), as both CPU engines walk it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Shape {
-    pub(crate) n: usize,
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-}
-
-impl Shape {
-    /// Pixels in the batch.
-    pub(crate) fn pixels(self) -> usize {
-        self.n * self.h * self.w
-    }
-
-    /// After a 2x2 max-pool (floor: an odd last row or column is dropped).
-    pub(crate) fn pooled(self) -> Shape {
-        Shape {
-            n: self.n,
-            h: self.h / 2,
-            w: self.w / 2,
-        }
-    }
 }
 
 /// The engines' input: a normalised NCHW batch `(n, c, h, w)` as NHWC in a pooled buffer

@@ -49,6 +49,33 @@ pub fn nhwc_to_nchw(src: &[f32], (n, c, hw): (usize, usize, usize), dst: &mut [f
         });
 }
 
+/// The shape of an NHWC batch: `n` images of `(h, w)` pixels (the channels are the layer's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Images.
+    pub n: usize,
+    /// Rows of each.
+    pub h: usize,
+    /// Columns of each.
+    pub w: usize,
+}
+
+impl Shape {
+    /// Pixels in the batch.
+    pub fn pixels(self) -> usize {
+        self.n * self.h * self.w
+    }
+
+    /// After a 2x2 max-pool (floor: an odd last row or column is dropped, as PyTorch).
+    pub fn pooled(self) -> Shape {
+        Shape {
+            n: self.n,
+            h: self.h / 2,
+            w: self.w / 2,
+        }
+    }
+}
+
 /// The offsets of weight `(co, ci, tap)` (tap = `ky * k + kx`) of an `(o, i, k)` convolution
 /// in OIHW and in `layout`, for every weight.
 fn weight_offsets(

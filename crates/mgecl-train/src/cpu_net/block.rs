@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use super::unit::{GradIn, Unit};
-use super::{Geom, Param, Work, MIN_ROWS_PER_TASK};
+use super::{Param, Shape, Work, MIN_ROWS_PER_TASK};
 use mgecl_kernels::pool::{max_pool_2x2, max_pool_2x2_leaky_backward};
 
 /// A block with the step's saved activations.
@@ -45,7 +45,7 @@ impl Block {
     }
 }
 
-pub(super) fn global_avg_pool_backward(d_features: &[f32], g: Geom, c: usize, out: &mut [f32]) {
+pub(super) fn global_avg_pool_backward(d_features: &[f32], g: Shape, c: usize, out: &mut [f32]) {
     let hw = g.h * g.w;
     let inv = 1.0 / hw as f32;
     for (img, df) in out.chunks_exact_mut(hw * c).zip(d_features.chunks_exact(c)) {
@@ -62,7 +62,7 @@ pub(super) fn block_forward(
     params: &mut [Param],
     work: &mut Work,
     x: &[f32],
-    g: Geom,
+    g: Shape,
     out: &mut Vec<f32>,
 ) {
     let p = g.pixels();
@@ -100,7 +100,7 @@ pub(super) fn block_backward(
     params: &mut [Param],
     work: &mut Work,
     x: &[f32],
-    g: Geom,
+    g: Shape,
     d_out: &[f32],
     d_in: Option<&mut Vec<f32>>,
 ) {
@@ -194,7 +194,7 @@ pub(super) fn normalize_activate(u: &Unit, residual: Option<&Unit>, slope: f32, 
 /// choice), times the activation's derivative; pixels outside every window get 0.
 pub(super) fn unpool_activation_backward(
     a: &[f32],
-    g: Geom,
+    g: Shape,
     c: usize,
     pools: bool,
     slope: f32,

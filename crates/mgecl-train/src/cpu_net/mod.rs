@@ -42,6 +42,7 @@ use crate::net::{
 use crate::optim::{sgd_update, SgdSettings};
 use mgecl::model::ConvBn;
 use mgecl_kernels::layout::nchw_to_nhwc;
+pub(crate) use mgecl_kernels::layout::Shape;
 use mgecl_kernels::layout::{ohwi_to_oihw, oihw_to_ohwi};
 use mgecl_kernels::pool::global_avg_pool;
 use mgecl_kernels::{gemm, Mat, Parallelism};
@@ -76,28 +77,6 @@ impl Param {
         match self.shape[..] {
             [o, i, k, _] => Some((o, i, k)),
             _ => None,
-        }
-    }
-}
-
-/// Image batch geometry of an NHWC activation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Geom {
-    pub(crate) n: usize,
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-}
-
-impl Geom {
-    fn pixels(self) -> usize {
-        self.n * self.h * self.w
-    }
-    /// After a 2x2 floor-mode max-pool.
-    fn pooled(self) -> Geom {
-        Geom {
-            n: self.n,
-            h: self.h / 2,
-            w: self.w / 2,
         }
     }
 }
@@ -159,7 +138,7 @@ pub(crate) struct CpuNet {
     input: Vec<f32>,
     outputs: Vec<Vec<f32>>,
     features: Vec<f32>,
-    geom: Option<Geom>,
+    geom: Option<Shape>,
     work: Work,
 }
 
@@ -343,7 +322,7 @@ impl CpuNet {
             )));
         }
         // Each pooling block halves the size; the last block's output needs a pixel.
-        let mut g = Geom { n, h, w };
+        let mut g = Shape { n, h, w };
         for b in &self.blocks {
             if b.pools() {
                 g = g.pooled();
@@ -356,7 +335,7 @@ impl CpuNet {
         }
         self.input.resize(n * h * w * c, 0.0);
         nchw_to_nhwc(input, (n, c, h * w), &mut self.input);
-        let mut g = Geom { n, h, w };
+        let mut g = Shape { n, h, w };
         self.geom = Some(g);
         for i in 0..self.blocks.len() {
             let (before, rest) = self.outputs.split_at_mut(i);

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::winograd;
 use super::MIN_CHUNK_ROWS;
-use super::{thread_ranges, Geom, Param, Work, BLOCK_ROWS, BN_EPS, BN_MOMENTUM, CHUNK_VALUES};
+use super::{thread_ranges, Param, Shape, Work, BLOCK_ROWS, BN_EPS, BN_MOMENTUM, CHUNK_VALUES};
 use mgecl_kernels::conv::im2col;
 use mgecl_kernels::scratch::with_scratch;
 use mgecl_kernels::{gemm, Mat, Parallelism};
@@ -79,7 +79,7 @@ impl Unit {
     }
 
     /// Conv (plus bias) into `y`, batch statistics, running statistics, `scale`/`shift`.
-    pub(super) fn forward(&mut self, params: &mut [Param], work: &mut Work, x: &[f32], g: Geom) {
+    pub(super) fn forward(&mut self, params: &mut [Param], work: &mut Work, x: &[f32], g: Shape) {
         let p = g.pixels();
         let c = self.c_out;
         self.y.resize(p * c, 0.0);
@@ -233,7 +233,7 @@ impl Unit {
         params: &mut [Param],
         work: &mut Work,
         x: &[f32],
-        g: Geom,
+        g: Shape,
     ) {
         if self.winograd() {
             let grad = &mut params[self.weight].grad;
@@ -294,7 +294,7 @@ impl Unit {
         &self,
         params: &[Param],
         work: &mut Work,
-        g: Geom,
+        g: Shape,
         d_in: &mut [f32],
         accumulate: bool,
     ) {
@@ -348,7 +348,7 @@ impl Unit {
 #[allow(clippy::too_many_arguments)]
 fn conv_rows(
     x: &[f32],
-    g: Geom,
+    g: Shape,
     c: usize,
     k: usize,
     rhs: Mat<'_>,

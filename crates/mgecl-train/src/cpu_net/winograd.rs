@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::{thread_ranges, Geom};
+use super::{thread_ranges, Shape};
 use mgecl_kernels::scratch::with_scratch;
 use mgecl_kernels::winograd::{
     add_signed, convolve_tile_rows, input_transform, plane, split_by_tile_rows, tile_grid,
@@ -72,7 +72,7 @@ fn tile_row_chunks(tile_rows: usize, tw: usize, max_tiles: usize) -> Vec<(usize,
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv(
     x: &[f32],
-    g: Geom,
+    g: Shape,
     c_in: usize,
     c_out: usize,
     (u, layout): (&[f32], PlaneLayout),
@@ -116,7 +116,7 @@ pub(crate) fn conv(
 #[allow(clippy::too_many_arguments)]
 fn gradient_transform(
     dy: &[f32],
-    g: Geom,
+    g: Shape,
     c: usize,
     (image, ty, tx): (usize, usize, usize),
     v: &mut [f32],
@@ -173,7 +173,7 @@ fn gradient_transform(
 pub(crate) fn weight_grad(
     x: &[f32],
     dy: &[f32],
-    g: Geom,
+    g: Shape,
     c_in: usize,
     c_out: usize,
     partials: &mut Vec<f32>,
