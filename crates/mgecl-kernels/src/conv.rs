@@ -1,6 +1,9 @@
-//! im2col: a stride-1 convolution as one matrix product, rows = output pixels.
+//! im2col: a convolution as one matrix product, rows = output pixels; and its adjoint,
+//! col2im, for the backward pass.
 
 use std::ops::Range;
+
+use crate::window::Window;
 
 /// Rows `pixels` of the im2col matrix of the NHWC batch `x` (images `(h, w)` with `c`
 /// channels, padding `k / 2`) into `cols`, one row of `depth` values per pixel: the first
@@ -22,7 +25,82 @@ pub fn im2col(
     assert!(depth >= k * k * c && cols.len() >= pixels.len() * depth);
     let pixels = ConvRows::Pixels(pixels).pixels((h, w));
     let copy = |dst: &mut [f32], src: &[f32]| dst.copy_from_slice(src);
-    im2col_pixels(x, (h, w), c, k, pixels, depth, 0.0, cols, copy);
+    let window = Window::same(k);
+    im2col_pixels(x, (h, w), c, window, pixels, depth, 0.0, cols, copy);
+}
+
+/// [`im2col`] for any window (a `k x k` kernel, any stride and padding): rows `pixels` of
+/// the batch's OUTPUT pixels (image-major over the `window.output_hw((h, w))` grid), each
+/// `depth` values of which the first `k * k * c` are the taps `[ky][kx][c]` (zero in the
+/// padding) and the rest are left to the caller.
+///
+/// # Panics
+/// When the window does not fit the image ([`Window::output_hw`] is `None`),
+/// `depth < k * k * c`, `cols` holds fewer than `pixels.len()` rows or `x` is too short for
+/// the pixels' images.
+pub fn im2col_window(
+    x: &[f32],
+    (h, w): (usize, usize),
+    c: usize,
+    window: Window,
+    pixels: Range<usize>,
+    depth: usize,
+    cols: &mut [f32],
+) {
+    let k = window.k;
+    assert!(depth >= k * k * c && cols.len() >= pixels.len() * depth);
+    let out_hw = window.output_hw((h, w)).expect("the window fits the image");
+    let pixels = ConvRows::Pixels(pixels).pixels(out_hw);
+    let copy = |dst: &mut [f32], src: &[f32]| dst.copy_from_slice(src);
+    im2col_pixels(x, (h, w), c, window, pixels, depth, 0.0, cols, copy);
+}
+
+/// The adjoint of [`im2col_window`], for a convolution's input gradient: adds each row of
+/// `cols` (the gradients of output pixels `pixels`, `depth` values apart, the first
+/// `k * k * c` ordered `[ky][kx][c]`) to the NHWC input pixels its taps read, in `dx`; taps
+/// in the padding are dropped. It adds to `dx` rather than overwriting it, since windows
+/// that overlap (a stride below `k`) share input pixels: for a plain gradient a caller
+/// clears `dx` first. Rows of different images touch different images of `dx`, so a caller
+/// that splits the work across threads splits it by image (each image's slices, its pixels
+/// counted from 0).
+///
+/// # Panics
+/// As [`im2col_window`], with `dx` in place of `x`.
+pub fn col2im(
+    cols: &[f32],
+    (h, w): (usize, usize),
+    c: usize,
+    window: Window,
+    pixels: Range<usize>,
+    depth: usize,
+    dx: &mut [f32],
+) {
+    let Window { k, stride, pad } = window;
+    assert!(depth >= k * k * c && cols.len() >= pixels.len() * depth);
+    let out_hw = window.output_hw((h, w)).expect("the window fits the image");
+    let pixels = ConvRows::Pixels(pixels).pixels(out_hw);
+    let add = |dst: &mut [f32], src: &[f32]| dst.iter_mut().zip(src).for_each(|(d, g)| *d += g);
+    for ((image, oy, ox), row) in pixels.zip(cols.chunks_exact(depth)) {
+        // The window's first column, wrapped past usize::MAX when it starts in the padding.
+        let left = (ox * stride).wrapping_sub(pad);
+        for (ky, tap_row) in row[..k * k * c].chunks_exact(k * c).enumerate() {
+            let iy = (oy * stride + ky).wrapping_sub(pad);
+            if iy >= h {
+                continue;
+            }
+            let line = &mut dx[(image * h + iy) * w * c..(image * h + iy + 1) * w * c];
+            if left < w && left + k <= w {
+                add(&mut line[left * c..(left + k) * c], tap_row);
+            } else {
+                for (kx, tap) in tap_row.chunks_exact(c).enumerate() {
+                    let ix = left.wrapping_add(kx);
+                    if ix < w {
+                        add(&mut line[ix * c..(ix + 1) * c], tap);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// [`im2col`] of int8 activation codes ([`crate::int8::quantize_activations`]), padded with
@@ -44,25 +122,65 @@ pub fn im2col_codes(
 ) {
     assert!(depth >= k * k * c && cols.len() >= rows.len() * depth);
     let pixels = rows.pixels((h, w));
+    let window = Window::same(k);
+    im2col_code_pixels(x, (h, w), c, window, pixels, depth, zero_point, cols);
+}
+
+/// [`im2col_codes`] for any window, as [`im2col_window`] is [`im2col`]'s: `rows` are
+/// output pixels (or 2x2 windows of them) of the `window.output_hw((h, w))` grid.
+///
+/// # Panics
+/// As [`im2col_window`].
+#[allow(clippy::too_many_arguments)]
+pub fn im2col_codes_window(
+    x: &[u8],
+    (h, w): (usize, usize),
+    c: usize,
+    window: Window,
+    rows: &ConvRows,
+    depth: usize,
+    zero_point: u8,
+    cols: &mut [u8],
+) {
+    let k = window.k;
+    assert!(depth >= k * k * c && cols.len() >= rows.len() * depth);
+    let out_hw = window.output_hw((h, w)).expect("the window fits the image");
+    let pixels = rows.pixels(out_hw);
+    im2col_code_pixels(x, (h, w), c, window, pixels, depth, zero_point, cols);
+}
+
+/// [`im2col_pixels`] of codes.
+#[allow(clippy::too_many_arguments)]
+fn im2col_code_pixels(
+    x: &[u8],
+    hw: (usize, usize),
+    c: usize,
+    window: Window,
+    pixels: RowPixels,
+    depth: usize,
+    zero_point: u8,
+    cols: &mut [u8],
+) {
     // The input layers' tap rows are a few bytes (3 for one channel, 9 for RGB): copied as
     // fixed-size arrays, not through a call to memcpy each.
     fn fixed<const RUN: usize>(dst: &mut [u8], src: &[u8]) {
         let run: [u8; RUN] = src.try_into().expect("a run of RUN codes");
         dst.copy_from_slice(&run);
     }
-    let hw = (h, w);
-    match k * c {
-        3 => im2col_pixels(x, hw, c, k, pixels, depth, zero_point, cols, fixed::<3>),
-        9 => im2col_pixels(x, hw, c, k, pixels, depth, zero_point, cols, fixed::<9>),
+    let zero = zero_point;
+    match window.k * c {
+        3 => im2col_pixels(x, hw, c, window, pixels, depth, zero, cols, fixed::<3>),
+        9 => im2col_pixels(x, hw, c, window, pixels, depth, zero, cols, fixed::<9>),
         _ => {
             let copy = |dst: &mut [u8], src: &[u8]| dst.copy_from_slice(src);
-            im2col_pixels(x, hw, c, k, pixels, depth, zero_point, cols, copy)
+            im2col_pixels(x, hw, c, window, pixels, depth, zero, cols, copy)
         }
     }
 }
 
-/// Which output pixels of a stride-1 convolution over NHWC `(h, w)` images are computed, in
-/// which order: one row of the product each.
+/// Which output pixels of a convolution are computed, in which order: one row of the
+/// product each. `(h, w)` below is the output's size: the input's for a stride-1
+/// convolution, [`Window::output_hw`] of it for any other window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConvRows {
     /// Pixels `range` of the batch (image-major, then rows, then columns), in that order.
@@ -244,34 +362,37 @@ pub fn tap_runs(
     }
 }
 
-/// The im2col rows of the output pixels `(image, y, x)`, one per `depth` values of `cols`.
+/// The im2col rows of the output pixels `(image, oy, ox)` of `window` over the `(h, w)`
+/// images of `x`, one per `depth` values of `cols`.
 #[allow(clippy::too_many_arguments)]
 fn im2col_pixels<T: Copy>(
     x: &[T],
     (h, w): (usize, usize),
     c: usize,
-    k: usize,
+    window: Window,
     pixels: impl Iterator<Item = (usize, usize, usize)>,
     depth: usize,
     zero: T,
     cols: &mut [T],
     copy_run: impl Fn(&mut [T], &[T]),
 ) {
-    let pad = k / 2;
-    for ((image, y, xx), row) in pixels.zip(cols.chunks_exact_mut(depth)) {
+    let Window { k, stride, pad } = window;
+    for ((image, oy, ox), row) in pixels.zip(cols.chunks_exact_mut(depth)) {
+        // The window's first column, wrapped past usize::MAX when it starts in the padding.
+        let left = (ox * stride).wrapping_sub(pad);
         for (ky, tap_row) in row[..k * k * c].chunks_exact_mut(k * c).enumerate() {
-            let iy = (y + ky).wrapping_sub(pad);
+            let iy = (oy * stride + ky).wrapping_sub(pad);
             if iy >= h {
                 tap_row.fill(zero);
                 continue;
             }
             let line = &x[(image * h + iy) * w * c..(image * h + iy + 1) * w * c];
-            if xx >= pad && xx + k - pad <= w {
+            if left < w && left + k <= w {
                 // The whole tap row is inside the image: one copy.
-                copy_run(tap_row, &line[(xx - pad) * c..(xx - pad + k) * c]);
+                copy_run(tap_row, &line[left * c..(left + k) * c]);
             } else {
                 for (kx, tap) in tap_row.chunks_exact_mut(c).enumerate() {
-                    let ix = (xx + kx).wrapping_sub(pad);
+                    let ix = left.wrapping_add(kx);
                     if ix < w {
                         tap.copy_from_slice(&line[ix * c..(ix + 1) * c]);
                     } else {
@@ -282,6 +403,9 @@ fn im2col_pixels<T: Copy>(
         }
     }
 }
+
+#[cfg(test)]
+mod window_tests;
 
 #[cfg(test)]
 mod tests {

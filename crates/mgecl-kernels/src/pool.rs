@@ -1,7 +1,10 @@
-//! 2x2 max-pooling, stride 2, floor mode (an odd last row or column is dropped, as PyTorch),
-//! on NHWC activations.
+//! Max-pooling on NHWC activations: 2x2 with stride 2, and any window (torchvision's
+//! `MaxPool2d(3, 2, 1)`), in floor mode (a last partial step is dropped, as PyTorch);
+//! forward and backward. Global average pooling.
 
 use rayon::prelude::*;
+
+use crate::window::Window;
 
 /// `(n, h, w, c)` -> `(n, h / 2, w / 2, c)`, the maximum of each window.
 ///
@@ -97,6 +100,163 @@ pub fn max_pool_2x2_leaky_backward(
         });
 }
 
+/// `(n, h, w, c)` -> `(n, oh, ow, c)`, `(oh, ow) = window.output_hw((h, w))`: the maximum
+/// of each window's pixels inside the image, as PyTorch's `MaxPool2d(k, stride, pad)`, whose
+/// padding is -infinity (it never wins). Where a window holds equal maxima the first in
+/// row-major order is the one taken (the one [`max_pool_backward`] routes to); a NaN is
+/// not propagated unless it is the window's first pixel.
+///
+/// # Panics
+/// When `2 * window.pad > window.k` (PyTorch's rule, which keeps a pixel in every window),
+/// the image is empty or smaller than the window with its padding, or `input` is not
+/// `n * h * w * c` values or `out` not `n * oh * ow * c`.
+pub fn max_pool(
+    input: &[f32],
+    (n, h, w): (usize, usize, usize),
+    c: usize,
+    window: Window,
+    out: &mut [f32],
+) {
+    let (oh, ow) = pooled_hw(window, (h, w));
+    assert_eq!(input.len(), n * h * w * c);
+    assert_eq!(out.len(), n * oh * ow * c);
+    if out.is_empty() {
+        return;
+    }
+    let line = w * c;
+    out.par_chunks_mut(ow * c).enumerate().for_each(|(i, dst)| {
+        let (image, oy) = (i / oh, i % oh);
+        let rows = window.inside(oy, h);
+        for (ox, d) in dst.chunks_exact_mut(c).enumerate() {
+            let columns = window.inside(ox, w);
+            let mut pixels = rows.clone().flat_map(|iy| {
+                let top = (image * h + iy) * line;
+                columns
+                    .clone()
+                    .map(move |ix| &input[top + ix * c..top + (ix + 1) * c])
+            });
+            d.copy_from_slice(pixels.next().expect("a pixel in every window"));
+            for pixel in pixels {
+                for (v, &p) in d.iter_mut().zip(pixel) {
+                    // Strictly greater: a tie keeps the first maximum.
+                    if p > *v {
+                        *v = p;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Backward of [`max_pool`]: `d_input` (`(n, h, w, c)`, overwritten) gets each output's
+/// gradient `d_out` at its window's first maximum in row-major order (PyTorch's choice),
+/// summed where windows overlap; pixels that are no window's maximum get 0.
+///
+/// # Panics
+/// As [`max_pool`], with `d_out` in place of `out`, and when `d_input` is not as long as
+/// `input`.
+pub fn max_pool_backward(
+    input: &[f32],
+    (n, h, w): (usize, usize, usize),
+    c: usize,
+    window: Window,
+    d_out: &[f32],
+    d_input: &mut [f32],
+) {
+    route_to_maxima(input, (n, h, w), c, window, None, d_out, d_input);
+}
+
+/// Backward of `max_pool(leaky_relu(z))` with respect to `z`, given the activation
+/// `a = leaky_relu(z)` `(n, h, w, c)` and the gradient of the pooled output `d_out`: the
+/// gradient [`max_pool_backward`] gives `a`, times the activation's derivative (1 above
+/// zero, `slope` at or below; `slope` 0 is ReLU's). `dz` is overwritten.
+///
+/// # Panics
+/// As [`max_pool_backward`].
+pub fn max_pool_leaky_backward(
+    a: &[f32],
+    (n, h, w): (usize, usize, usize),
+    c: usize,
+    window: Window,
+    slope: f32,
+    d_out: &[f32],
+    dz: &mut [f32],
+) {
+    route_to_maxima(a, (n, h, w), c, window, Some(slope), d_out, dz);
+}
+
+/// The output size of pooling `(h, w)` images with `window`.
+///
+/// # Panics
+/// When the window breaks PyTorch's rule (`2 * pad <= k`), the image is empty or the
+/// window does not fit it.
+fn pooled_hw(window: Window, (h, w): (usize, usize)) -> (usize, usize) {
+    assert!(2 * window.pad <= window.k, "padding over half the window");
+    assert!(h > 0 && w > 0, "an empty image");
+    window.output_hw((h, w)).expect("the window fits the image")
+}
+
+/// [`max_pool_backward`], then with `slope` the leaky ReLU's derivative at `input`.
+#[allow(clippy::too_many_arguments)]
+fn route_to_maxima(
+    input: &[f32],
+    (n, h, w): (usize, usize, usize),
+    c: usize,
+    window: Window,
+    slope: Option<f32>,
+    d_out: &[f32],
+    d_input: &mut [f32],
+) {
+    let (oh, ow) = pooled_hw(window, (h, w));
+    assert_eq!(input.len(), n * h * w * c);
+    assert_eq!(d_input.len(), input.len());
+    assert_eq!(d_out.len(), n * oh * ow * c);
+    if input.is_empty() {
+        return;
+    }
+    // By image: windows overlap within an image, never across.
+    d_input
+        .par_chunks_mut(h * w * c)
+        .zip(input.par_chunks(h * w * c))
+        .zip(d_out.par_chunks(oh * ow * c))
+        .for_each(|((d_image, image), d_pooled)| {
+            d_image.fill(0.0);
+            // Per channel, the maximum so far and where it is in the image.
+            let (mut best, mut best_at) = (vec![0.0f32; c], vec![0usize; c]);
+            for (o, grad) in d_pooled.chunks_exact(c).enumerate() {
+                let (rows, columns) = (window.inside(o / ow, h), window.inside(o % ow, w));
+                let mut first = true;
+                for iy in rows {
+                    for ix in columns.clone() {
+                        let at = (iy * w + ix) * c;
+                        let pixel = &image[at..at + c];
+                        if first {
+                            best.copy_from_slice(pixel);
+                            best_at.fill(at);
+                            first = false;
+                            continue;
+                        }
+                        for ((b, b_at), &p) in best.iter_mut().zip(&mut best_at).zip(pixel) {
+                            if p > *b {
+                                (*b, *b_at) = (p, at);
+                            }
+                        }
+                    }
+                }
+                for (j, (&at, &g)) in best_at.iter().zip(grad).enumerate() {
+                    d_image[at + j] += g;
+                }
+            }
+            if let Some(slope) = slope {
+                for (d, &v) in d_image.iter_mut().zip(image) {
+                    if v <= 0.0 {
+                        *d *= slope;
+                    }
+                }
+            }
+        });
+}
+
 /// Global average pool `(n, hw, c)` -> `(n, c)`, summed in f64 and rounded once.
 ///
 /// # Panics
@@ -117,6 +277,9 @@ pub fn global_avg_pool(x: &[f32], (n, hw): (usize, usize), c: usize, out: &mut [
         }
     }
 }
+
+#[cfg(test)]
+mod window_tests;
 
 #[cfg(test)]
 mod tests {

@@ -11,8 +11,9 @@
 
 use rayon::prelude::*;
 
-use crate::conv::{im2col_codes, tap_runs, ConvRows, IN_PAD};
+use crate::conv::{im2col_codes, im2col_codes_window, tap_runs, ConvRows, IN_PAD};
 use crate::scratch::with_code_scratch;
+use crate::window::Window;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -320,6 +321,62 @@ impl Kernel {
         self.run_rows(rows, m, weights, out, pooled);
     }
 
+    /// [`Kernel::convolve`] for any window (`k x k`, any stride and padding): `rows` are
+    /// pixels (or 2x2 windows of pixels) of the output, `input.window.output_hw(input.hw)`.
+    /// The stride-1 windows `convolve` reads in place (`Window::same(k)`, `k` 1 or 3) go
+    /// through it; the others through dense im2col rows in this thread's scratch.
+    ///
+    /// Dense rows rather than [`crate::conv::tap_runs`]: in place, a row is `k` runs, and
+    /// each kernel's blocks carry `MAX_TAPS` run pointers per row, so a 7x7 stem would make
+    /// every 3x3 convolution carry 7. A ResNet has one such stem, on 3 channels (which take
+    /// im2col rows anyway), and one strided convolution or projection per stage, whose
+    /// outputs are a quarter of their inputs' pixels: copying their rows costs little.
+    ///
+    /// # Panics
+    /// When the window does not fit the image ([`Window::output_hw`] is `None`), and as
+    /// [`Kernel::convolve`] (any `k` allowed).
+    pub fn convolve_window(
+        self,
+        input: &WindowInput,
+        rows: &ConvRows,
+        pooled: bool,
+        weights: &PackedWeights,
+        out: &mut Output,
+    ) {
+        let &WindowInput {
+            codes,
+            hw,
+            channels: c,
+            window,
+            zero_point,
+        } = input;
+        let k = window.k;
+        if window == Window::same(k) && k % 2 == 1 && k <= MAX_TAPS {
+            let input = ConvInput {
+                codes,
+                hw,
+                channels: c,
+                kernel: k,
+                zero_point,
+            };
+            return self.convolve(&input, rows, pooled, weights, out);
+        }
+        assert!(weights.k == k * k * c, "weights of the window's depth");
+        assert!(
+            !pooled || matches!(rows, ConvRows::Windows(_)),
+            "only windows can be pooled"
+        );
+        let m = rows.len();
+        with_code_scratch(m * weights.k4, |cols| {
+            im2col_codes_window(codes, hw, c, window, rows, weights.k4, zero_point, cols);
+            let rows = Rows::Dense {
+                a: cols,
+                lda: weights.k4,
+            };
+            self.run_rows(rows, m, weights, out, pooled);
+        });
+    }
+
     fn run_rows(self, rows: Rows, m: usize, w: &PackedWeights, out: &mut Output, pooled: bool) {
         rows.check(m, w);
         assert!(!pooled || m.is_multiple_of(4));
@@ -341,6 +398,7 @@ impl Kernel {
 
 /// The input of a stride-1 `kernel x kernel` convolution (padding `kernel / 2`): NHWC
 /// codes of `hw` images with `channels` channels, padded with `zero_point` (the code of 0.0).
+/// Other windows: [`WindowInput`].
 #[derive(Debug, Clone, Copy)]
 pub struct ConvInput<'a> {
     /// The batch's codes.
@@ -355,7 +413,24 @@ pub struct ConvInput<'a> {
     pub zero_point: u8,
 }
 
-/// Most runs one row of a product is read in (a 3x3 convolution reads 3).
+/// The input of a convolution with any window ([`Kernel::convolve_window`]): NHWC codes of
+/// `hw` images with `channels` channels, padded with `zero_point` (the code of 0.0).
+#[derive(Debug, Clone, Copy)]
+pub struct WindowInput<'a> {
+    /// The batch's codes.
+    pub codes: &'a [u8],
+    /// Image height and width (of the input).
+    pub hw: (usize, usize),
+    /// Channels per pixel.
+    pub channels: usize,
+    /// The kernel's side, stride and padding.
+    pub window: Window,
+    /// The code of 0.0, what padding reads.
+    pub zero_point: u8,
+}
+
+/// Most runs one row of a product is read in (a 3x3 convolution reads 3; other windows
+/// are read as dense im2col rows, one run each: see [`Kernel::convolve_window`]).
 const MAX_TAPS: usize = 3;
 
 /// Where a product's rows come from, each read as runs of codes (a multiple of 4 bytes) that

@@ -381,3 +381,102 @@ fn the_expected_kernels_are_available() {
         );
     }
 }
+
+/// Convolutions of any window through `convolve_window` against the integer definition, on
+/// every implementation: torchvision's 7x7/2/3 stem on odd sizes with RGB (im2col rows),
+/// 3x3/2/1 and 1x1/2/0 on channels that are a multiple of 4 (which stride 1 would read in
+/// place), a stride-1 5x5 (too many runs to read in place), outputs of 1x1, today's 3x3 and
+/// 1x1 (read in place); output pixels from mid-image, and 2x2 windows of outputs pooled.
+#[test]
+fn windowed_convolutions_match_the_definition_exactly() {
+    use crate::window::Window;
+    for ((n, h, w), c, window, c_out) in [
+        ((2, 23, 19), 3, Window::new(7, 2, 3), 20),
+        ((2, 9, 8), 8, Window::new(3, 2, 1), 33),
+        ((2, 7, 6), 12, Window::new(1, 2, 0), 17),
+        ((1, 6, 5), 4, Window::new(5, 1, 2), 16),
+        ((3, 1, 1), 3, Window::new(7, 2, 3), 5),
+        ((2, 2, 2), 4, Window::new(3, 2, 1), 16),
+        ((2, 5, 6), 8, Window::same(3), 20),
+        ((2, 4, 5), 8, Window::same(1), 40),
+    ] {
+        let k = window.k;
+        let x = bytes(n * h * w * c, 31);
+        let weights: Vec<i8> = bytes(k * k * c * c_out, 32)
+            .into_iter()
+            .map(|b| b as i8)
+            .collect();
+        let packed = PackedWeights::new(&weights, k * k * c, c_out);
+        let input = WindowInput {
+            codes: &x,
+            hw: (h, w),
+            channels: c,
+            window,
+            zero_point: 37,
+        };
+        let (oh, ow) = window.output_hw((h, w)).unwrap();
+        // The definition: sum over the window's taps of (code - 128) * weight, the padding
+        // reading the zero point.
+        let sum_at = |(image, oy, ox): (usize, usize, usize), j: usize| {
+            let mut sum = 0;
+            for ky in 0..k {
+                for kx in 0..k {
+                    let iy = (oy * window.stride + ky) as isize - window.pad as isize;
+                    let ix = (ox * window.stride + kx) as isize - window.pad as isize;
+                    let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                    for ch in 0..c {
+                        let code = if inside {
+                            x[((image * h + iy as usize) * w + ix as usize) * c + ch]
+                        } else {
+                            input.zero_point
+                        };
+                        let weight = weights[((ky * k + kx) * c + ch) * c_out + j];
+                        sum += (i32::from(code) - 128) * i32::from(weight);
+                    }
+                }
+            }
+            sum
+        };
+        let total = n * oh * ow;
+        let pixels = total / 3..total;
+        let windows = 0..n * (oh / 2) * (ow / 2);
+        let at = |p: usize| (p / (oh * ow), (p / ow) % oh, p % ow);
+        let by_window = |q: usize| {
+            let (h2, w2) = (oh / 2, ow / 2);
+            let (image, y, xx) = (q / (h2 * w2), 2 * ((q / w2) % h2), 2 * (q % w2));
+            [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| (image, y + dy, xx + dx))
+        };
+        let in_order: Vec<_> = pixels.clone().map(at).collect();
+        let windowed: Vec<_> = windows.clone().flat_map(by_window).collect();
+        for (rows, coordinates) in [
+            (ConvRows::Pixels(pixels.clone()), &in_order),
+            (ConvRows::Windows(windows.clone()), &windowed),
+        ] {
+            let m = coordinates.len();
+            let want: Vec<i32> = coordinates
+                .iter()
+                .flat_map(|&p| (0..c_out).map(move |j| sum_at(p, j)))
+                .collect();
+            let pooled_want: Vec<i32> = (0..m / 4 * c_out)
+                .map(|o| {
+                    let (q, j) = (o / c_out, o % c_out);
+                    (0..4).map(|r| want[(4 * q + r) * c_out + j]).max().unwrap()
+                })
+                .collect();
+            for kernel in Kernel::available() {
+                let shape = format!("{kernel:?} {n}x{h}x{w}x{c} {window:?} {rows:?}");
+                let mut sums = vec![i32::MIN; m * c_out + 1];
+                let mut out = Output::Sums(&mut sums);
+                kernel.convolve_window(&input, &rows, false, &packed, &mut out);
+                assert_eq!(&sums[..m * c_out], &want[..], "{shape}");
+                assert_eq!(sums[m * c_out], i32::MIN, "{shape}: tail written");
+                if matches!(rows, ConvRows::Windows(_)) {
+                    let mut pooled = vec![0; m / 4 * c_out];
+                    let mut out = Output::Sums(&mut pooled);
+                    kernel.convolve_window(&input, &rows, true, &packed, &mut out);
+                    assert_eq!(pooled, pooled_want, "{shape} pooled");
+                }
+            }
+        }
+    }
+}
