@@ -85,7 +85,7 @@ pub struct TaskConfig {
     pub augmentation: Augmentation,
     /// Test-time augmentation of the queries too (default false): [`Task::classify`] and
     /// [`Task::label_paths`] embed each image with `augmented_copies` copies and classify the
-    /// mean direction of their features ([`merge_copies`](crate::task::merge_copies)), at
+    /// mean direction of their features (the merge of test-time copies), at
     /// 1 + `augmented_copies` times the embedding cost. Feature rows given directly are
     /// classified as they are.
     ///

@@ -20,8 +20,10 @@ mod config;
 pub mod convert;
 pub mod device;
 pub mod error;
-pub mod files;
-pub mod hash;
+mod files;
+mod hash;
+#[cfg(feature = "internals")]
+pub mod internals;
 pub mod model;
 pub mod preprocess;
 pub mod task;

@@ -349,8 +349,8 @@ pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<Pixels> {
 }
 
 /// The normalisation step: HWC u8 pixels of `(h, w, c)` -> CHW `(v / 255 - mean[c]) / std[c]`,
-/// appended to `out`. Shared by inference and training.
-pub fn normalize_hwc(
+/// appended to `out`. Shared by inference and training (`mgecl::internals`).
+pub(crate) fn normalize_hwc(
     img: &[u8],
     (h, w, c): (usize, usize, usize),
     mean: &[f32],

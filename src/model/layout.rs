@@ -114,6 +114,7 @@ pub enum TensorRole {
 
 impl TensorRole {
     /// Whether training updates it by gradient (BatchNorm's running statistics are not).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // training's
     pub fn is_trained(self) -> bool {
         !matches!(self, TensorRole::BnRunningMean | TensorRole::BnRunningVar)
     }
@@ -259,6 +260,7 @@ impl EncoderSpec {
     }
 
     /// Length of the feature vector (the last block's width).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // training's
     pub fn feature_dim(&self) -> usize {
         self.widths.last().copied().unwrap_or(0)
     }

@@ -10,12 +10,12 @@ mod candle_net;
 pub(crate) mod cpu_fast;
 pub(crate) mod cpu_int8;
 mod folded;
-mod layout;
+pub(crate) mod layout;
 mod metadata;
 mod params;
 mod parsed;
 mod quantized;
-mod weights;
+pub(crate) mod weights;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,12 +23,9 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use ndarray::{Array2, ArrayD};
 
-pub use layout::{
-    Activation, Architecture, BlockSpec, ConvBn, EncoderSpec, TensorRole, TensorSpec, BLOCKS,
-    DEFAULT_BN_EPS, DEFAULT_LEAKY_RELU_SLOPE,
-};
+pub(crate) use layout::EncoderSpec;
+pub use layout::{Activation, Architecture, DEFAULT_BN_EPS, DEFAULT_LEAKY_RELU_SLOPE};
 pub use metadata::Metadata;
-pub use weights::WeightFile;
 
 use crate::classifier::calibration::{self, Calibration};
 use crate::config::{TaskConfig, TASK_DEFAULTS_KEY};
@@ -116,7 +113,7 @@ pub struct LoadOptions {
     /// decoded); raise it for very large photos, lower it for untrusted uploads.
     pub image_limits: ImageLimits,
     /// Most memory a forward pass's activations may take, computed from the model's input
-    /// size and widths ([`EncoderSpec::forward_values`]) before anything is allocated.
+    /// size and widths (the architecture's layout) before anything is allocated.
     /// Embedding cuts batches to fit; a model whose single image needs more (an `image_size`
     /// of 4096 in a file's metadata, say) is refused at load. On top of it each thread that
     /// runs convolutions keeps at most 20 MiB of scratch, which depends on the machine, not on
@@ -308,7 +305,7 @@ pub struct Model {
     task_defaults: TaskConfig,
     feature_power: Option<f32>,
     feature_mean: Option<Vec<f32>>,
-    /// The smallest input side the encoder takes ([`EncoderSpec::min_input_side`]).
+    /// The smallest input side the encoder takes (`EncoderSpec::min_input_side`).
     min_input_side: usize,
     /// What a forward pass holds, within [`LoadOptions::max_embed_bytes`].
     pass: PassMemory,

@@ -36,9 +36,8 @@ mod file;
 mod folder;
 mod label;
 
-pub use crate::augment::{
-    augmented_copy, extend_with_copies, merge_copies, Augmentation, MAX_AUGMENTED_COPIES,
-};
+pub use crate::augment::{augmented_copy, Augmentation, MAX_AUGMENTED_COPIES};
+use crate::augment::{extend_with_copies, merge_copies};
 pub use crate::config::{
     ClassifierKind, TaskConfig, DEFAULT_MAX_CLASSES, DEFAULT_MAX_ROWS, TASK_DEFAULTS_KEY,
 };
@@ -320,7 +319,7 @@ impl Task {
 
     /// The features the task classifies images by, one row per image: the encoder's output,
     /// or with [`TaskConfig::augment_queries`] the mean direction of the image's and its
-    /// copies' outputs ([`merge_copies`]).
+    /// copies' outputs.
     ///
     /// # Errors
     /// Any error of [`Model::embed`] (naming the image's index).

@@ -50,7 +50,7 @@ pub struct Journal {
 }
 
 fn checksum(bytes: &[u8]) -> u64 {
-    mgecl::hash::fnv1a(mgecl::hash::FNV_OFFSET, bytes)
+    mgecl::internals::fnv1a(mgecl::internals::FNV_OFFSET, bytes)
 }
 
 fn corrupt(path: &Path, what: &str) -> Error {
@@ -74,7 +74,7 @@ impl Journal {
         bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&header);
         bytes.extend_from_slice(&checksum(&header).to_le_bytes());
-        mgecl::files::write_file(path, &bytes)?;
+        mgecl::internals::write_file(path, &bytes)?;
         let mut file = OpenOptions::new().write(true).open(path).map_err(io)?;
         file.seek(SeekFrom::End(0)).map_err(io)?;
         Ok(Journal {

@@ -162,7 +162,7 @@ pub fn run(
     bar.finish_and_clear();
     let labelling = task.label_outcomes(&outcomes, &args.options)?;
     let csv = labelling.csv(&paths)?;
-    mgecl::files::write_file(&args.out, csv.as_bytes())?;
+    mgecl::internals::write_file(&args.out, csv.as_bytes())?;
     if let Some(report_path) = &args.report {
         // Drawn from the CSV as written, as `mgecl report` draws it: the same page either way.
         report::write_from_csv(

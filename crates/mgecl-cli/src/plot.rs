@@ -133,5 +133,5 @@ pub fn reliability_diagram(answers: &[(f64, bool)], title: &str, path: &Path) ->
     image::codecs::png::PngEncoder::new(&mut png)
         .write_image(&pixels, w, h, image::ExtendedColorType::Rgb8)
         .map_err(plot_error)?;
-    mgecl::files::write_file(path, &png)
+    mgecl::internals::write_file(path, &png)
 }

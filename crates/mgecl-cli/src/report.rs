@@ -76,7 +76,7 @@ pub fn write_from_csv(
         },
         progress,
     )?;
-    mgecl::files::write_file(out, page.as_bytes())?;
+    mgecl::internals::write_file(out, page.as_bytes())?;
     Ok(rows.paths.len())
 }
 

@@ -401,6 +401,6 @@ fn write_calibrated(
     let calibration = fit_calibration(model, data, config)?;
     // The metadata the model was loaded with: the file's, with any overrides applied.
     let metadata = model.info().metadata.clone();
-    mgecl::files::write_file(out, &with_metadata(bytes, metadata, &calibration)?)?;
+    mgecl::internals::write_file(out, &with_metadata(bytes, metadata, &calibration)?)?;
     Ok(calibration)
 }

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, Episode};
 use crate::error::{Error, Result};
 use mgecl::classifier::calibration::{auroc, expected_calibration_error};
+use mgecl::internals::{extend_with_copies, merge_copies};
 use mgecl::model::Model;
 use mgecl::preprocess::ImageSource;
-use mgecl::task::{extend_with_copies, merge_copies, Task, TaskConfig};
+use mgecl::task::{Task, TaskConfig};
 
 /// The outcome of an evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -169,7 +170,7 @@ pub fn embed_dataset(model: &Model, dataset: &Dataset, config: &TaskConfig) -> R
     for chunk in dataset.pixels.chunks(256) {
         let mut input = Vec::with_capacity(chunk.len() * c * h * w);
         for img in chunk {
-            mgecl::preprocess::normalize_hwc(
+            mgecl::internals::normalize_hwc(
                 img,
                 (h, w, c),
                 &info.input.mean,
@@ -293,7 +294,7 @@ impl EpisodesFile {
     /// [`EpisodesFile::parse`].
     pub fn load(path: &Path) -> Result<Self> {
         let bytes =
-            mgecl::files::read_file_limited(path, MAX_EPISODES_FILE_BYTES, "episodes file")?;
+            mgecl::internals::read_file_limited(path, MAX_EPISODES_FILE_BYTES, "episodes file")?;
         // Not UTF-8: the same I/O error `read_to_string` gives.
         let text = String::from_utf8(bytes).map_err(|e| {
             Error::io(

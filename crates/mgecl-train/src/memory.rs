@@ -3,7 +3,7 @@
 //! width that a machine cannot hold is refused with the need and the limit, not found out by
 //! the kernel's out-of-memory killer an hour later.
 
-use mgecl::model::EncoderSpec;
+use mgecl::internals::EncoderSpec;
 
 use crate::error::{Error, Result};
 

@@ -26,8 +26,8 @@ use crate::{
     save_progress, Batch, Progress, RunConfig, RunFiles, Snapshot,
 };
 use mgecl::device::DeviceChoice;
+use mgecl::internals::normalize_hwc;
 use mgecl::model::{LoadOptions, Model};
-use mgecl::preprocess::normalize_hwc;
 
 /// Everything a meta-training run depends on; saved in its checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

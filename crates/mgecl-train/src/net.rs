@@ -14,10 +14,8 @@ use crate::layers::{
     batch_norm_eval, batch_norm_train, conv, global_avg_pool, leaky_relu, linear, max_pool2x2,
 };
 use crate::rng::Rng;
-use mgecl::model::{
-    Activation, Architecture, BlockSpec, ConvBn, TensorRole, WeightFile, DEFAULT_BN_EPS,
-    DEFAULT_LEAKY_RELU_SLOPE,
-};
+use mgecl::internals::{BlockSpec, ConvBn, TensorRole, WeightFile};
+use mgecl::model::{Activation, Architecture, DEFAULT_BN_EPS, DEFAULT_LEAKY_RELU_SLOPE};
 
 const BN_MOMENTUM: f64 = 0.1;
 /// Training's BatchNorm epsilon and LeakyReLU slope: the core's defaults, which its
@@ -46,7 +44,7 @@ pub enum ParamKind {
 }
 
 /// The encoder's shape: the core's one description of the architectures.
-pub use mgecl::model::EncoderSpec;
+pub use mgecl::internals::EncoderSpec;
 
 /// The layout's activation, LeakyReLU with training's slope.
 fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {

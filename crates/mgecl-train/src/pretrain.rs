@@ -20,8 +20,8 @@ use crate::{
     save_progress, Batch, InputSpec, Progress, RunConfig, RunFiles, Snapshot,
 };
 use mgecl::device::DeviceChoice;
+use mgecl::internals::normalize_hwc;
 use mgecl::model::Model;
-use mgecl::preprocess::normalize_hwc;
 use mgecl::preprocess::Preprocessor;
 
 /// Per-channel normalisation mean and standard deviation.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mgecl::classifier::calibration::Calibration;
-use mgecl::preprocess::normalize_hwc;
+use mgecl::internals::normalize_hwc;
 
 use std::sync::Arc;
 
@@ -137,7 +137,7 @@ pub fn quantize_file(
         }
         None => None,
     };
-    mgecl::files::write_file(out, &quantized)?;
+    mgecl::internals::write_file(out, &quantized)?;
     Ok(QuantizeReport {
         images: calibration_set.len(),
         classes: chosen.len(),

@@ -213,14 +213,14 @@ pub fn save_progress(
                 record["val_ci95"] = r.ci95.into();
                 if best.is_none_or(|b| r.accuracy > b) {
                     *best = Some(r.accuracy);
-                    mgecl::files::write_file(&files.best, &model_bytes(*best)?)?;
+                    mgecl::internals::write_file(&files.best, &model_bytes(*best)?)?;
                 }
             }
-            None => mgecl::files::write_file(&files.best, &model_bytes(*best)?)?,
+            None => mgecl::internals::write_file(&files.best, &model_bytes(*best)?)?,
         }
     }
     let meta = model_metadata(snap.trainer.spec(), snap.input, &training(*best));
-    mgecl::files::write_file(&files.last, &snap.trainer.checkpoint_bytes(true, &meta)?)?;
+    mgecl::internals::write_file(&files.last, &snap.trainer.checkpoint_bytes(true, &meta)?)?;
     append_log(&files.log, record)
 }
 

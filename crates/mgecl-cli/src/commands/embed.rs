@@ -54,7 +54,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     ]);
     let file = safetensors::serialize([("features", view)], Some(metadata))
         .context("cannot serialise the features")?;
-    mgecl::files::write_file(&args.out, &file)?;
+    mgecl::internals::write_file(&args.out, &file)?;
     eprintln!(
         "wrote {} x {dim} features to {}",
         images.len(),

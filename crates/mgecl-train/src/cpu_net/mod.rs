@@ -40,7 +40,7 @@ use crate::net::{
     ROTATION_HEAD_BIAS, ROTATION_HEAD_WEIGHT,
 };
 use crate::optim::{sgd_update, SgdSettings};
-use mgecl::model::ConvBn;
+use mgecl::internals::ConvBn;
 use mgecl_kernels::layout::nchw_to_nhwc;
 pub(crate) use mgecl_kernels::layout::Shape;
 use mgecl_kernels::layout::{ohwi_to_oihw, oihw_to_ohwi};
