@@ -154,14 +154,19 @@ static mgecl_task_options options(program *p) {
     if (fields & 128) {
         o.augmentation = byte(p) % 3;
         o.augment_queries = byte(p) % 2;
+        o.transductive = byte(p) % 3; /* 2: not a boolean, refused */
         o.raw_probabilities = byte(p) % 2;
         o.max_iterations = byte(p);
         o.gradient_tolerance = number(p);
     }
-    if ((fields & 129) == 129) { /* an older header's size, a newer one's, none, a bad one */
-        const size_t sizes[] = {sizeof o, offsetof(mgecl_task_options, augment_queries),
-                                sizeof o + 8, 0, 12};
-        o.struct_size = sizes[byte(p) % 5];
+    if ((fields & 129) == 129) { /* older headers' sizes, a newer one's, none, a bad one */
+        const size_t sizes[] = {sizeof o,
+                                offsetof(mgecl_task_options, augment_queries),
+                                offsetof(mgecl_task_options, transductive),
+                                sizeof o + 8,
+                                0,
+                                12};
+        o.struct_size = sizes[byte(p) % 6];
     }
     return o;
 }
