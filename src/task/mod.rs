@@ -116,6 +116,28 @@ fn softmax_scaled(mut scores: Array2<f64>, scale: f64) -> Array2<f64> {
     scores
 }
 
+/// Each row's best cosine similarity to a class mean.
+fn best_cosines(cosines: &Array2<f64>) -> Vec<f64> {
+    cosines
+        .rows()
+        .into_iter()
+        .map(|row| row.fold(f64::NEG_INFINITY, |m, &v| m.max(v)))
+        .collect()
+}
+
+/// The fitted classifier's uncalibrated scores of normalised rows `x` whose cosines to the
+/// class means are `cosines`: logistic regression's decision function, or the cosines.
+fn classifier_scores(
+    fitted: &Fitted,
+    x: ArrayView2<f64>,
+    cosines: Array2<f64>,
+) -> Result<Array2<f64>> {
+    match &fitted.classifier {
+        Classifier::Logistic(m) => m.decision(x),
+        Classifier::Prototype(_) | Classifier::Single => Ok(cosines),
+    }
+}
+
 fn normalized_rows(features: ArrayView2<f32>) -> Array2<f64> {
     let (n, d) = features.dim();
     let mut out = Vec::with_capacity(n * d);
@@ -536,11 +558,17 @@ impl Task {
     /// # Errors
     /// As [`Task::predict_proba`].
     pub fn scores(&self, features: ArrayView2<f32>) -> Result<Scores> {
-        Ok(self.scores_and_fit(features)?.0)
+        let (fitted, x, cosines) = self.cosines(features)?;
+        let best_cosine = best_cosines(&cosines);
+        Ok(Scores {
+            classifier: classifier_scores(fitted, x.view(), cosines)?,
+            best_cosine,
+        })
     }
 
-    /// The scores of `features`, the fitted state, and the L2-normalised rows.
-    fn scores_and_fit(&self, features: ArrayView2<f32>) -> Result<(Scores, &Fitted, Array2<f64>)> {
+    /// The fitted state, the L2-normalised rows of `features`, and their cosine similarities
+    /// to the class means.
+    fn cosines(&self, features: ArrayView2<f32>) -> Result<(&Fitted, Array2<f64>, Array2<f64>)> {
         let fitted = self.fitted.as_ref().ok_or(Error::NotFitted)?;
         let dim = self.model.feature_dim();
         if features.ncols() != dim || features.nrows() == 0 {
@@ -553,35 +581,18 @@ impl Task {
         // Non-finite values survive normalisation: rejected here.
         crate::classifier::logistic::validate_queries(x.view(), dim)?;
         let cosines = x.dot(&fitted.prototypes.t());
-        let best_cosine = cosines
-            .rows()
-            .into_iter()
-            .map(|row| row.fold(f64::NEG_INFINITY, |m, &v| m.max(v)))
-            .collect();
-        let classifier = match &fitted.classifier {
-            Classifier::Logistic(m) => m.decision(x.view())?,
-            Classifier::Prototype(_) | Classifier::Single => cosines,
-        };
-        Ok((
-            Scores {
-                classifier,
-                best_cosine,
-            },
-            fitted,
-            x,
-        ))
+        Ok((fitted, x, cosines))
     }
 
     /// Probabilities and known-probabilities of feature rows.
     fn answer(&self, features: ArrayView2<f32>) -> Result<(Array2<f64>, Vec<f64>)> {
-        let (scores, fitted, x) = self.scores_and_fit(features)?;
+        let (fitted, x, cosines) = self.cosines(features)?;
         let (ways, shots) = (fitted.ways, fitted.shots);
         let calibration = self
             .model
             .calibration()
             .map(|c| c.for_copies(self.config.augmented_copies));
-        let known: Vec<f64> = scores
-            .best_cosine
+        let known: Vec<f64> = best_cosines(&cosines)
             .iter()
             .map(|&best| match calibration {
                 Some(c) => c.open_set.known_probability(best, ways, shots),
@@ -608,7 +619,8 @@ impl Task {
             };
             return Ok((softmax_scaled(cosines, factor), known));
         }
-        let z = scores.classifier;
+        // Only an inductive answer needs the classifier's own scores.
+        let z = classifier_scores(fitted, x.view(), cosines)?;
         let proba = match (&fitted.classifier, scale) {
             (Classifier::Single, _) => Array2::from_shape_vec((known.len(), 1), known.clone())
                 .map_err(|e| Error::backend_caused_by("probability matrix", e))?,
