@@ -178,7 +178,7 @@ pub fn metatrain(
         (
             net,
             training["episode"].as_u64().unwrap_or(0) as usize,
-            training["best_val_accuracy"].as_f64(),
+            files.resumed_best(training["best_val_accuracy"].as_f64()),
         )
     } else {
         (

@@ -298,7 +298,7 @@ pub fn pretrain(
         let mut sgd = config.optim.sgd();
         sgd.set_buffers(momentum_from_checkpoint(&bytes, &net)?);
         let epoch = training["epoch"].as_u64().unwrap_or(0) as usize;
-        let best = training["best_val_accuracy"].as_f64();
+        let best = files.resumed_best(training["best_val_accuracy"].as_f64());
         (net, sgd, epoch, best)
     } else {
         let mut net = TrainNet::new(

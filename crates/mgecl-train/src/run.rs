@@ -173,6 +173,13 @@ impl RunFiles {
             log: dir.join("log.jsonl"),
         })
     }
+
+    /// The best validation accuracy a resumed run goes on from: the one its resume point
+    /// records while `best.safetensors` is there, none when it is not (a resume point carried
+    /// to another machine alone), so that the next validation writes a best model again.
+    pub fn resumed_best(&self, recorded: Option<f64>) -> Option<f64> {
+        recorded.filter(|_| self.best.exists())
+    }
 }
 
 /// What [`save_progress`] writes for a network.

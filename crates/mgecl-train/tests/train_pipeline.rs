@@ -385,3 +385,39 @@ fn distillation_pretraining_runs_from_a_teacher_checkpoint() {
     assert_eq!(log.len(), 2);
     assert!(log.iter().all(|e| e["loss"].as_f64().unwrap().is_finite()));
 }
+
+/// A resume point carried to another machine without `best.safetensors`: the resumed run
+/// writes a best model again at its next validation (the one before the move is lost).
+#[test]
+fn a_resume_point_alone_resumes_to_a_best_model() {
+    let dir = scratch();
+    let mut first = config(dir.path().to_path_buf(), 2);
+    first.run.stop_after = Some(1);
+    pretrain(&first, DeviceChoice::Cpu, false, &mut Silent).unwrap();
+    let best = dir.path().join("best.safetensors");
+    assert!(best.exists());
+    std::fs::remove_file(&best).unwrap();
+    // The recorded best made unbeatable: only a run that forgets it writes a best model.
+    let last = dir.path().join("last.safetensors");
+    let bytes = std::fs::read(&last).unwrap();
+    let mut metadata = mgecl_train::checkpoint_metadata(&bytes).unwrap();
+    let mut training: serde_json::Value = serde_json::from_str(&metadata["training"]).unwrap();
+    training["best_val_accuracy"] = 1.0.into();
+    metadata.insert("training".into(), training.to_string());
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let rewritten = safetensors::serialize(
+        st.tensors(),
+        Some(metadata.into_iter().collect::<std::collections::HashMap<_, _>>()),
+    )
+    .unwrap();
+    std::fs::write(&last, rewritten).unwrap();
+    pretrain(
+        &config(dir.path().to_path_buf(), 2),
+        DeviceChoice::Cpu,
+        true,
+        &mut Silent,
+    )
+    .unwrap();
+    assert!(best.exists(), "the resumed run wrote no best model");
+    Model::load(&best, &LoadOptions::default()).unwrap();
+}
