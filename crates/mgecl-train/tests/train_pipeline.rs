@@ -407,7 +407,11 @@ fn a_resume_point_alone_resumes_to_a_best_model() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let rewritten = safetensors::serialize(
         st.tensors(),
-        Some(metadata.into_iter().collect::<std::collections::HashMap<_, _>>()),
+        Some(
+            metadata
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        ),
     )
     .unwrap();
     std::fs::write(&last, rewritten).unwrap();
