@@ -23,6 +23,8 @@ pub mod int8;
 pub mod layout;
 pub mod pool;
 pub mod scratch;
+#[cfg(test)]
+mod test_values;
 pub mod window;
 pub mod winograd;
 

@@ -2,20 +2,7 @@
 //! `(n, oy, ox, ky, kx, c)`.
 
 use super::*;
-
-/// A reproducible sequence of integers in `-range..range` (as f32: sums of a few thousand of
-/// them, and their products, are exact in f64).
-fn integers(len: usize, range: i32, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            ((state >> 8) as i32 % range) as f32
-        })
-        .collect()
-}
+use crate::test_values::integers;
 
 /// Non-integer values, for results that must be equal bit for bit.
 fn fractions(len: usize, seed: u32) -> Vec<f32> {

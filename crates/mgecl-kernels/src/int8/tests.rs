@@ -1,17 +1,10 @@
 use super::*;
 use crate::conv::ConvRows;
+use crate::test_values::xorshift;
 
 /// A reproducible sequence covering the whole range of each type.
 fn bytes(len: usize, seed: u32) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state >> 24) as u8
-        })
-        .collect()
+    xorshift(seed).take(len).map(|s| (s >> 24) as u8).collect()
 }
 
 /// Every implementation equals the definition exactly, for shapes with row, column and

@@ -2,20 +2,7 @@
 //! `(n, oy, ox, ky, kx, c)`, and by hand.
 
 use super::*;
-
-/// A reproducible sequence of small integers in `-range..range` (as f32): ties everywhere,
-/// and values at and below zero for the activation's derivative.
-fn integers(len: usize, range: i32, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            ((state >> 8) as i32 % range) as f32
-        })
-        .collect()
-}
+use crate::test_values::integers;
 
 /// `(pooled, d_input)` by the definition: each window's maximum over its taps inside the
 /// image, the first in row-major order `(ky, kx)` winning ties, and its gradient added
