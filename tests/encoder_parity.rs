@@ -292,6 +292,24 @@ fn one_model_serves_many_threads_at_once() {
     }
 }
 
+/// Loading the reference Conv-4 with metadata `key` = `bad` fails as bad metadata.
+fn refused_as_bad_metadata(key: &str, bad: &str) {
+    let options = LoadOptions::default().with_metadata(key, bad);
+    let err = Model::load(data("conv4_gray.safetensors"), &options)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            mgecl::Error::InvalidModel {
+                problem: mgecl::ModelProblem::BadMetadata,
+                ..
+            }
+        ),
+        "{key} = {bad}: {err}"
+    );
+}
+
 /// `feature_mean` (metadata): the features are PyTorch's reference features less the
 /// vector, on every engine, after `feature_power` when both are set; a vector of the wrong
 /// length or with a non-number is refused when the model loads.
@@ -329,20 +347,7 @@ fn feature_mean_is_subtracted_from_the_reference_features() {
     }
     let short = serde_json::to_string(&centre[1..]).unwrap();
     for bad in [short.as_str(), "[1, \"a\"]", "[]", "0.5"] {
-        let options = LoadOptions::default().with_metadata("feature_mean", bad);
-        let err = Model::load(data("conv4_gray.safetensors"), &options)
-            .err()
-            .unwrap();
-        assert!(
-            matches!(
-                err,
-                mgecl::Error::InvalidModel {
-                    problem: mgecl::ModelProblem::BadMetadata,
-                    ..
-                }
-            ),
-            "{bad}: {err}"
-        );
+        refused_as_bad_metadata("feature_mean", bad);
     }
 }
 
@@ -367,19 +372,6 @@ fn feature_power_raises_the_reference_features() {
         assert_ne!(model.info().fingerprint, plain.info().fingerprint);
     }
     for bad in ["0", "-1", "NaN", "half"] {
-        let options = LoadOptions::default().with_metadata("feature_power", bad);
-        let err = Model::load(data("conv4_gray.safetensors"), &options)
-            .err()
-            .unwrap();
-        assert!(
-            matches!(
-                err,
-                mgecl::Error::InvalidModel {
-                    problem: mgecl::ModelProblem::BadMetadata,
-                    ..
-                }
-            ),
-            "{bad}: {err}"
-        );
+        refused_as_bad_metadata("feature_power", bad);
     }
 }
